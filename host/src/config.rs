@@ -1,0 +1,555 @@
+//! The configuration file: connectors, their plugins and grants, and links.
+//!
+//! A configuration is parsed strictly (unknown keys are errors) and then
+//! checked as a whole (links name existing connectors, origins parse, ...).
+//! Every error names the file and the line it is about.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::model::EmploymentStatus;
+
+/// A configuration that was refused: where, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}: {message}", file.display())]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// 1-based line the error is about (1 when the whole file is at fault).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration was read from; relative paths in it are
+    /// relative to this file's directory.
+    pub file: PathBuf,
+    /// Directory of `*.wasm` connector plugins.
+    pub plugin_dir: PathBuf,
+    /// Directory of the sled database.
+    pub data_dir: PathBuf,
+    /// Connectors by name.
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+    /// Links by name.
+    pub links: BTreeMap<String, LinkConfig>,
+}
+
+/// One connector: a plugin, its settings and what it may reach.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    /// Plugin file stem in the plugin directory (`bamboohr` for `bamboohr.wasm`).
+    pub plugin: String,
+    /// Non-secret settings the plugin reads through the `config` import.
+    pub settings: BTreeMap<String, String>,
+    /// Origins the plugin may send requests to.
+    pub allow: Vec<Origin>,
+    /// Credential the host injects into requests to `allow`ed origins.
+    pub auth: Option<AuthConfig>,
+    /// Per-call limits.
+    pub limits: Limits,
+}
+
+/// Limits applied to every call into a plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock deadline of one call, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Cap on the instance's linear memory, in MiB.
+    pub memory_mib: u64,
+    /// Maximum HTTP requests in one call.
+    pub max_requests: u32,
+    /// Maximum size of one HTTP response body, in KiB.
+    pub max_response_kib: u64,
+    /// Timeout of one HTTP request, in milliseconds.
+    pub http_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout_ms: 60_000,
+            memory_mib: 128,
+            max_requests: 1_000,
+            max_response_kib: 16 * 1024,
+            http_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// An origin a connector may reach: scheme, host (optionally `*.` wildcard)
+/// and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Host name or address; a leading `*.` matches any subdomain.
+    pub host: String,
+    /// Port (the scheme's default when not written).
+    pub port: u16,
+}
+
+impl Origin {
+    /// Parse `https://host[:port]`, without path, query or credentials.
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| format!("origin `{text}` has no scheme (https://...)"))?;
+        let default_port = match scheme {
+            "https" => 443,
+            "http" => 80,
+            _ => return Err(format!("origin `{text}`: scheme must be http or https")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "origin `{text}` must be scheme://host[:port] with no path, query or user"
+            ));
+        }
+        let bad_port = |port: &str| format!("origin `{text}`: bad port `{port}`");
+        let (host, port) = if let Some(after) = rest.strip_prefix('[') {
+            // An IPv6 literal: `[::1]` or `[::1]:8080`.
+            let (address, tail) = after
+                .split_once(']')
+                .ok_or_else(|| format!("origin `{text}`: unclosed `[`"))?;
+            let port = match tail.strip_prefix(':') {
+                Some(port) => port.parse().map_err(|_| bad_port(port))?,
+                None if tail.is_empty() => default_port,
+                None => return Err(bad_port(tail)),
+            };
+            (format!("[{address}]"), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host.to_owned(), port.parse().map_err(|_| bad_port(port))?),
+                None => (rest.to_owned(), default_port),
+            }
+        };
+        Ok(Origin {
+            scheme: scheme.to_owned(),
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether `url` is on this origin.
+    pub fn matches(&self, url: &url::Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host = host.to_ascii_lowercase();
+        let host_ok = match self.host.strip_prefix("*.") {
+            Some(domain) => host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}")),
+            None => host == self.host,
+        };
+        host_ok && url.scheme() == self.scheme && url.port_or_known_default() == Some(self.port)
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// A credential and how the host injects it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// HTTP Basic.
+    Basic {
+        /// User name (BambooHR: the API key).
+        username: SecretSource,
+        /// Password (BambooHR: any value, conventionally "x").
+        password: SecretSource,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token.
+        token: SecretSource,
+    },
+    /// A named header.
+    Header {
+        /// Header name.
+        name: String,
+        /// Header value.
+        value: SecretSource,
+    },
+    /// A query parameter (Moodle's `wstoken`).
+    Query {
+        /// Parameter name.
+        param: String,
+        /// Parameter value.
+        value: SecretSource,
+    },
+}
+
+/// Where a credential's value comes from: a literal (only for values that are
+/// not secret, such as BambooHR's "x" password) or `{ secret = "env:NAME" }` /
+/// `{ secret = "file:PATH" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretSource {
+    /// A value written in the file.
+    Literal(String),
+    /// A reference resolved when the connector is loaded.
+    Reference {
+        /// `env:NAME` or `file:PATH`.
+        secret: String,
+    },
+}
+
+/// A link: one HRIS connector kept in sync with one LMS connector.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The HRIS connector's name.
+    pub hris: String,
+    /// The LMS connector's name.
+    pub lms: String,
+    /// What a termination does to the LMS account.
+    pub on_termination: TerminationPolicy,
+    /// Which completion of a course is written to the HRIS.
+    pub completion_policy: CompletionPolicy,
+    /// Employees provisioned concurrently.
+    pub concurrency: usize,
+    /// Assignment rules.
+    pub rules: Vec<Rule>,
+}
+
+/// What happens to the LMS account of a terminated employee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TerminationPolicy {
+    /// Suspend the LMS account (it is reactivated on rehire).
+    Suspend,
+    /// Keep access, stop new assignments.
+    StopAssignments,
+    /// Only record the termination.
+    Record,
+}
+
+/// Which completion of a course wins when there are several attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompletionPolicy {
+    /// The most recent attempt.
+    Latest,
+    /// The attempt with the highest score.
+    HighestScore,
+    /// The first passed (or completed) attempt.
+    FirstPass,
+}
+
+/// An assignment rule: employees matching `when` (and not `unless`) get `courses`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Name used in logs and the audit trail.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Course keys assigned.
+    pub courses: Vec<String>,
+    /// Conditions that must all hold (an empty table matches everyone).
+    #[serde(default)]
+    pub when: Conditions,
+    /// Conditions that exclude an employee when any of them holds.
+    #[serde(default)]
+    pub unless: Option<Conditions>,
+    /// Days from assignment to the due date.
+    #[serde(default)]
+    pub due_in_days: Option<u32>,
+    /// Days a completion stays valid; sets the completion's expiry.
+    #[serde(default)]
+    pub recertify_every_days: Option<u32>,
+}
+
+/// Each present field is an any-of list; all present fields must match.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    /// Any of these departments.
+    pub department: Option<Vec<String>>,
+    /// Any of these locations.
+    pub location: Option<Vec<String>>,
+    /// Any of these job titles.
+    pub job_title: Option<Vec<String>>,
+    /// Any of these employment statuses.
+    pub status: Option<Vec<EmploymentStatus>>,
+    /// Custom HRIS fields: field name to any-of values.
+    pub custom: Option<BTreeMap<String, Vec<String>>>,
+}
+
+// ---- the file format ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    plugin_dir: Option<String>,
+    data_dir: Option<String>,
+    #[serde(default)]
+    connectors: BTreeMap<String, Spanned<RawConnector>>,
+    #[serde(default)]
+    links: BTreeMap<String, Spanned<RawLink>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnector {
+    plugin: String,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    auth: Option<AuthConfig>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    hris: Spanned<String>,
+    lms: Spanned<String>,
+    #[serde(default = "default_termination")]
+    on_termination: TerminationPolicy,
+    #[serde(default = "default_completion_policy")]
+    completion_policy: CompletionPolicy,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+    #[serde(default)]
+    rules: Vec<Spanned<Rule>>,
+}
+
+fn default_termination() -> TerminationPolicy {
+    TerminationPolicy::Suspend
+}
+fn default_completion_policy() -> CompletionPolicy {
+    CompletionPolicy::Latest
+}
+fn default_concurrency() -> usize {
+    4
+}
+
+impl Config {
+    /// Read and check the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 1,
+            message: format!("cannot read configuration: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parse and check configuration text; `path` names it in errors and
+    /// anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let at = |offset: usize, message: String| ConfigError {
+            file: path.to_owned(),
+            line: line_of(text, offset),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            at(
+                e.span().map_or(0, |s| s.start),
+                e.message().trim().to_owned(),
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut connectors = BTreeMap::new();
+        for (name, raw) in raw.connectors {
+            let span = raw.span().start;
+            let raw = raw.into_inner();
+            check_name(name.as_str()).map_err(|m| at(span, format!("connector `{name}`: {m}")))?;
+            let mut settings = BTreeMap::new();
+            for (key, value) in raw.config {
+                let value = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                        value.to_string()
+                    }
+                    _ => {
+                        return Err(at(
+                            span,
+                            format!("connector `{name}`: config `{key}` must be a string, number or boolean"),
+                        ));
+                    }
+                };
+                settings.insert(key, value);
+            }
+            let mut allow = Vec::new();
+            for origin in raw.allow {
+                let parsed = Origin::parse(origin.get_ref())
+                    .map_err(|m| at(origin.span().start, format!("connector `{name}`: {m}")))?;
+                allow.push(parsed);
+            }
+            if raw.auth.is_some() && allow.is_empty() {
+                return Err(at(
+                    span,
+                    format!("connector `{name}`: `auth` is bound to the `allow`ed origins, but `allow` is empty"),
+                ));
+            }
+            connectors.insert(
+                name,
+                ConnectorConfig {
+                    plugin: raw.plugin,
+                    settings,
+                    allow,
+                    auth: raw.auth,
+                    limits: raw.limits,
+                },
+            );
+        }
+        let mut links = BTreeMap::new();
+        for (name, raw) in raw.links {
+            let span = raw.span().start;
+            let raw = raw.into_inner();
+            check_name(name.as_str()).map_err(|m| at(span, format!("link `{name}`: {m}")))?;
+            for (role, connector) in [("hris", &raw.hris), ("lms", &raw.lms)] {
+                if !connectors.contains_key(connector.get_ref()) {
+                    return Err(at(
+                        connector.span().start,
+                        format!(
+                            "link `{name}`: {role} connector `{}` is not defined under [connectors]",
+                            connector.get_ref()
+                        ),
+                    ));
+                }
+            }
+            if raw.concurrency == 0 {
+                return Err(at(span, format!("link `{name}`: concurrency must be at least 1")));
+            }
+            let mut rules = Vec::new();
+            for rule in raw.rules {
+                if rule.get_ref().courses.is_empty() {
+                    return Err(at(rule.span().start, format!("link `{name}`: a rule needs at least one course")));
+                }
+                rules.push(rule.into_inner());
+            }
+            links.insert(
+                name,
+                LinkConfig {
+                    hris: raw.hris.into_inner(),
+                    lms: raw.lms.into_inner(),
+                    on_termination: raw.on_termination,
+                    completion_policy: raw.completion_policy,
+                    concurrency: raw.concurrency,
+                    rules,
+                },
+            );
+        }
+        Ok(Config {
+            file: path.to_owned(),
+            plugin_dir: base.join(raw.plugin_dir.as_deref().unwrap_or("plugins.d")),
+            data_dir: base.join(raw.data_dir.as_deref().unwrap_or("switchyard-data")),
+            connectors,
+            links,
+        })
+    }
+}
+
+/// Names are used in keys and paths: keep them plain.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err("names may use only letters, digits, '-' and '_'".into())
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/switchyard.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+[connectors.hr]
+plugin = "bamboohr"
+config = { base_url = "https://acme.bamboohr.com", page_size = 50 }
+allow = ["https://acme.bamboohr.com"]
+auth = { kind = "basic", username = { secret = "env:KEY" }, password = "x" }
+
+[connectors.lms]
+plugin = "moodle"
+allow = ["https://*.acme.example"]
+
+[links.acme]
+hris = "hr"
+lms = "lms"
+[[links.acme.rules]]
+courses = ["SAFETY"]
+when = { department = ["Warehouse"] }
+due_in_days = 30
+"#;
+
+    #[test]
+    fn parses_a_full_configuration() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.plugin_dir, Path::new("/etc/plugins.d"));
+        let hr = &config.connectors["hr"];
+        assert_eq!(hr.settings["page_size"], "50");
+        assert_eq!(hr.allow[0].port, 443);
+        let link = &config.links["acme"];
+        assert_eq!(link.on_termination, TerminationPolicy::Suspend);
+        assert_eq!(link.rules[0].due_in_days, Some(30));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let text = GOOD.replace("due_in_days = 30", "due_in_dayz = 30");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, 18, "{err}");
+        assert!(err.to_string().contains("due_in_dayz"), "{err}");
+        assert!(err.to_string().starts_with("/etc/switchyard.toml:18:"), "{err}");
+    }
+
+    #[test]
+    fn link_to_missing_connector_is_refused_with_its_line() {
+        let text = GOOD.replace("lms = \"lms\"", "lms = \"nope\"");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, 14, "{err}");
+        assert!(err.message.contains("`nope` is not defined"), "{err}");
+    }
+
+    #[test]
+    fn bad_origin_is_refused() {
+        let text = GOOD.replace("https://*.acme.example", "ftp://x");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, 10, "{err}");
+    }
+
+    #[test]
+    fn origins_match_scheme_host_and_port() {
+        let o = Origin::parse("https://*.acme.example").unwrap();
+        assert!(o.matches(&"https://lms.acme.example/x".parse().unwrap()));
+        assert!(!o.matches(&"https://acme.example/x".parse().unwrap()));
+        assert!(!o.matches(&"http://lms.acme.example/x".parse().unwrap()));
+        assert!(!o.matches(&"https://lms.acme.example:8443/x".parse().unwrap()));
+        assert!(!o.matches(&"https://evilacme.example/x".parse().unwrap()));
+        let v6 = Origin::parse("http://[::1]:9000").unwrap();
+        assert!(v6.matches(&"http://[::1]:9000/x".parse().unwrap()));
+        assert_eq!(Origin::parse("https://[::1]").unwrap().port, 443);
+        let local = Origin::parse("http://127.0.0.1:8080").unwrap();
+        assert!(local.matches(&"http://127.0.0.1:8080/api".parse().unwrap()));
+        assert!(!local.matches(&"http://127.0.0.1:8081/api".parse().unwrap()));
+    }
+}

@@ -1,0 +1,31 @@
+//! Switchyard: a host for sandboxed WebAssembly connector plugins that keeps
+//! an HRIS and an LMS in sync.
+//!
+//! Plugins translate; the host decides. A plugin (a WebAssembly component
+//! implementing the `switchyard:connector` WIT contract) only maps one
+//! vendor's API to canonical records. This crate loads plugins, contains
+//! them, injects their credentials, runs the sync and keeps its state.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML configuration, checked with file:line errors;
+//! - [`runtime`]: the wasmtime engine, plugin loading and world detection,
+//!   per-call stores and limits, and calls into plugins;
+//! - [`capability`]: the host imports (`http`, `log`, `config`), one module each;
+//! - [`secrets`]: credential sources and the redacting [`secrets::Secret`] type;
+//! - [`model`]: the canonical records the host works with;
+//! - [`state`]: sync state in sled behind typed accessors;
+//! - [`sync`]: one run of a link (provisioning, rules, completion write-back);
+//! - [`service`]: all of the above assembled from a configuration.
+
+pub mod capability;
+pub mod config;
+pub mod model;
+pub mod runtime;
+pub mod secrets;
+pub mod service;
+pub mod state;
+pub mod sync;
+
+pub use config::Config;
+pub use service::Service;

@@ -1,0 +1,852 @@
+//! The plugin runtime: one wasmtime `Engine`, plugins compiled once and
+//! pre-instantiated, and a fresh `Store` with limits for every call.
+//!
+//! **Invariant:** only this module (and `capability`) knows about wasmtime.
+//! Everything else sees [`Plugin`], [`Connector`] and the records of `model`.
+//!
+//! **Invariant:** a plugin call cannot hurt the host. Each call runs in its
+//! own store under a wall-clock deadline (epoch interruption for wasm code,
+//! a timeout around everything), a linear-memory budget, and instance/table
+//! caps. A violation fails that call with `ConnectorError::PluginFault`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::{Engine, ResourceLimiter, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capability::http::HttpState;
+use crate::capability::log::LogState;
+use crate::config::{ConnectorConfig, Limits};
+use crate::model::{self, ConnectorError};
+use crate::secrets::Credential;
+
+pub(crate) mod bindings {
+    //! Host bindings generated from `wit/`.
+    pub mod hris {
+        wasmtime::component::bindgen!({
+            world: "hris-connector",
+            path: "../wit",
+            imports: { default: async | trappable },
+            exports: { default: async },
+        });
+    }
+    pub mod lms {
+        wasmtime::component::bindgen!({
+            world: "lms-connector",
+            path: "../wit",
+            imports: { default: async | trappable },
+            exports: { default: async },
+            with: {
+                "switchyard:connector/types": super::hris::switchyard::connector::types,
+                "switchyard:connector/http": super::hris::switchyard::connector::http,
+                "switchyard:connector/log": super::hris::switchyard::connector::log,
+                "switchyard:connector/config": super::hris::switchyard::connector::config,
+            },
+        });
+    }
+    pub use hris::switchyard::connector::types;
+}
+
+use bindings::types as wit;
+
+/// The contract package and the versions of it this host loads.
+pub const CONTRACT_PACKAGE: &str = "switchyard:connector";
+/// Supported contract versions (semver-compatible with these).
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
+
+/// Epoch tick: the granularity of wasm deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Which side of a link a plugin implements, read from its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `hris-connector`: employee-source + completion-sink.
+    Hris,
+    /// `lms-connector`: user-provisioning + enrollment + completion-source.
+    Lms,
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            World::Hris => "hris-connector",
+            World::Lms => "lms-connector",
+        })
+    }
+}
+
+/// A plugin file that was refused, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read.
+    #[error("{}: cannot read plugin: {reason}", path.display())]
+    Unreadable {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Not a WebAssembly component (a core module, or not wasm at all).
+    #[error("{}: not a WebAssembly component: {reason}", path.display())]
+    NotAComponent {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A component that implements no connector world.
+    #[error("{}: implements no Switchyard connector world ({reason})", path.display())]
+    NoWorld {
+        /// File.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// A contract version this host does not support.
+    #[error("{}: contract version {found} is not supported (this host supports {})", path.display(), SUPPORTED_VERSIONS.join(", "))]
+    UnsupportedVersion {
+        /// File.
+        path: PathBuf,
+        /// Version found.
+        found: String,
+    },
+    /// Imports something the host does not provide.
+    #[error("{}: cannot be linked: {reason}", path.display())]
+    Link {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A compiled, pre-instantiated plugin.
+pub struct Plugin {
+    /// File stem: the name connectors refer to.
+    pub name: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// sha256 of the file, hex.
+    pub sha256: String,
+    /// The world it implements.
+    pub world: World,
+    /// Contract version it was built against.
+    pub contract_version: String,
+    pre: Pre,
+}
+
+enum Pre {
+    Hris(bindings::hris::HrisConnectorPre<HostState>),
+    Lms(bindings::lms::LmsConnectorPre<HostState>),
+}
+
+impl Plugin {
+    /// Short version label: the first 12 hex digits of the file's sha256.
+    pub fn version(&self) -> &str {
+        &self.sha256[..12]
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("world", &self.world)
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+/// Per-store state: what a plugin's imports can reach during one call.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryBudget,
+    pub(crate) http: HttpState,
+    pub(crate) log: LogState,
+    pub(crate) settings: Arc<BTreeMap<String, String>>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps the total linear memory of all memories in a store, and the number
+/// of instances, tables and table elements.
+struct MemoryBudget {
+    limit: usize,
+    used: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryBudget {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        if self.used.saturating_add(growth) > self.limit {
+            self.exceeded = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} MiB exceeded",
+                self.limit >> 20
+            )));
+        }
+        self.used += growth;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+    fn tables(&self) -> usize {
+        64
+    }
+    fn memories(&self) -> usize {
+        16
+    }
+}
+
+/// The engine, the linker with the host's imports, and the shared HTTP client.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    http: reqwest::Client,
+}
+
+impl Runtime {
+    /// A runtime with its epoch ticker running.
+    pub fn new() -> anyhow::Result<Runtime> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.max_wasm_stack(512 * 1024);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::hris::HrisConnector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+
+        // The ticker holds only a weak reference: it ends with the engine.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("switchyard-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            http,
+        })
+    }
+
+    /// Compile and check one plugin file. CPU-heavy: call it off the async
+    /// runtime (`spawn_blocking`) in a server.
+    pub fn load_plugin(&self, path: &Path) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Unreadable {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        if !bytes.starts_with(b"\0asm") {
+            return Err(PluginError::NotAComponent {
+                path: path.to_owned(),
+                reason: "the file does not start with the wasm magic number".into(),
+            });
+        }
+        let component = Component::new(&self.engine, &bytes).map_err(|e| {
+            PluginError::NotAComponent {
+                path: path.to_owned(),
+                reason: format!("{e:#}"),
+            }
+        })?;
+        let (world, contract_version) = detect_world(path, &self.engine, &component)?;
+        let link_err = |e: wasmtime::Error| PluginError::Link {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
+        let pre = match world {
+            World::Hris => Pre::Hris(
+                bindings::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
+            ),
+            World::Lms => {
+                Pre::Lms(bindings::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?)
+            }
+        };
+        Ok(Plugin {
+            name,
+            path: path.to_owned(),
+            sha256,
+            world,
+            contract_version,
+            pre,
+        })
+    }
+
+    /// Load every `*.wasm` in `dir`. Refused files are returned beside the
+    /// loaded ones; they never stop the others from loading.
+    pub fn load_dir(&self, dir: &Path) -> anyhow::Result<PluginSet> {
+        let mut set = PluginSet::default();
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot read plugin directory {}: {e}", dir.display()))?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+            .collect();
+        paths.sort();
+        for path in paths {
+            match self.load_plugin(&path) {
+                Ok(plugin) => {
+                    tracing::info!(plugin = %plugin.name, world = %plugin.world, version = plugin.version(), "plugin loaded");
+                    set.plugins.insert(plugin.name.clone(), Arc::new(plugin));
+                }
+                Err(e) => {
+                    tracing::warn!("plugin refused: {e}");
+                    set.refused.push(e);
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// A connector: a plugin bound to its settings, grants and credential.
+    pub fn connector(
+        &self,
+        name: &str,
+        config: &ConnectorConfig,
+        plugin: Arc<Plugin>,
+        credential: Option<Credential>,
+    ) -> Connector {
+        Connector {
+            name: name.to_owned(),
+            plugin,
+            runtime: self.clone(),
+            settings: Arc::new(config.settings.clone()),
+            limits: config.limits.clone(),
+            egress: Arc::new(crate::capability::http::Egress {
+                allow: config.allow.clone(),
+                credential,
+            }),
+        }
+    }
+}
+
+/// The plugins of a directory.
+#[derive(Default)]
+pub struct PluginSet {
+    /// Loaded plugins by name.
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Files that were refused.
+    pub refused: Vec<PluginError>,
+}
+
+/// Read the world and contract version from a component's exports.
+fn detect_world(
+    path: &Path,
+    engine: &Engine,
+    component: &Component,
+) -> Result<(World, String), PluginError> {
+    let ty = component.component_type();
+    let mut interfaces = Vec::new();
+    let mut versions = Vec::new();
+    let mut others = Vec::new();
+    for (name, item) in ty.exports(engine) {
+        let ours = name
+            .strip_prefix(CONTRACT_PACKAGE)
+            .and_then(|rest| rest.strip_prefix('/'));
+        match (ours, item.ty) {
+            (Some(rest), ComponentItem::ComponentInstance(_)) => {
+                let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+                interfaces.push(interface.to_owned());
+                versions.push(version.to_owned());
+            }
+            _ => others.push(name.to_owned()),
+        }
+    }
+    if interfaces.is_empty() {
+        let reason = if others.is_empty() {
+            "it exports nothing".to_owned()
+        } else {
+            format!("it exports {}", others.join(", "))
+        };
+        return Err(PluginError::NoWorld {
+            path: path.to_owned(),
+            reason,
+        });
+    }
+    versions.sort();
+    versions.dedup();
+    let version = versions.join(", ");
+    if versions.len() != 1 || !supported(&versions[0]) {
+        return Err(PluginError::UnsupportedVersion {
+            path: path.to_owned(),
+            found: version,
+        });
+    }
+    let has = |i: &str| interfaces.iter().any(|x| x == i);
+    let hris = ["employee-source", "completion-sink"];
+    let lms = ["user-provisioning", "enrollment", "completion-source"];
+    let world = match (hris.iter().all(|i| has(i)), lms.iter().all(|i| has(i))) {
+        (true, false) => World::Hris,
+        (false, true) => World::Lms,
+        (true, true) => {
+            return Err(PluginError::NoWorld {
+                path: path.to_owned(),
+                reason: "it exports both the HRIS and the LMS interfaces; a plugin implements one side".into(),
+            });
+        }
+        (false, false) => {
+            return Err(PluginError::NoWorld {
+                path: path.to_owned(),
+                reason: format!(
+                    "it exports {} but hris-connector needs {} and lms-connector needs {}",
+                    interfaces.join(", "),
+                    hris.join(" + "),
+                    lms.join(" + ")
+                ),
+            });
+        }
+    };
+    Ok((world, version))
+}
+
+/// Whether a contract version is semver-compatible with one we support.
+fn supported(version: &str) -> bool {
+    let Ok(found) = semver::Version::parse(version) else {
+        return false;
+    };
+    SUPPORTED_VERSIONS.iter().any(|s| {
+        semver::Version::parse(s).is_ok_and(|s| {
+            s.major == found.major
+                && (s.major != 0 || s.minor == found.minor)
+                && found >= semver::Version::new(s.major, s.minor, 0)
+        })
+    })
+}
+
+/// A plugin bound to one connector's settings, grants and credential.
+#[derive(Clone)]
+pub struct Connector {
+    /// Connector name from the configuration.
+    pub name: String,
+    /// The plugin it runs.
+    pub plugin: Arc<Plugin>,
+    runtime: Runtime,
+    settings: Arc<BTreeMap<String, String>>,
+    limits: Limits,
+    egress: Arc<crate::capability::http::Egress>,
+}
+
+type Call<T> = wasmtime::Result<Result<T, wit::ConnectorError>>;
+
+impl Connector {
+    fn store(&self) -> Store<HostState> {
+        let state = HostState {
+            // Nothing granted: no preopened directories, environment,
+            // arguments, stdin, sockets or name lookup.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            memory: MemoryBudget {
+                limit: (self.limits.memory_mib as usize) << 20,
+                used: 0,
+                exceeded: false,
+            },
+            http: HttpState::new(
+                self.runtime.http.clone(),
+                self.egress.clone(),
+                &self.limits,
+                &self.name,
+            ),
+            log: LogState::new(&self.name, &self.plugin.name),
+            settings: self.settings.clone(),
+        };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.memory);
+        let ticks = self.limits.call_timeout_ms / EPOCH_TICK.as_millis() as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Run one call in a fresh store, under the deadline, and classify
+    /// whatever goes wrong.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        f: impl AsyncFnOnce(&mut Store<HostState>) -> Call<T>,
+    ) -> Result<T, ConnectorError> {
+        let span = tracing::info_span!("plugin_call", connector = %self.name, plugin = %self.plugin.name, version = self.plugin.version(), operation);
+        let deadline = Duration::from_millis(self.limits.call_timeout_ms);
+        let run = async {
+            let mut store = self.store();
+            let result = f(&mut store).await;
+            (result, store.data().memory.exceeded)
+        };
+        let outcome = tokio::time::timeout(deadline, run).instrument(span).await;
+        let fault = |what: String| {
+            let message = format!(
+                "connector `{}` (plugin {} {}): {operation}: {what}",
+                self.name,
+                self.plugin.name,
+                self.plugin.version()
+            );
+            tracing::warn!("{message}");
+            ConnectorError::PluginFault(message)
+        };
+        match outcome {
+            Err(_) => Err(fault(format!("deadline of {deadline:?} exceeded"))),
+            Ok((Err(trap), memory_exceeded)) => Err(fault(classify(&trap, memory_exceeded, deadline))),
+            Ok((Ok(Err(e)), _)) => Err(e.into()),
+            Ok((Ok(Ok(v)), _)) => Ok(v),
+        }
+    }
+
+    fn hris(&self) -> Result<&bindings::hris::HrisConnectorPre<HostState>, ConnectorError> {
+        match &self.plugin.pre {
+            Pre::Hris(pre) => Ok(pre),
+            Pre::Lms(_) => Err(ConnectorError::InvalidConfig(format!(
+                "connector `{}` runs plugin `{}`, an lms-connector, where an hris-connector is needed",
+                self.name, self.plugin.name
+            ))),
+        }
+    }
+
+    fn lms(&self) -> Result<&bindings::lms::LmsConnectorPre<HostState>, ConnectorError> {
+        match &self.plugin.pre {
+            Pre::Lms(pre) => Ok(pre),
+            Pre::Hris(_) => Err(ConnectorError::InvalidConfig(format!(
+                "connector `{}` runs plugin `{}`, an hris-connector, where an lms-connector is needed",
+                self.name, self.plugin.name
+            ))),
+        }
+    }
+
+    /// `fetch-employees`.
+    pub async fn fetch_employees(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<model::EmployeePage, ConnectorError> {
+        let pre = self.hris()?;
+        self.call("fetch-employees", async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let page = instance
+                .switchyard_connector_employee_source()
+                .call_fetch_employees(&mut *store, cursor)
+                .await?;
+            Ok(page.map(Into::into))
+        })
+        .await
+    }
+
+    /// `push-completion`.
+    pub async fn push_completion(
+        &self,
+        completion: &model::Completion,
+        idempotency_key: &str,
+    ) -> Result<(), ConnectorError> {
+        let pre = self.hris()?;
+        let completion = wit::Completion::from(completion.clone());
+        self.call("push-completion", async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .switchyard_connector_completion_sink()
+                .call_push_completion(&mut *store, &completion, idempotency_key)
+                .await
+        })
+        .await
+    }
+
+    /// `upsert-user`: returns the LMS user id.
+    pub async fn upsert_user(
+        &self,
+        employee: &model::Employee,
+        lms_user_id: Option<&str>,
+        idempotency_key: &str,
+    ) -> Result<String, ConnectorError> {
+        let pre = self.lms()?;
+        let employee = wit::Employee::from(employee.clone());
+        self.call("upsert-user", async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .switchyard_connector_user_provisioning()
+                .call_upsert_user(&mut *store, &employee, lms_user_id, idempotency_key)
+                .await
+        })
+        .await
+    }
+
+    /// `set-active`.
+    pub async fn set_active(
+        &self,
+        lms_user_id: &str,
+        active: bool,
+        idempotency_key: &str,
+    ) -> Result<(), ConnectorError> {
+        let pre = self.lms()?;
+        self.call("set-active", async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .switchyard_connector_user_provisioning()
+                .call_set_active(&mut *store, lms_user_id, active, idempotency_key)
+                .await
+        })
+        .await
+    }
+
+    /// `enroll`.
+    pub async fn enroll(
+        &self,
+        lms_user_id: &str,
+        course_id: &str,
+        due: Option<&str>,
+        idempotency_key: &str,
+    ) -> Result<(), ConnectorError> {
+        let pre = self.lms()?;
+        self.call("enroll", async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .switchyard_connector_enrollment()
+                .call_enroll(&mut *store, lms_user_id, course_id, due, idempotency_key)
+                .await
+        })
+        .await
+    }
+
+    /// `fetch-completions`.
+    pub async fn fetch_completions(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<model::CompletionPage, ConnectorError> {
+        let pre = self.lms()?;
+        self.call("fetch-completions", async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let page = instance
+                .switchyard_connector_completion_source()
+                .call_fetch_completions(&mut *store, cursor)
+                .await?;
+            Ok(page.map(Into::into))
+        })
+        .await
+    }
+}
+
+/// Name what stopped a call.
+fn classify(error: &wasmtime::Error, memory_exceeded: bool, deadline: Duration) -> String {
+    if memory_exceeded {
+        return format!("memory limit exceeded: {error:#}");
+    }
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => format!("deadline of {deadline:?} exceeded (interrupted)"),
+        Some(wasmtime::Trap::StackOverflow) => "stack overflow".to_owned(),
+        Some(trap) => format!("trap: {trap}: {error:#}"),
+        None => format!("{error:#}"),
+    }
+}
+
+// ---- conversions between the generated bindings and `model` ----
+
+impl From<wit::ConnectorError> for ConnectorError {
+    fn from(e: wit::ConnectorError) -> Self {
+        match e {
+            wit::ConnectorError::Transient(m) => ConnectorError::Transient(m),
+            wit::ConnectorError::RateLimited(s) => ConnectorError::RateLimited(s),
+            wit::ConnectorError::Unauthorized(m) => ConnectorError::Unauthorized(m),
+            wit::ConnectorError::InvalidConfig(m) => ConnectorError::InvalidConfig(m),
+            wit::ConnectorError::Rejected(m) => ConnectorError::Rejected(m),
+            wit::ConnectorError::Unsupported(m) => ConnectorError::Unsupported(m),
+        }
+    }
+}
+
+impl From<wit::EmploymentStatus> for model::EmploymentStatus {
+    fn from(s: wit::EmploymentStatus) -> Self {
+        match s {
+            wit::EmploymentStatus::Pending => Self::Pending,
+            wit::EmploymentStatus::Active => Self::Active,
+            wit::EmploymentStatus::OnLeave => Self::OnLeave,
+            wit::EmploymentStatus::Inactive => Self::Inactive,
+            wit::EmploymentStatus::Terminated => Self::Terminated,
+        }
+    }
+}
+
+impl From<model::EmploymentStatus> for wit::EmploymentStatus {
+    fn from(s: model::EmploymentStatus) -> Self {
+        match s {
+            model::EmploymentStatus::Pending => Self::Pending,
+            model::EmploymentStatus::Active => Self::Active,
+            model::EmploymentStatus::OnLeave => Self::OnLeave,
+            model::EmploymentStatus::Inactive => Self::Inactive,
+            model::EmploymentStatus::Terminated => Self::Terminated,
+        }
+    }
+}
+
+impl From<wit::Employee> for model::Employee {
+    fn from(e: wit::Employee) -> Self {
+        model::Employee {
+            id: e.id,
+            employee_number: e.employee_number,
+            email: e.email,
+            given_name: e.given_name,
+            family_name: e.family_name,
+            status: e.status.into(),
+            raw_status: e.raw_status,
+            department: e.department,
+            job_title: e.job_title,
+            location: e.location,
+            manager_id: e.manager_id,
+            hire_date: e.hire_date,
+            termination_date: e.termination_date,
+            updated_at: e.updated_at,
+            custom: e.custom,
+        }
+    }
+}
+
+impl From<model::Employee> for wit::Employee {
+    fn from(e: model::Employee) -> Self {
+        wit::Employee {
+            id: e.id,
+            employee_number: e.employee_number,
+            email: e.email,
+            given_name: e.given_name,
+            family_name: e.family_name,
+            status: e.status.into(),
+            raw_status: e.raw_status,
+            department: e.department,
+            job_title: e.job_title,
+            location: e.location,
+            manager_id: e.manager_id,
+            hire_date: e.hire_date,
+            termination_date: e.termination_date,
+            updated_at: e.updated_at,
+            custom: e.custom,
+        }
+    }
+}
+
+impl From<wit::EmployeePage> for model::EmployeePage {
+    fn from(p: wit::EmployeePage) -> Self {
+        model::EmployeePage {
+            employees: p.employees.into_iter().map(Into::into).collect(),
+            next_cursor: p.next_cursor,
+            changes_cursor: p.changes_cursor,
+        }
+    }
+}
+
+impl From<wit::CompletionStatus> for model::CompletionStatus {
+    fn from(s: wit::CompletionStatus) -> Self {
+        match s {
+            wit::CompletionStatus::Completed => Self::Completed,
+            wit::CompletionStatus::Passed => Self::Passed,
+            wit::CompletionStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+impl From<model::CompletionStatus> for wit::CompletionStatus {
+    fn from(s: model::CompletionStatus) -> Self {
+        match s {
+            model::CompletionStatus::Completed => Self::Completed,
+            model::CompletionStatus::Passed => Self::Passed,
+            model::CompletionStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+impl From<wit::Completion> for model::Completion {
+    fn from(c: wit::Completion) -> Self {
+        model::Completion {
+            employee_id: c.employee_id,
+            course_id: c.course_id,
+            attempt_id: c.attempt_id,
+            status: c.status.into(),
+            completed_at: c.completed_at,
+            score: c.score,
+            expires_at: c.expires_at,
+        }
+    }
+}
+
+impl From<model::Completion> for wit::Completion {
+    fn from(c: model::Completion) -> Self {
+        wit::Completion {
+            employee_id: c.employee_id,
+            course_id: c.course_id,
+            attempt_id: c.attempt_id,
+            status: c.status.into(),
+            completed_at: c.completed_at,
+            score: c.score,
+            expires_at: c.expires_at,
+        }
+    }
+}
+
+impl From<wit::CompletionPage> for model::CompletionPage {
+    fn from(p: wit::CompletionPage) -> Self {
+        model::CompletionPage {
+            completions: p.completions.into_iter().map(Into::into).collect(),
+            next_cursor: p.next_cursor,
+            more: p.more,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::supported;
+
+    #[test]
+    fn contract_versions() {
+        assert!(supported("0.1.0"));
+        assert!(supported("0.1.7"));
+        assert!(!supported("0.2.0"));
+        assert!(!supported("1.0.0"));
+        assert!(!supported(""));
+    }
+}

@@ -1,0 +1,341 @@
+//! BambooHR connector (HRIS world).
+//!
+//! Translates BambooHR's REST API (`/api/v1`) into Switchyard's canonical
+//! records. Authentication (HTTP Basic with the API key as user name) is
+//! injected by the host; this plugin never sees the key.
+//!
+//! Config keys (all optional):
+//! - `base_url`: API origin, e.g. `https://acme.bamboohr.com`; defaults to
+//!   `https://{company}.bamboohr.com`;
+//! - `company`: the company subdomain, used when `base_url` is not set;
+//! - `page_size`: employees per listing page (default 200).
+//!
+//! Cursors (opaque to the host):
+//! - `None`: full listing, page 1 (`POST /datasets/employee`);
+//! - `page|{n}|{max_changed}`: full listing, page n, carrying the newest
+//!   `lastChanged` seen so far, which becomes the changes cursor at the end;
+//! - `since|{ts}`: changes since ts (`GET /employees/changed`), first page;
+//! - `changes|{since}|{latest}|{offset}`: a later page of those changes.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use switchyard_sdk::http::Request;
+use switchyard_sdk::{
+    Completion, CompletionStatus, ConnectorError, Employee, EmployeePage, EmploymentStatus,
+    HrisConnector, config, log,
+};
+
+struct BambooHr;
+
+/// Fields requested from the employee dataset.
+const FIELDS: &[&str] = &[
+    "id",
+    "employeeNumber",
+    "firstName",
+    "lastName",
+    "workEmail",
+    "status",
+    "employmentHistoryStatus",
+    "department",
+    "jobTitle",
+    "location",
+    "supervisorEId",
+    "hireDate",
+    "terminationDate",
+    "lastChanged",
+];
+
+/// Employees fetched one by one per page of a changes listing.
+const CHANGES_PAGE: usize = 100;
+
+/// An employee as BambooHR returns it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BambooEmployee {
+    #[serde(deserialize_with = "string_or_number")]
+    id: String,
+    employee_number: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    work_email: Option<String>,
+    status: Option<String>,
+    employment_history_status: Option<String>,
+    department: Option<String>,
+    job_title: Option<String>,
+    location: Option<String>,
+    #[serde(rename = "supervisorEId")]
+    supervisor_eid: Option<String>,
+    hire_date: Option<String>,
+    termination_date: Option<String>,
+    last_changed: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DatasetPage {
+    data: Vec<BambooEmployee>,
+    pagination: Pagination,
+}
+
+#[derive(Deserialize)]
+struct Pagination {
+    next_page: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Changed {
+    latest: Option<String>,
+    employees: BTreeMap<String, ChangedEntry>,
+}
+
+#[derive(Deserialize)]
+struct ChangedEntry {
+    action: String,
+}
+
+#[derive(Deserialize)]
+struct TrainingType {
+    id: u32,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct TrainingRecord {
+    notes: Option<String>,
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        S(String),
+        N(u64),
+    }
+    Ok(match Id::deserialize(d)? {
+        Id::S(s) => s,
+        Id::N(n) => n.to_string(),
+    })
+}
+
+fn api() -> Result<String, ConnectorError> {
+    let base = match config::get("base_url") {
+        Some(url) => url,
+        None => {
+            let company = config::get("company").ok_or_else(|| {
+                ConnectorError::InvalidConfig("set `base_url` or `company`".into())
+            })?;
+            format!("https://{company}.bamboohr.com")
+        }
+    };
+    Ok(format!("{}/api/v1", base.trim_end_matches('/')))
+}
+
+fn page_size() -> Result<u32, ConnectorError> {
+    match config::get("page_size") {
+        None => Ok(200),
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ConnectorError::InvalidConfig(format!("page_size `{v}` is not 1..=1000"))),
+    }
+}
+
+/// BambooHR's two status fields, normalised.
+fn normalise_status(status: Option<&str>, history: Option<&str>) -> EmploymentStatus {
+    let history = history.unwrap_or("").to_ascii_lowercase();
+    if history.contains("terminat") {
+        EmploymentStatus::Terminated
+    } else if history.contains("leave") {
+        EmploymentStatus::OnLeave
+    } else if history.contains("pending") {
+        EmploymentStatus::Pending
+    } else if status.is_some_and(|s| s.eq_ignore_ascii_case("active")) {
+        EmploymentStatus::Active
+    } else {
+        EmploymentStatus::Inactive
+    }
+}
+
+fn to_employee(b: BambooEmployee) -> Employee {
+    let status = normalise_status(b.status.as_deref(), b.employment_history_status.as_deref());
+    let raw_status = match (&b.status, &b.employment_history_status) {
+        (Some(s), Some(h)) => Some(format!("{s} / {h}")),
+        (s, h) => s.clone().or(h.clone()),
+    };
+    let blank = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let mut e = Employee::new(b.id, status);
+    e.employee_number = blank(b.employee_number);
+    e.email = blank(b.work_email);
+    e.given_name = blank(b.first_name);
+    e.family_name = blank(b.last_name);
+    e.raw_status = raw_status;
+    e.department = blank(b.department);
+    e.job_title = blank(b.job_title);
+    e.location = blank(b.location);
+    e.manager_id = blank(b.supervisor_eid);
+    // BambooHR writes "0000-00-00" for an unset date.
+    e.hire_date = blank(b.hire_date).filter(|d| !d.starts_with("0000"));
+    e.termination_date = blank(b.termination_date).filter(|d| !d.starts_with("0000"));
+    e.updated_at = blank(b.last_changed);
+    e
+}
+
+fn full_listing(page: u32, max_changed: String) -> Result<EmployeePage, ConnectorError> {
+    let body = serde_json::json!({ "fields": FIELDS });
+    let response: DatasetPage = Request::post(format!("{}/datasets/employee", api()?))
+        .query("page", page.to_string())
+        .query("page_size", page_size()?.to_string())
+        .header("accept", "application/json")
+        .json(&body)?
+        .send()?
+        .error_for_status()?
+        .json()?;
+    let mut newest = max_changed;
+    for e in &response.data {
+        if let Some(changed) = &e.last_changed
+            && *changed > newest
+        {
+            newest = changed.clone();
+        }
+    }
+    let employees = response.data.into_iter().map(to_employee).collect();
+    let last = response.pagination.next_page.is_none();
+    Ok(EmployeePage {
+        employees,
+        next_cursor: (!last).then(|| format!("page|{}|{newest}", page + 1)),
+        changes_cursor: (last && !newest.is_empty()).then(|| format!("since|{newest}")),
+    })
+}
+
+fn fetch_one(api: &str, id: &str) -> Result<Option<BambooEmployee>, ConnectorError> {
+    let response = Request::get(format!("{api}/employees/{id}"))
+        .query("fields", FIELDS.join(","))
+        .header("accept", "application/json")
+        .send()?;
+    if response.status == 404 {
+        return Ok(None);
+    }
+    response.error_for_status()?.json().map(Some)
+}
+
+fn changes(since: &str, latest: Option<String>, offset: usize) -> Result<EmployeePage, ConnectorError> {
+    let api = api()?;
+    let changed: Changed = Request::get(format!("{api}/employees/changed"))
+        .query("since", since)
+        .header("accept", "application/json")
+        .send()?
+        .error_for_status()?
+        .json()?;
+    // Pin `latest` on the first page so that later pages and the next run
+    // agree on where this listing ends.
+    let latest = latest
+        .or(changed.latest)
+        .unwrap_or_else(|| since.to_owned());
+    let entries: Vec<(String, ChangedEntry)> = changed.employees.into_iter().collect();
+    let mut employees = Vec::new();
+    for (id, entry) in entries.iter().skip(offset).take(CHANGES_PAGE) {
+        let found = if entry.action.eq_ignore_ascii_case("deleted") {
+            None
+        } else {
+            fetch_one(&api, id)?
+        };
+        match found {
+            Some(b) => employees.push(to_employee(b)),
+            None => {
+                // Deleted from BambooHR: evidence that the person is gone.
+                let mut e = Employee::new(id.clone(), EmploymentStatus::Inactive);
+                e.raw_status = Some("Deleted".into());
+                employees.push(e);
+            }
+        }
+    }
+    let next = offset + CHANGES_PAGE;
+    let last = next >= entries.len();
+    Ok(EmployeePage {
+        employees,
+        next_cursor: (!last).then(|| format!("changes|{since}|{latest}|{next}")),
+        changes_cursor: last.then(|| format!("since|{latest}")),
+    })
+}
+
+fn bad_cursor(cursor: &str) -> ConnectorError {
+    ConnectorError::InvalidConfig(format!("unrecognised cursor `{cursor}`"))
+}
+
+impl HrisConnector for BambooHr {
+    fn fetch_employees(cursor: Option<String>) -> Result<EmployeePage, ConnectorError> {
+        let Some(cursor) = cursor else {
+            return full_listing(1, String::new());
+        };
+        let parts: Vec<&str> = cursor.split('|').collect();
+        match parts.as_slice() {
+            ["page", page, max] => {
+                let page = page.parse().map_err(|_| bad_cursor(&cursor))?;
+                return full_listing(page, (*max).to_owned());
+            }
+            ["since", since] => return changes(since, None, 0),
+            ["changes", since, latest, offset] => {
+                let offset = offset.parse().map_err(|_| bad_cursor(&cursor))?;
+                return changes(since, Some((*latest).to_owned()), offset);
+            }
+            _ => {}
+        }
+        Err(bad_cursor(&cursor))
+    }
+
+    fn push_completion(completion: Completion, idempotency_key: String) -> Result<(), ConnectorError> {
+        let api = api()?;
+        let types: BTreeMap<String, TrainingType> = Request::get(format!("{api}/training/type"))
+            .header("accept", "application/json")
+            .send()?
+            .error_for_status()?
+            .json()?;
+        let Some(kind) = types.values().find(|t| t.name == completion.course_id) else {
+            return Err(ConnectorError::Rejected(format!(
+                "no BambooHR training type is named `{}`",
+                completion.course_id
+            )));
+        };
+        let records_url = format!("{api}/training/record/employee/{}", completion.employee_id);
+        let marker = format!("switchyard:{idempotency_key}");
+
+        // At-least-once delivery: a retry after a lost response must not add
+        // a second record. The key travels in the record's notes.
+        let existing = Request::get(&records_url)
+            .query("type", kind.id.to_string())
+            .header("accept", "application/json")
+            .send()?
+            .error_for_status()?;
+        let existing: BTreeMap<String, TrainingRecord> = existing.json()?;
+        if existing
+            .values()
+            .any(|r| r.notes.as_deref().is_some_and(|n| n.contains(&marker)))
+        {
+            log::info(&format!("training record {marker} already written"));
+            return Ok(());
+        }
+
+        let status = match completion.status {
+            CompletionStatus::Completed => "completed",
+            CompletionStatus::Passed => "passed",
+            CompletionStatus::Failed => "failed",
+        };
+        let mut notes = format!("{marker} attempt={} status={status}", completion.attempt_id);
+        if let Some(score) = completion.score {
+            notes.push_str(&format!(" score={score}"));
+        }
+        if let Some(expires) = &completion.expires_at {
+            notes.push_str(&format!(" expires={expires}"));
+        }
+        let date = completion.completed_at.get(..10).unwrap_or(&completion.completed_at);
+        Request::post(&records_url)
+            .header("accept", "application/json")
+            .json(&serde_json::json!({ "completed": date, "type": kind.id, "notes": notes }))?
+            .send()?
+            .error_for_status()?;
+        Ok(())
+    }
+}
+
+switchyard_sdk::export_hris!(BambooHr);

@@ -1,0 +1,322 @@
+//! Write a Switchyard connector plugin.
+//!
+//! A connector plugin translates between one vendor's API and Switchyard's
+//! canonical records, and nothing else: the host schedules, retries,
+//! rate-limits, injects credentials, stores state and audits. A plugin author
+//! implements one trait and invokes one macro:
+//!
+//! ```ignore
+//! use switchyard_sdk::{ConnectorError, EmployeePage, HrisConnector, http};
+//!
+//! struct Acme;
+//!
+//! impl HrisConnector for Acme {
+//!     fn fetch_employees(cursor: Option<String>) -> Result<EmployeePage, ConnectorError> {
+//!         let base = switchyard_sdk::config::require("base_url")?;
+//!         let page: Vec<AcmePerson> = http::Request::get(format!("{base}/people"))
+//!             .send()?
+//!             .error_for_status()?
+//!             .json()?;
+//!         // ... map to `Employee` records
+//!         # todo!()
+//!     }
+//! }
+//!
+//! switchyard_sdk::export_hris!(Acme);
+//! ```
+//!
+//! Build with `cargo build --release --target wasm32-wasip2`; the `.wasm` file
+//! is a component the host loads from its plugin directory.
+//!
+//! Enable the feature of the role you implement: `hris` (an HR system of
+//! record: [`HrisConnector`], [`export_hris!`]) or `lms` (a learning system:
+//! [`LmsConnector`], [`export_lms!`]).
+//!
+//! # Layout
+//!
+//! - this file: the canonical records, the connector traits, the export macros;
+//! - [`http`]: requests through the host, JSON, and mapping HTTP failures to
+//!   [`ConnectorError`];
+//! - [`config`], [`log`]: the connector's non-secret settings and its log.
+//!
+//! The bindings generated from the WIT contract stay private (`__private`).
+
+// Lets the generated code name this crate the same way from inside and outside.
+extern crate self as switchyard_sdk;
+
+pub mod http;
+
+#[doc(hidden)]
+pub mod __private {
+    //! Generated bindings. Not part of the SDK's API; used by the export macros.
+    pub use wit_bindgen;
+
+    /// Types and imports shared by every world.
+    pub mod base {
+        wit_bindgen::generate!({
+            world: "base",
+            path: "../wit",
+            generate_all,
+        });
+    }
+
+    #[cfg(feature = "hris")]
+    pub mod hris {
+        wit_bindgen::generate!({
+            world: "hris-connector",
+            path: "../wit",
+            with: {
+                "switchyard:connector/types@0.1.0": crate::__private::base::switchyard::connector::types,
+                "switchyard:connector/http@0.1.0": crate::__private::base::switchyard::connector::http,
+                "switchyard:connector/log@0.1.0": crate::__private::base::switchyard::connector::log,
+                "switchyard:connector/config@0.1.0": crate::__private::base::switchyard::connector::config,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_hris_world",
+            default_bindings_module: "switchyard_sdk::__private::hris",
+            runtime_path: "switchyard_sdk::__private::wit_bindgen::rt",
+        });
+    }
+
+    #[cfg(feature = "lms")]
+    pub mod lms {
+        wit_bindgen::generate!({
+            world: "lms-connector",
+            path: "../wit",
+            with: {
+                "switchyard:connector/types@0.1.0": crate::__private::base::switchyard::connector::types,
+                "switchyard:connector/http@0.1.0": crate::__private::base::switchyard::connector::http,
+                "switchyard:connector/log@0.1.0": crate::__private::base::switchyard::connector::log,
+                "switchyard:connector/config@0.1.0": crate::__private::base::switchyard::connector::config,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_lms_world",
+            default_bindings_module: "switchyard_sdk::__private::lms",
+            runtime_path: "switchyard_sdk::__private::wit_bindgen::rt",
+        });
+    }
+}
+
+use __private::base::switchyard::connector::types;
+
+pub use types::{
+    Completion, CompletionPage, CompletionStatus, ConnectorError, Employee, EmployeePage,
+    EmploymentStatus,
+};
+
+impl ConnectorError {
+    /// The error for an operation this connector does not implement.
+    pub fn unsupported(operation: &str) -> Self {
+        ConnectorError::Unsupported(format!("`{operation}` is not supported by this connector"))
+    }
+}
+
+impl Employee {
+    /// An employee with only an id and a status; fill in the rest field by field.
+    pub fn new(id: impl Into<String>, status: EmploymentStatus) -> Self {
+        Employee {
+            id: id.into(),
+            employee_number: None,
+            email: None,
+            given_name: None,
+            family_name: None,
+            status,
+            raw_status: None,
+            department: None,
+            job_title: None,
+            location: None,
+            manager_id: None,
+            hire_date: None,
+            termination_date: None,
+            updated_at: None,
+            custom: Vec::new(),
+        }
+    }
+}
+
+/// An HR system of record: lists employees, records completions.
+#[cfg(feature = "hris")]
+pub trait HrisConnector {
+    /// One page of employees. `cursor` is `None` for a full listing, a page's
+    /// `next_cursor` for the page after it, or a `changes_cursor` from an
+    /// earlier run to list only what changed since.
+    fn fetch_employees(cursor: Option<String>) -> Result<EmployeePage, ConnectorError>;
+
+    /// Write the employee's training record for `completion`. Delivery is
+    /// at-least-once: a repeated `idempotency_key` must not write twice.
+    fn push_completion(
+        completion: Completion,
+        idempotency_key: String,
+    ) -> Result<(), ConnectorError> {
+        let _ = (completion, idempotency_key);
+        Err(ConnectorError::unsupported("push-completion"))
+    }
+}
+
+/// A learning system: accounts, enrollments, completions.
+#[cfg(feature = "lms")]
+pub trait LmsConnector {
+    /// Create or update the account of `employee`; return its LMS user id.
+    /// `lms_user_id` is the id the host recorded earlier, if any.
+    fn upsert_user(
+        employee: Employee,
+        lms_user_id: Option<String>,
+        idempotency_key: String,
+    ) -> Result<String, ConnectorError> {
+        let _ = (employee, lms_user_id, idempotency_key);
+        Err(ConnectorError::unsupported("upsert-user"))
+    }
+
+    /// Reactivate (`active = true`) or suspend an account.
+    fn set_active(
+        lms_user_id: String,
+        active: bool,
+        idempotency_key: String,
+    ) -> Result<(), ConnectorError> {
+        let _ = (lms_user_id, active, idempotency_key);
+        Err(ConnectorError::unsupported("set-active"))
+    }
+
+    /// Enroll the user in a course (a course key from the rules), with an
+    /// optional due date (yyyy-mm-dd). Enrolling twice is not an error.
+    fn enroll(
+        lms_user_id: String,
+        course_id: String,
+        due: Option<String>,
+        idempotency_key: String,
+    ) -> Result<(), ConnectorError> {
+        let _ = (lms_user_id, course_id, due, idempotency_key);
+        Err(ConnectorError::unsupported("enroll"))
+    }
+
+    /// Completions after `cursor` (`None`: from the beginning), oldest first.
+    fn fetch_completions(cursor: Option<String>) -> Result<CompletionPage, ConnectorError>;
+}
+
+/// Export a type implementing [`HrisConnector`] as this component's
+/// `hris-connector` world. Invoke once, at the crate root.
+#[cfg(feature = "hris")]
+#[macro_export]
+macro_rules! export_hris {
+    ($connector:ident) => {
+        impl $crate::__private::hris::exports::switchyard::connector::employee_source::Guest
+            for $connector
+        {
+            fn fetch_employees(
+                cursor: Option<String>,
+            ) -> Result<$crate::EmployeePage, $crate::ConnectorError> {
+                <$connector as $crate::HrisConnector>::fetch_employees(cursor)
+            }
+        }
+        impl $crate::__private::hris::exports::switchyard::connector::completion_sink::Guest
+            for $connector
+        {
+            fn push_completion(
+                completion: $crate::Completion,
+                idempotency_key: String,
+            ) -> Result<(), $crate::ConnectorError> {
+                <$connector as $crate::HrisConnector>::push_completion(completion, idempotency_key)
+            }
+        }
+        $crate::__private::hris::__export_hris_world!($connector with_types_in $crate::__private::hris);
+    };
+}
+
+/// Export a type implementing [`LmsConnector`] as this component's
+/// `lms-connector` world. Invoke once, at the crate root.
+#[cfg(feature = "lms")]
+#[macro_export]
+macro_rules! export_lms {
+    ($connector:ident) => {
+        impl $crate::__private::lms::exports::switchyard::connector::user_provisioning::Guest
+            for $connector
+        {
+            fn upsert_user(
+                employee: $crate::Employee,
+                lms_user_id: Option<String>,
+                idempotency_key: String,
+            ) -> Result<String, $crate::ConnectorError> {
+                <$connector as $crate::LmsConnector>::upsert_user(
+                    employee,
+                    lms_user_id,
+                    idempotency_key,
+                )
+            }
+            fn set_active(
+                lms_user_id: String,
+                active: bool,
+                idempotency_key: String,
+            ) -> Result<(), $crate::ConnectorError> {
+                <$connector as $crate::LmsConnector>::set_active(lms_user_id, active, idempotency_key)
+            }
+        }
+        impl $crate::__private::lms::exports::switchyard::connector::enrollment::Guest
+            for $connector
+        {
+            fn enroll(
+                lms_user_id: String,
+                course_id: String,
+                due: Option<String>,
+                idempotency_key: String,
+            ) -> Result<(), $crate::ConnectorError> {
+                <$connector as $crate::LmsConnector>::enroll(
+                    lms_user_id,
+                    course_id,
+                    due,
+                    idempotency_key,
+                )
+            }
+        }
+        impl $crate::__private::lms::exports::switchyard::connector::completion_source::Guest
+            for $connector
+        {
+            fn fetch_completions(
+                cursor: Option<String>,
+            ) -> Result<$crate::CompletionPage, $crate::ConnectorError> {
+                <$connector as $crate::LmsConnector>::fetch_completions(cursor)
+            }
+        }
+        $crate::__private::lms::__export_lms_world!($connector with_types_in $crate::__private::lms);
+    };
+}
+
+/// The connector's non-secret settings (the `config` table of its entry in
+/// the host's configuration).
+pub mod config {
+    use crate::ConnectorError;
+    use crate::__private::base::switchyard::connector::config as imports;
+
+    /// The value of `key`, if set.
+    pub fn get(key: &str) -> Option<String> {
+        imports::get(key)
+    }
+
+    /// The value of `key`, or an `invalid-config` error naming it.
+    pub fn require(key: &str) -> Result<String, ConnectorError> {
+        get(key).ok_or_else(|| {
+            ConnectorError::InvalidConfig(format!("missing config key `{key}`"))
+        })
+    }
+}
+
+/// Log lines, attributed by the host to this connector.
+pub mod log {
+    use crate::__private::base::switchyard::connector::log::{self as imports, Level};
+
+    /// Debug detail.
+    pub fn debug(message: &str) {
+        imports::log(Level::Debug, message);
+    }
+    /// Normal operation.
+    pub fn info(message: &str) {
+        imports::log(Level::Info, message);
+    }
+    /// Something unexpected that the connector worked around.
+    pub fn warn(message: &str) {
+        imports::log(Level::Warn, message);
+    }
+    /// Something failed.
+    pub fn error(message: &str) {
+        imports::log(Level::Error, message);
+    }
+}

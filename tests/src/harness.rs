@@ -1,0 +1,147 @@
+//! Both simulators, the real plugins and a configuration in a directory:
+//! everything a sync needs, started on loopback.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use switchyard::{Config, Service};
+
+use crate::hris::{HrisSeed, HrisSim};
+use crate::lms::{LmsSeed, LmsSim};
+use crate::plugins;
+
+/// Name of the link the harness configures.
+pub const LINK: &str = "acme";
+
+/// Running simulators and a configuration that points at them.
+pub struct Harness {
+    /// The HRIS simulator.
+    pub hris: HrisSim,
+    /// The LMS simulator.
+    pub lms: LmsSim,
+    /// Directory holding the configuration, plugins, secrets and state.
+    pub dir: PathBuf,
+    /// The configuration file.
+    pub config_path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Extra TOML appended to the `[links.acme]` table (policies, limits).
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Employees seeded in the HRIS.
+    pub employees: usize,
+    /// Page size the BambooHR plugin asks for.
+    pub page_size: usize,
+    /// Lines added to the link table.
+    pub link_extra: String,
+    /// Lines added to both connectors' `limits` tables.
+    pub limits: String,
+}
+
+impl Harness {
+    /// Start with `employees` seeded employees in a temporary directory.
+    pub async fn start(employees: usize) -> anyhow::Result<Harness> {
+        Self::start_with(Options {
+            employees,
+            page_size: 25,
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// Start with options in a temporary directory.
+    pub async fn start_with(options: Options) -> anyhow::Result<Harness> {
+        let temp = tempfile::tempdir()?;
+        let dir = temp.path().to_owned();
+        let mut harness = Self::start_in(&dir, options).await?;
+        harness._temp = Some(temp);
+        Ok(harness)
+    }
+
+    /// Start with the configuration written to `dir` (kept afterwards).
+    pub async fn start_in(dir: &Path, options: Options) -> anyhow::Result<Harness> {
+        std::fs::create_dir_all(dir)?;
+        let plugin_dir = dir.join("plugins.d");
+        plugins::install("bamboohr", &plugin_dir, "bamboohr")?;
+        plugins::install("moodle", &plugin_dir, "moodle")?;
+        let hris = HrisSim::start(HrisSeed {
+            employees: options.employees,
+            ..HrisSeed::default()
+        })
+        .await?;
+        let lms = LmsSim::start(LmsSeed::default()).await?;
+        // Secrets go through files, as an operator would mount them.
+        let key_file = dir.join("bamboohr.key");
+        let token_file = dir.join("moodle.token");
+        std::fs::write(&key_file, format!("{}\n", hris.api_key()))?;
+        std::fs::write(&token_file, lms.token())?;
+        let page_size = if options.page_size == 0 { 25 } else { options.page_size };
+        let config = format!(
+            r#"# Written by the Switchyard test harness.
+plugin_dir = "plugins.d"
+data_dir = "state"
+
+[connectors.hr]
+plugin = "bamboohr"
+config = {{ base_url = "{hris}", page_size = {page_size} }}
+allow = ["{hris}"]
+auth = {{ kind = "basic", username = {{ secret = "file:{key}" }}, password = "x" }}
+[connectors.hr.limits]
+{limits}
+
+[connectors.lms]
+plugin = "moodle"
+config = {{ base_url = "{lms}" }}
+allow = ["{lms}"]
+auth = {{ kind = "query", param = "wstoken", value = {{ secret = "file:{token}" }} }}
+[connectors.lms.limits]
+{limits}
+
+[links.{LINK}]
+hris = "hr"
+lms = "lms"
+on_termination = "suspend"
+{link_extra}
+
+[[links.{LINK}.rules]]
+name = "everyone"
+courses = ["CODE-OF-CONDUCT"]
+due_in_days = 30
+
+[[links.{LINK}.rules]]
+name = "safety-warehouse"
+courses = ["SAFETY-2026"]
+when = {{ department = ["Warehouse", "Operations"] }}
+due_in_days = 14
+recertify_every_days = 365
+
+[[links.{LINK}.rules]]
+name = "forklift"
+courses = ["FORKLIFT-CERT"]
+when = {{ job_title = ["Forklift Operator"] }}
+"#,
+            hris = hris.base_url(),
+            lms = lms.base_url(),
+            key = key_file.display(),
+            token = token_file.display(),
+            limits = options.limits,
+            link_extra = options.link_extra,
+        );
+        let config_path = dir.join("switchyard.toml");
+        std::fs::write(&config_path, config)?;
+        Ok(Harness {
+            hris,
+            lms,
+            dir: dir.to_owned(),
+            config_path,
+            _temp: None,
+        })
+    }
+
+    /// A service opened on the harness configuration.
+    pub fn service(&self) -> anyhow::Result<Service> {
+        let config = Config::load(&self.config_path)?;
+        Service::open(config).context("failed to open the service")
+    }
+}

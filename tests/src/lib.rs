@@ -1,0 +1,19 @@
+//! Switchyard's test kit: simulated systems, the plugin builder and a
+//! harness that wires them to a real `switchyard` service.
+//!
+//! # Layout
+//!
+//! - [`hris`]: an HRIS simulator shaped like BambooHR's API;
+//! - [`lms`]: an LMS simulator shaped like Moodle web services;
+//! - [`plugins`]: builds the real plugins from `plugins/` for wasm32-wasip2;
+//! - [`harness`]: both simulators, the plugins and a configuration in a
+//!   temporary directory, ready for a sync;
+//! - `src/bin/`: the end-to-end demo, the benchmark and standalone simulators;
+//! - `tests/`: black-box tests.
+//!
+//! The simulators are test fixtures: the product never depends on them.
+
+pub mod harness;
+pub mod hris;
+pub mod lms;
+pub mod plugins;

@@ -1,0 +1,73 @@
+//! Builds the connector plugins in `plugins/` for `wasm32-wasip2`.
+//!
+//! Each plugin is built by its own cargo invocation: the SDK's role features
+//! (`hris`, `lms`) must not be unified across plugins, or each component
+//! would carry both worlds. Builds go to `target/plugins` (a separate target
+//! directory, so a build started from inside `cargo test` never waits on the
+//! outer cargo's lock) and are cached by cargo; a second call in the same
+//! process returns at once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{Context, bail};
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Build the plugin crate `name` (a package under `plugins/` or
+/// `tests/plugins/`) and return the path of its `.wasm` component.
+pub fn build(name: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(name) {
+        return Ok(path.clone());
+    }
+    let root = workspace_root();
+    let target_dir = root.join("target").join("plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--quiet", "--profile", "plugin", "--target", "wasm32-wasip2", "-p", name])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // Flags meant for the host build must not leak into the wasm build.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .with_context(|| format!("failed to run cargo to build plugin `{name}`"))?;
+    if !output.status.success() {
+        bail!(
+            "building plugin `{name}` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let wasm = target_dir
+        .join("wasm32-wasip2")
+        .join("plugin")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    if !wasm.is_file() {
+        bail!("plugin `{name}` built, but {} is missing", wasm.display());
+    }
+    built.insert(name.to_owned(), wasm.clone());
+    Ok(wasm)
+}
+
+/// Build `name` and copy it into `dir` as `{as_name}.wasm`.
+pub fn install(name: &str, dir: &Path, as_name: &str) -> anyhow::Result<PathBuf> {
+    let wasm = build(name)?;
+    std::fs::create_dir_all(dir)?;
+    let target = dir.join(format!("{as_name}.wasm"));
+    std::fs::copy(&wasm, &target)
+        .with_context(|| format!("failed to copy {} to {}", wasm.display(), target.display()))?;
+    Ok(target)
+}
