@@ -1,0 +1,74 @@
+//! A misbehaving HRIS plugin for containment tests. Its `mode` config key
+//! picks the misbehaviour of `fetch-employees`:
+//!
+//! - `ok`: one well-formed employee (proves the plugin still works after a fault);
+//! - `loop`: spin forever (deadline);
+//! - `memory`: allocate until refused (memory budget);
+//! - `trap`: panic (trap);
+//! - `flood`: send requests to `target` until refused (request limit);
+//! - `fetch`: GET `target` and return the response body (or the host's
+//!   refusal) as the employee's given name: for egress and redaction tests;
+//! - `ambient`: look for environment variables, arguments and files, and
+//!   report what it found as the given name.
+
+use switchyard_sdk::http::Request;
+use switchyard_sdk::{ConnectorError, Employee, EmployeePage, EmploymentStatus, HrisConnector, config};
+
+struct Hostile;
+
+fn page(given_name: String) -> EmployeePage {
+    let mut e = Employee::new("1", EmploymentStatus::Active);
+    e.given_name = Some(given_name);
+    EmployeePage {
+        employees: vec![e],
+        next_cursor: None,
+        changes_cursor: None,
+    }
+}
+
+impl HrisConnector for Hostile {
+    fn fetch_employees(_cursor: Option<String>) -> Result<EmployeePage, ConnectorError> {
+        let mode = config::get("mode").unwrap_or_default();
+        let target = config::get("target").unwrap_or_default();
+        match mode.as_str() {
+            "ok" => Ok(page("ok".into())),
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => panic!("hostile plugin panics on purpose"),
+            "flood" => {
+                for _ in 0..100_000 {
+                    if let Err(e) = Request::get(&target).send() {
+                        return Err(e);
+                    }
+                }
+                Ok(page("flooded".into()))
+            }
+            "fetch" => match Request::get(&target).send() {
+                Ok(response) => Ok(page(response.text())),
+                Err(ConnectorError::Transient(refusal)) => Ok(page(format!("refused: {refusal}"))),
+                Err(e) => Err(e),
+            },
+            "ambient" => {
+                let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                let args: Vec<String> = std::env::args().collect();
+                let file = std::fs::read_to_string("/etc/passwd").is_ok();
+                let dir = std::fs::read_dir("/").is_ok();
+                Ok(page(format!("env={env:?} args={args:?} file={file} dir={dir}")))
+            }
+            other => Err(ConnectorError::InvalidConfig(format!("unknown mode `{other}`"))),
+        }
+    }
+}
+
+switchyard_sdk::export_hris!(Hostile);
