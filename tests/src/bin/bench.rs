@@ -1,0 +1,232 @@
+//! Benchmarks, each beside a floor measured in the same run.
+//!
+//! `cargo run --release -p switchyard-testkit --bin bench [-- --employees N]`
+//!
+//! 1. Plugin call latency: a fresh store, instantiation from `InstancePre`
+//!    and one call, through Switchyard's `Connector` (limits, host imports,
+//!    record conversion) versus raw wasmtime doing instantiate + call of a
+//!    trivial export.
+//! 2. Employee listing throughput: every page of an N-employee HRIS through
+//!    the BambooHR plugin versus a native reqwest + serde client fetching and
+//!    decoding the same pages.
+//! 3. A full sync of N employees (provisioning, enrollments) in employees/s.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use switchyard::config::{ConnectorConfig, Limits, Origin};
+use switchyard::runtime::Runtime;
+use switchyard_testkit::harness::{Harness, LINK, Options};
+use switchyard_testkit::plugins;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+#[derive(Parser)]
+struct Args {
+    /// Employees for the listing and sync benchmarks.
+    #[arg(long, default_value_t = 10_000)]
+    employees: usize,
+    /// Iterations of the call-latency benchmark.
+    #[arg(long, default_value_t = 3_000)]
+    calls: usize,
+    /// Page size for listings.
+    #[arg(long, default_value_t = 500)]
+    page_size: usize,
+}
+
+struct Floor {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Floor {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn stats(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    let p99 = samples[(samples.len() * 99 / 100).min(samples.len() - 1)];
+    (median, p99)
+}
+
+async fn call_latency(calls: usize) -> anyhow::Result<()> {
+    // Switchyard: the hostile test plugin in `ok` mode returns one employee
+    // after reading two config keys through host imports.
+    let runtime = Runtime::new()?;
+    let plugin = Arc::new(runtime.load_plugin(&plugins::build("hostile")?)?);
+    let mut settings = BTreeMap::new();
+    settings.insert("mode".to_owned(), "ok".to_owned());
+    let connector = runtime.connector(
+        "bench",
+        &ConnectorConfig {
+            plugin: "hostile".into(),
+            settings,
+            allow: vec![Origin::parse("https://unused.example").map_err(anyhow::Error::msg)?],
+            auth: None,
+            limits: Limits::default(),
+        },
+        plugin,
+        None,
+    );
+    for _ in 0..100 {
+        connector.fetch_employees(None).await?;
+    }
+    let mut ours = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        let page = connector.fetch_employees(None).await?;
+        ours.push(t.elapsed());
+        std::hint::black_box(page);
+    }
+
+    // Floor: raw wasmtime, InstancePre + instantiate + call of a trivial
+    // export (`hello() -> string`), WASI linked the same way.
+    let engine = Engine::new(&wasmtime::Config::new())?;
+    let mut linker: Linker<Floor> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    let component = Component::from_file(&engine, plugins::build("not-a-connector")?)?;
+    let pre = linker.instantiate_pre(&component)?;
+    let interface = component
+        .get_export_index(None, "example:greeter/greet@1.0.0")
+        .ok_or_else(|| anyhow::anyhow!("no greet export"))?;
+    let hello = component
+        .get_export_index(Some(&interface), "hello")
+        .ok_or_else(|| anyhow::anyhow!("no hello export"))?;
+    let mut floor = Vec::with_capacity(calls);
+    for i in 0..calls + 100 {
+        let t = Instant::now();
+        let mut store = Store::new(
+            &engine,
+            Floor {
+                ctx: WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+            },
+        );
+        let instance = pre.instantiate_async(&mut store).await?;
+        let func = instance.get_typed_func::<(), (String,)>(&mut store, &hello)?;
+        let (s,) = func.call_async(&mut store, ()).await?;
+        std::hint::black_box(s);
+        if i >= 100 {
+            floor.push(t.elapsed());
+        }
+    }
+    let (om, op) = stats(ours);
+    let (fm, fp) = stats(floor);
+    println!("plugin call (fresh store + instantiate + call), {calls} calls");
+    println!("  switchyard connector   median {om:>10.1?}   p99 {op:>10.1?}");
+    println!("  floor: raw wasmtime    median {fm:>10.1?}   p99 {fp:>10.1?}");
+    println!("  overhead               {:.2}x median", om.as_secs_f64() / fm.as_secs_f64());
+    Ok(())
+}
+
+/// The native floor's view of a BambooHR dataset page.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Page {
+    data: Vec<switchyard_testkit::hris::SimEmployee>,
+    pagination: Pagination,
+}
+
+#[derive(serde::Deserialize)]
+struct Pagination {
+    next_page: Option<String>,
+}
+
+async fn listing(employees: usize, page_size: usize) -> anyhow::Result<()> {
+    let h = Harness::start_with(Options {
+        employees,
+        page_size,
+        ..Options::default()
+    })
+    .await?;
+    let service = h.service()?;
+    let hr = &service.connectors["hr"];
+
+    let mut best_ours = Duration::MAX;
+    let mut best_floor = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut cursor: Option<String> = None;
+        let mut count = 0;
+        loop {
+            let page = hr.fetch_employees(cursor.as_deref()).await?;
+            count += page.employees.len();
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(count, employees);
+        best_ours = best_ours.min(t.elapsed());
+
+        let client = reqwest::Client::new();
+        let t = Instant::now();
+        let mut count = 0;
+        let mut page_no = 1;
+        loop {
+            let page: Page = client
+                .post(format!("{}/api/v1/datasets/employee", h.hris.base_url()))
+                .query(&[("page", page_no.to_string()), ("page_size", page_size.to_string())])
+                .basic_auth(h.hris.api_key(), Some("x"))
+                .json(&serde_json::json!({ "fields": ["id"] }))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            count += page.data.len();
+            if page.pagination.next_page.is_none() {
+                break;
+            }
+            page_no += 1;
+        }
+        assert_eq!(count, employees);
+        best_floor = best_floor.min(t.elapsed());
+    }
+    let rate = |d: Duration| employees as f64 / d.as_secs_f64();
+    println!("employee listing, {employees} employees in pages of {page_size} (best of 3)");
+    println!("  switchyard + bamboohr plugin  {best_ours:>10.1?}   {:>9.0} employees/s", rate(best_ours));
+    println!("  floor: native reqwest + serde {best_floor:>10.1?}   {:>9.0} employees/s", rate(best_floor));
+    println!("  overhead                      {:.2}x", best_ours.as_secs_f64() / best_floor.as_secs_f64());
+
+    let t = Instant::now();
+    let report = service.sync_link(LINK).await?;
+    let elapsed = t.elapsed();
+    println!("full sync, {employees} employees (create users, enroll by rules)");
+    println!(
+        "  {elapsed:>10.1?}   {:>9.0} employees/s   ({} users created, {} enrollments, {} plugin write calls)",
+        rate(elapsed),
+        report.users_created,
+        report.enrollments,
+        report.writes()
+    );
+    let t = Instant::now();
+    let again = service.sync_link(LINK).await?;
+    println!("  second run, no changes: {:>10.1?}, {} writes", t.elapsed(), again.writes());
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if cfg!(debug_assertions) {
+        eprintln!("warning: debug build; run with --release for figures worth recording");
+    }
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::consts::ARCH
+    );
+    call_latency(args.calls).await?;
+    listing(args.employees, args.page_size).await?;
+    Ok(())
+}
