@@ -216,10 +216,95 @@ pub struct LinkConfig {
     pub on_termination: TerminationPolicy,
     /// Which completion of a course is written to the HRIS.
     pub completion_policy: CompletionPolicy,
+    /// What leave does to the LMS account.
+    pub on_leave: LeavePolicy,
+    /// What happens to courses the rules no longer require after a change.
+    pub on_reassignment: ReassignmentPolicy,
+    /// The most deactivations one run may make before it halts for an operator.
+    pub max_deactivations: DeactivationLimit,
+    /// Days before a completion expires that the course is assigned again.
+    pub recertify_lead_days: u32,
     /// Employees provisioned concurrently.
     pub concurrency: usize,
     /// Assignment rules.
     pub rules: Vec<Rule>,
+}
+
+/// What leave does to the LMS account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeavePolicy {
+    /// Keep access; no new assignments while on leave.
+    Keep,
+    /// Suspend the account until the employee returns.
+    Suspend,
+}
+
+/// What happens to courses the rules no longer require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReassignmentPolicy {
+    /// Keep the enrollment.
+    Keep,
+    /// Withdraw (unenroll) it.
+    Withdraw,
+}
+
+/// A cap on deactivations in one run: a count, or a percentage of the
+/// accounts the link manages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DeactivationLimit {
+    /// At most this many.
+    Count(usize),
+    /// At most this percent of the link's accounts.
+    Percent(f64),
+}
+
+impl DeactivationLimit {
+    /// The cap for a link managing `accounts` accounts.
+    pub fn allowed(&self, accounts: usize) -> usize {
+        match *self {
+            DeactivationLimit::Count(n) => n,
+            // Rounded up, so a small link can still lose one account a run.
+            DeactivationLimit::Percent(p) => ((accounts as f64) * p / 100.0).ceil() as usize,
+        }
+    }
+}
+
+impl std::fmt::Display for DeactivationLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeactivationLimit::Count(n) => write!(f, "{n}"),
+            DeactivationLimit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DeactivationLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(usize),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Count(n) => Ok(DeactivationLimit::Count(n)),
+            Raw::Text(t) => {
+                let bad = || serde::de::Error::custom(format!("max_deactivations `{t}` must be a count (5) or a percentage (\"5%\")"));
+                match t.trim().strip_suffix('%') {
+                    Some(p) => p
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|p| (0.0..=100.0).contains(p))
+                        .map(DeactivationLimit::Percent)
+                        .ok_or_else(bad),
+                    None => t.trim().parse().map(DeactivationLimit::Count).map_err(|_| bad()),
+                }
+            }
+        }
+    }
 }
 
 /// What happens to the LMS account of a terminated employee.
@@ -320,10 +405,31 @@ struct RawLink {
     on_termination: TerminationPolicy,
     #[serde(default = "default_completion_policy")]
     completion_policy: CompletionPolicy,
+    #[serde(default = "default_leave")]
+    on_leave: LeavePolicy,
+    #[serde(default = "default_reassignment")]
+    on_reassignment: ReassignmentPolicy,
+    #[serde(default = "default_max_deactivations")]
+    max_deactivations: DeactivationLimit,
+    #[serde(default = "default_lead_days")]
+    recertify_lead_days: u32,
     #[serde(default = "default_concurrency")]
     concurrency: usize,
     #[serde(default)]
     rules: Vec<Spanned<Rule>>,
+}
+
+fn default_leave() -> LeavePolicy {
+    LeavePolicy::Keep
+}
+fn default_reassignment() -> ReassignmentPolicy {
+    ReassignmentPolicy::Keep
+}
+fn default_max_deactivations() -> DeactivationLimit {
+    DeactivationLimit::Percent(10.0)
+}
+fn default_lead_days() -> u32 {
+    30
 }
 
 fn default_termination() -> TerminationPolicy {
@@ -439,6 +545,10 @@ impl Config {
                     lms: raw.lms.into_inner(),
                     on_termination: raw.on_termination,
                     completion_policy: raw.completion_policy,
+                    on_leave: raw.on_leave,
+                    on_reassignment: raw.on_reassignment,
+                    max_deactivations: raw.max_deactivations,
+                    recertify_lead_days: raw.recertify_lead_days,
                     concurrency: raw.concurrency,
                     rules,
                 },

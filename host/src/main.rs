@@ -1,16 +1,18 @@
 //! The `switchyard` command line.
 //!
 //! Exit codes: 0 success; 1 failure; 2 invalid configuration, plugin or
-//! usage; 3 a link stopped and needs an operator (credentials, config).
+//! usage; 3 a link stopped or halted and needs an operator.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchyard::config::{Config, ConfigError};
 use switchyard::runtime::Runtime;
 use switchyard::service::Service;
-use switchyard::sync::{LinkStopped, RunReport};
+use switchyard::state::{DeadLetter, OpKind};
+use switchyard::sync::{LinkHalted, LinkStopped, RunOptions, RunReport};
 
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "Keeps an HRIS and an LMS in sync through sandboxed WebAssembly connector plugins")]
@@ -28,16 +30,28 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(long, short, env = "SWITCHYARD_CONFIG", default_value = "switchyard.toml")]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a sync of one link, or of every link.
     Sync {
-        /// Configuration file.
-        #[arg(long, short, env = "SWITCHYARD_CONFIG", default_value = "switchyard.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Run once and exit (the only mode until the daemon lands).
         #[arg(long)]
         once: bool,
+        /// Print the plan; make no write call and change no state.
+        #[arg(long)]
+        dry_run: bool,
+        /// Go ahead with more deactivations than `max_deactivations` allows.
+        #[arg(long)]
+        approve_deactivations: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -46,9 +60,18 @@ enum Command {
     },
     /// What the state database holds for each link.
     Status {
-        /// Configuration file.
-        #[arg(long, short, env = "SWITCHYARD_CONFIG", default_value = "switchyard.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Report drift between the HRIS snapshot, the LMS and the completions written.
+    Reconcile {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The link.
+        link: String,
     },
     /// Inspect plugins.
     Plugin {
@@ -57,12 +80,16 @@ enum Command {
     },
     /// Dead letters: operations that were given up on.
     Dlq {
-        /// Configuration file.
-        #[arg(long, short, env = "SWITCHYARD_CONFIG", default_value = "switchyard.toml")]
-        config: PathBuf,
-        /// The link (default: all links).
-        link: Option<String>,
+        #[command(subcommand)]
+        command: DlqCommand,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -74,9 +101,49 @@ enum PluginCommand {
     },
     /// List the plugins in the configured plugin directory, and refused files.
     List {
-        /// Configuration file.
-        #[arg(long, short, env = "SWITCHYARD_CONFIG", default_value = "switchyard.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The link (default: all links).
+        link: Option<String>,
+    },
+    /// Show one dead letter in full.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The link.
+        link: String,
+        /// Dead letter id.
+        id: u64,
+    },
+    /// Put a dead letter back in the outbox and run the link's outbox.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The link.
+        link: String,
+        /// Dead letter ids (in the order to replay).
+        ids: Vec<u64>,
+    },
+    /// Delete a dead letter.
+    Drop {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The link.
+        link: String,
+        /// Dead letter id.
+        id: u64,
     },
 }
 
@@ -106,7 +173,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             if e.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(2)
-            } else if e.downcast_ref::<LinkStopped>().is_some() {
+            } else if e.downcast_ref::<LinkStopped>().is_some() || e.downcast_ref::<LinkHalted>().is_some() {
                 ExitCode::from(3)
             } else {
                 ExitCode::from(1)
@@ -115,13 +182,21 @@ fn main() -> ExitCode {
     }
 }
 
+fn open(config: &ConfigArg) -> anyhow::Result<Service> {
+    Service::open(Config::load(&config.config)?)
+}
+
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Sync { config, once: _, json, link } => {
-            let service = Service::open(Config::load(&config)?)?;
+        Command::Sync { config, once: _, dry_run, approve_deactivations, json, link } => {
+            let service = open(&config)?;
+            let options = RunOptions { dry_run, approve_deactivations };
             let reports = match link {
-                Some(link) => vec![service.sync_link(&link).await?],
-                None => service.sync_all().await?,
+                Some(link) => {
+                    let today = time::OffsetDateTime::now_utc().date();
+                    vec![service.sync_link_with(&link, options, today).await?]
+                }
+                None => service.sync_all(options).await?,
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&reports)?);
@@ -129,20 +204,70 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 for report in &reports {
                     print_report(report);
                 }
-                println!("state: {}", service.config.data_dir.display());
+                if !dry_run {
+                    println!("state: {}", service.config.data_dir.display());
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => {
-            let service = Service::open(Config::load(&config)?)?;
-            println!("{:<16} {:>9} {:>9} {:>11} {:>11} {:>12}", "LINK", "EMPLOYEES", "ACCOUNTS", "ENROLLMENTS", "COMPLETIONS", "DEAD LETTERS");
+            let service = open(&config)?;
+            println!(
+                "{:<16} {:>9} {:>9} {:>11} {:>11} {:>7} {:>12}  STATUS",
+                "LINK", "EMPLOYEES", "ACCOUNTS", "ENROLLMENTS", "COMPLETIONS", "OUTBOX", "DEAD LETTERS"
+            );
             for link in service.config.links.keys() {
                 let c = service.state.counts(link);
+                let status = service.state.link_status(link)?;
                 println!(
-                    "{link:<16} {:>9} {:>9} {:>11} {:>11} {:>12}",
-                    c.employees, c.accounts, c.enrollments, c.completions, c.dead_letters
+                    "{link:<16} {:>9} {:>9} {:>11} {:>11} {:>7} {:>12}  {}",
+                    c.employees,
+                    c.accounts,
+                    c.enrollments,
+                    c.completions,
+                    c.outbox,
+                    c.dead_letters,
+                    status.halted.as_deref().unwrap_or("ok")
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconcile { config, format, link } => {
+            let service = open(&config)?;
+            let drifts = service.reconcile(&link).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&drifts)?),
+                Format::Csv => {
+                    let mut out = csv::Writer::from_writer(std::io::stdout());
+                    out.write_record(["kind", "employee_id", "course", "detail"])?;
+                    for d in &drifts {
+                        let kind = serde_json::to_value(d.kind)?;
+                        out.write_record([
+                            kind.as_str().unwrap_or_default(),
+                            &d.employee_id,
+                            d.course.as_deref().unwrap_or(""),
+                            &d.detail,
+                        ])?;
+                    }
+                    out.flush()?;
+                }
+                Format::Table => {
+                    println!("{:<24} {:<10} {:<16} DETAIL", "DRIFT", "EMPLOYEE", "COURSE");
+                    for d in &drifts {
+                        let kind = serde_json::to_value(d.kind)?;
+                        println!(
+                            "{:<24} {:<10} {:<16} {}",
+                            kind.as_str().unwrap_or_default(),
+                            d.employee_id,
+                            d.course.as_deref().unwrap_or("-"),
+                            d.detail
+                        );
+                    }
+                    println!("{} drift(s)", drifts.len());
+                }
+            }
+            // Drift is a finding, not a failure of the command; scripts can
+            // count rows.
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command: PluginCommand::Check { file } } => {
@@ -159,7 +284,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Plugin { command: PluginCommand::List { config } } => {
-            let config = Config::load(&config)?;
+            let config = Config::load(&config.config)?;
             let set = Runtime::new()?.load_dir(&config.plugin_dir)?;
             for p in set.plugins.values() {
                 println!("{:<20} {:<15} contract {:<8} {}", p.name, p.world.to_string(), p.contract_version, p.version());
@@ -169,29 +294,122 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(if set.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
-        Command::Dlq { config, link } => {
-            let service = Service::open(Config::load(&config)?)?;
+        Command::Dlq { command } => dlq(command).await,
+    }
+}
+
+fn describe(kind: &OpKind) -> String {
+    match kind {
+        OpKind::UpsertUser { employee } => format!("upsert-user {}", employee.email.as_deref().unwrap_or("")),
+        OpKind::SetActive { active } => format!("set-active {active}"),
+        OpKind::Enroll { course, due, .. } => format!("enroll {course} due {}", due.as_deref().unwrap_or("-")),
+        OpKind::Unenroll { course } => format!("unenroll {course}"),
+        OpKind::PushCompletion { completion, .. } => format!(
+            "push-completion {} attempt {}",
+            completion.course_id, completion.attempt_id
+        ),
+    }
+}
+
+fn print_letter_line(link: &str, l: &DeadLetter) {
+    println!(
+        "{link}\t{}\t{}\t{}\t{}\t{}",
+        l.id,
+        l.at,
+        l.operation.employee_id,
+        describe(&l.operation.kind),
+        l.reason
+    );
+}
+
+async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DlqCommand::List { config, json, link } => {
+            let service = open(&config)?;
+            let mut all = Vec::new();
             for name in service.config.links.keys().filter(|n| link.as_ref().is_none_or(|l| l == *n)) {
                 for letter in service.state.dead_letters(name)? {
-                    println!("{name}\t{}\t{}\t{}\t{}\t{}", letter.at, letter.operation, letter.employee_id, letter.idempotency_key, letter.reason);
+                    all.push((name.clone(), letter));
                 }
             }
+            if json {
+                let rows: Vec<_> = all
+                    .iter()
+                    .map(|(link, l)| serde_json::json!({ "link": link, "dead_letter": l }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("LINK\tID\tAT\tEMPLOYEE\tOPERATION\tREASON");
+                for (link, l) in &all {
+                    print_letter_line(link, l);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Show { config, link, id } => {
+            let service = open(&config)?;
+            service.link(&link)?;
+            let letter = service
+                .state
+                .dead_letter_by_id(&link, id)?
+                .with_context(|| format!("link `{link}` has no dead letter {id}"))?;
+            println!("{}", serde_json::to_string_pretty(&letter)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Replay { config, link, ids } => {
+            let service = open(&config)?;
+            service.link(&link)?;
+            for id in &ids {
+                let op = service.state.replay_dead_letter(&link, *id)?;
+                println!("replaying dead letter {id}: {} for employee {}", describe(&op.kind), op.employee_id);
+            }
+            let report = service.drain_outbox(&link).await?;
+            print_report(&report);
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Drop { config, link, id } => {
+            let service = open(&config)?;
+            service.link(&link)?;
+            let letter = service.state.drop_dead_letter(&link, id)?;
+            println!("dropped dead letter {id}: {}", describe(&letter.operation.kind));
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 fn print_report(r: &RunReport) {
-    println!("link {} ({} listing)", r.link, if r.full_listing { "full" } else { "changes-only" });
+    let mode = if r.dry_run { "dry run, nothing written" } else if r.full_listing { "full listing" } else { "changes-only listing" };
+    println!("link {} ({mode})", r.link);
+    if r.dry_run {
+        println!("  employees fetched    {}", r.employees_fetched);
+        println!("  completions fetched  {}", r.completions_fetched);
+        println!("  planned operations   {}", r.plan.len());
+        for op in &r.plan {
+            println!(
+                "    {:<16} {:<8} {:<16} {}",
+                op.operation,
+                op.employee_id,
+                op.course.as_deref().unwrap_or("-"),
+                op.cause
+            );
+        }
+        return;
+    }
     println!("  employees fetched    {}", r.employees_fetched);
+    if r.resumed > 0 {
+        println!("  resumed from outbox  {}", r.resumed);
+    }
     println!("  users created        {}", r.users_created);
     println!("  users updated        {}", r.users_updated);
     println!("  users suspended      {}", r.users_suspended);
     println!("  users reactivated    {}", r.users_reactivated);
     println!("  enrollments          {}", r.enrollments);
+    println!("  unenrollments        {}", r.unenrollments);
     println!("  completions fetched  {}", r.completions_fetched);
     println!("  completions written  {}", r.completions_written);
+    println!("  not winning (policy) {}", r.completions_not_winning);
     println!("  completions skipped  {}", r.completions_skipped);
     println!("  dead letters         {}", r.dead_lettered);
     println!("  retries              {}", r.retries);
+    println!("  still in outbox      {}", r.pending);
 }

@@ -105,6 +105,17 @@ pub struct Completion {
     pub expires_at: Option<String>,
 }
 
+/// An LMS account as the LMS reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmsUser {
+    /// LMS user id.
+    pub id: String,
+    /// False when suspended.
+    pub active: bool,
+    /// Email on the account.
+    pub email: Option<String>,
+}
+
 /// A page of employees.
 #[derive(Debug, Clone)]
 pub struct EmployeePage {

@@ -586,6 +586,7 @@ impl Connector {
         &self,
         completion: &model::Completion,
         idempotency_key: &str,
+        supersedes: Option<&str>,
     ) -> Result<(), ConnectorError> {
         let pre = self.hris()?;
         let completion = wit::Completion::from(completion.clone());
@@ -593,7 +594,7 @@ impl Connector {
             let instance = pre.instantiate_async(&mut *store).await?;
             instance
                 .switchyard_connector_completion_sink()
-                .call_push_completion(&mut *store, &completion, idempotency_key)
+                .call_push_completion(&mut *store, &completion, idempotency_key, supersedes)
                 .await
         })
         .await
@@ -631,6 +632,44 @@ impl Connector {
             instance
                 .switchyard_connector_user_provisioning()
                 .call_set_active(&mut *store, lms_user_id, active, idempotency_key)
+                .await
+        })
+        .await
+    }
+
+    /// `find-user`: the LMS account of an HRIS employee id, as the LMS holds it.
+    pub async fn find_user(&self, employee_id: &str) -> Result<Option<model::LmsUser>, ConnectorError> {
+        let pre = self.lms()?;
+        self.call("find-user", async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let user = instance
+                .switchyard_connector_user_provisioning()
+                .call_find_user(&mut *store, employee_id)
+                .await?;
+            Ok(user.map(|u| {
+                u.map(|u| model::LmsUser {
+                    id: u.id,
+                    active: u.active,
+                    email: u.email,
+                })
+            }))
+        })
+        .await
+    }
+
+    /// `unenroll`.
+    pub async fn unenroll(
+        &self,
+        lms_user_id: &str,
+        course_id: &str,
+        idempotency_key: &str,
+    ) -> Result<(), ConnectorError> {
+        let pre = self.lms()?;
+        self.call("unenroll", async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .switchyard_connector_enrollment()
+                .call_unenroll(&mut *store, lms_user_id, course_id, idempotency_key)
                 .await
         })
         .await

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::runtime::{Connector, Plugin, PluginError, Runtime, World};
 use crate::secrets::Credential;
 use crate::state::State;
-use crate::sync::{LinkRun, RunReport};
+use crate::sync::{LinkRun, RunOptions, RunReport};
 
 /// Everything a configuration describes, loaded and checked.
 pub struct Service {
@@ -91,6 +91,17 @@ impl Service {
 
     /// Run one link once.
     pub async fn sync_link(&self, name: &str) -> anyhow::Result<RunReport> {
+        self.sync_link_with(name, RunOptions::default(), time::OffsetDateTime::now_utc().date())
+            .await
+    }
+
+    /// Run one link once with options, as of `today`.
+    pub async fn sync_link_with(
+        &self,
+        name: &str,
+        options: RunOptions,
+        today: time::Date,
+    ) -> anyhow::Result<RunReport> {
         let link = self
             .config
             .links
@@ -102,21 +113,50 @@ impl Service {
             hris: &self.connectors[&link.hris],
             lms: &self.connectors[&link.lms],
             state: &self.state,
-            today: time::OffsetDateTime::now_utc().date(),
+            today,
         };
-        tracing::info!(link = name, "sync started");
-        let report = run.run().await?;
+        tracing::info!(link = name, dry_run = options.dry_run, "sync started");
+        let report = run.run(options).await?;
         tracing::info!(link = name, writes = report.writes(), "sync finished");
         Ok(report)
     }
 
     /// Run every link once, in name order. Stops at the first link that fails.
-    pub async fn sync_all(&self) -> anyhow::Result<Vec<RunReport>> {
+    pub async fn sync_all(&self, options: RunOptions) -> anyhow::Result<Vec<RunReport>> {
+        let today = time::OffsetDateTime::now_utc().date();
         let mut reports = Vec::new();
         for name in self.config.links.keys() {
-            reports.push(self.sync_link(name).await?);
+            reports.push(self.sync_link_with(name, options, today).await?);
         }
         Ok(reports)
+    }
+
+    /// Apply what waits in a link's outbox (after `dlq replay`).
+    pub async fn drain_outbox(&self, name: &str) -> anyhow::Result<RunReport> {
+        let link = self.link(name)?;
+        let run = LinkRun {
+            name,
+            link,
+            hris: &self.connectors[&link.hris],
+            lms: &self.connectors[&link.lms],
+            state: &self.state,
+            today: time::OffsetDateTime::now_utc().date(),
+        };
+        run.drain().await
+    }
+
+    /// Compare the HRIS snapshot, the LMS and the completion ledger of a link.
+    pub async fn reconcile(&self, name: &str) -> anyhow::Result<Vec<crate::sync::reconcile::Drift>> {
+        let link = self.link(name)?;
+        crate::sync::reconcile::reconcile(name, link, &self.connectors[&link.lms], &self.state).await
+    }
+
+    /// The link's configuration, or an error naming the file.
+    pub fn link(&self, name: &str) -> anyhow::Result<&crate::config::LinkConfig> {
+        self.config
+            .links
+            .get(name)
+            .ok_or_else(|| anyhow!("no link named `{name}` in {}", self.config.file.display()))
     }
 }
 

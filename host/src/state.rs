@@ -1,23 +1,46 @@
 //! Sync state in sled, behind typed accessors.
 //!
 //! **Invariant:** only this module knows about sled. Keys are
-//! `link \0 employee [\0 ...]`, values JSON; nothing here holds a secret.
+//! `link \0 ...`, values JSON; nothing here holds a secret.
 //!
 //! Trees:
-//! - `snapshots`: the last employee record seen from the HRIS (to diff);
+//! - `snapshots`: the last employee record seen from the HRIS, with a revision
+//!   counter that moves when the record changes (to diff, and to key effects);
 //! - `accounts`: HRIS id -> LMS user id and whether the account is active;
-//! - `enrollments`: enrollments made (employee, course);
-//! - `completions`: completions written to the HRIS (employee, course, attempt);
+//! - `enrollments`: enrollments the host made (employee, course) and their cycle;
+//! - `outbox`: operations planned but not yet done, `link\0employee\0seq`,
+//!   applied in seq order per employee; `outbox_keys` indexes them by
+//!   idempotency key so a plan never enqueues the same effect twice;
+//! - `done`: idempotency keys of operations that succeeded (never repeated);
+//! - `seen`: completions already considered (employee, course, attempt);
+//! - `winners`: the completion of each (employee, course) that the retake
+//!   policy chose and that was sent to the HRIS;
 //! - `cursors`: where each link's listings resume;
-//! - `dead_letters`: operations that were refused, with the reason.
+//! - `dead_letters`: operations given up on, with the reason, replayable;
+//! - `links`: per-link status (halted, approvals).
+//!
+//! Writes that belong together happen in one sled transaction: a plan's
+//! snapshots, operations and cursor; an operation's removal from the outbox,
+//! its `done` record and its effect.
 
 use std::path::Path;
 
-use anyhow::Context;
-use serde::{Deserialize, Serialize};
+use anyhow::{Context, anyhow};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use crate::model::{Completion, Employee};
+
+/// An employee snapshot and its revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The record as last seen.
+    pub employee: Employee,
+    /// Incremented each time the record changes.
+    pub rev: u64,
+}
 
 /// The LMS account of one employee.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,30 +58,114 @@ pub struct Enrollment {
     pub due: Option<String>,
     /// Rule that assigned it.
     pub rule: Option<String>,
+    /// 0 for the first assignment, +1 per recertification.
+    pub cycle: u32,
+    /// yyyy-mm-dd the assignment was planned.
+    pub assigned_on: String,
 }
 
-/// A completion written to the HRIS.
+/// A completion the retake policy chose for its (employee, course).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WrittenCompletion {
-    /// Key it was written with.
+pub struct Winner {
+    /// Key of the `push-completion` that carries it.
     pub idempotency_key: String,
-    /// What was written.
+    /// The completion, with the expiry the host computed.
     pub completion: Completion,
 }
 
-/// An operation that was given up on, kept for an operator.
+/// What an operation does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum OpKind {
+    /// Create or update the LMS account.
+    UpsertUser {
+        /// The record to provision.
+        employee: Employee,
+    },
+    /// Suspend or reactivate the LMS account.
+    SetActive {
+        /// Target state.
+        active: bool,
+    },
+    /// Enroll in a course.
+    Enroll {
+        /// Course key.
+        course: String,
+        /// Due date.
+        due: Option<String>,
+        /// Assignment cycle (recertification).
+        cycle: u32,
+        /// Rule that assigned it.
+        rule: Option<String>,
+        /// yyyy-mm-dd the assignment was planned.
+        assigned_on: String,
+    },
+    /// Withdraw from a course.
+    Unenroll {
+        /// Course key.
+        course: String,
+    },
+    /// Write a completion to the HRIS.
+    PushCompletion {
+        /// The completion.
+        completion: Completion,
+        /// Key of the completion it replaces.
+        supersedes: Option<String>,
+    },
+}
+
+impl OpKind {
+    /// The contract function this operation calls.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::UpsertUser { .. } => "upsert-user",
+            OpKind::SetActive { .. } => "set-active",
+            OpKind::Enroll { .. } => "enroll",
+            OpKind::Unenroll { .. } => "unenroll",
+            OpKind::PushCompletion { .. } => "push-completion",
+        }
+    }
+}
+
+/// A durable, planned write to a plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Deterministic idempotency key.
+    pub key: String,
+    /// HRIS employee id the operation is about.
+    pub employee_id: String,
+    /// What it does.
+    pub kind: OpKind,
+    /// Why it was planned (rule, policy or event).
+    pub cause: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix milliseconds before which it is not retried.
+    pub next_attempt_at: u64,
+    /// Last error, if an attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// An operation given up on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
-    /// Operation (`upsert-user`, `enroll`, `push-completion`, ...).
-    pub operation: String,
-    /// HRIS employee id.
-    pub employee_id: String,
-    /// Idempotency key of the operation.
-    pub idempotency_key: String,
+    /// Id for `dlq show|replay|drop`.
+    pub id: u64,
+    /// The operation as it was.
+    pub operation: Operation,
     /// Why it was given up on.
     pub reason: String,
     /// RFC 3339 time.
     pub at: String,
+}
+
+/// Per-link status kept across runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// Set when a run halted and an operator must act; the reason.
+    pub halted: Option<String>,
+    /// An operator approved the next run's deactivations past the guard.
+    pub deactivations_approved: bool,
 }
 
 /// Counts of what a link's state holds.
@@ -70,10 +177,42 @@ pub struct LinkCounts {
     pub accounts: usize,
     /// Enrollments made.
     pub enrollments: usize,
-    /// Completions written.
+    /// Completions written (winners).
     pub completions: usize,
+    /// Operations waiting in the outbox.
+    pub outbox: usize,
     /// Dead letters.
     pub dead_letters: usize,
+}
+
+/// The effect to record when an operation succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// The employee's LMS account.
+    Account(Account),
+    /// An enrollment made.
+    Enrolled {
+        /// Course.
+        course: String,
+        /// What was made.
+        enrollment: Enrollment,
+    },
+    /// An enrollment withdrawn.
+    Unenrolled {
+        /// Course.
+        course: String,
+    },
+    /// Nothing beyond the `done` record.
+    None,
+}
+
+/// One employee's part of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedEmployee {
+    /// The new snapshot (None: unchanged, keep the stored one).
+    pub snapshot: Option<Snapshot>,
+    /// Operations to enqueue, in order.
+    pub operations: Vec<Operation>,
 }
 
 /// The sled database.
@@ -83,19 +222,57 @@ pub struct State {
     snapshots: sled::Tree,
     accounts: sled::Tree,
     enrollments: sled::Tree,
-    completions: sled::Tree,
+    outbox: sled::Tree,
+    outbox_keys: sled::Tree,
+    done: sled::Tree,
+    seen: sled::Tree,
+    winners: sled::Tree,
     cursors: sled::Tree,
     dead_letters: sled::Tree,
+    dead_keys: sled::Tree,
+    links: sled::Tree,
 }
 
-fn key(parts: &[&str]) -> Vec<u8> {
+/// `link \0 part \0 part ...`
+pub fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
 }
 
-fn prefix(link: &str) -> Vec<u8> {
-    let mut p = link.as_bytes().to_vec();
+fn prefix(parts: &[&str]) -> Vec<u8> {
+    let mut p = key(parts);
     p.push(0);
     p
+}
+
+fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
+    serde_json::to_vec(value).context("failed to encode state record")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(bytes).context("corrupt state record")
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<anyhow::Error>>;
+
+fn tx_put<T: Serialize>(tree: &TransactionalTree, key: Vec<u8>, value: &T) -> TxResult<()> {
+    let bytes = encode(value).map_err(ConflictableTransactionError::Abort)?;
+    tree.insert(key, bytes)?;
+    Ok(())
+}
+
+fn tx_result<T>(r: Result<T, sled::transaction::TransactionError<anyhow::Error>>) -> anyhow::Result<T> {
+    r.map_err(|e| match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(e) => anyhow!("state storage error: {e}"),
+    })
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl State {
@@ -111,9 +288,15 @@ impl State {
             snapshots: tree("snapshots")?,
             accounts: tree("accounts")?,
             enrollments: tree("enrollments")?,
-            completions: tree("completions")?,
+            outbox: tree("outbox")?,
+            outbox_keys: tree("outbox_keys")?,
+            done: tree("done")?,
+            seen: tree("seen")?,
+            winners: tree("winners")?,
             cursors: tree("cursors")?,
             dead_letters: tree("dead_letters")?,
+            dead_keys: tree("dead_keys")?,
+            links: tree("links")?,
             db,
         })
     }
@@ -121,26 +304,31 @@ impl State {
     fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> anyhow::Result<Option<T>> {
         match tree.get(key).context("failed to read state")? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .context("corrupt state record"),
+            Some(bytes) => decode(&bytes).map(Some),
         }
     }
 
     fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(value).context("failed to encode state record")?;
-        tree.insert(key, bytes).context("failed to write state")?;
+        tree.insert(key, encode(value)?).context("failed to write state")?;
         Ok(())
     }
 
+    fn scan<T: DeserializeOwned>(tree: &sled::Tree, prefix: Vec<u8>) -> anyhow::Result<Vec<T>> {
+        tree.scan_prefix(prefix)
+            .map(|r| decode(&r.context("failed to read state")?.1))
+            .collect()
+    }
+
+    // ---- reads ----
+
     /// The last snapshot of an employee.
-    pub fn snapshot(&self, link: &str, employee: &str) -> anyhow::Result<Option<Employee>> {
+    pub fn snapshot(&self, link: &str, employee: &str) -> anyhow::Result<Option<Snapshot>> {
         Self::get(&self.snapshots, &key(&[link, employee]))
     }
 
-    /// Record the latest snapshot of an employee.
-    pub fn put_snapshot(&self, link: &str, employee: &Employee) -> anyhow::Result<()> {
-        Self::put(&self.snapshots, &key(&[link, &employee.id]), employee)
+    /// Every snapshot of a link.
+    pub fn snapshots(&self, link: &str) -> anyhow::Result<Vec<Snapshot>> {
+        Self::scan(&self.snapshots, prefix(&[link]))
     }
 
     /// The LMS account of an employee.
@@ -148,57 +336,91 @@ impl State {
         Self::get(&self.accounts, &key(&[link, employee]))
     }
 
-    /// Record the LMS account of an employee.
-    pub fn put_account(&self, link: &str, employee: &str, account: &Account) -> anyhow::Result<()> {
-        Self::put(&self.accounts, &key(&[link, employee]), account)
+    /// The accounts of a link, by HRIS id.
+    pub fn accounts(&self, link: &str) -> anyhow::Result<Vec<(String, Account)>> {
+        let p = prefix(&[link]);
+        self.accounts
+            .scan_prefix(&p)
+            .map(|r| {
+                let (k, v) = r.context("failed to read state")?;
+                let id = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+                Ok((id, decode(&v)?))
+            })
+            .collect()
     }
 
-    /// Whether the host enrolled the employee in the course.
-    pub fn enrollment(
-        &self,
-        link: &str,
-        employee: &str,
-        course: &str,
-    ) -> anyhow::Result<Option<Enrollment>> {
+    /// The host's enrollment of an employee in a course.
+    pub fn enrollment(&self, link: &str, employee: &str, course: &str) -> anyhow::Result<Option<Enrollment>> {
         Self::get(&self.enrollments, &key(&[link, employee, course]))
     }
 
-    /// Record an enrollment.
-    pub fn put_enrollment(
-        &self,
-        link: &str,
-        employee: &str,
-        course: &str,
-        enrollment: &Enrollment,
-    ) -> anyhow::Result<()> {
-        Self::put(&self.enrollments, &key(&[link, employee, course]), enrollment)
-    }
-
-    /// Whether this attempt's completion was written.
-    pub fn completion_written(&self, link: &str, c: &Completion) -> anyhow::Result<bool> {
-        let k = key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]);
-        Ok(self.completions.contains_key(k).context("failed to read state")?)
-    }
-
-    /// Record a written completion.
-    pub fn put_completion(&self, link: &str, written: &WrittenCompletion) -> anyhow::Result<()> {
-        let c = &written.completion;
-        Self::put(
-            &self.completions,
-            &key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]),
-            written,
-        )
-    }
-
-    /// Written completions of a link.
-    pub fn completions(&self, link: &str) -> anyhow::Result<Vec<WrittenCompletion>> {
-        self.completions
-            .scan_prefix(prefix(link))
+    /// The courses the host enrolled an employee in.
+    pub fn enrollments_of(&self, link: &str, employee: &str) -> anyhow::Result<Vec<(String, Enrollment)>> {
+        let p = prefix(&[link, employee]);
+        self.enrollments
+            .scan_prefix(&p)
             .map(|r| {
-                let (_, v) = r.context("failed to read state")?;
-                serde_json::from_slice(&v).context("corrupt state record")
+                let (k, v) = r.context("failed to read state")?;
+                let course = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+                Ok((course, decode(&v)?))
             })
             .collect()
+    }
+
+    /// Whether an operation with this key succeeded before.
+    pub fn is_done(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool> {
+        self.done
+            .contains_key(key(&[link, idempotency_key]))
+            .context("failed to read state")
+    }
+
+    /// Whether an operation with this key waits in the outbox.
+    pub fn is_pending(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool> {
+        self.outbox_keys
+            .contains_key(key(&[link, idempotency_key]))
+            .context("failed to read state")
+    }
+
+    /// Whether an operation with this key was given up on (and not replayed).
+    pub fn is_dead(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool> {
+        self.dead_keys
+            .contains_key(key(&[link, idempotency_key]))
+            .context("failed to read state")
+    }
+
+    /// The operations waiting for one employee, in order.
+    pub fn pending_for(&self, link: &str, employee: &str) -> anyhow::Result<Vec<Operation>> {
+        Self::scan(&self.outbox, prefix(&[link, employee]))
+    }
+
+    /// Every operation waiting in a link's outbox, grouped by employee, each
+    /// group in order.
+    pub fn outbox(&self, link: &str) -> anyhow::Result<Vec<Vec<Operation>>> {
+        let mut groups: Vec<Vec<Operation>> = Vec::new();
+        for op in Self::scan::<Operation>(&self.outbox, prefix(&[link]))? {
+            match groups.last_mut() {
+                Some(group) if group[0].employee_id == op.employee_id => group.push(op),
+                _ => groups.push(vec![op]),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Whether this attempt was considered before.
+    pub fn is_seen(&self, link: &str, c: &Completion) -> anyhow::Result<bool> {
+        self.seen
+            .contains_key(key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]))
+            .context("failed to read state")
+    }
+
+    /// The winning completion of (employee, course).
+    pub fn winner(&self, link: &str, employee: &str, course: &str) -> anyhow::Result<Option<Winner>> {
+        Self::get(&self.winners, &key(&[link, employee, course]))
+    }
+
+    /// Every winning completion of a link.
+    pub fn winners(&self, link: &str) -> anyhow::Result<Vec<Winner>> {
+        Self::scan(&self.winners, prefix(&[link]))
     }
 
     /// A cursor (`employees` or `completions`) of a link.
@@ -206,51 +428,284 @@ impl State {
         Self::get(&self.cursors, &key(&[link, name]))
     }
 
-    /// Advance a cursor.
-    pub fn put_cursor(&self, link: &str, name: &str, cursor: &str) -> anyhow::Result<()> {
-        Self::put(&self.cursors, &key(&[link, name]), &cursor)
-    }
-
-    /// Forget a cursor (the next listing starts from the beginning).
-    pub fn delete_cursor(&self, link: &str, name: &str) -> anyhow::Result<()> {
-        self.cursors.remove(key(&[link, name])).context("failed to write state")?;
-        Ok(())
-    }
-
-    /// Keep a refused operation for an operator.
-    pub fn put_dead_letter(&self, link: &str, letter: &DeadLetter) -> anyhow::Result<()> {
-        let id = self.db.generate_id().context("failed to allocate an id")?;
-        let mut k = prefix(link);
-        k.extend_from_slice(&id.to_be_bytes());
-        Self::put(&self.dead_letters, &k, letter)
+    /// One dead letter.
+    pub fn dead_letter_by_id(&self, link: &str, id: u64) -> anyhow::Result<Option<DeadLetter>> {
+        let mut dlq_key = prefix(&[link]);
+        dlq_key.extend_from_slice(&id.to_be_bytes());
+        Self::get(&self.dead_letters, &dlq_key)
     }
 
     /// Dead letters of a link, oldest first.
     pub fn dead_letters(&self, link: &str) -> anyhow::Result<Vec<DeadLetter>> {
-        self.dead_letters
-            .scan_prefix(prefix(link))
-            .map(|r| {
-                let (_, v) = r.context("failed to read state")?;
-                serde_json::from_slice(&v).context("corrupt state record")
-            })
-            .collect()
+        Self::scan(&self.dead_letters, prefix(&[link]))
+    }
+
+    /// Status of a link.
+    pub fn link_status(&self, link: &str) -> anyhow::Result<LinkStatus> {
+        Ok(Self::get(&self.links, &key(&[link]))?.unwrap_or_default())
     }
 
     /// What the state holds for a link.
     pub fn counts(&self, link: &str) -> LinkCounts {
-        let count = |tree: &sled::Tree| tree.scan_prefix(prefix(link)).count();
+        let count = |tree: &sled::Tree| tree.scan_prefix(prefix(&[link])).count();
         LinkCounts {
             employees: count(&self.snapshots),
             accounts: count(&self.accounts),
             enrollments: count(&self.enrollments),
-            completions: count(&self.completions),
+            completions: count(&self.winners),
+            outbox: count(&self.outbox),
             dead_letters: count(&self.dead_letters),
         }
+    }
+
+    // ---- writes ----
+
+    /// Set a link's status.
+    pub fn put_link_status(&self, link: &str, status: &LinkStatus) -> anyhow::Result<()> {
+        Self::put(&self.links, &key(&[link]), status)
+    }
+
+    /// Sequence numbers for `n` operations. Allocated before a transaction
+    /// starts: sled's id generator must not run inside one (it can wait on
+    /// the lock the transaction holds).
+    fn sequence(&self, n: usize) -> anyhow::Result<Vec<u64>> {
+        (0..n)
+            .map(|_| self.db.generate_id().context("failed to allocate an id"))
+            .collect()
+    }
+
+    fn enqueue(tx_outbox: &TransactionalTree, tx_keys: &TransactionalTree, link: &str, op: &Operation, seq: u64) -> TxResult<()> {
+        let index_key = key(&[link, &op.key]);
+        if tx_keys.get(&index_key)?.is_some() {
+            return Ok(());
+        }
+        let mut k = prefix(&[link, &op.employee_id]);
+        k.extend_from_slice(&seq.to_be_bytes());
+        tx_keys.insert(index_key, k.clone())?;
+        tx_put(tx_outbox, k, op)
+    }
+
+    /// Commit a plan: new snapshots, operations into the outbox (skipping
+    /// keys already pending) and, if given, a cursor, all in one transaction.
+    /// `cursor`: `Some((name, Some(value)))` sets it, `Some((name, None))` removes it.
+    pub fn commit_plan(
+        &self,
+        link: &str,
+        planned: &[PlannedEmployee],
+        cursor: Option<(&str, Option<&str>)>,
+    ) -> anyhow::Result<()> {
+        let seqs = self.sequence(planned.iter().map(|p| p.operations.len()).sum())?;
+        let trees = (&self.snapshots, &self.outbox, &self.outbox_keys, &self.cursors);
+        tx_result(trees.transaction(|(snapshots, outbox, keys, cursors)| {
+            let mut seq = seqs.iter();
+            for p in planned {
+                if let Some(s) = &p.snapshot {
+                    tx_put(snapshots, key(&[link, &s.employee.id]), s)?;
+                }
+                for (op, &n) in p.operations.iter().zip(&mut seq) {
+                    Self::enqueue(outbox, keys, link, op, n)?;
+                }
+            }
+            if let Some((name, value)) = cursor {
+                match value {
+                    Some(v) => tx_put(cursors, key(&[link, name]), &v)?,
+                    None => {
+                        cursors.remove(key(&[link, name]))?;
+                    }
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    /// Commit a page of completions: attempts seen, new winners, their
+    /// push operations, and the cursor, in one transaction.
+    pub fn commit_completions(
+        &self,
+        link: &str,
+        seen: &[Completion],
+        winners: &[(Winner, Operation)],
+        cursor: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let seqs = self.sequence(winners.len())?;
+        let trees = (&self.seen, &self.winners, &self.outbox, &self.outbox_keys, &self.cursors);
+        tx_result(trees.transaction(|(seen_tree, winners_tree, outbox, keys, cursors)| {
+            for c in seen {
+                seen_tree.insert(key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]), &[][..])?;
+            }
+            for ((winner, op), &n) in winners.iter().zip(&seqs) {
+                let c = &winner.completion;
+                tx_put(winners_tree, key(&[link, &c.employee_id, &c.course_id]), winner)?;
+                Self::enqueue(outbox, keys, link, op, n)?;
+            }
+            if let Some(cursor) = cursor {
+                tx_put(cursors, key(&[link, "completions"]), &cursor)?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn outbox_key_of(&self, link: &str, op: &Operation) -> anyhow::Result<Vec<u8>> {
+        self.outbox_keys
+            .get(key(&[link, &op.key]))
+            .context("failed to read state")?
+            .map(|v| v.to_vec())
+            .ok_or_else(|| anyhow!("operation {} is not in the outbox", op.key))
+    }
+
+    /// An operation succeeded: remove it from the outbox, record it done and
+    /// record its effect, in one transaction.
+    pub fn complete(&self, link: &str, op: &Operation, effect: &Effect) -> anyhow::Result<()> {
+        let outbox_key = self.outbox_key_of(link, op)?;
+        let trees = (&self.outbox, &self.outbox_keys, &self.done, &self.accounts, &self.enrollments);
+        tx_result(trees.transaction(|(outbox, keys, done, accounts, enrollments)| {
+            outbox.remove(outbox_key.clone())?;
+            keys.remove(key(&[link, &op.key]))?;
+            tx_put(done, key(&[link, &op.key]), &(op.kind.name(), now_ms()))?;
+            match effect {
+                Effect::Account(a) => tx_put(accounts, key(&[link, &op.employee_id]), a)?,
+                Effect::Enrolled { course, enrollment } => {
+                    tx_put(enrollments, key(&[link, &op.employee_id, course]), enrollment)?
+                }
+                Effect::Unenrolled { course } => {
+                    enrollments.remove(key(&[link, &op.employee_id, course]))?;
+                }
+                Effect::None => {}
+            }
+            Ok(())
+        }))
+    }
+
+    /// An attempt failed and will be retried: record the attempt.
+    pub fn reschedule(&self, link: &str, op: &Operation) -> anyhow::Result<()> {
+        let outbox_key = self.outbox_key_of(link, op)?;
+        Self::put(&self.outbox, &outbox_key, op)
+    }
+
+    /// Give up on an operation: move it from the outbox to the dead letters.
+    pub fn dead_letter(&self, link: &str, op: &Operation, reason: &str, at: &str) -> anyhow::Result<u64> {
+        let outbox_key = self.outbox_key_of(link, op)?;
+        let id = self.db.generate_id().context("failed to allocate an id")?;
+        let letter = DeadLetter {
+            id,
+            operation: op.clone(),
+            reason: reason.to_owned(),
+            at: at.to_owned(),
+        };
+        let mut dlq_key = prefix(&[link]);
+        dlq_key.extend_from_slice(&id.to_be_bytes());
+        let trees = (&self.outbox, &self.outbox_keys, &self.dead_letters, &self.dead_keys);
+        tx_result(trees.transaction(|(outbox, keys, dlq, dead_keys)| {
+            outbox.remove(outbox_key.clone())?;
+            keys.remove(key(&[link, &op.key]))?;
+            dead_keys.insert(key(&[link, &op.key]), &id.to_be_bytes()[..])?;
+            tx_put(dlq, dlq_key.clone(), &letter)
+        }))?;
+        Ok(id)
+    }
+
+    /// Move a dead letter back into the outbox, attempts reset.
+    pub fn replay_dead_letter(&self, link: &str, id: u64) -> anyhow::Result<Operation> {
+        let mut dlq_key = prefix(&[link]);
+        dlq_key.extend_from_slice(&id.to_be_bytes());
+        let letter: DeadLetter = Self::get(&self.dead_letters, &dlq_key)?
+            .ok_or_else(|| anyhow!("link `{link}` has no dead letter {id}"))?;
+        let mut op = letter.operation;
+        op.attempts = 0;
+        op.next_attempt_at = 0;
+        op.cause = format!("replayed dead letter {id}: {}", op.cause);
+        let seq = self.db.generate_id().context("failed to allocate an id")?;
+        let trees = (&self.dead_letters, &self.dead_keys, &self.outbox, &self.outbox_keys);
+        tx_result(trees.transaction(|(dlq, dead_keys, outbox, keys)| {
+            dlq.remove(dlq_key.clone())?;
+            dead_keys.remove(key(&[link, &op.key]))?;
+            Self::enqueue(outbox, keys, link, &op, seq)
+        }))?;
+        Ok(op)
+    }
+
+    /// Delete a dead letter.
+    pub fn drop_dead_letter(&self, link: &str, id: u64) -> anyhow::Result<DeadLetter> {
+        let mut dlq_key = prefix(&[link]);
+        dlq_key.extend_from_slice(&id.to_be_bytes());
+        let letter: DeadLetter = Self::get(&self.dead_letters, &dlq_key)?
+            .ok_or_else(|| anyhow!("link `{link}` has no dead letter {id}"))?;
+        let trees = (&self.dead_letters, &self.dead_keys);
+        tx_result(trees.transaction(|(dlq, dead_keys)| {
+            dlq.remove(dlq_key.clone())?;
+            dead_keys.remove(key(&[link, &letter.operation.key]))?;
+            Ok(())
+        }))?;
+        Ok(letter)
     }
 
     /// Make everything written so far durable.
     pub fn flush(&self) -> anyhow::Result<()> {
         self.db.flush().context("failed to flush the state database")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EmploymentStatus;
+
+    fn op(employee: &str, key: &str) -> Operation {
+        Operation {
+            key: key.into(),
+            employee_id: employee.into(),
+            kind: OpKind::SetActive { active: false },
+            cause: "test".into(),
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn outbox_keeps_order_per_employee_and_dedupes_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let e = Employee {
+            id: "7".into(),
+            employee_number: None,
+            email: None,
+            given_name: None,
+            family_name: None,
+            status: EmploymentStatus::Active,
+            raw_status: None,
+            department: None,
+            job_title: None,
+            location: None,
+            manager_id: None,
+            hire_date: None,
+            termination_date: None,
+            updated_at: None,
+            custom: vec![],
+        };
+        let plan = vec![
+            PlannedEmployee {
+                snapshot: Some(Snapshot { employee: e, rev: 1 }),
+                operations: vec![op("7", "a"), op("7", "b"), op("7", "a")],
+            },
+            PlannedEmployee { snapshot: None, operations: vec![op("8", "c")] },
+        ];
+        state.commit_plan("l", &plan, Some(("employees", Some("cur")))).unwrap();
+        let groups = state.outbox("l").unwrap();
+        let keys: Vec<Vec<&str>> = groups.iter().map(|g| g.iter().map(|o| o.key.as_str()).collect()).collect();
+        assert_eq!(keys, vec![vec!["a", "b"], vec!["c"]]);
+        assert_eq!(state.cursor("l", "employees").unwrap().as_deref(), Some("cur"));
+
+        state.complete("l", &groups[0][0], &Effect::None).unwrap();
+        assert!(state.is_done("l", "a").unwrap());
+        assert!(!state.is_pending("l", "a").unwrap());
+        // A done key is never enqueued again by a later plan (the planner
+        // checks `is_done`); a pending one is deduplicated by the index.
+        let id = state.dead_letter("l", &groups[0][1], "refused", "now").unwrap();
+        assert_eq!(state.dead_letters("l").unwrap().len(), 1);
+        state.replay_dead_letter("l", id).unwrap();
+        assert!(state.is_pending("l", "b").unwrap());
+        assert!(state.dead_letters("l").unwrap().is_empty());
     }
 }

@@ -1,44 +1,68 @@
-//! One sync run of a link: employees from the HRIS to LMS accounts and
-//! enrollments, then completions from the LMS back to the HRIS.
+//! One sync run of a link.
 //!
-//! **Invariant:** every write goes out with an idempotency key derived from
-//! what it does (never random), and is recorded in `state` once it succeeded;
-//! a run with no changes in either system makes no write call at all.
+//! A run is plan -> outbox -> apply:
 //!
-//! **Invariant:** a cursor advances only after everything its page caused is
-//! recorded, so a run that stops half-way is finished by the next one.
+//! 1. finish what an earlier run left in the outbox (a crash, a stop);
+//! 2. list employees through the HRIS plugin and plan, per employee, the
+//!    operations that bring the LMS in line (`plan`); check the plan against
+//!    the mass-deactivation guard; commit snapshots, operations and the
+//!    employee cursor in sled transactions (the cursor with the last chunk);
+//! 3. apply the outbox: each employee's operations in order, employees in
+//!    parallel, each success recorded with its effect in one transaction;
+//! 4. list completions through the LMS plugin, let the retake policy pick
+//!    winners, commit them with their `push-completion` operations and the
+//!    completion cursor per page, and apply again.
+//!
+//! **Invariant:** every write goes out with a deterministic idempotency key
+//! and is recorded as done when it succeeds; a done key is never sent again.
+//!
+//! **Invariant:** a cursor advances only in the transaction that puts the
+//! operations its pages produced into the outbox.
 
+pub mod plan;
+pub mod reconcile;
+pub mod retake;
 pub mod rules;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 
-use crate::config::{LinkConfig, TerminationPolicy};
-use crate::model::{Completion, ConnectorError, Employee, EmploymentStatus, Remedy};
+use crate::config::LinkConfig;
+use crate::model::{Completion, ConnectorError, Remedy};
 use crate::runtime::Connector;
-use crate::state::{Account, DeadLetter, Enrollment, State, WrittenCompletion};
+use crate::state::{
+    Account, Effect, Enrollment, LinkStatus, OpKind, Operation, PlannedEmployee, State, Winner,
+    now_ms,
+};
+use plan::{PlannedOperation, Planner};
 
 /// Attempts of one operation before it is given up on.
-const MAX_ATTEMPTS: u32 = 5;
+pub const MAX_ATTEMPTS: u32 = 5;
 /// First backoff step; doubles per attempt, with full jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Longest wait between two attempts, whatever Retry-After says.
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Employees committed per transaction.
+const COMMIT_CHUNK: usize = 500;
 
-/// What one run did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// What one run did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RunReport {
     /// Link name.
     pub link: String,
+    /// A dry run: nothing was written.
+    pub dry_run: bool,
     /// Whether the employee listing was full (not changes only).
     pub full_listing: bool,
     /// Employee records fetched from the HRIS.
     pub employees_fetched: usize,
+    /// Operations left by an earlier run and finished by this one.
+    pub resumed: usize,
     /// LMS accounts created.
     pub users_created: usize,
     /// LMS accounts updated (name or email changed).
@@ -49,16 +73,25 @@ pub struct RunReport {
     pub users_reactivated: usize,
     /// Enrollments made.
     pub enrollments: usize,
+    /// Enrollments withdrawn.
+    pub unenrollments: usize,
     /// Completions fetched from the LMS.
     pub completions_fetched: usize,
     /// Completions written to the HRIS.
     pub completions_written: usize,
+    /// Completions the retake policy did not pick.
+    pub completions_not_winning: usize,
     /// Completions of people this link does not know.
     pub completions_skipped: usize,
     /// Operations given up on (see dead letters).
     pub dead_lettered: usize,
     /// Retries made.
     pub retries: usize,
+    /// Operations still waiting in the outbox after the run.
+    pub pending: usize,
+    /// In a dry run: what would be done.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedOperation>,
 }
 
 impl RunReport {
@@ -68,22 +101,26 @@ impl RunReport {
         self.users_suspended += other.users_suspended;
         self.users_reactivated += other.users_reactivated;
         self.enrollments += other.enrollments;
+        self.unenrollments += other.unenrollments;
+        self.completions_written += other.completions_written;
         self.dead_lettered += other.dead_lettered;
         self.retries += other.retries;
+        self.resumed += other.resumed;
     }
 
-    /// Write calls made.
+    /// Write calls that succeeded.
     pub fn writes(&self) -> usize {
         self.users_created
             + self.users_updated
             + self.users_suspended
             + self.users_reactivated
             + self.enrollments
+            + self.unenrollments
             + self.completions_written
     }
 }
 
-/// A link run failed and the link should stop until an operator acts.
+/// A link run stopped and the link needs an operator.
 #[derive(Debug, thiserror::Error)]
 #[error("link `{link}` stopped: {operation} failed: {error}")]
 pub struct LinkStopped {
@@ -93,6 +130,31 @@ pub struct LinkStopped {
     pub operation: String,
     /// The error.
     pub error: ConnectorError,
+}
+
+/// A run halted before acting because it would deactivate too many accounts.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "link `{link}` halted: the run would suspend {planned} accounts, more than max_deactivations = {limit} allows ({allowed}); nothing was changed. If this is right, run `switchyard sync --approve-deactivations {link}`"
+)]
+pub struct LinkHalted {
+    /// Link.
+    pub link: String,
+    /// Deactivations planned.
+    pub planned: usize,
+    /// Deactivations allowed.
+    pub allowed: usize,
+    /// The configured limit.
+    pub limit: String,
+}
+
+/// How to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Plan and print; write nothing, call no write function.
+    pub dry_run: bool,
+    /// The operator approves deactivations past the guard for this run.
+    pub approve_deactivations: bool,
 }
 
 /// Everything one link needs to run.
@@ -107,7 +169,7 @@ pub struct LinkRun<'a> {
     pub lms: &'a Connector,
     /// State.
     pub state: &'a State,
-    /// Today's date, for due dates.
+    /// Today's date, for due dates and recertification.
     pub today: time::Date,
 }
 
@@ -117,35 +179,71 @@ pub fn idempotency_key(parts: &[&str]) -> String {
     hex::encode(&digest[..16])
 }
 
-/// An operation failed in a way that ends this employee's (or completion's)
-/// processing for this run.
-enum Failed {
-    /// Recorded as a dead letter; go on with the others.
-    DeadLettered,
-    /// Stop the link.
-    Stop(LinkStopped),
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+}
+
+/// Delay before retry `attempt` (1-based): Retry-After when given, else
+/// exponential backoff with full jitter.
+fn backoff(attempt: u32, after: Option<u32>) -> Duration {
+    match after {
+        Some(seconds) => Duration::from_secs(seconds.into()),
+        None => (BACKOFF_BASE * 2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+            .mul_f64(fastrand::f64()),
+    }
+    .min(MAX_WAIT)
 }
 
 impl LinkRun<'_> {
+    fn stopped(&self, operation: &str, error: ConnectorError) -> LinkStopped {
+        LinkStopped {
+            link: self.name.to_owned(),
+            operation: operation.to_owned(),
+            error,
+        }
+    }
+
     /// Run the link once.
-    pub async fn run(&self) -> anyhow::Result<RunReport> {
+    pub async fn run(&self, options: RunOptions) -> anyhow::Result<RunReport> {
+        let mut report = RunReport {
+            link: self.name.to_owned(),
+            dry_run: options.dry_run,
+            ..RunReport::default()
+        };
+        if !options.dry_run {
+            let mut resumed = RunReport::default();
+            self.apply_outbox(&mut resumed).await?;
+            resumed.resumed = resumed.writes() + resumed.dead_lettered;
+            report.add(&resumed);
+        }
+        self.provision(options, &mut report).await?;
+        self.completions(options, &mut report).await?;
+        if !options.dry_run {
+            self.state.flush()?;
+            report.pending = self.state.counts(self.name).outbox;
+        }
+        Ok(report)
+    }
+
+    /// Apply the outbox only (after a dead-letter replay).
+    pub async fn drain(&self) -> anyhow::Result<RunReport> {
         let mut report = RunReport {
             link: self.name.to_owned(),
             ..RunReport::default()
         };
-        self.provision(&mut report).await?;
-        self.write_back_completions(&mut report).await?;
+        self.apply_outbox(&mut report).await?;
         self.state.flush()?;
+        report.pending = self.state.counts(self.name).outbox;
         Ok(report)
     }
 
-    /// Call `f` until it succeeds, its error says not to retry, or attempts
-    /// run out.
-    async fn retry<T>(
+    /// Call a read function until it succeeds or its error says not to retry.
+    async fn read<T>(
         &self,
-        report_retries: &mut usize,
+        operation: &str,
+        retries: &mut usize,
         mut f: impl AsyncFnMut() -> Result<T, ConnectorError>,
-    ) -> Result<T, ConnectorError> {
+    ) -> Result<T, LinkStopped> {
         let mut attempt = 0;
         loop {
             let error = match f().await {
@@ -153,282 +251,334 @@ impl LinkRun<'_> {
                 Err(e) => e,
             };
             attempt += 1;
-            let Remedy::Retry(after) = error.remedy() else {
-                return Err(error);
-            };
-            if attempt >= MAX_ATTEMPTS {
-                return Err(error);
-            }
-            let wait = match after {
-                Some(seconds) => Duration::from_secs(seconds.into()),
-                None => {
-                    let ceiling = BACKOFF_BASE * 2u32.pow(attempt - 1);
-                    ceiling.mul_f64(fastrand::f64())
+            match error.remedy() {
+                Remedy::Retry(after) if attempt < MAX_ATTEMPTS => {
+                    let wait = backoff(attempt, after);
+                    tracing::info!(link = self.name, operation, attempt, ?wait, "retrying: {error}");
+                    *retries += 1;
+                    tokio::time::sleep(wait).await;
                 }
+                _ => return Err(self.stopped(operation, error)),
             }
-            .min(MAX_WAIT);
-            tracing::info!(link = self.name, attempt, ?wait, "retrying after: {error}");
-            *report_retries += 1;
-            tokio::time::sleep(wait).await;
         }
     }
 
-    fn failed(&self, operation: &str, employee: &str, key: &str, error: ConnectorError) -> anyhow::Result<Failed> {
-        if error.remedy() == Remedy::DeadLetter || matches!(error.remedy(), Remedy::Retry(_)) {
-            tracing::warn!(link = self.name, operation, employee, "dead-lettered: {error}");
-            self.state.put_dead_letter(
-                self.name,
-                &DeadLetter {
-                    operation: operation.to_owned(),
-                    employee_id: employee.to_owned(),
-                    idempotency_key: key.to_owned(),
-                    reason: error.to_string(),
-                    at: now_rfc3339(),
-                },
-            )?;
-            Ok(Failed::DeadLettered)
-        } else {
-            Ok(Failed::Stop(LinkStopped {
-                link: self.name.to_owned(),
-                operation: operation.to_owned(),
-                error,
-            }))
-        }
-    }
-
-    async fn provision(&self, report: &mut RunReport) -> anyhow::Result<()> {
+    async fn provision(&self, options: RunOptions, report: &mut RunReport) -> anyhow::Result<()> {
         let resume = self.state.cursor(self.name, "employees")?;
         report.full_listing = resume.is_none();
         let mut cursor = resume;
-        let mut retries = 0;
-        loop {
+        let mut employees = Vec::new();
+        let final_cursor = loop {
             let page = self
-                .retry(&mut retries, async || self.hris.fetch_employees(cursor.as_deref()).await)
-                .await
-                .map_err(|error| LinkStopped {
-                    link: self.name.to_owned(),
-                    operation: "fetch-employees".into(),
-                    error,
-                })?;
-            report.employees_fetched += page.employees.len();
-            let outcomes: Vec<RunReport> = futures::stream::iter(page.employees)
-                .map(|e| self.provision_one(e))
-                .buffer_unordered(self.link.concurrency)
-                .try_collect()
+                .read("fetch-employees", &mut report.retries, async || {
+                    self.hris.fetch_employees(cursor.as_deref()).await
+                })
                 .await?;
-            for outcome in &outcomes {
-                report.add(outcome);
-            }
+            employees.extend(page.employees);
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
-                None => {
-                    match page.changes_cursor {
-                        Some(resume) => self.state.put_cursor(self.name, "employees", &resume)?,
-                        None => self.state.delete_cursor(self.name, "employees")?,
-                    }
-                    break;
+                None => break page.changes_cursor,
+            }
+        };
+        report.employees_fetched = employees.len();
+
+        let planner = Planner {
+            link_name: self.name,
+            link: self.link,
+            state: self.state,
+            today: self.today,
+        };
+        // One plan per employee id: a listing that repeats an employee keeps
+        // the last record.
+        let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, e) in employees.iter().enumerate() {
+            by_id.insert(e.id.clone(), i);
+        }
+        let mut planned: Vec<PlannedEmployee> = Vec::with_capacity(by_id.len());
+        for &i in by_id.values() {
+            planned.push(planner.plan_employee(&employees[i])?);
+        }
+
+        let deactivations = planned
+            .iter()
+            .flat_map(|p| &p.operations)
+            .filter(|op| matches!(op.kind, OpKind::SetActive { active: false }))
+            .count();
+        let active_accounts = self
+            .state
+            .accounts(self.name)?
+            .iter()
+            .filter(|(_, a)| a.active)
+            .count();
+        let allowed = self.link.max_deactivations.allowed(active_accounts);
+        let mut status = self.state.link_status(self.name)?;
+        if deactivations > allowed && !options.approve_deactivations && !status.deactivations_approved {
+            let halted = LinkHalted {
+                link: self.name.to_owned(),
+                planned: deactivations,
+                allowed,
+                limit: self.link.max_deactivations.to_string(),
+            };
+            if !options.dry_run {
+                status.halted = Some(halted.to_string());
+                self.state.put_link_status(self.name, &status)?;
+            }
+            tracing::error!("{halted}");
+            return Err(halted.into());
+        }
+
+        if options.dry_run {
+            report.plan.extend(planned.iter().flat_map(|p| &p.operations).map(PlannedOperation::from));
+            return Ok(());
+        }
+        if status != LinkStatus::default() {
+            self.state.put_link_status(self.name, &LinkStatus::default())?;
+        }
+        let chunks: Vec<&[PlannedEmployee]> = planned.chunks(COMMIT_CHUNK).collect();
+        let last = chunks.len().saturating_sub(1);
+        let cursor_update = ("employees", final_cursor.as_deref());
+        if chunks.is_empty() {
+            self.state.commit_plan(self.name, &[], Some(cursor_update))?;
+        }
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            self.state
+                .commit_plan(self.name, chunk, (i == last).then_some(cursor_update))?;
+        }
+        self.apply_outbox(report).await
+    }
+
+    async fn completions(&self, options: RunOptions, report: &mut RunReport) -> anyhow::Result<()> {
+        let mut cursor = self.state.cursor(self.name, "completions")?;
+        // Winners decided earlier in this run (a dry run commits nothing, so
+        // later pages must see them here).
+        let mut decided: BTreeMap<(String, String), Winner> = BTreeMap::new();
+        loop {
+            let page = self
+                .read("fetch-completions", &mut report.retries, async || {
+                    self.lms.fetch_completions(cursor.as_deref()).await
+                })
+                .await?;
+            report.completions_fetched += page.completions.len();
+            let mut seen = Vec::new();
+            let mut winners = Vec::new();
+            for c in page.completions {
+                if self.state.is_seen(self.name, &c)?
+                    || seen.iter().any(|s: &Completion| s.employee_id == c.employee_id && s.course_id == c.course_id && s.attempt_id == c.attempt_id)
+                {
+                    continue;
                 }
+                seen.push(c.clone());
+                let Some(snapshot) = self.state.snapshot(self.name, &c.employee_id)? else {
+                    tracing::debug!(link = self.name, employee = %c.employee_id, "completion of an unknown employee skipped");
+                    report.completions_skipped += 1;
+                    continue;
+                };
+                let mut c = c;
+                if c.expires_at.is_none()
+                    && let Some(days) = rules::recertify_every_days(&self.link.rules, &snapshot.employee, &c.course_id)
+                {
+                    c.expires_at = add_days(&c.completed_at, days);
+                }
+                let slot = (c.employee_id.clone(), c.course_id.clone());
+                let current = match decided.get(&slot) {
+                    Some(w) => Some(w.clone()),
+                    None => self.state.winner(self.name, &c.employee_id, &c.course_id)?,
+                };
+                if !retake::wins(self.link.completion_policy, &c, current.as_ref().map(|w| &w.completion)) {
+                    report.completions_not_winning += 1;
+                    continue;
+                }
+                let key = idempotency_key(&["push-completion", self.name, &c.employee_id, &c.course_id, &c.attempt_id]);
+                let cause = match &current {
+                    None => format!("completion of {} (attempt {})", c.course_id, c.attempt_id),
+                    Some(w) => format!(
+                        "attempt {} wins over attempt {} under completion_policy = {:?}",
+                        c.attempt_id, w.completion.attempt_id, self.link.completion_policy
+                    ),
+                };
+                let op = Operation {
+                    key: key.clone(),
+                    employee_id: c.employee_id.clone(),
+                    kind: OpKind::PushCompletion {
+                        completion: c.clone(),
+                        supersedes: current.map(|w| w.idempotency_key),
+                    },
+                    cause,
+                    attempts: 0,
+                    next_attempt_at: 0,
+                    last_error: None,
+                };
+                let winner = Winner {
+                    idempotency_key: key,
+                    completion: c,
+                };
+                decided.insert(slot, winner.clone());
+                winners.push((winner, op));
+            }
+            if options.dry_run {
+                report.plan.extend(winners.iter().map(|(_, op)| PlannedOperation::from(op)));
+            } else {
+                self.state
+                    .commit_completions(self.name, &seen, &winners, page.next_cursor.as_deref())?;
+            }
+            if page.next_cursor.is_some() {
+                cursor = page.next_cursor;
+            }
+            if !page.more {
+                break;
             }
         }
-        report.retries += retries;
+        if !options.dry_run {
+            self.apply_outbox(report).await?;
+        }
         Ok(())
     }
 
-    /// Bring one employee's LMS account and enrollments in line with their
-    /// HRIS record. Operations for one employee run in order.
-    async fn provision_one(&self, employee: Employee) -> anyhow::Result<RunReport> {
+    /// Apply everything in the outbox: employees in parallel, each
+    /// employee's operations in order.
+    async fn apply_outbox(&self, report: &mut RunReport) -> anyhow::Result<()> {
+        let groups = self.state.outbox(self.name)?;
+        let outcomes: Vec<RunReport> = futures::stream::iter(groups)
+            .map(|group| self.apply_group(group))
+            .buffer_unordered(self.link.concurrency)
+            .try_collect()
+            .await?;
+        for outcome in &outcomes {
+            report.add(outcome);
+        }
+        Ok(())
+    }
+
+    async fn apply_group(&self, group: Vec<Operation>) -> anyhow::Result<RunReport> {
         let mut report = RunReport::default();
-        match self.apply(&employee, &mut report).await? {
-            Ok(()) => {
-                self.state.put_snapshot(self.name, &employee)?;
+        let mut blocked: Option<String> = None;
+        for mut op in group {
+            if let Some(reason) = &blocked {
+                // An earlier operation of this employee was given up on; the
+                // later ones depend on it and keep its order in the DLQ.
+                self.state.dead_letter(self.name, &op, &format!("blocked: {reason}"), &now_rfc3339())?;
+                report.dead_lettered += 1;
+                continue;
             }
-            Err(Failed::DeadLettered) => report.dead_lettered += 1,
-            Err(Failed::Stop(stopped)) => return Err(stopped.into()),
+            loop {
+                let error = match self.execute(&op, &mut report).await? {
+                    Ok(effect) => {
+                        self.state.complete(self.name, &op, &effect)?;
+                        break;
+                    }
+                    Err(error) => error,
+                };
+                op.attempts += 1;
+                op.last_error = Some(error.to_string());
+                match error.remedy() {
+                    Remedy::Retry(after) if op.attempts < MAX_ATTEMPTS => {
+                        let wait = backoff(op.attempts, after);
+                        op.next_attempt_at = now_ms() + wait.as_millis() as u64;
+                        self.state.reschedule(self.name, &op)?;
+                        tracing::info!(link = self.name, operation = op.kind.name(), employee = %op.employee_id, attempt = op.attempts, ?wait, "retrying: {error}");
+                        report.retries += 1;
+                        tokio::time::sleep(wait).await;
+                    }
+                    Remedy::Retry(_) | Remedy::DeadLetter => {
+                        let reason = if error.remedy() == Remedy::DeadLetter {
+                            error.to_string()
+                        } else {
+                            format!("gave up after {} attempts: {error}", op.attempts)
+                        };
+                        let id = self.state.dead_letter(self.name, &op, &reason, &now_rfc3339())?;
+                        tracing::warn!(link = self.name, operation = op.kind.name(), employee = %op.employee_id, dead_letter = id, "dead-lettered: {reason}");
+                        report.dead_lettered += 1;
+                        blocked = Some(format!("{} (dead letter {id}) failed", op.kind.name()));
+                        break;
+                    }
+                    Remedy::Stop => {
+                        self.state.reschedule(self.name, &op)?;
+                        return Err(self.stopped(op.kind.name(), error).into());
+                    }
+                }
+            }
         }
         Ok(report)
     }
 
-    async fn apply(&self, e: &Employee, report: &mut RunReport) -> anyhow::Result<Result<(), Failed>> {
-        let previous = self.state.snapshot(self.name, &e.id)?;
-        let mut account = self.state.account(self.name, &e.id)?;
-        let policy = self.link.on_termination;
-        let keeps_access = match e.status {
-            EmploymentStatus::Active | EmploymentStatus::OnLeave => true,
-            EmploymentStatus::Pending => false,
-            EmploymentStatus::Inactive | EmploymentStatus::Terminated => {
-                policy == TerminationPolicy::StopAssignments && account.is_some()
-            }
+    /// Call the plugin for one operation; `Ok(Err)` is the plugin's error.
+    async fn execute(
+        &self,
+        op: &Operation,
+        report: &mut RunReport,
+    ) -> anyhow::Result<Result<Effect, ConnectorError>> {
+        let account = self.state.account(self.name, &op.employee_id)?;
+        let needs_account = || {
+            ConnectorError::Rejected(format!(
+                "employee {} has no LMS account (upsert-user has not succeeded)",
+                op.employee_id
+            ))
         };
-        let gains_access = matches!(e.status, EmploymentStatus::Active | EmploymentStatus::OnLeave);
-
-        if gains_access {
-            let profile_changed = previous.as_ref().is_none_or(|p| p.profile() != e.profile());
-            if account.is_none() || profile_changed {
-                let profile = serde_json::to_string(&e.profile()).context("failed to encode profile")?;
-                let key = idempotency_key(&["upsert-user", self.name, &e.id, &profile]);
-                let known = account.as_ref().map(|a| a.lms_user_id.clone());
-                let result = self
-                    .retry(&mut report.retries, async || {
-                        self.lms.upsert_user(e, known.as_deref(), &key).await
+        let key = op.key.as_str();
+        Ok(match &op.kind {
+            OpKind::UpsertUser { employee } => {
+                let known = account.as_ref().map(|a| a.lms_user_id.as_str());
+                self.lms.upsert_user(employee, known, key).await.map(|lms_user_id| {
+                    match &account {
+                        None => report.users_created += 1,
+                        Some(_) => report.users_updated += 1,
+                    }
+                    Effect::Account(Account {
+                        lms_user_id,
+                        active: account.as_ref().is_none_or(|a| a.active),
                     })
-                    .await;
-                let lms_user_id = match result {
-                    Ok(id) => id,
-                    Err(error) => return Ok(Err(self.failed("upsert-user", &e.id, &key, error)?)),
-                };
-                match &account {
-                    None => report.users_created += 1,
-                    Some(_) => report.users_updated += 1,
-                }
-                let updated = Account {
-                    lms_user_id,
-                    active: account.as_ref().is_none_or(|a| a.active),
-                };
-                self.state.put_account(self.name, &e.id, &updated)?;
-                account = Some(updated);
-            }
-        }
-
-        let Some(mut current) = account else {
-            return Ok(Ok(()));
-        };
-
-        if gains_access && !current.active {
-            let key = idempotency_key(&["set-active", self.name, &e.id, "true", e.updated_at.as_deref().unwrap_or("")]);
-            let result = self
-                .retry(&mut report.retries, async || {
-                    self.lms.set_active(&current.lms_user_id, true, &key).await
                 })
-                .await;
-            if let Err(error) = result {
-                return Ok(Err(self.failed("set-active", &e.id, &key, error)?));
             }
-            current.active = true;
-            self.state.put_account(self.name, &e.id, &current)?;
-            report.users_reactivated += 1;
-        }
-
-        if !keeps_access && current.active && policy == TerminationPolicy::Suspend {
-            let key = idempotency_key(&["set-active", self.name, &e.id, "false", e.updated_at.as_deref().unwrap_or("")]);
-            let result = self
-                .retry(&mut report.retries, async || {
-                    self.lms.set_active(&current.lms_user_id, false, &key).await
-                })
-                .await;
-            if let Err(error) = result {
-                return Ok(Err(self.failed("set-active", &e.id, &key, error)?));
-            }
-            current.active = false;
-            self.state.put_account(self.name, &e.id, &current)?;
-            report.users_suspended += 1;
-        }
-
-        // New assignments only for people at work.
-        if e.status == EmploymentStatus::Active && current.active {
-            for assignment in rules::assignments(&self.link.rules, e) {
-                if self.state.enrollment(self.name, &e.id, &assignment.course)?.is_some() {
-                    continue;
-                }
-                let due = assignment
-                    .due_in_days
-                    .map(|days| (self.today + time::Duration::days(days.into())).to_string());
-                let key = idempotency_key(&["enroll", self.name, &e.id, &assignment.course]);
-                let result = self
-                    .retry(&mut report.retries, async || {
-                        self.lms
-                            .enroll(&current.lms_user_id, &assignment.course, due.as_deref(), &key)
-                            .await
+            OpKind::SetActive { active } => match account {
+                None => Err(needs_account()),
+                Some(account) => self.lms.set_active(&account.lms_user_id, *active, key).await.map(|()| {
+                    if *active {
+                        report.users_reactivated += 1;
+                    } else {
+                        report.users_suspended += 1;
+                    }
+                    Effect::Account(Account {
+                        active: *active,
+                        ..account
                     })
-                    .await;
-                if let Err(error) = result {
-                    return Ok(Err(self.failed("enroll", &e.id, &key, error)?));
-                }
-                tracing::debug!(link = self.name, employee = %e.id, course = %assignment.course, rule = ?assignment.rule, "enrolled");
-                self.state.put_enrollment(
-                    self.name,
-                    &e.id,
-                    &assignment.course,
-                    &Enrollment {
-                        due,
-                        rule: assignment.rule.clone(),
-                    },
-                )?;
-                report.enrollments += 1;
-            }
-        }
-        Ok(Ok(()))
-    }
-
-    async fn write_back_completions(&self, report: &mut RunReport) -> anyhow::Result<()> {
-        let mut cursor = self.state.cursor(self.name, "completions")?;
-        loop {
-            let page = self
-                .retry(&mut report.retries, async || {
-                    self.lms.fetch_completions(cursor.as_deref()).await
-                })
-                .await
-                .map_err(|error| LinkStopped {
-                    link: self.name.to_owned(),
-                    operation: "fetch-completions".into(),
-                    error,
-                })?;
-            report.completions_fetched += page.completions.len();
-            for completion in page.completions {
-                self.write_back(completion, report).await?;
-            }
-            // Everything on the page is written or dead-lettered: advance.
-            if let Some(next) = &page.next_cursor {
-                self.state.put_cursor(self.name, "completions", next)?;
-                cursor = Some(next.clone());
-            }
-            if !page.more {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn write_back(&self, mut c: Completion, report: &mut RunReport) -> anyhow::Result<()> {
-        if self.state.completion_written(self.name, &c)? {
-            return Ok(());
-        }
-        let Some(employee) = self.state.snapshot(self.name, &c.employee_id)? else {
-            tracing::debug!(link = self.name, employee = %c.employee_id, "completion of an unknown employee skipped");
-            report.completions_skipped += 1;
-            return Ok(());
-        };
-        if c.expires_at.is_none()
-            && let Some(days) = rules::recertify_every_days(&self.link.rules, &employee, &c.course_id)
-        {
-            c.expires_at = add_days(&c.completed_at, days);
-        }
-        let key = idempotency_key(&["push-completion", self.name, &c.employee_id, &c.course_id, &c.attempt_id]);
-        let result = self
-            .retry(&mut report.retries, async || self.hris.push_completion(&c, &key).await)
-            .await;
-        match result {
-            Ok(()) => {
-                self.state.put_completion(
-                    self.name,
-                    &WrittenCompletion {
-                        idempotency_key: key,
-                        completion: c,
-                    },
-                )?;
-                report.completions_written += 1;
-            }
-            Err(error) => match self.failed("push-completion", &c.employee_id, &key, error)? {
-                Failed::DeadLettered => report.dead_lettered += 1,
-                Failed::Stop(stopped) => return Err(stopped.into()),
+                }),
             },
-        }
-        Ok(())
+            OpKind::Enroll { course, due, cycle, rule, assigned_on } => match account {
+                None => Err(needs_account()),
+                Some(account) => self
+                    .lms
+                    .enroll(&account.lms_user_id, course, due.as_deref(), key)
+                    .await
+                    .map(|()| {
+                        report.enrollments += 1;
+                        Effect::Enrolled {
+                            course: course.clone(),
+                            enrollment: Enrollment {
+                                due: due.clone(),
+                                rule: rule.clone(),
+                                cycle: *cycle,
+                                assigned_on: assigned_on.clone(),
+                            },
+                        }
+                    }),
+            },
+            OpKind::Unenroll { course } => match account {
+                None => Err(needs_account()),
+                Some(account) => self.lms.unenroll(&account.lms_user_id, course, key).await.map(|()| {
+                    report.unenrollments += 1;
+                    Effect::Unenrolled { course: course.clone() }
+                }),
+            },
+            OpKind::PushCompletion { completion, supersedes } => self
+                .hris
+                .push_completion(completion, key, supersedes.as_deref())
+                .await
+                .map(|()| {
+                    report.completions_written += 1;
+                    Effect::None
+                }),
+        })
     }
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
 
 /// `days` after an RFC 3339 timestamp (None if it does not parse).
@@ -458,5 +608,14 @@ mod tests {
             Some("2027-03-01T10:00:00Z")
         );
         assert_eq!(add_days("not a date", 1), None);
+    }
+
+    #[test]
+    fn backoff_honours_retry_after_and_caps() {
+        assert_eq!(backoff(1, Some(3)), Duration::from_secs(3));
+        assert_eq!(backoff(1, Some(3600)), MAX_WAIT);
+        for attempt in 1..10 {
+            assert!(backoff(attempt, None) <= BACKOFF_BASE * 2u32.pow(attempt - 1));
+        }
     }
 }

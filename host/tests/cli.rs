@@ -48,7 +48,11 @@ fn every_subcommand_has_help() {
         vec!["status", "--help"],
         vec!["plugin", "check", "--help"],
         vec!["plugin", "list", "--help"],
-        vec!["dlq", "--help"],
+        vec!["dlq", "list", "--help"],
+        vec!["dlq", "show", "--help"],
+        vec!["dlq", "replay", "--help"],
+        vec!["dlq", "drop", "--help"],
+        vec!["reconcile", "--help"],
     ] {
         let out = switchyard().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

@@ -101,7 +101,7 @@ use __private::base::switchyard::connector::types;
 
 pub use types::{
     Completion, CompletionPage, CompletionStatus, ConnectorError, Employee, EmployeePage,
-    EmploymentStatus,
+    EmploymentStatus, LmsUser,
 };
 
 impl ConnectorError {
@@ -144,11 +144,15 @@ pub trait HrisConnector {
 
     /// Write the employee's training record for `completion`. Delivery is
     /// at-least-once: a repeated `idempotency_key` must not write twice.
+    /// `supersedes` names the key of an earlier completion of the same course
+    /// that this one replaces (retake policy): update that record instead of
+    /// adding one.
     fn push_completion(
         completion: Completion,
         idempotency_key: String,
+        supersedes: Option<String>,
     ) -> Result<(), ConnectorError> {
-        let _ = (completion, idempotency_key);
+        let _ = (completion, idempotency_key, supersedes);
         Err(ConnectorError::unsupported("push-completion"))
     }
 }
@@ -177,6 +181,12 @@ pub trait LmsConnector {
         Err(ConnectorError::unsupported("set-active"))
     }
 
+    /// The account whose identity is this HRIS employee id, if any.
+    fn find_user(employee_id: String) -> Result<Option<LmsUser>, ConnectorError> {
+        let _ = employee_id;
+        Err(ConnectorError::unsupported("find-user"))
+    }
+
     /// Enroll the user in a course (a course key from the rules), with an
     /// optional due date (yyyy-mm-dd). Enrolling twice is not an error.
     fn enroll(
@@ -187,6 +197,16 @@ pub trait LmsConnector {
     ) -> Result<(), ConnectorError> {
         let _ = (lms_user_id, course_id, due, idempotency_key);
         Err(ConnectorError::unsupported("enroll"))
+    }
+
+    /// Withdraw the user from a course. Withdrawing twice is not an error.
+    fn unenroll(
+        lms_user_id: String,
+        course_id: String,
+        idempotency_key: String,
+    ) -> Result<(), ConnectorError> {
+        let _ = (lms_user_id, course_id, idempotency_key);
+        Err(ConnectorError::unsupported("unenroll"))
     }
 
     /// Completions after `cursor` (`None`: from the beginning), oldest first.
@@ -214,8 +234,13 @@ macro_rules! export_hris {
             fn push_completion(
                 completion: $crate::Completion,
                 idempotency_key: String,
+                supersedes: Option<String>,
             ) -> Result<(), $crate::ConnectorError> {
-                <$connector as $crate::HrisConnector>::push_completion(completion, idempotency_key)
+                <$connector as $crate::HrisConnector>::push_completion(
+                    completion,
+                    idempotency_key,
+                    supersedes,
+                )
             }
         }
         $crate::__private::hris::__export_hris_world!($connector with_types_in $crate::__private::hris);
@@ -249,6 +274,11 @@ macro_rules! export_lms {
             ) -> Result<(), $crate::ConnectorError> {
                 <$connector as $crate::LmsConnector>::set_active(lms_user_id, active, idempotency_key)
             }
+            fn find_user(
+                employee_id: String,
+            ) -> Result<Option<$crate::LmsUser>, $crate::ConnectorError> {
+                <$connector as $crate::LmsConnector>::find_user(employee_id)
+            }
         }
         impl $crate::__private::lms::exports::switchyard::connector::enrollment::Guest
             for $connector
@@ -265,6 +295,13 @@ macro_rules! export_lms {
                     due,
                     idempotency_key,
                 )
+            }
+            fn unenroll(
+                lms_user_id: String,
+                course_id: String,
+                idempotency_key: String,
+            ) -> Result<(), $crate::ConnectorError> {
+                <$connector as $crate::LmsConnector>::unenroll(lms_user_id, course_id, idempotency_key)
             }
         }
         impl $crate::__private::lms::exports::switchyard::connector::completion_source::Guest

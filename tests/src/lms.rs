@@ -88,10 +88,11 @@ const AUTH_PLUGINS: [&str; 11] = [
 ];
 const INTERNAL_AUTH: [&str; 3] = ["manual", "email", "none"];
 /// Functions counted by [`LmsSim::write_count`].
-const WRITE_FUNCTIONS: [&str; 3] = [
+const WRITE_FUNCTIONS: [&str; 4] = [
     "core_user_create_users",
     "core_user_update_users",
     "enrol_manual_enrol_users",
+    "enrol_manual_unenrol_users",
 ];
 
 /// Keys Moodle accepts per user in `core_user_create_users` (most are accepted and ignored).
@@ -700,6 +701,7 @@ fn call(
         "core_user_update_users" => update_users(s, &params),
         "core_course_get_courses_by_field" => get_courses_by_field(s, &params),
         "enrol_manual_enrol_users" => enrol_users(s, &params),
+        "enrol_manual_unenrol_users" => unenrol_users(s, &params),
         "core_completion_get_course_completion_status" => completion_status(s, &params),
         "local_switchyard_get_course_completions" => switchyard_completions(s, &params),
         _ => Err(MoodleError {
@@ -1304,6 +1306,30 @@ fn get_courses_by_field(s: &mut LmsState, params: &Map<String, Value>) -> WsResu
 }
 
 /// `enrol_manual_enrol_users`
+/// `enrol_manual_unenrol_users`: removes manual enrolments; unenrolling a
+/// user who is not enrolled is not an error (as in Moodle).
+fn unenrol_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
+    top_level(params, &["enrolments"])?;
+    let items = req_list(params, "enrolments").map_err(MoodleError::invalid_parameter)?;
+    let mut batch = Vec::with_capacity(items.len());
+    for e in items {
+        let (userid, courseid) = item("enrolments", || {
+            check_keys(e, &["userid", "courseid", "roleid"])?;
+            Ok((req_id(e, "userid")?, req_id(e, "courseid")?))
+        })?;
+        if !s.users.contains_key(&userid) {
+            return Err(MoodleError::invalid_parameter(format!("Invalid user id: {userid}")));
+        }
+        if s.course(courseid).is_none() {
+            return Err(MoodleError::invalid_parameter(format!("Invalid course id: {courseid}")));
+        }
+        batch.push((userid, courseid));
+    }
+    s.enrolments
+        .retain(|e| !batch.contains(&(e.userid, e.courseid)));
+    Ok(Value::Null)
+}
+
 fn enrol_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
     top_level(params, &["enrolments"])?;
     let items = req_list(params, "enrolments").map_err(MoodleError::invalid_parameter)?;

@@ -101,6 +101,8 @@ struct TrainingType {
 
 #[derive(Deserialize)]
 struct TrainingRecord {
+    #[serde(deserialize_with = "string_or_number")]
+    id: String,
     notes: Option<String>,
 }
 
@@ -284,7 +286,11 @@ impl HrisConnector for BambooHr {
         Err(bad_cursor(&cursor))
     }
 
-    fn push_completion(completion: Completion, idempotency_key: String) -> Result<(), ConnectorError> {
+    fn push_completion(
+        completion: Completion,
+        idempotency_key: String,
+        supersedes: Option<String>,
+    ) -> Result<(), ConnectorError> {
         let api = api()?;
         let types: BTreeMap<String, TrainingType> = Request::get(format!("{api}/training/type"))
             .header("accept", "application/json")
@@ -329,9 +335,23 @@ impl HrisConnector for BambooHr {
             notes.push_str(&format!(" expires={expires}"));
         }
         let date = completion.completed_at.get(..10).unwrap_or(&completion.completed_at);
-        Request::post(&records_url)
+        let body = serde_json::json!({ "completed": date, "type": kind.id, "notes": notes });
+
+        // A new winner under the retake policy replaces the record of the
+        // completion it supersedes instead of adding a second one.
+        let replaced = supersedes.and_then(|previous| {
+            let previous = format!("switchyard:{previous}");
+            existing
+                .values()
+                .find(|r| r.notes.as_deref().is_some_and(|n| n.contains(&previous)))
+        });
+        let request = match replaced {
+            Some(record) => Request::put(format!("{api}/training/record/{}", record.id)),
+            None => Request::post(&records_url),
+        };
+        request
             .header("accept", "application/json")
-            .json(&serde_json::json!({ "completed": date, "type": kind.id, "notes": notes }))?
+            .json(&body)?
             .send()?
             .error_for_status()?;
         Ok(())

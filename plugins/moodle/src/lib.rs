@@ -30,7 +30,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use switchyard_sdk::http::Request;
 use switchyard_sdk::{
-    Completion, CompletionPage, CompletionStatus, ConnectorError, Employee, LmsConnector, config,
+    Completion, CompletionPage, CompletionStatus, ConnectorError, Employee, LmsConnector, LmsUser,
+    config,
 };
 
 struct Moodle;
@@ -46,6 +47,9 @@ struct MoodleException {
 #[derive(Deserialize)]
 struct User {
     id: u64,
+    #[serde(default)]
+    suspended: bool,
+    email: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -128,13 +132,13 @@ fn param(name: &str, value: impl ToString) -> (String, String) {
     (name.to_owned(), value.to_string())
 }
 
-fn find_by_idnumber(hris_id: &str) -> Result<Option<u64>, ConnectorError> {
+fn find_by_idnumber(hris_id: &str) -> Result<Option<User>, ConnectorError> {
     const F: &str = "core_user_get_users_by_field";
     let users: Vec<User> = decode(
         F,
         call(F, &[param("field", "idnumber"), param("values[0]", hris_id)])?,
     )?;
-    Ok(users.first().map(|u| u.id))
+    Ok(users.into_iter().next())
 }
 
 fn parse_user_id(id: &str) -> Result<u64, ConnectorError> {
@@ -223,7 +227,7 @@ impl LmsConnector for Moodle {
     ) -> Result<String, ConnectorError> {
         let existing = match lms_user_id {
             Some(id) => Some(parse_user_id(&id)?),
-            None => find_by_idnumber(&employee.id)?,
+            None => find_by_idnumber(&employee.id)?.map(|u| u.id),
         };
         if let Some(id) = existing {
             let mut params = vec![param("users[0][id]", id)];
@@ -252,6 +256,24 @@ impl LmsConnector for Moodle {
         call(
             "core_user_update_users",
             &[param("users[0][id]", id), param("users[0][suspended]", u8::from(!active))],
+        )?;
+        Ok(())
+    }
+
+    fn find_user(employee_id: String) -> Result<Option<LmsUser>, ConnectorError> {
+        Ok(find_by_idnumber(&employee_id)?.map(|u| LmsUser {
+            id: u.id.to_string(),
+            active: !u.suspended,
+            email: u.email,
+        }))
+    }
+
+    fn unenroll(lms_user_id: String, course: String, _key: String) -> Result<(), ConnectorError> {
+        let user = parse_user_id(&lms_user_id)?;
+        let course = course_id(&course)?;
+        call(
+            "enrol_manual_unenrol_users",
+            &[param("enrolments[0][userid]", user), param("enrolments[0][courseid]", course)],
         )?;
         Ok(())
     }
