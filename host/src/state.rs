@@ -9,7 +9,10 @@
 //! - `enrollments`: enrollments made (employee, course);
 //! - `completions`: completions written to the HRIS (employee, course, attempt);
 //! - `cursors`: where each link's listings resume;
-//! - `dead_letters`: operations that were refused, with the reason.
+//! - `dead_letters`: operations that were refused, with the reason;
+//! - `connector_health`: per connector (key: connector name), the plugin
+//!   faults in a row and the quarantine, if any, with the plugin's sha256 it
+//!   applies to.
 
 use std::path::Path;
 
@@ -61,6 +64,30 @@ pub struct DeadLetter {
     pub at: String,
 }
 
+/// How a connector's plugin has been doing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectorHealth {
+    /// Plugin name.
+    pub plugin: String,
+    /// sha256 of the plugin file the counts are about.
+    pub sha256: String,
+    /// Calls that failed with a plugin fault, in a row.
+    pub faults_in_a_row: u32,
+    /// Set when the connector is quarantined.
+    pub quarantine: Option<Quarantine>,
+}
+
+/// Why and since when a connector is quarantined.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quarantine {
+    /// The last fault's message.
+    pub reason: String,
+    /// Faults in a row that triggered it.
+    pub faults: u32,
+    /// RFC 3339 time.
+    pub at: String,
+}
+
 /// Counts of what a link's state holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LinkCounts {
@@ -86,6 +113,7 @@ pub struct State {
     completions: sled::Tree,
     cursors: sled::Tree,
     dead_letters: sled::Tree,
+    connector_health: sled::Tree,
 }
 
 fn key(parts: &[&str]) -> Vec<u8> {
@@ -114,6 +142,7 @@ impl State {
             completions: tree("completions")?,
             cursors: tree("cursors")?,
             dead_letters: tree("dead_letters")?,
+            connector_health: tree("connector_health")?,
             db,
         })
     }
@@ -234,6 +263,41 @@ impl State {
                 serde_json::from_slice(&v).context("corrupt state record")
             })
             .collect()
+    }
+
+    /// A connector's health record.
+    pub fn connector_health(&self, connector: &str) -> anyhow::Result<Option<ConnectorHealth>> {
+        Self::get(&self.connector_health, connector.as_bytes())
+    }
+
+    /// Record a connector's health.
+    pub fn put_connector_health(&self, connector: &str, health: &ConnectorHealth) -> anyhow::Result<()> {
+        Self::put(&self.connector_health, connector.as_bytes(), health)
+    }
+
+    /// Lift a connector's quarantine and reset its fault count. Returns the
+    /// quarantine that was lifted, if there was one.
+    pub fn resume_connector(&self, connector: &str) -> anyhow::Result<Option<Quarantine>> {
+        let Some(mut health) = self.connector_health(connector)? else {
+            return Ok(None);
+        };
+        let lifted = health.quarantine.take();
+        health.faults_in_a_row = 0;
+        self.put_connector_health(connector, &health)?;
+        Ok(lifted)
+    }
+
+    /// Quarantined connectors, by name.
+    pub fn quarantined(&self) -> anyhow::Result<Vec<(String, ConnectorHealth)>> {
+        let mut out = Vec::new();
+        for entry in self.connector_health.iter() {
+            let (k, v) = entry.context("failed to read state")?;
+            let health: ConnectorHealth = serde_json::from_slice(&v).context("corrupt state record")?;
+            if health.quarantine.is_some() {
+                out.push((String::from_utf8_lossy(&k).into_owned(), health));
+            }
+        }
+        Ok(out)
     }
 
     /// What the state holds for a link.
