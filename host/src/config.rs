@@ -617,4 +617,35 @@ due_in_days = 30
         assert!(local.matches(&"http://127.0.0.1:8080/api".parse().unwrap()));
         assert!(!local.matches(&"http://127.0.0.1:8081/api".parse().unwrap()));
     }
+
+    #[test]
+    fn wildcards_never_match_addresses() {
+        let o = Origin::parse("http://*.0.0.1:8080").unwrap();
+        assert!(!o.matches(&"http://127.0.0.1:8080/x".parse().unwrap()));
+        let o = Origin::parse("http://*.254.169.254").unwrap();
+        assert!(!o.matches(&"http://169.254.169.254/".parse().unwrap()));
+    }
+
+    #[test]
+    fn oauth2_and_new_limits_parse() {
+        let text = GOOD.replace(
+            "allow = [\"https://*.acme.example\"]",
+            "allow = [\"https://*.acme.example\"]\nauth = { kind = \"oauth2\", token_url = \"https://login.acme.example/token\", client_id = \"sy\", client_secret = { secret = \"store:lms-client\" }, scope = \"read\", client_auth = \"body\" }\n[connectors.lms.limits]\nmax_records = 500\nfuel = 1000000\nquarantine_after = 3",
+        );
+        let config = parse(&text).unwrap();
+        let lms = &config.connectors["lms"];
+        assert!(matches!(
+            lms.auth,
+            Some(AuthConfig::OAuth2 { client_auth: ClientAuthConfig::Body, ref scope, .. }) if scope.as_deref() == Some("read")
+        ));
+        assert_eq!((lms.limits.max_records, lms.limits.fuel, lms.limits.quarantine_after), (500, Some(1_000_000), 3));
+        let hr = &config.connectors["hr"];
+        assert_eq!((hr.limits.max_records, hr.limits.fuel, hr.limits.quarantine_after), (10_000, None, 5));
+
+        let bad = text.replace("https://login.acme.example/token", "login.acme.example");
+        let err = parse(&bad).unwrap_err();
+        assert!(err.message.contains("oauth2 `token_url`"), "{err}");
+        let zero = text.replace("quarantine_after = 3", "quarantine_after = 0");
+        assert!(parse(&zero).unwrap_err().message.contains("at least 1"));
+    }
 }
