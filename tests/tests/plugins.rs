@@ -685,4 +685,60 @@ async fn a_store_secret_is_resolved_and_a_wrong_key_is_refused() {
     let service = h.service().unwrap();
     let report = service.sync_link(LINK).await.unwrap();
     assert!(report.users_created > 0, "the LMS accepted the token from the store");
+    service.state.flush().unwrap();
+    drop(service);
+
+    // Nothing the host wrote (sled, the store) holds the token in clear.
+    let token = h.lms.token();
+    let mut files = vec![h.dir.clone()];
+    let mut checked = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if path.extension().is_none_or(|x| x != "wasm") && path != h.dir.join("bamboohr.key") {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()), "{} holds the token", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "sled files and the store were checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_hostile_suite_a_well_behaved_plugin_in_the_same_runtime_still_syncs() {
+    use switchyard_testkit::harness::LINK;
+    let runtime = Runtime::new().unwrap();
+    let echo = echo_server().await;
+    let tight = Limits { call_timeout_ms: 300, memory_mib: 32, max_requests: 5, max_records: 10, ..Limits::default() };
+    for (mode, extra) in [
+        ("loop", vec![]),
+        ("memory", vec![]),
+        ("trap", vec![]),
+        ("flood", vec![]),
+        ("records", vec![("count", "100000")]),
+    ] {
+        let evil = hostile_with(&runtime, mode, &format!("{echo}/x"), tight.clone(), None, &extra);
+        let message = fault(evil.fetch_employees(None).await);
+        assert!(message.contains("connector `evil` (plugin hostile "), "{mode}: {message}");
+    }
+    // The real BambooHR plugin, on the same engine and client, against the
+    // HRIS simulator.
+    let h = Harness::start(30).await.unwrap();
+    let service = h.service().unwrap();
+    let hr_config = &service.config.connectors["hr"];
+    let plugin = Arc::new(runtime.load_plugin(&plugins::build("bamboohr").unwrap()).unwrap());
+    let credential = Credential::resolve(hr_config.auth.as_ref().unwrap()).unwrap();
+    let hr = runtime.connector("hr", hr_config, plugin, Some(credential));
+    let mut fetched = 0;
+    let mut cursor = None;
+    loop {
+        let page = hr.fetch_employees(cursor.as_deref()).await.unwrap();
+        fetched += page.employees.len();
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(fetched, 30);
+    assert_eq!(service.sync_link(LINK).await.unwrap().employees_fetched, 30);
 }

@@ -361,10 +361,13 @@ impl HttpState {
         if !request.body.is_empty() {
             builder = builder.body(request.body.clone());
         }
-        builder
-            .send()
-            .await
-            .map_err(|e| format!("request to {origin} failed: {}", describe(e)))
+        builder.send().await.map_err(|e| {
+            let message = format!("request to {origin} failed: {}", describe(e));
+            if message.contains("address refused") {
+                tracing::warn!(connector = %self.connector, %origin, "egress denied: {message}");
+            }
+            message
+        })
     }
 
     /// The connector's OAuth2 access token (`None` for other credentials):
