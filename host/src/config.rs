@@ -68,6 +68,8 @@ pub struct Limits {
     pub max_requests: u32,
     /// Maximum size of one HTTP response body, in KiB.
     pub max_response_kib: u64,
+    /// Maximum size of one HTTP request body, in KiB.
+    pub max_request_kib: u64,
     /// Timeout of one HTTP request, in milliseconds.
     pub http_timeout_ms: u64,
     /// Maximum records (employees or completions) in one returned page.
@@ -88,6 +90,7 @@ impl Default for Limits {
             memory_mib: 128,
             max_requests: 1_000,
             max_response_kib: 16 * 1024,
+            max_request_kib: 4 * 1024,
             http_timeout_ms: 30_000,
             max_records: 10_000,
             max_output_kib: 64 * 1024,

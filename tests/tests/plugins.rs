@@ -368,6 +368,19 @@ async fn redirects_are_not_followed_by_the_host() {
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the redirect was not followed");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_over_the_limit_is_refused_before_sending() {
+    let runtime = Runtime::new().unwrap();
+    let (server, hits) = counting_server().await;
+    let limits = Limits { max_request_kib: 64, ..Limits::default() };
+    let small = hostile_with(&runtime, "upload", &format!("{server}/in"), limits.clone(), None, &[("bytes", "1000")]);
+    assert_eq!(given_name(small.fetch_employees(None).await), "reached");
+    let big = hostile_with(&runtime, "upload", &format!("{server}/in"), limits, None, &[("bytes", "200000")]);
+    let seen = given_name(big.fetch_employees(None).await);
+    assert!(seen.contains("exceeds the limit `max_request_kib` of 64 KiB"), "{seen}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "the big request was not sent");
+}
+
 // ---- output, fuel, stdio ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,6 +64,7 @@ pub struct HttpState {
     requests: u32,
     max_requests: u32,
     max_body: usize,
+    max_request_body: usize,
     timeout: Duration,
     /// A per-call limit this call broke; the call fails with it even if
     /// the plugin swallows the refusal.
@@ -221,6 +222,7 @@ impl HttpState {
             requests: 0,
             max_requests: limits.max_requests,
             max_body: (limits.max_response_kib as usize) << 10,
+            max_request_body: (limits.max_request_kib as usize) << 10,
             timeout: Duration::from_millis(limits.http_timeout_ms),
             limit_hit: None,
         }
@@ -257,6 +259,13 @@ impl HttpState {
             }
             other => return Err(format!("method `{other}` is not allowed")),
         };
+        if request.body.len() > self.max_request_body {
+            return Err(format!(
+                "request body of {} KiB exceeds the limit `max_request_kib` of {} KiB",
+                request.body.len() >> 10,
+                self.max_request_body >> 10
+            ));
+        }
 
         let started = Instant::now();
         let mut token = self.access_token(None).await?;

@@ -15,6 +15,8 @@
 //! - `records`: return `count` employees (output limit);
 //! - `big`: return one employee whose given name is `bytes` long (output limit);
 //! - `print`: write `lines` lines to stdout and to stderr, then behave as `ok`;
+//! - `upload`: POST a body of `bytes` bytes to `target` and return the
+//!   response body (or the host's refusal) as the given name;
 //! - `flaky`: trap if the config key `trap` is `true`, else behave as `ok`.
 
 use switchyard_sdk::http::Request;
@@ -100,6 +102,11 @@ impl HrisConnector for Hostile {
                 }
                 Ok(page("printed".into()))
             }
+            "upload" => match Request::post(&target).form(&[("data", "u".repeat(number("bytes")))]).send() {
+                Ok(response) => Ok(page(response.text())),
+                Err(ConnectorError::Transient(refusal)) => Ok(page(format!("refused: {refusal}"))),
+                Err(e) => Err(e),
+            },
             "flaky" => {
                 if config::get("trap").as_deref() == Some("true") {
                     panic!("flaky plugin panics on purpose");
