@@ -8,6 +8,7 @@
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod stdio;
 
 /// The `types` interface has no functions; its `Host` trait is empty.
 impl crate::runtime::bindings::types::Host for crate::runtime::HostState {}

@@ -68,8 +68,19 @@ pub struct Limits {
     pub max_requests: u32,
     /// Maximum size of one HTTP response body, in KiB.
     pub max_response_kib: u64,
+    /// Maximum size of one HTTP request body, in KiB.
+    pub max_request_kib: u64,
     /// Timeout of one HTTP request, in milliseconds.
     pub http_timeout_ms: u64,
+    /// Maximum records (employees or completions) in one returned page.
+    pub max_records: u32,
+    /// Maximum approximate size of what one call returns, in KiB.
+    pub max_output_kib: u64,
+    /// Instruction budget of one call (wasmtime fuel); `None`: no budget,
+    /// only the deadline.
+    pub fuel: Option<u64>,
+    /// Consecutive plugin faults after which the connector is quarantined.
+    pub quarantine_after: u32,
 }
 
 impl Default for Limits {
@@ -79,7 +90,12 @@ impl Default for Limits {
             memory_mib: 128,
             max_requests: 1_000,
             max_response_kib: 16 * 1024,
+            max_request_kib: 4 * 1024,
             http_timeout_ms: 30_000,
+            max_records: 10_000,
+            max_output_kib: 64 * 1024,
+            fuel: None,
+            quarantine_after: 5,
         }
     }
 }
@@ -144,8 +160,13 @@ impl Origin {
             return false;
         };
         let host = host.to_ascii_lowercase();
+        // A wildcard matches names only: an address is allowed only where an
+        // origin names exactly that address.
+        let is_address = !matches!(url.host(), Some(url::Host::Domain(_)));
         let host_ok = match self.host.strip_prefix("*.") {
-            Some(domain) => host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}")),
+            Some(domain) => {
+                !is_address && host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}"))
+            }
             None => host == self.host,
         };
         host_ok && url.scheme() == self.scheme && url.port_or_known_default() == Some(self.port)
@@ -188,11 +209,42 @@ pub enum AuthConfig {
         /// Parameter value.
         value: SecretSource,
     },
+    /// OAuth2 client credentials: the host fetches an access token from
+    /// `token_url`, caches it until it expires and sends it as a bearer token.
+    #[serde(rename = "oauth2")]
+    OAuth2 {
+        /// The token endpoint (`https://...`). The host reaches it itself;
+        /// it need not be in `allow`, and address checks apply to it as to
+        /// any request.
+        token_url: String,
+        /// Client id.
+        client_id: SecretSource,
+        /// Client secret.
+        client_secret: SecretSource,
+        /// Requested scope, if the provider needs one.
+        #[serde(default)]
+        scope: Option<String>,
+        /// How the client authenticates to the token endpoint.
+        #[serde(default)]
+        client_auth: ClientAuthConfig,
+    },
+}
+
+/// How an OAuth2 client sends its id and secret to the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuthConfig {
+    /// HTTP Basic (`client_secret_basic`), the default.
+    #[default]
+    Basic,
+    /// Form fields in the request body (`client_secret_post`).
+    Body,
 }
 
 /// Where a credential's value comes from: a literal (only for values that are
-/// not secret, such as BambooHR's "x" password) or `{ secret = "env:NAME" }` /
-/// `{ secret = "file:PATH" }`.
+/// not secret, such as BambooHR's "x" password) or `{ secret = "env:NAME" }`,
+/// `{ secret = "file:PATH" }` or `{ secret = "store:NAME" }` (the encrypted
+/// store in the data directory).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum SecretSource {
@@ -200,7 +252,7 @@ pub enum SecretSource {
     Literal(String),
     /// A reference resolved when the connector is loaded.
     Reference {
-        /// `env:NAME` or `file:PATH`.
+        /// `env:NAME`, `file:PATH` or `store:NAME`.
         secret: String,
     },
 }
@@ -495,6 +547,22 @@ impl Config {
                     .map_err(|m| at(origin.span().start, format!("connector `{name}`: {m}")))?;
                 allow.push(parsed);
             }
+            if let Some(AuthConfig::OAuth2 { token_url, .. }) = &raw.auth {
+                let ok = url::Url::parse(token_url)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+                if !ok {
+                    return Err(at(
+                        span,
+                        format!("connector `{name}`: oauth2 `token_url` `{token_url}` is not an http(s) URL"),
+                    ));
+                }
+            }
+            if raw.limits.max_records == 0 || raw.limits.quarantine_after == 0 {
+                return Err(at(
+                    span,
+                    format!("connector `{name}`: limits `max_records` and `quarantine_after` must be at least 1"),
+                ));
+            }
             if raw.auth.is_some() && allow.is_empty() {
                 return Err(at(
                     span,
@@ -661,5 +729,36 @@ due_in_days = 30
         let local = Origin::parse("http://127.0.0.1:8080").unwrap();
         assert!(local.matches(&"http://127.0.0.1:8080/api".parse().unwrap()));
         assert!(!local.matches(&"http://127.0.0.1:8081/api".parse().unwrap()));
+    }
+
+    #[test]
+    fn wildcards_never_match_addresses() {
+        let o = Origin::parse("http://*.0.0.1:8080").unwrap();
+        assert!(!o.matches(&"http://127.0.0.1:8080/x".parse().unwrap()));
+        let o = Origin::parse("http://*.254.169.254").unwrap();
+        assert!(!o.matches(&"http://169.254.169.254/".parse().unwrap()));
+    }
+
+    #[test]
+    fn oauth2_and_new_limits_parse() {
+        let text = GOOD.replace(
+            "allow = [\"https://*.acme.example\"]",
+            "allow = [\"https://*.acme.example\"]\nauth = { kind = \"oauth2\", token_url = \"https://login.acme.example/token\", client_id = \"sy\", client_secret = { secret = \"store:lms-client\" }, scope = \"read\", client_auth = \"body\" }\n[connectors.lms.limits]\nmax_records = 500\nfuel = 1000000\nquarantine_after = 3",
+        );
+        let config = parse(&text).unwrap();
+        let lms = &config.connectors["lms"];
+        assert!(matches!(
+            lms.auth,
+            Some(AuthConfig::OAuth2 { client_auth: ClientAuthConfig::Body, ref scope, .. }) if scope.as_deref() == Some("read")
+        ));
+        assert_eq!((lms.limits.max_records, lms.limits.fuel, lms.limits.quarantine_after), (500, Some(1_000_000), 3));
+        let hr = &config.connectors["hr"];
+        assert_eq!((hr.limits.max_records, hr.limits.fuel, hr.limits.quarantine_after), (10_000, None, 5));
+
+        let bad = text.replace("https://login.acme.example/token", "login.acme.example");
+        let err = parse(&bad).unwrap_err();
+        assert!(err.message.contains("oauth2 `token_url`"), "{err}");
+        let zero = text.replace("quarantine_after = 3", "quarantine_after = 0");
+        assert!(parse(&zero).unwrap_err().message.contains("at least 1"));
     }
 }

@@ -11,12 +11,15 @@
 //! - [`config`]: the TOML configuration, checked with file:line errors;
 //! - [`runtime`]: the wasmtime engine, plugin loading and world detection,
 //!   per-call stores and limits, and calls into plugins;
-//! - [`capability`]: the host imports (`http`, `log`, `config`), one module each;
-//! - [`secrets`]: credential sources and the redacting [`secrets::Secret`] type;
+//! - [`capability`]: the host imports (`http`, `log`, `config`) and captured
+//!   stdio, one module each;
+//! - [`secrets`]: credential sources, the encrypted secret store and the
+//!   redacting [`secrets::Secret`] type;
 //! - [`model`]: the canonical records the host works with;
 //! - [`state`]: sync state in sled behind typed accessors;
 //! - [`sync`]: one run of a link (provisioning, rules, completion write-back);
-//! - [`service`]: all of the above assembled from a configuration.
+//! - [`service`]: all of the above assembled from a configuration, and
+//!   connector quarantine.
 
 pub mod capability;
 pub mod config;

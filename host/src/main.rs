@@ -1,17 +1,20 @@
 //! The `switchyard` command line.
 //!
 //! Exit codes: 0 success; 1 failure; 2 invalid configuration, plugin or
-//! usage; 3 a link stopped or halted and needs an operator.
+//! usage; 3 a link stopped or halted and needs an operator (credentials,
+//! config, mass deactivation, a quarantined connector).
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchyard::config::{Config, ConfigError};
 use switchyard::runtime::Runtime;
-use switchyard::service::Service;
-use switchyard::state::{DeadLetter, OpKind};
+use switchyard::secrets::{SecretStore, StoreKey};
+use switchyard::service::{Quarantined, Service};
+use switchyard::state::{DeadLetter, OpKind, State};
 use switchyard::sync::{LinkHalted, LinkStopped, RunOptions, RunReport};
 
 #[derive(Parser)]
@@ -78,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// The encrypted secret store in the data directory (`store:NAME`).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Dead letters: operations that were given up on.
     Dlq {
         #[command(subcommand)]
@@ -103,6 +111,14 @@ enum PluginCommand {
     List {
         #[command(flatten)]
         config: ConfigArg,
+    },
+    /// Lift a connector's quarantine (its links run again on the next sync).
+    Resume {
+        /// Configuration file.
+        #[arg(long, short, env = "SWITCHYARD_CONFIG", default_value = "switchyard.toml")]
+        config: PathBuf,
+        /// The connector.
+        connector: String,
     },
 }
 
@@ -147,6 +163,33 @@ enum DlqCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Store a secret; the value is read from stdin. Needs the key in
+    /// SWITCHYARD_SECRET_KEY or SWITCHYARD_SECRET_KEY_FILE.
+    Set {
+        /// Configuration file (for the data directory).
+        #[arg(long, short, env = "SWITCHYARD_CONFIG", default_value = "switchyard.toml")]
+        config: PathBuf,
+        /// Secret name, referred to as `{ secret = "store:NAME" }`.
+        name: String,
+    },
+    /// List the names of the stored secrets (never their values).
+    List {
+        /// Configuration file (for the data directory).
+        #[arg(long, short, env = "SWITCHYARD_CONFIG", default_value = "switchyard.toml")]
+        config: PathBuf,
+    },
+    /// Remove a secret.
+    Rm {
+        /// Configuration file (for the data directory).
+        #[arg(long, short, env = "SWITCHYARD_CONFIG", default_value = "switchyard.toml")]
+        config: PathBuf,
+        /// Secret name.
+        name: String,
+    },
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info"));
@@ -173,7 +216,10 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             if e.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(2)
-            } else if e.downcast_ref::<LinkStopped>().is_some() || e.downcast_ref::<LinkHalted>().is_some() {
+            } else if e.downcast_ref::<LinkStopped>().is_some()
+                || e.downcast_ref::<LinkHalted>().is_some()
+                || e.downcast_ref::<Quarantined>().is_some()
+            {
                 ExitCode::from(3)
             } else {
                 ExitCode::from(1)
@@ -230,6 +276,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     status.halted.as_deref().unwrap_or("ok")
                 );
             }
+            for (connector, health) in service.state.quarantined()? {
+                if let Some(q) = health.quarantine {
+                    println!(
+                        "quarantined: connector `{connector}` (plugin {} {}) since {} after {} faults in a row: {}",
+                        health.plugin,
+                        health.sha256.get(..12).unwrap_or_default(),
+                        q.at,
+                        q.faults,
+                        q.reason
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile { config, format, link } => {
@@ -270,6 +328,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             // count rows.
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin { command: PluginCommand::Resume { config, connector } } => {
+            let config = Config::load(&config)?;
+            if !config.connectors.contains_key(&connector) {
+                eprintln!("error: no connector named `{connector}` in {}", config.file.display());
+                return Ok(ExitCode::from(2));
+            }
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
+            let state = State::open(&config.data_dir)?;
+            match state.resume_connector(&connector)? {
+                Some(q) => println!("connector `{connector}` resumed (quarantined since {}: {})", q.at, q.reason),
+                None => println!("connector `{connector}` was not quarantined"),
+            }
+            state.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Secret { command } => secret(command),
         Command::Plugin { command: PluginCommand::Check { file } } => {
             let runtime = Runtime::new()?;
             match runtime.load_plugin(&file) {
@@ -375,6 +450,41 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SecretCommand::Set { config, name } => {
+            let config = Config::load(&config)?;
+            let key = StoreKey::from_env()?;
+            let mut value = String::new();
+            std::io::stdin()
+                .read_to_string(&mut value)
+                .context("failed to read the secret value from stdin")?;
+            let value = value.trim_end_matches(['\r', '\n']);
+            if value.is_empty() {
+                bail!("no secret value on stdin");
+            }
+            let store = SecretStore::in_dir(&config.data_dir);
+            store.set(&name, value, &key)?;
+            println!("secret `{name}` stored in {}", store.path().display());
+        }
+        SecretCommand::List { config } => {
+            let config = Config::load(&config)?;
+            for name in SecretStore::in_dir(&config.data_dir).names()? {
+                println!("{name}");
+            }
+        }
+        SecretCommand::Rm { config, name } => {
+            let config = Config::load(&config)?;
+            if !SecretStore::in_dir(&config.data_dir).remove(&name)? {
+                eprintln!("error: no secret named `{name}` in the store");
+                return Ok(ExitCode::from(1));
+            }
+            println!("secret `{name}` removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_report(r: &RunReport) {

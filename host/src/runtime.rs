@@ -7,11 +7,15 @@
 //! **Invariant:** a plugin call cannot hurt the host. Each call runs in its
 //! own store under a wall-clock deadline (epoch interruption for wasm code,
 //! a timeout around everything), a linear-memory budget, and instance/table
-//! caps. A violation fails that call with `ConnectorError::PluginFault`.
+//! caps, an optional fuel budget, and limits on what it returns. A violation
+//! fails that call with `ConnectorError::PluginFault` naming the connector,
+//! the plugin and its version; consecutive faults are counted per connector
+//! (see [`Connector::consecutive_faults`]) for quarantine.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -20,8 +24,9 @@ use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem
 use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capability::http::HttpState;
+use crate::capability::http::{Egress, HttpState};
 use crate::capability::log::LogState;
+use crate::capability::stdio::Captured;
 use crate::config::{ConnectorConfig, Limits};
 use crate::model::{self, ConnectorError};
 use crate::secrets::Credential;
@@ -242,6 +247,8 @@ impl Runtime {
     pub fn new() -> anyhow::Result<Runtime> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        // Engine-wide; a store without a configured budget gets `u64::MAX`.
+        config.consume_fuel(true);
         config.max_wasm_stack(512 * 1024);
         let engine = Engine::new(&config)?;
 
@@ -264,12 +271,7 @@ impl Runtime {
                 }
             })?;
 
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = crate::capability::http::client()?;
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
@@ -366,10 +368,8 @@ impl Runtime {
             runtime: self.clone(),
             settings: Arc::new(config.settings.clone()),
             limits: config.limits.clone(),
-            egress: Arc::new(crate::capability::http::Egress {
-                allow: config.allow.clone(),
-                credential,
-            }),
+            egress: Arc::new(Egress::new(config.allow.clone(), credential)),
+            faults: Arc::new(FaultCount::default()),
         }
     }
 }
@@ -477,17 +477,139 @@ pub struct Connector {
     runtime: Runtime,
     settings: Arc<BTreeMap<String, String>>,
     limits: Limits,
-    egress: Arc<crate::capability::http::Egress>,
+    egress: Arc<Egress>,
+    faults: Arc<FaultCount>,
+}
+
+/// Consecutive plugin faults of a connector, shared by its clones.
+#[derive(Debug, Default)]
+struct FaultCount {
+    consecutive: AtomicU32,
+    last: std::sync::Mutex<Option<String>>,
 }
 
 type Call<T> = wasmtime::Result<Result<T, wit::ConnectorError>>;
 
+/// What a call returns, measured against the output limits.
+trait Output {
+    /// Records returned (employees, completions).
+    fn records(&self) -> usize {
+        0
+    }
+    /// Approximate size in bytes (the strings it carries).
+    fn approx_bytes(&self) -> usize;
+}
+
+impl Output for () {
+    fn approx_bytes(&self) -> usize {
+        0
+    }
+}
+
+impl Output for String {
+    fn approx_bytes(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Output for Option<model::LmsUser> {
+    fn records(&self) -> usize {
+        usize::from(self.is_some())
+    }
+    fn approx_bytes(&self) -> usize {
+        self.as_ref().map_or(0, |u| u.id.len() + opt_len(&u.email))
+    }
+}
+
+fn opt_len(s: &Option<String>) -> usize {
+    s.as_ref().map_or(0, String::len)
+}
+
+impl Output for model::EmployeePage {
+    fn records(&self) -> usize {
+        self.employees.len()
+    }
+    fn approx_bytes(&self) -> usize {
+        let employees: usize = self
+            .employees
+            .iter()
+            .map(|e| {
+                e.id.len()
+                    + [
+                        &e.employee_number,
+                        &e.email,
+                        &e.given_name,
+                        &e.family_name,
+                        &e.raw_status,
+                        &e.department,
+                        &e.job_title,
+                        &e.location,
+                        &e.manager_id,
+                        &e.hire_date,
+                        &e.termination_date,
+                        &e.updated_at,
+                    ]
+                    .into_iter()
+                    .map(opt_len)
+                    .sum::<usize>()
+                    + e.custom.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                    + 16
+            })
+            .sum();
+        employees + opt_len(&self.next_cursor) + opt_len(&self.changes_cursor)
+    }
+}
+
+impl Output for model::CompletionPage {
+    fn records(&self) -> usize {
+        self.completions.len()
+    }
+    fn approx_bytes(&self) -> usize {
+        let completions: usize = self
+            .completions
+            .iter()
+            .map(|c| {
+                c.employee_id.len()
+                    + c.course_id.len()
+                    + c.attempt_id.len()
+                    + c.completed_at.len()
+                    + opt_len(&c.expires_at)
+                    + 16
+            })
+            .sum();
+        completions + opt_len(&self.next_cursor)
+    }
+}
+
 impl Connector {
-    fn store(&self) -> Store<HostState> {
+    /// Plugin faults in a row: reset by a call that does not fault.
+    pub fn consecutive_faults(&self) -> u32 {
+        self.faults.consecutive.load(Ordering::SeqCst)
+    }
+
+    /// The last fault's message, if any call of this connector faulted.
+    pub fn last_fault(&self) -> Option<String> {
+        self.faults.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Continue counting from a persisted number of faults in a row.
+    pub fn restore_consecutive_faults(&self, faults: u32) {
+        self.faults.consecutive.store(faults, Ordering::SeqCst);
+    }
+
+    /// The limits of this connector.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn store(&self, stdout: &Captured, stderr: &Captured) -> Store<HostState> {
         let state = HostState {
             // Nothing granted: no preopened directories, environment,
-            // arguments, stdin, sockets or name lookup.
-            wasi: WasiCtx::builder().build(),
+            // arguments, stdin, sockets or name lookup. Output is captured.
+            wasi: WasiCtx::builder()
+                .stdout(stdout.clone())
+                .stderr(stderr.clone())
+                .build(),
             table: ResourceTable::new(),
             memory: MemoryBudget {
                 limit: (self.limits.memory_mib as usize) << 20,
@@ -505,6 +627,8 @@ impl Connector {
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.memory);
+        // Cannot fail: fuel is enabled on the engine.
+        let _ = store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX));
         let ticks = self.limits.call_timeout_ms / EPOCH_TICK.as_millis() as u64 + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
@@ -513,35 +637,74 @@ impl Connector {
 
     /// Run one call in a fresh store, under the deadline, and classify
     /// whatever goes wrong.
-    async fn call<T>(
+    async fn call<T: Output>(
         &self,
         operation: &'static str,
         f: impl AsyncFnOnce(&mut Store<HostState>) -> Call<T>,
     ) -> Result<T, ConnectorError> {
         let span = tracing::info_span!("plugin_call", connector = %self.name, plugin = %self.plugin.name, version = self.plugin.version(), operation);
         let deadline = Duration::from_millis(self.limits.call_timeout_ms);
+        let (stdout, stderr) = (Captured::default(), Captured::default());
         let run = async {
-            let mut store = self.store();
+            let mut store = self.store(&stdout, &stderr);
             let result = f(&mut store).await;
-            (result, store.data().memory.exceeded)
+            let data = store.data();
+            (result, data.memory.exceeded, data.http.limit_hit.clone())
         };
         let outcome = tokio::time::timeout(deadline, run).instrument(span).await;
-        let fault = |what: String| {
-            let message = format!(
-                "connector `{}` (plugin {} {}): {operation}: {what}",
-                self.name,
-                self.plugin.name,
-                self.plugin.version()
-            );
-            tracing::warn!("{message}");
-            ConnectorError::PluginFault(message)
+        stdout.drain(&self.name, &self.plugin.name, "stdout");
+        stderr.drain(&self.name, &self.plugin.name, "stderr");
+        let result = match outcome {
+            Err(_) => Err(format!("deadline of {deadline:?} exceeded")),
+            Ok((Err(trap), memory_exceeded, _)) => {
+                Err(classify(&trap, memory_exceeded, deadline, self.limits.fuel))
+            }
+            Ok((_, _, Some(limit))) => Err(limit),
+            Ok((Ok(Err(e)), _, _)) => Ok(Err(e.into())),
+            Ok((Ok(Ok(v)), _, _)) => match self.check_output(&v) {
+                Ok(()) => Ok(Ok(v)),
+                Err(limit) => Err(limit),
+            },
         };
-        match outcome {
-            Err(_) => Err(fault(format!("deadline of {deadline:?} exceeded"))),
-            Ok((Err(trap), memory_exceeded)) => Err(fault(classify(&trap, memory_exceeded, deadline))),
-            Ok((Ok(Err(e)), _)) => Err(e.into()),
-            Ok((Ok(Ok(v)), _)) => Ok(v),
+        match result {
+            Ok(result) => {
+                self.faults.consecutive.store(0, Ordering::SeqCst);
+                result
+            }
+            Err(what) => {
+                let message = format!(
+                    "connector `{}` (plugin {} {}): {operation}: {what}",
+                    self.name,
+                    self.plugin.name,
+                    self.plugin.version()
+                );
+                let faults = self.faults.consecutive.fetch_add(1, Ordering::SeqCst) + 1;
+                *self.faults.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.clone());
+                tracing::warn!(faults_in_a_row = faults, "{message}");
+                Err(ConnectorError::PluginFault(message))
+            }
         }
+    }
+
+    /// The output limits: records per page and approximate bytes per call.
+    fn check_output(&self, output: &impl Output) -> Result<(), String> {
+        let records = output.records();
+        let max_records = self.limits.max_records as usize;
+        if records > max_records {
+            return Err(format!(
+                "output limit exceeded: {records} records returned, limit `max_records` is {max_records}"
+            ));
+        }
+        let bytes = output.approx_bytes();
+        let max_bytes = (self.limits.max_output_kib as usize) << 10;
+        if bytes > max_bytes {
+            return Err(format!(
+                "output limit exceeded: about {} KiB returned, limit `max_output_kib` is {}",
+                bytes >> 10,
+                self.limits.max_output_kib
+            ));
+        }
+        Ok(())
     }
 
     fn hris(&self) -> Result<&bindings::hris::HrisConnectorPre<HostState>, ConnectorError> {
@@ -713,12 +876,16 @@ impl Connector {
 }
 
 /// Name what stopped a call.
-fn classify(error: &wasmtime::Error, memory_exceeded: bool, deadline: Duration) -> String {
+fn classify(error: &wasmtime::Error, memory_exceeded: bool, deadline: Duration, fuel: Option<u64>) -> String {
     if memory_exceeded {
         return format!("memory limit exceeded: {error:#}");
     }
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => format!("deadline of {deadline:?} exceeded (interrupted)"),
+        Some(wasmtime::Trap::OutOfFuel) => match fuel {
+            Some(fuel) => format!("fuel budget exhausted: limit `fuel` is {fuel}"),
+            None => "fuel exhausted".to_owned(),
+        },
         Some(wasmtime::Trap::StackOverflow) => "stack overflow".to_owned(),
         Some(trap) => format!("trap: {trap}: {error:#}"),
         None => format!("{error:#}"),

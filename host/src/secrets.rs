@@ -8,7 +8,11 @@ use std::fmt;
 
 use base64::Engine as _;
 
-use crate::config::{AuthConfig, SecretSource};
+use crate::config::{AuthConfig, ClientAuthConfig, SecretSource};
+
+pub mod store;
+
+pub use store::{SecretStore, StoreError, StoreKey};
 
 /// A credential value. Prints as `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -20,6 +24,11 @@ pub struct Secret {
 }
 
 impl Secret {
+    /// A sealed value obtained at run time (an OAuth2 access token).
+    pub fn sealed(value: String) -> Secret {
+        Secret { value, sealed: true }
+    }
+
     /// The value, for injection into a request.
     pub fn expose(&self) -> &str {
         &self.value
@@ -69,11 +78,45 @@ pub enum Credential {
         /// Value.
         value: Secret,
     },
+    /// OAuth2 client credentials; the access token is fetched by `http`.
+    OAuth2(OAuth2Client),
+}
+
+/// An OAuth2 client of the client-credentials grant.
+#[derive(Debug, Clone)]
+pub struct OAuth2Client {
+    /// The token endpoint.
+    pub token_url: url::Url,
+    /// Client id.
+    pub client_id: Secret,
+    /// Client secret.
+    pub client_secret: Secret,
+    /// Requested scope.
+    pub scope: Option<String>,
+    /// How the client authenticates to the token endpoint.
+    pub client_auth: ClientAuth,
+}
+
+/// How an OAuth2 client sends its id and secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic.
+    Basic,
+    /// Form fields in the body.
+    Body,
 }
 
 impl Credential {
-    /// Resolve the secret references of an `auth` table.
+    /// Resolve the secret references of an `auth` table (`store:` references
+    /// are errors: use [`Credential::resolve_with`]).
     pub fn resolve(auth: &AuthConfig) -> Result<Credential, String> {
+        Self::resolve_with(auth, None)
+    }
+
+    /// Resolve the secret references of an `auth` table, `store:NAME` from
+    /// `store` (with the key from the environment).
+    pub fn resolve_with(auth: &AuthConfig, store: Option<&SecretStore>) -> Result<Credential, String> {
+        let resolve = |source: &SecretSource| resolve(source, store);
         Ok(match auth {
             AuthConfig::Basic { username, password } => Credential::Basic {
                 username: resolve(username)?,
@@ -88,6 +131,23 @@ impl Credential {
                 param: param.clone(),
                 value: resolve(value)?,
             },
+            AuthConfig::OAuth2 {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+                client_auth,
+            } => Credential::OAuth2(OAuth2Client {
+                token_url: url::Url::parse(token_url)
+                    .map_err(|e| format!("oauth2 token_url `{token_url}`: {e}"))?,
+                client_id: resolve(client_id)?,
+                client_secret: resolve(client_secret)?,
+                scope: scope.clone(),
+                client_auth: match client_auth {
+                    ClientAuthConfig::Basic => ClientAuth::Basic,
+                    ClientAuthConfig::Body => ClientAuth::Body,
+                },
+            }),
         })
     }
 
@@ -113,13 +173,21 @@ impl Credential {
             }
             Credential::Bearer(token) => add(token),
             Credential::Header { value, .. } | Credential::Query { value, .. } => add(value),
+            Credential::OAuth2(client) => {
+                add(&client.client_id);
+                add(&client.client_secret);
+                forms.push(base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{}",
+                    client.client_id.value, client.client_secret.value
+                )));
+            }
         }
         forms
     }
 }
 
-/// Resolve one value: a literal, `env:NAME` or `file:PATH`.
-fn resolve(source: &SecretSource) -> Result<Secret, String> {
+/// Resolve one value: a literal, `env:NAME`, `file:PATH` or `store:NAME`.
+fn resolve(source: &SecretSource, store: Option<&SecretStore>) -> Result<Secret, String> {
     match source {
         SecretSource::Literal(value) => Ok(Secret {
             value: value.clone(),
@@ -134,9 +202,18 @@ fn resolve(source: &SecretSource) -> Result<Secret, String> {
                     .map_err(|e| format!("secret `{secret}`: cannot read {path}: {e}"))?
                     .trim_end_matches(['\r', '\n'])
                     .to_owned()
+            } else if let Some(name) = secret.strip_prefix("store:") {
+                let store = store.ok_or_else(|| {
+                    format!("secret `{secret}`: no secret store is available here")
+                })?;
+                let key = StoreKey::from_env().map_err(|e| format!("secret `{secret}`: {e}"))?;
+                store
+                    .get(name, &key)
+                    .map_err(|e| format!("secret `{secret}`: {e}"))?
+                    .value
             } else {
                 return Err(format!(
-                    "secret `{secret}`: unknown source (use env:NAME or file:PATH)"
+                    "secret `{secret}`: unknown source (use env:NAME, file:PATH or store:NAME)"
                 ));
             };
             if value.is_empty() {
@@ -186,10 +263,10 @@ mod tests {
         let unknown = SecretSource::Reference {
             secret: "vault:x".into(),
         };
-        assert!(resolve(&unknown).unwrap_err().contains("unknown source"));
+        assert!(resolve(&unknown, None).unwrap_err().contains("unknown source"));
         let missing = SecretSource::Reference {
             secret: "env:SWITCHYARD_TEST_SURELY_UNSET".into(),
         };
-        assert!(resolve(&missing).unwrap_err().contains("is not set"));
+        assert!(resolve(&missing, None).unwrap_err().contains("is not set"));
     }
 }

@@ -1,5 +1,11 @@
 //! A configured Switchyard: configuration, runtime, plugins, connectors and
 //! state, assembled once and used by the CLI (and by embedders and tests).
+//!
+//! Quarantine lives here: after each link run the consecutive plugin faults
+//! of its connectors are persisted, a connector reaching its
+//! `quarantine_after` limit is quarantined, and a link using a quarantined
+//! connector is refused with [`Quarantined`] until an operator resumes the
+//! connector or a plugin file with a different sha256 is loaded.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,9 +14,28 @@ use anyhow::{Context, anyhow, bail};
 
 use crate::config::Config;
 use crate::runtime::{Connector, Plugin, PluginError, Runtime, World};
-use crate::secrets::Credential;
-use crate::state::State;
+use crate::secrets::{Credential, SecretStore};
+use crate::state::{ConnectorHealth, Quarantine, State};
 use crate::sync::{LinkRun, RunOptions, RunReport};
+
+/// A link was not run because a connector it uses is quarantined.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "link `{link}` paused: connector `{connector}` (plugin {plugin} {version}) is quarantined since {} after {} plugin faults in a row; last: {}; resume it with `switchyard plugin resume {connector}` or install a new version of the plugin",
+    quarantine.at, quarantine.faults, quarantine.reason
+)]
+pub struct Quarantined {
+    /// The link.
+    pub link: String,
+    /// The quarantined connector.
+    pub connector: String,
+    /// Its plugin.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+    /// Why and since when.
+    pub quarantine: Quarantine,
+}
 
 /// Everything a configuration describes, loaded and checked.
 pub struct Service {
@@ -37,6 +62,7 @@ impl Service {
     pub fn open(config: Config) -> anyhow::Result<Service> {
         let runtime = Runtime::new().context("failed to start the plugin runtime")?;
         let set = runtime.load_dir(&config.plugin_dir)?;
+        let store = SecretStore::in_dir(&config.data_dir);
         let mut connectors = BTreeMap::new();
         for (name, connector) in &config.connectors {
             let Some(plugin) = set.plugins.get(&connector.plugin) else {
@@ -53,7 +79,7 @@ impl Service {
             let credential = connector
                 .auth
                 .as_ref()
-                .map(Credential::resolve)
+                .map(|auth| Credential::resolve_with(auth, Some(&store)))
                 .transpose()
                 .map_err(|e| anyhow!("connector `{name}`: {e}"))?;
             connectors.insert(
@@ -79,6 +105,28 @@ impl Service {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
         let state = State::open(&config.data_dir)?;
+        for (name, connector) in &connectors {
+            let Some(health) = state.connector_health(name)? else {
+                continue;
+            };
+            if health.sha256 == connector.plugin.sha256 {
+                connector.restore_consecutive_faults(health.faults_in_a_row);
+            } else {
+                // A new plugin file: the count and any quarantine were about
+                // the old one.
+                if health.quarantine.is_some() {
+                    tracing::info!(connector = %name, plugin = %connector.plugin.name, version = connector.plugin.version(), "quarantine lifted: a different plugin file is loaded");
+                }
+                state.put_connector_health(
+                    name,
+                    &ConnectorHealth {
+                        plugin: connector.plugin.name.clone(),
+                        sha256: connector.plugin.sha256.clone(),
+                        ..ConnectorHealth::default()
+                    },
+                )?;
+            }
+        }
         Ok(Service {
             config,
             runtime,
@@ -107,6 +155,9 @@ impl Service {
             .links
             .get(name)
             .ok_or_else(|| anyhow!("no link named `{name}` in {}", self.config.file.display()))?;
+        for connector in [&link.hris, &link.lms] {
+            self.refuse_if_quarantined(name, connector)?;
+        }
         let run = LinkRun {
             name,
             link,
@@ -116,9 +167,74 @@ impl Service {
             today,
         };
         tracing::info!(link = name, dry_run = options.dry_run, "sync started");
-        let report = run.run(options).await?;
+        let result = run.run(options).await;
+        for connector in [&link.hris, &link.lms] {
+            self.record_health(connector)?;
+        }
+        let report = result?;
         tracing::info!(link = name, writes = report.writes(), "sync finished");
         Ok(report)
+    }
+
+    /// Lift a connector's quarantine and reset its fault count; returns the
+    /// quarantine that was lifted.
+    pub fn resume(&self, connector: &str) -> anyhow::Result<Option<Quarantine>> {
+        let lifted = self.state.resume_connector(connector)?;
+        if let Some(c) = self.connectors.get(connector) {
+            c.restore_consecutive_faults(0);
+        }
+        Ok(lifted)
+    }
+
+    fn refuse_if_quarantined(&self, link: &str, name: &str) -> anyhow::Result<()> {
+        let connector = &self.connectors[name];
+        let Some(health) = self.state.connector_health(name)? else {
+            return Ok(());
+        };
+        match health.quarantine {
+            Some(quarantine) if health.sha256 == connector.plugin.sha256 => Err(Quarantined {
+                link: link.to_owned(),
+                connector: name.to_owned(),
+                plugin: connector.plugin.name.clone(),
+                version: connector.plugin.version().to_owned(),
+                quarantine,
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Persist a connector's faults in a row, and quarantine it when they
+    /// reach its limit.
+    fn record_health(&self, name: &str) -> anyhow::Result<()> {
+        let connector = &self.connectors[name];
+        let mut health = self
+            .state
+            .connector_health(name)?
+            .filter(|h| h.sha256 == connector.plugin.sha256)
+            .unwrap_or_else(|| ConnectorHealth {
+                plugin: connector.plugin.name.clone(),
+                sha256: connector.plugin.sha256.clone(),
+                ..ConnectorHealth::default()
+            });
+        let faults = connector.consecutive_faults();
+        let limit = connector.limits().quarantine_after;
+        if health.faults_in_a_row == faults && (faults < limit || health.quarantine.is_some()) {
+            return Ok(());
+        }
+        health.faults_in_a_row = faults;
+        if faults >= limit && health.quarantine.is_none() {
+            let reason = connector.last_fault().unwrap_or_else(|| "plugin faults".to_owned());
+            tracing::error!(connector = %name, plugin = %connector.plugin.name, version = connector.plugin.version(), faults, "connector quarantined: {reason}");
+            health.quarantine = Some(Quarantine {
+                reason,
+                faults,
+                at: time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            });
+        }
+        self.state.put_connector_health(name, &health)
     }
 
     /// Run every link once, in name order. Stops at the first link that fails.

@@ -16,8 +16,12 @@
 //! - `winners`: the completion of each (employee, course) that the retake
 //!   policy chose and that was sent to the HRIS;
 //! - `cursors`: where each link's listings resume;
-//! - `dead_letters`: operations given up on, with the reason, replayable;
-//! - `links`: per-link status (halted, approvals).
+//! - `dead_letters`: operations given up on, with the reason, replayable
+//!   (`dead_keys` indexes their idempotency keys);
+//! - `links`: per-link status (halted, approvals);
+//! - `connector_health`: per connector (key: connector name), the plugin
+//!   faults in a row and the quarantine, if any, with the plugin's sha256 it
+//!   applies to.
 //!
 //! Writes that belong together happen in one sled transaction: a plan's
 //! snapshots, operations and cursor; an operation's removal from the outbox,
@@ -168,6 +172,30 @@ pub struct LinkStatus {
     pub deactivations_approved: bool,
 }
 
+/// How a connector's plugin has been doing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectorHealth {
+    /// Plugin name.
+    pub plugin: String,
+    /// sha256 of the plugin file the counts are about.
+    pub sha256: String,
+    /// Calls that failed with a plugin fault, in a row.
+    pub faults_in_a_row: u32,
+    /// Set when the connector is quarantined.
+    pub quarantine: Option<Quarantine>,
+}
+
+/// Why and since when a connector is quarantined.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quarantine {
+    /// The last fault's message.
+    pub reason: String,
+    /// Faults in a row that triggered it.
+    pub faults: u32,
+    /// RFC 3339 time.
+    pub at: String,
+}
+
 /// Counts of what a link's state holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LinkCounts {
@@ -231,6 +259,7 @@ pub struct State {
     dead_letters: sled::Tree,
     dead_keys: sled::Tree,
     links: sled::Tree,
+    connector_health: sled::Tree,
 }
 
 /// `link \0 part \0 part ...`
@@ -297,6 +326,7 @@ impl State {
             dead_letters: tree("dead_letters")?,
             dead_keys: tree("dead_keys")?,
             links: tree("links")?,
+            connector_health: tree("connector_health")?,
             db,
         })
     }
@@ -443,6 +473,41 @@ impl State {
     /// Status of a link.
     pub fn link_status(&self, link: &str) -> anyhow::Result<LinkStatus> {
         Ok(Self::get(&self.links, &key(&[link]))?.unwrap_or_default())
+    }
+
+    /// A connector's health record.
+    pub fn connector_health(&self, connector: &str) -> anyhow::Result<Option<ConnectorHealth>> {
+        Self::get(&self.connector_health, connector.as_bytes())
+    }
+
+    /// Record a connector's health.
+    pub fn put_connector_health(&self, connector: &str, health: &ConnectorHealth) -> anyhow::Result<()> {
+        Self::put(&self.connector_health, connector.as_bytes(), health)
+    }
+
+    /// Lift a connector's quarantine and reset its fault count. Returns the
+    /// quarantine that was lifted, if there was one.
+    pub fn resume_connector(&self, connector: &str) -> anyhow::Result<Option<Quarantine>> {
+        let Some(mut health) = self.connector_health(connector)? else {
+            return Ok(None);
+        };
+        let lifted = health.quarantine.take();
+        health.faults_in_a_row = 0;
+        self.put_connector_health(connector, &health)?;
+        Ok(lifted)
+    }
+
+    /// Quarantined connectors, by name.
+    pub fn quarantined(&self) -> anyhow::Result<Vec<(String, ConnectorHealth)>> {
+        let mut out = Vec::new();
+        for entry in self.connector_health.iter() {
+            let (k, v) = entry.context("failed to read state")?;
+            let health: ConnectorHealth = serde_json::from_slice(&v).context("corrupt state record")?;
+            if health.quarantine.is_some() {
+                out.push((String::from_utf8_lossy(&k).into_owned(), health));
+            }
+        }
+        Ok(out)
     }
 
     /// What the state holds for a link.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard::config::{AuthConfig, ConnectorConfig, Limits, Origin, SecretSource};
+use switchyard::config::{AuthConfig, ClientAuthConfig, ConnectorConfig, Limits, Origin, SecretSource};
 use switchyard::model::ConnectorError;
 use switchyard::runtime::{Connector, PluginError, Runtime, World};
 use switchyard::secrets::Credential;
@@ -116,10 +116,24 @@ fn a_config_with_an_unknown_key_is_refused_with_its_line() {
 // ---- containment ----
 
 fn hostile(runtime: &Runtime, mode: &str, target: &str, limits: Limits, auth: Option<AuthConfig>) -> Connector {
+    hostile_with(runtime, mode, target, limits, auth, &[])
+}
+
+fn hostile_with(
+    runtime: &Runtime,
+    mode: &str,
+    target: &str,
+    limits: Limits,
+    auth: Option<AuthConfig>,
+    extra: &[(&str, &str)],
+) -> Connector {
     let plugin = Arc::new(runtime.load_plugin(&plugins::build("hostile").unwrap()).unwrap());
     let mut settings = BTreeMap::new();
     settings.insert("mode".to_owned(), mode.to_owned());
     settings.insert("target".to_owned(), target.to_owned());
+    for (k, v) in extra {
+        settings.insert((*k).to_owned(), (*v).to_owned());
+    }
     let allow = if target.is_empty() { Vec::new() } else { vec![origin_of(target)] };
     let config = ConnectorConfig {
         plugin: "hostile".into(),
@@ -267,8 +281,477 @@ async fn a_request_flood_is_cut_at_the_limit() {
     let echo = echo_server().await;
     let limits = Limits { max_requests: 20, ..Limits::default() };
     let evil = hostile(&runtime, "flood", &format!("{echo}/x"), limits, None);
-    match evil.fetch_employees(None).await {
-        Err(ConnectorError::Transient(m)) => assert!(m.contains("limit of 20 HTTP requests"), "{m}"),
-        other => panic!("expected the request limit, got {other:?}"),
+    // The plugin gives up on the refusal with an error of its own; the call
+    // fails as a plugin fault whatever the plugin returns.
+    let message = fault(evil.fetch_employees(None).await);
+    assert!(message.contains("limit of 20 HTTP requests"), "{message}");
+    assert!(message.contains("connector `evil` (plugin hostile "), "{message}");
+}
+
+// ---- egress: addresses and redirects ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_name_resolving_to_loopback_is_refused_unless_the_address_is_named() {
+    let runtime = Runtime::new().unwrap();
+    let echo = echo_server().await;
+    let port = url::Url::parse(&echo).unwrap().port().unwrap();
+
+    // `localhost` is on the allowlist, but it resolves to a loopback address.
+    let by_name = hostile(&runtime, "fetch", &format!("http://localhost:{port}/inside"), Limits::default(), None);
+    let seen = given_name(by_name.fetch_employees(None).await);
+    assert!(seen.starts_with("refused: "), "{seen}");
+    assert!(seen.contains("`localhost` resolves to") && seen.contains("a loopback address"), "{seen}");
+
+    // The same server, allowed by naming the address itself.
+    let by_address = hostile(&runtime, "fetch", &format!("http://127.0.0.1:{port}/inside"), Limits::default(), None);
+    let seen = given_name(by_address.fetch_employees(None).await);
+    assert!(seen.starts_with("GET /inside"), "{seen}");
+
+    // The metadata address is reachable only where it is named: a wildcard
+    // or another address does not grant it.
+    let plugin = Arc::new(runtime.load_plugin(&plugins::build("hostile").unwrap()).unwrap());
+    let mut settings = BTreeMap::new();
+    settings.insert("mode".to_owned(), "fetch".to_owned());
+    settings.insert("target".to_owned(), "http://169.254.169.254/latest/meta-data/".to_owned());
+    let metadata = runtime.connector(
+        "evil",
+        &ConnectorConfig {
+            plugin: "hostile".into(),
+            settings,
+            allow: vec![Origin::parse("http://*.254.169.254").unwrap(), Origin::parse("http://127.0.0.1").unwrap()],
+            auth: None,
+            limits: Limits::default(),
+        },
+        plugin,
+        None,
+    );
+    let seen = given_name(metadata.fetch_employees(None).await);
+    assert!(seen.starts_with("refused: egress to http://169.254.169.254:80 is not allowed"), "{seen}");
+}
+
+/// Counts requests; any request reaching it would be a followed redirect.
+async fn counting_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            "reached"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed_by_the_host() {
+    let runtime = Runtime::new().unwrap();
+    let (elsewhere, hits) = counting_server().await;
+    let location = format!("{elsewhere}/stolen");
+    let target = location.clone();
+    let app = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move { axum::response::Redirect::temporary(&target) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let evil = hostile(&runtime, "status", &format!("{redirector}/go"), Limits::default(), None);
+    let seen = given_name(evil.fetch_employees(None).await);
+    // The plugin sees the 3xx; following it would be a new request, checked
+    // against the allowlist (which does not name `elsewhere`).
+    assert_eq!(seen, format!("307 {location}"));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the redirect was not followed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_over_the_limit_is_refused_before_sending() {
+    let runtime = Runtime::new().unwrap();
+    let (server, hits) = counting_server().await;
+    let limits = Limits { max_request_kib: 64, ..Limits::default() };
+    let small = hostile_with(&runtime, "upload", &format!("{server}/in"), limits.clone(), None, &[("bytes", "1000")]);
+    assert_eq!(given_name(small.fetch_employees(None).await), "reached");
+    let big = hostile_with(&runtime, "upload", &format!("{server}/in"), limits, None, &[("bytes", "200000")]);
+    let seen = given_name(big.fetch_employees(None).await);
+    assert!(seen.contains("exceeds the limit `max_request_kib` of 64 KiB"), "{seen}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "the big request was not sent");
+}
+
+// ---- output, fuel, stdio ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_records_or_bytes_returned_is_an_output_fault() {
+    let runtime = Runtime::new().unwrap();
+    let limits = Limits { max_records: 10, max_output_kib: 1024, ..Limits::default() };
+
+    let fine = hostile_with(&runtime, "records", "", limits.clone(), None, &[("count", "10")]);
+    assert_eq!(fine.fetch_employees(None).await.unwrap().employees.len(), 10);
+
+    let many = hostile_with(&runtime, "records", "", limits.clone(), None, &[("count", "11")]);
+    let message = fault(many.fetch_employees(None).await);
+    assert!(message.contains("output limit exceeded: 11 records returned, limit `max_records` is 10"), "{message}");
+    assert!(message.contains("connector `evil` (plugin hostile "), "{message}");
+
+    let big = hostile_with(&runtime, "big", "", limits.clone(), None, &[("bytes", &(2usize << 20).to_string())]);
+    let message = fault(big.fetch_employees(None).await);
+    assert!(message.contains("limit `max_output_kib` is 1024"), "{message}");
+
+    // Ten million records with the default limits: stopped by a limit, not the host.
+    let flood = hostile_with(&runtime, "records", "", Limits::default(), None, &[("count", "10000000")]);
+    let message = fault(flood.fetch_employees(None).await);
+    assert!(message.contains("memory limit") || message.contains("output limit"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fuel_budget_stops_an_endless_loop_before_the_deadline() {
+    let runtime = Runtime::new().unwrap();
+    let limits = Limits { fuel: Some(20_000_000), call_timeout_ms: 120_000, ..Limits::default() };
+    let evil = hostile(&runtime, "loop", "", limits.clone(), None);
+    let started = Instant::now();
+    let message = fault(evil.fetch_employees(None).await);
+    assert!(message.contains("fuel budget exhausted: limit `fuel` is 20000000"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    // The same budget is enough for a well-behaved call.
+    let fine = hostile(&runtime, "ok", "", limits, None);
+    assert_eq!(given_name(fine.fetch_employees(None).await), "ok");
+}
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
     }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn plugin_stdout_and_stderr_go_to_the_log_bounded() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = Runtime::new().unwrap();
+    let chatty = hostile_with(&runtime, "print", "", Limits::default(), None, &[("lines", "100000")]);
+    // A flood of output neither fails the call nor fills the host's memory.
+    assert_eq!(given_name(chatty.fetch_employees(None).await), "printed");
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let stdout_lines: Vec<&str> = text.lines().filter(|l| l.contains("hostile stdout line")).collect();
+    assert!(stdout_lines[0].contains("connector=\"evil\"") || stdout_lines[0].contains("connector=evil"), "{}", stdout_lines[0]);
+    assert!(stdout_lines[0].contains("hostile stdout line 0"), "{}", stdout_lines[0]);
+    assert_eq!(stdout_lines.len(), switchyard::capability::stdio::MAX_LINES_PER_CALL);
+    assert!(text.lines().any(|l| l.contains("hostile stderr line 0") && l.contains("WARN")), "{text}");
+    assert!(text.contains("was dropped"), "{text}");
+}
+
+// ---- OAuth2 client credentials ----
+
+/// A token endpoint (`/token`) and an API (everything else) that accepts
+/// only the token it issued last, like a provider that rotates tokens.
+struct OAuthServer {
+    url: String,
+    issued: Arc<std::sync::atomic::AtomicUsize>,
+    valid: Arc<std::sync::Mutex<String>>,
+    expires_in: Arc<std::sync::atomic::AtomicU64>,
+}
+
+const CLIENT_ID: &str = "switchyard-client";
+const CLIENT_SECRET: &str = "oauth-client-s3cret";
+
+async fn oauth_server() -> OAuthServer {
+    use axum::extract::Request;
+    use axum::http::StatusCode;
+    use base64::Engine as _;
+    use std::sync::atomic::Ordering;
+    let issued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let valid = Arc::new(std::sync::Mutex::new(String::new()));
+    let expires_in = Arc::new(std::sync::atomic::AtomicU64::new(3600));
+    let (i, v, e) = (issued.clone(), valid.clone(), expires_in.clone());
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (issued, valid, expires_in) = (i.clone(), v.clone(), e.clone());
+        async move {
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let headers: Vec<String> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("")))
+                .collect();
+            let line = format!("{} {}", req.method(), req.uri());
+            if req.uri().path() == "/token" {
+                let body = axum::body::to_bytes(req.into_body(), 1 << 16).await.unwrap_or_default();
+                let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+                let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                let basic = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+                );
+                let body_auth = field("client_id").as_deref() == Some(CLIENT_ID)
+                    && field("client_secret").as_deref() == Some(CLIENT_SECRET);
+                if field("grant_type").as_deref() != Some("client_credentials") || !(auth == basic || body_auth) {
+                    return (StatusCode::UNAUTHORIZED, "bad client".to_owned());
+                }
+                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                let token = format!("access-tok3n-{n}");
+                *valid.lock().unwrap() = token.clone();
+                let body = serde_json::json!({
+                    "access_token": token,
+                    "token_type": "Bearer",
+                    "expires_in": expires_in.load(Ordering::SeqCst),
+                    "scope": field("scope"),
+                });
+                return (StatusCode::OK, body.to_string());
+            }
+            let expected = format!("Bearer {}", valid.lock().unwrap());
+            if auth != expected {
+                return (StatusCode::UNAUTHORIZED, format!("bad token; you sent {auth}"));
+            }
+            (StatusCode::OK, format!("{line}\n{}", headers.join("\n")))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    OAuthServer { url, issued, valid, expires_in }
+}
+
+fn oauth2(token_url: String, secret: &std::path::Path, client_auth: ClientAuthConfig) -> AuthConfig {
+    AuthConfig::OAuth2 {
+        token_url,
+        client_id: SecretSource::Literal(CLIENT_ID.into()),
+        client_secret: SecretSource::Reference { secret: format!("file:{}", secret.display()) },
+        scope: Some("hris.read".into()),
+        client_auth,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_tokens_are_fetched_cached_refreshed_on_401_and_never_seen() {
+    use std::sync::atomic::Ordering;
+    let runtime = Runtime::new().unwrap();
+    let server = oauth_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    let auth = oauth2(format!("{}/token", server.url), &secret, ClientAuthConfig::Basic);
+    let evil = hostile(&runtime, "fetch", &format!("{}/api", server.url), Limits::default(), Some(auth));
+
+    let check = |seen: &str| {
+        assert!(seen.starts_with("GET /api"), "the request was authorised: {seen}");
+        assert!(seen.contains("authorization: Bearer [redacted]"), "{seen}");
+        assert!(!seen.contains("access-tok3n") && !seen.contains(CLIENT_SECRET), "{seen}");
+    };
+    check(&given_name(evil.fetch_employees(None).await));
+    assert_eq!(server.issued.load(Ordering::SeqCst), 1);
+    // A second call of the connector reuses the cached token.
+    check(&given_name(evil.fetch_employees(None).await));
+    assert_eq!(server.issued.load(Ordering::SeqCst), 1, "cached across calls");
+
+    // The provider revokes the token: one 401, one refresh, one retry.
+    *server.valid.lock().unwrap() = "revoked".into();
+    check(&given_name(evil.fetch_employees(None).await));
+    assert_eq!(server.issued.load(Ordering::SeqCst), 2, "refreshed once");
+
+    // A token that expires at once is not reused.
+    server.expires_in.store(1, Ordering::SeqCst);
+    *server.valid.lock().unwrap() = "revoked".into();
+    check(&given_name(evil.fetch_employees(None).await)); // 401, refresh (3)
+    check(&given_name(evil.fetch_employees(None).await)); // expired, fetch (4)
+    assert_eq!(server.issued.load(Ordering::SeqCst), 4);
+
+    // Client authentication in the body works too.
+    server.expires_in.store(3600, Ordering::SeqCst);
+    let body_auth = oauth2(format!("{}/token", server.url), &secret, ClientAuthConfig::Body);
+    let other = hostile(&runtime, "fetch", &format!("{}/api", server.url), Limits::default(), Some(body_auth));
+    check(&given_name(other.fetch_employees(None).await));
+
+    // Wrong client secret: the token request is refused and the plugin is told so.
+    std::fs::write(&secret, "wrong-secret").unwrap();
+    let wrong = hostile(
+        &runtime,
+        "fetch",
+        &format!("{}/api", server.url),
+        Limits::default(),
+        Some(oauth2(format!("{}/token", server.url), &secret, ClientAuthConfig::Basic)),
+    );
+    let seen = given_name(wrong.fetch_employees(None).await);
+    assert!(seen.contains("OAuth2 token request") && seen.contains("401"), "{seen}");
+    assert!(!seen.contains("wrong-secret"), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth2_token_url_on_a_loopback_name_is_refused() {
+    let runtime = Runtime::new().unwrap();
+    let server = oauth_server().await;
+    let port = url::Url::parse(&server.url).unwrap().port().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    let auth = oauth2(format!("http://localhost:{port}/token"), &secret, ClientAuthConfig::Basic);
+    let evil = hostile(&runtime, "fetch", &format!("{}/api", server.url), Limits::default(), Some(auth));
+    let seen = given_name(evil.fetch_employees(None).await);
+    assert!(seen.contains("OAuth2 token request") && seen.contains("a loopback address"), "{seen}");
+    assert_eq!(server.issued.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+// ---- quarantine ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_that_keeps_faulting_is_quarantined_until_resumed_or_replaced() {
+    use switchyard::service::Quarantined;
+    use switchyard_testkit::harness::{LINK, Options};
+    let h = Harness::start_with(Options {
+        employees: 3,
+        limits: "quarantine_after = 2".into(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let plugin_dir = h.dir.join("plugins.d");
+    plugins::install("hostile", &plugin_dir, "hostile").unwrap();
+    let text = std::fs::read_to_string(&h.config_path)
+        .unwrap()
+        .replacen("plugin = \"bamboohr\"", "plugin = \"hostile\"", 1)
+        .replacen("config = { base_url", "config = { mode = \"trap\", base_url", 1);
+    std::fs::write(&h.config_path, text).unwrap();
+
+    let fault_run = async || {
+        let service = h.service().unwrap();
+        let err = service.sync_link(LINK).await.unwrap_err();
+        assert!(err.downcast_ref::<Quarantined>().is_none(), "not yet quarantined: {err:#}");
+        assert!(format!("{err:#}").contains("plugin fault"), "{err:#}");
+    };
+    fault_run().await;
+    fault_run().await;
+
+    // Two faults in a row: the next run (a new process, as far as state goes)
+    // refuses the link without calling the plugin.
+    let service = h.service().unwrap();
+    assert_eq!(service.connectors["hr"].consecutive_faults(), 2);
+    let err = service.sync_link(LINK).await.unwrap_err();
+    let quarantined = err.downcast_ref::<Quarantined>().expect("a quarantine refusal");
+    assert_eq!(quarantined.connector, "hr");
+    let message = err.to_string();
+    assert!(message.contains("link `acme` paused: connector `hr` (plugin hostile "), "{message}");
+    assert!(message.contains("after 2 plugin faults in a row") && message.contains("trap"), "{message}");
+    assert!(message.contains("switchyard plugin resume hr"), "{message}");
+    assert_eq!(service.connectors["hr"].consecutive_faults(), 2, "the plugin was not called");
+    assert_eq!(service.state.quarantined().unwrap().len(), 1);
+
+    // An operator resumes it: the link runs (and faults) again.
+    assert!(service.resume("hr").unwrap().is_some());
+    let err = service.sync_link(LINK).await.unwrap_err();
+    assert!(err.downcast_ref::<Quarantined>().is_none(), "{err:#}");
+    let err = service.sync_link(LINK).await.unwrap_err();
+    assert!(err.downcast_ref::<Quarantined>().is_none(), "the run that quarantines reports its fault: {err:#}");
+    assert!(service.sync_link(LINK).await.unwrap_err().downcast_ref::<Quarantined>().is_some());
+    drop(service);
+
+    // A different plugin file under the same name lifts the quarantine.
+    plugins::install("bamboohr", &plugin_dir, "hostile").unwrap();
+    let service = h.service().unwrap();
+    let report = service.sync_link(LINK).await.unwrap();
+    assert_eq!(report.employees_fetched, 3);
+    assert!(service.state.quarantined().unwrap().is_empty());
+}
+
+// ---- the encrypted secret store ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_secret_is_resolved_and_a_wrong_key_is_refused() {
+    use base64::Engine as _;
+    use switchyard::secrets::{SecretStore, StoreKey};
+    use switchyard_testkit::harness::LINK;
+    let h = Harness::start(3).await.unwrap();
+    let key_text = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    let store = SecretStore::in_dir(&h.dir.join("state"));
+    store.set("moodle-token", &h.lms.token(), &StoreKey::from_base64(&key_text).unwrap()).unwrap();
+    let token_file = h.dir.join("moodle.token");
+    let text = std::fs::read_to_string(&h.config_path)
+        .unwrap()
+        .replace(&format!("file:{}", token_file.display()), "store:moodle-token");
+    std::fs::write(&h.config_path, text).unwrap();
+    std::fs::remove_file(&token_file).unwrap();
+
+    // SAFETY: only this test reads this variable.
+    unsafe { std::env::set_var("SWITCHYARD_SECRET_KEY", base64::engine::general_purpose::STANDARD.encode([1u8; 32])) };
+    let err = h.service().err().expect("a wrong key is refused");
+    assert!(format!("{err:#}").contains("secret `store:moodle-token`: the secret store key does not match"), "{err:#}");
+
+    unsafe { std::env::set_var("SWITCHYARD_SECRET_KEY", &key_text) };
+    let service = h.service().unwrap();
+    let report = service.sync_link(LINK).await.unwrap();
+    assert!(report.users_created > 0, "the LMS accepted the token from the store");
+    service.state.flush().unwrap();
+    drop(service);
+
+    // Nothing the host wrote (sled, the store) holds the token in clear.
+    let token = h.lms.token();
+    let mut files = vec![h.dir.clone()];
+    let mut checked = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if path.extension().is_none_or(|x| x != "wasm") && path != h.dir.join("bamboohr.key") {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()), "{} holds the token", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "sled files and the store were checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_hostile_suite_a_well_behaved_plugin_in_the_same_runtime_still_syncs() {
+    use switchyard_testkit::harness::LINK;
+    let runtime = Runtime::new().unwrap();
+    let echo = echo_server().await;
+    let tight = Limits { call_timeout_ms: 300, memory_mib: 32, max_requests: 5, max_records: 10, ..Limits::default() };
+    for (mode, extra) in [
+        ("loop", vec![]),
+        ("memory", vec![]),
+        ("trap", vec![]),
+        ("flood", vec![]),
+        ("records", vec![("count", "100000")]),
+    ] {
+        let evil = hostile_with(&runtime, mode, &format!("{echo}/x"), tight.clone(), None, &extra);
+        let message = fault(evil.fetch_employees(None).await);
+        assert!(message.contains("connector `evil` (plugin hostile "), "{mode}: {message}");
+    }
+    // The real BambooHR plugin, on the same engine and client, against the
+    // HRIS simulator.
+    let h = Harness::start(30).await.unwrap();
+    let service = h.service().unwrap();
+    let hr_config = &service.config.connectors["hr"];
+    let plugin = Arc::new(runtime.load_plugin(&plugins::build("bamboohr").unwrap()).unwrap());
+    let credential = Credential::resolve(hr_config.auth.as_ref().unwrap()).unwrap();
+    let hr = runtime.connector("hr", hr_config, plugin, Some(credential));
+    let mut fetched = 0;
+    let mut cursor = None;
+    loop {
+        let page = hr.fetch_employees(cursor.as_deref()).await.unwrap();
+        fetched += page.employees.len();
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(fetched, 30);
+    assert_eq!(service.sync_link(LINK).await.unwrap().employees_fetched, 30);
 }

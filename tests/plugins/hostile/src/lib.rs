@@ -9,7 +9,15 @@
 //! - `fetch`: GET `target` and return the response body (or the host's
 //!   refusal) as the employee's given name: for egress and redaction tests;
 //! - `ambient`: look for environment variables, arguments and files, and
-//!   report what it found as the given name.
+//!   report what it found as the given name;
+//! - `status`: GET `target` and return `"{status} {location}"` as the given
+//!   name (redirect tests);
+//! - `records`: return `count` employees (output limit);
+//! - `big`: return one employee whose given name is `bytes` long (output limit);
+//! - `print`: write `lines` lines to stdout and to stderr, then behave as `ok`;
+//! - `upload`: POST a body of `bytes` bytes to `target` and return the
+//!   response body (or the host's refusal) as the given name;
+//! - `flaky`: trap if the config key `trap` is `true`, else behave as `ok`.
 
 use switchyard_sdk::http::Request;
 use switchyard_sdk::{ConnectorError, Employee, EmployeePage, EmploymentStatus, HrisConnector, config};
@@ -66,9 +74,52 @@ impl HrisConnector for Hostile {
                 let dir = std::fs::read_dir("/").is_ok();
                 Ok(page(format!("env={env:?} args={args:?} file={file} dir={dir}")))
             }
+            "status" => match Request::get(&target).send() {
+                Ok(response) => Ok(page(format!(
+                    "{} {}",
+                    response.status,
+                    response.header("location").unwrap_or("-")
+                ))),
+                Err(ConnectorError::Transient(refusal)) => Ok(page(format!("refused: {refusal}"))),
+                Err(e) => Err(e),
+            },
+            "records" => {
+                let count: usize = number("count");
+                let employees = (0..count)
+                    .map(|i| Employee::new(i.to_string(), EmploymentStatus::Active))
+                    .collect();
+                Ok(EmployeePage {
+                    employees,
+                    next_cursor: None,
+                    changes_cursor: None,
+                })
+            }
+            "big" => Ok(page("x".repeat(number("bytes")))),
+            "print" => {
+                for i in 0..number("lines") {
+                    println!("hostile stdout line {i}");
+                    eprintln!("hostile stderr line {i}");
+                }
+                Ok(page("printed".into()))
+            }
+            "upload" => match Request::post(&target).form(&[("data", "u".repeat(number("bytes")))]).send() {
+                Ok(response) => Ok(page(response.text())),
+                Err(ConnectorError::Transient(refusal)) => Ok(page(format!("refused: {refusal}"))),
+                Err(e) => Err(e),
+            },
+            "flaky" => {
+                if config::get("trap").as_deref() == Some("true") {
+                    panic!("flaky plugin panics on purpose");
+                }
+                Ok(page("ok".into()))
+            }
             other => Err(ConnectorError::InvalidConfig(format!("unknown mode `{other}`"))),
         }
     }
+}
+
+fn number(key: &str) -> usize {
+    config::get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 switchyard_sdk::export_hris!(Hostile);
