@@ -298,6 +298,16 @@ impl LinkRun<'_> {
         for &i in by_id.values() {
             planned.push(planner.plan_employee(&employees[i])?);
         }
+        if !report.full_listing {
+            // A changes-only listing leaves out whoever did not change; their
+            // stored record still counts for what time or a new rule brings
+            // (recertification, assignments added to the configuration).
+            for snapshot in self.state.snapshots(self.name)? {
+                if !by_id.contains_key(&snapshot.employee.id) {
+                    planned.push(planner.plan_employee(&snapshot.employee)?);
+                }
+            }
+        }
 
         let deactivations = planned
             .iter()

@@ -101,7 +101,6 @@ auth = {{ kind = "query", param = "wstoken", value = {{ secret = "file:{token}" 
 [links.{LINK}]
 hris = "hr"
 lms = "lms"
-on_termination = "suspend"
 {link_extra}
 
 [[links.{LINK}.rules]]
