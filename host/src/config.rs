@@ -39,6 +39,19 @@ pub struct Config {
     pub connectors: BTreeMap<String, ConnectorConfig>,
     /// Links by name.
     pub links: BTreeMap<String, LinkConfig>,
+    /// Request budgets per origin, shared by all connectors reaching it.
+    pub origins: Vec<(Origin, OriginBudget)>,
+}
+
+/// A request budget for one origin (`[origins."https://x.example"]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginBudget {
+    /// Sustained requests per second.
+    pub requests_per_second: u32,
+    /// Requests allowed at once before the rate applies (default: the rate).
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 /// One connector: a plugin, its settings and what it may reach.
@@ -433,6 +446,8 @@ struct RawConfig {
     connectors: BTreeMap<String, Spanned<RawConnector>>,
     #[serde(default)]
     links: BTreeMap<String, Spanned<RawLink>>,
+    #[serde(default)]
+    origins: BTreeMap<Spanned<String>, OriginBudget>,
 }
 
 #[derive(Deserialize)]
@@ -622,7 +637,17 @@ impl Config {
                 },
             );
         }
+        let mut origins = Vec::new();
+        for (origin, budget) in raw.origins {
+            let parsed = Origin::parse(origin.get_ref())
+                .map_err(|m| at(origin.span().start, format!("origins: {m}")))?;
+            if budget.requests_per_second == 0 {
+                return Err(at(origin.span().start, format!("origins: `{}` needs requests_per_second of at least 1", origin.get_ref())));
+            }
+            origins.push((parsed, budget));
+        }
         Ok(Config {
+            origins,
             file: path.to_owned(),
             plugin_dir: base.join(raw.plugin_dir.as_deref().unwrap_or("plugins.d")),
             data_dir: base.join(raw.data_dir.as_deref().unwrap_or("switchyard-data")),
@@ -706,6 +731,17 @@ due_in_days = 30
         let err = parse(&text).unwrap_err();
         assert_eq!(err.line, 14, "{err}");
         assert!(err.message.contains("`nope` is not defined"), "{err}");
+    }
+
+    #[test]
+    fn origin_budgets_parse_and_bad_ones_are_refused() {
+        let text = format!("{GOOD}\n[origins.\"https://acme.bamboohr.com\"]\nrequests_per_second = 5\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.origins.len(), 1);
+        assert_eq!(config.origins[0].1.requests_per_second, 5);
+        let text = format!("{GOOD}\n[origins.\"acme.bamboohr.com\"]\nrequests_per_second = 5\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("no scheme"), "{err}");
     }
 
     #[test]

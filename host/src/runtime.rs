@@ -240,6 +240,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     http: reqwest::Client,
+    budgets: Arc<crate::capability::http::OriginBudgets>,
 }
 
 impl Runtime {
@@ -276,7 +277,14 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             http,
+            budgets: Arc::default(),
         })
+    }
+
+    /// Share a request budget for `origin` among every connector of this
+    /// runtime (see `config::OriginBudget`).
+    pub fn limit_origin(&self, origin: &crate::config::Origin, per_second: u32, burst: u32) {
+        self.budgets.limit(origin, per_second, burst);
     }
 
     /// Compile and check one plugin file. CPU-heavy: call it off the async
@@ -368,7 +376,7 @@ impl Runtime {
             runtime: self.clone(),
             settings: Arc::new(config.settings.clone()),
             limits: config.limits.clone(),
-            egress: Arc::new(Egress::new(config.allow.clone(), credential)),
+            egress: Arc::new(Egress::new(config.allow.clone(), credential, self.budgets.clone())),
             faults: Arc::new(FaultCount::default()),
         }
     }

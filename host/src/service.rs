@@ -63,6 +63,9 @@ impl Service {
         let runtime = Runtime::new().context("failed to start the plugin runtime")?;
         let set = runtime.load_dir(&config.plugin_dir)?;
         let store = SecretStore::in_dir(&config.data_dir);
+        for (origin, budget) in &config.origins {
+            runtime.limit_origin(origin, budget.requests_per_second, budget.burst.unwrap_or(budget.requests_per_second));
+        }
         let mut connectors = BTreeMap::new();
         for (name, connector) in &config.connectors {
             let Some(plugin) = set.plugins.get(&connector.plugin) else {

@@ -755,3 +755,31 @@ async fn after_the_hostile_suite_a_well_behaved_plugin_in_the_same_runtime_still
     assert_eq!(fetched, 30);
     assert_eq!(service.sync_link(LINK).await.unwrap().employees_fetched, 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_budget_is_shared_by_every_connector_reaching_it() {
+    let runtime = Runtime::new().unwrap();
+    let echo = echo_server().await;
+    let target = format!("{echo}/x");
+    runtime.limit_origin(&origin_of(&target), 10, 1);
+    let a = hostile(&runtime, "fetch", &target, Limits::default(), None);
+    let b = hostile(&runtime, "fetch", &target, Limits::default(), None);
+    let started = Instant::now();
+    let calls = (0..3).flat_map(|_| [a.clone(), b.clone()]).map(|c| async move { c.fetch_employees(None).await });
+    for result in futures::future::join_all(calls).await {
+        assert!(given_name(result).starts_with("GET /x"));
+    }
+    // Six requests at 10 per second with no burst: at least 0.5 s, whichever
+    // connector sent them.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+
+    // Another origin is not slowed down.
+    let other = echo_server().await;
+    let c = hostile(&runtime, "fetch", &format!("{other}/y"), Limits::default(), None);
+    let started = Instant::now();
+    for _ in 0..6 {
+        given_name(c.fetch_employees(None).await);
+    }
+    assert!(started.elapsed() < Duration::from_millis(450), "{:?}", started.elapsed());
+}

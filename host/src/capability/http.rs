@@ -36,15 +36,62 @@ pub struct Egress {
     pub credential: Option<Credential>,
     /// The OAuth2 access token, shared by every call of the connector.
     token: tokio::sync::Mutex<Option<AccessToken>>,
+    /// Request budgets per origin, shared by every connector of the runtime.
+    budgets: Arc<OriginBudgets>,
 }
 
 impl Egress {
     /// Grants for one connector.
-    pub fn new(allow: Vec<Origin>, credential: Option<Credential>) -> Egress {
+    pub fn new(allow: Vec<Origin>, credential: Option<Credential>, budgets: Arc<OriginBudgets>) -> Egress {
         Egress {
             allow,
             credential,
             token: tokio::sync::Mutex::new(None),
+            budgets,
+        }
+    }
+}
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Request budgets per origin (`[origins."https://x".requests_per_second]`),
+/// shared by all connectors that reach the same origin, so two connectors on
+/// one vendor tenant cannot together exceed its rate limit.
+#[derive(Default)]
+pub struct OriginBudgets {
+    limiters: std::sync::Mutex<std::collections::HashMap<String, Arc<Limiter>>>,
+}
+
+impl std::fmt::Debug for OriginBudgets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_set().entries(limiters.keys()).finish()
+    }
+}
+
+impl OriginBudgets {
+    /// Limit requests to `origin` to `per_second`, with bursts of `burst`.
+    pub fn limit(&self, origin: &Origin, per_second: u32, burst: u32) {
+        let (Some(rate), Some(burst)) = (
+            std::num::NonZeroU32::new(per_second),
+            std::num::NonZeroU32::new(burst.max(1)),
+        ) else {
+            return;
+        };
+        let quota = governor::Quota::per_second(rate).allow_burst(burst);
+        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        limiters.insert(origin.to_string(), Arc::new(governor::RateLimiter::direct(quota)));
+    }
+
+    /// Wait until the budget of `origin` (as `scheme://host:port`) allows one
+    /// more request; returns at once for an origin without a budget.
+    pub async fn acquire(&self, origin: &str) {
+        let limiter = {
+            let limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+            limiters.get(origin).cloned()
+        };
+        if let Some(limiter) = limiter {
+            limiter.until_ready().await;
         }
     }
 }
@@ -267,6 +314,7 @@ impl HttpState {
             ));
         }
 
+        self.egress.budgets.acquire(&origin.to_ascii_lowercase()).await;
         let started = Instant::now();
         let mut token = self.access_token(None).await?;
         let mut response = self.dispatch(&method, &url, &request, token.as_ref()).await?;
