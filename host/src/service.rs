@@ -153,25 +153,10 @@ impl Service {
         options: RunOptions,
         today: time::Date,
     ) -> anyhow::Result<RunReport> {
-        let link = self
-            .config
-            .links
-            .get(name)
-            .ok_or_else(|| anyhow!("no link named `{name}` in {}", self.config.file.display()))?;
-        for connector in [&link.hris, &link.lms] {
-            self.refuse_if_quarantined(name, connector)?;
-        }
-        let run = LinkRun {
-            name,
-            link,
-            hris: &self.connectors[&link.hris],
-            lms: &self.connectors[&link.lms],
-            state: &self.state,
-            today,
-        };
+        let run = self.link_run(name, today)?;
         tracing::info!(link = name, dry_run = options.dry_run, "sync started");
         let result = run.run(options).await;
-        for connector in [&link.hris, &link.lms] {
+        for connector in [&run.link.hris, &run.link.lms] {
             self.record_health(connector)?;
         }
         let report = result?;
@@ -252,16 +237,28 @@ impl Service {
 
     /// Apply what waits in a link's outbox (after `dlq replay`).
     pub async fn drain_outbox(&self, name: &str) -> anyhow::Result<RunReport> {
+        let run = self.link_run(name, time::OffsetDateTime::now_utc().date())?;
+        let result = run.drain().await;
+        for connector in [&run.link.hris, &run.link.lms] {
+            self.record_health(connector)?;
+        }
+        result
+    }
+
+    /// A run of a link, refused while one of its connectors is quarantined.
+    fn link_run<'a>(&'a self, name: &'a str, today: time::Date) -> anyhow::Result<LinkRun<'a>> {
         let link = self.link(name)?;
-        let run = LinkRun {
+        for connector in [&link.hris, &link.lms] {
+            self.refuse_if_quarantined(name, connector)?;
+        }
+        Ok(LinkRun {
             name,
             link,
             hris: &self.connectors[&link.hris],
             lms: &self.connectors[&link.lms],
             state: &self.state,
-            today: time::OffsetDateTime::now_utc().date(),
-        };
-        run.drain().await
+            today,
+        })
     }
 
     /// Compare the HRIS snapshot, the LMS and the completion ledger of a link.
