@@ -65,6 +65,9 @@ pub const CONTRACT_PACKAGE: &str = "switchyard:connector";
 /// Supported contract versions (semver-compatible with these).
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
 
+/// Bound on the wasm call stack of a plugin.
+const MAX_WASM_STACK: usize = 512 * 1024;
+
 /// Epoch tick: the granularity of wasm deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -250,7 +253,7 @@ impl Runtime {
         config.epoch_interruption(true);
         // Engine-wide; a store without a configured budget gets `u64::MAX`.
         config.consume_fuel(true);
-        config.max_wasm_stack(512 * 1024);
+        config.max_wasm_stack(MAX_WASM_STACK);
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
@@ -894,7 +897,7 @@ fn classify(error: &wasmtime::Error, memory_exceeded: bool, deadline: Duration, 
             Some(fuel) => format!("fuel budget exhausted: limit `fuel` is {fuel}"),
             None => "fuel exhausted".to_owned(),
         },
-        Some(wasmtime::Trap::StackOverflow) => "stack overflow".to_owned(),
+        Some(wasmtime::Trap::StackOverflow) => format!("stack overflow (wasm stack limit of {} KiB)", MAX_WASM_STACK >> 10),
         Some(trap) => format!("trap: {trap}: {error:#}"),
         None => format!("{error:#}"),
     }

@@ -187,6 +187,16 @@ async fn a_memory_bomb_hits_the_memory_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_hits_the_stack_limit() {
+    let runtime = Runtime::new().unwrap();
+    let evil = hostile(&runtime, "recursion", "", Limits::default(), None);
+    let message = fault(evil.fetch_employees(None).await);
+    assert!(message.contains("stack overflow"), "{message}");
+    let fine = hostile(&runtime, "ok", "", Limits::default(), None);
+    assert_eq!(given_name(fine.fetch_employees(None).await), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_is_a_classified_trap() {
     let runtime = Runtime::new().unwrap();
     let evil = hostile(&runtime, "trap", "", Limits::default(), None);

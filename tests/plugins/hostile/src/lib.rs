@@ -17,7 +17,8 @@
 //! - `print`: write `lines` lines to stdout and to stderr, then behave as `ok`;
 //! - `upload`: POST a body of `bytes` bytes to `target` and return the
 //!   response body (or the host's refusal) as the given name;
-//! - `flaky`: trap if the config key `trap` is `true`, else behave as `ok`.
+//! - `flaky`: trap if the config key `trap` is `true`, else behave as `ok`;
+//! - `recursion`: recurse without end (stack limit).
 
 use switchyard_sdk::http::Request;
 use switchyard_sdk::{ConnectorError, Employee, EmployeePage, EmploymentStatus, HrisConnector, config};
@@ -54,6 +55,7 @@ impl HrisConnector for Hostile {
                 }
             }
             "trap" => panic!("hostile plugin panics on purpose"),
+            "recursion" => Ok(page(deeper(0).to_string())),
             "flood" => {
                 for _ in 0..100_000 {
                     if let Err(e) = Request::get(&target).send() {
@@ -120,6 +122,14 @@ impl HrisConnector for Hostile {
 
 fn number(key: &str) -> usize {
     config::get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Recursion the optimiser cannot turn into a loop (an opaque use of each
+/// frame's value after the call), on the wasm stack only.
+#[inline(never)]
+fn deeper(depth: u64) -> u64 {
+    let below = deeper(std::hint::black_box(depth + 1));
+    below.wrapping_add(std::hint::black_box(depth))
 }
 
 switchyard_sdk::export_hris!(Hostile);
