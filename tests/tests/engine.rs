@@ -321,3 +321,18 @@ async fn reconcile_reports_drift_between_the_systems() {
     assert_eq!(drifts.len(), 1);
     assert_eq!(drifts[0].kind, DriftKind::SuspendedInLms);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_employee_missing_from_a_full_listing_keeps_access() {
+    let h = harness(10, "").await;
+    let service = h.service().unwrap();
+    service.sync_link(LINK).await.unwrap();
+    let missing = full_time(&h, "Sales").id;
+    h.hris.remove_employee(&missing);
+    // Force the next run to list everyone (as after a lost changes cursor).
+    service.state.commit_plan(LINK, &[], Some(("employees", None))).unwrap();
+    let report = service.sync_link(LINK).await.unwrap();
+    assert!(report.full_listing);
+    assert_eq!(report.users_suspended, 0, "absence is not evidence");
+    assert!(!h.lms.user_by_idnumber(&missing)[0].suspended);
+}
