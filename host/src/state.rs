@@ -18,7 +18,7 @@
 //! - `cursors`: where each link's listings resume;
 //! - `dead_letters`: operations given up on, with the reason, replayable
 //!   (`dead_keys` indexes their idempotency keys);
-//! - `links`: per-link status (halted, approvals);
+//! - `links`: per-link status (why a run halted);
 //! - `connector_health`: per connector (key: connector name), the plugin
 //!   faults in a row and the quarantine, if any, with the plugin's sha256 it
 //!   applies to.
@@ -168,8 +168,6 @@ pub struct DeadLetter {
 pub struct LinkStatus {
     /// Set when a run halted and an operator must act; the reason.
     pub halted: Option<String>,
-    /// An operator approved the next run's deactivations past the guard.
-    pub deactivations_approved: bool,
 }
 
 /// How a connector's plugin has been doing.
@@ -271,6 +269,13 @@ fn prefix(parts: &[&str]) -> Vec<u8> {
     let mut p = key(parts);
     p.push(0);
     p
+}
+
+/// `link \0 id` (big-endian, so dead letters list oldest first).
+fn dead_letter_key(link: &str, id: u64) -> Vec<u8> {
+    let mut k = prefix(&[link]);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
 }
 
 fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
@@ -460,8 +465,7 @@ impl State {
 
     /// One dead letter.
     pub fn dead_letter_by_id(&self, link: &str, id: u64) -> anyhow::Result<Option<DeadLetter>> {
-        let mut dlq_key = prefix(&[link]);
-        dlq_key.extend_from_slice(&id.to_be_bytes());
+        let dlq_key = dead_letter_key(link, id);
         Self::get(&self.dead_letters, &dlq_key)
     }
 
@@ -657,8 +661,7 @@ impl State {
             reason: reason.to_owned(),
             at: at.to_owned(),
         };
-        let mut dlq_key = prefix(&[link]);
-        dlq_key.extend_from_slice(&id.to_be_bytes());
+        let dlq_key = dead_letter_key(link, id);
         let trees = (&self.outbox, &self.outbox_keys, &self.dead_letters, &self.dead_keys);
         tx_result(trees.transaction(|(outbox, keys, dlq, dead_keys)| {
             outbox.remove(outbox_key.clone())?;
@@ -671,8 +674,7 @@ impl State {
 
     /// Move a dead letter back into the outbox, attempts reset.
     pub fn replay_dead_letter(&self, link: &str, id: u64) -> anyhow::Result<Operation> {
-        let mut dlq_key = prefix(&[link]);
-        dlq_key.extend_from_slice(&id.to_be_bytes());
+        let dlq_key = dead_letter_key(link, id);
         let letter: DeadLetter = Self::get(&self.dead_letters, &dlq_key)?
             .ok_or_else(|| anyhow!("link `{link}` has no dead letter {id}"))?;
         let mut op = letter.operation;
@@ -691,8 +693,7 @@ impl State {
 
     /// Delete a dead letter.
     pub fn drop_dead_letter(&self, link: &str, id: u64) -> anyhow::Result<DeadLetter> {
-        let mut dlq_key = prefix(&[link]);
-        dlq_key.extend_from_slice(&id.to_be_bytes());
+        let dlq_key = dead_letter_key(link, id);
         let letter: DeadLetter = Self::get(&self.dead_letters, &dlq_key)?
             .ok_or_else(|| anyhow!("link `{link}` has no dead letter {id}"))?;
         let trees = (&self.dead_letters, &self.dead_keys);

@@ -322,7 +322,7 @@ impl LinkRun<'_> {
             .count();
         let allowed = self.link.max_deactivations.allowed(active_accounts);
         let mut status = self.state.link_status(self.name)?;
-        if deactivations > allowed && !options.approve_deactivations && !status.deactivations_approved {
+        if deactivations > allowed && !options.approve_deactivations {
             let halted = LinkHalted {
                 link: self.name.to_owned(),
                 planned: deactivations,
