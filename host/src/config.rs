@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::model::EmploymentStatus;
+pub use crate::privacy::{FieldAllowlist, Retention};
 
 /// A configuration that was refused: where, and why.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,8 @@ pub struct Config {
     pub links: BTreeMap<String, LinkConfig>,
     /// Request budgets per origin, shared by all connectors reaching it.
     pub origins: Vec<(Origin, OriginBudget)>,
+    /// How long audit records, dead letters and departed employees' snapshots are kept.
+    pub retention: Retention,
 }
 
 /// A request budget for one origin (`[origins."https://x.example"]`).
@@ -293,6 +296,8 @@ pub struct LinkConfig {
     pub concurrency: usize,
     /// Assignment rules.
     pub rules: Vec<Rule>,
+    /// The employee fields kept (`fields`, plus those the rules match on).
+    pub fields: FieldAllowlist,
 }
 
 /// What leave does to the LMS account.
@@ -448,6 +453,8 @@ struct RawConfig {
     links: BTreeMap<String, Spanned<RawLink>>,
     #[serde(default)]
     origins: BTreeMap<Spanned<String>, OriginBudget>,
+    #[serde(default)]
+    retention: Retention,
 }
 
 #[derive(Deserialize)]
@@ -484,6 +491,7 @@ struct RawLink {
     concurrency: usize,
     #[serde(default)]
     rules: Vec<Spanned<Rule>>,
+    fields: Option<Spanned<Vec<String>>>,
 }
 
 fn default_leave() -> LeavePolicy {
@@ -621,6 +629,12 @@ impl Config {
                 }
                 rules.push(rule.into_inner());
             }
+            let fields = match &raw.fields {
+                None => FieldAllowlist::default(),
+                Some(names) => FieldAllowlist::parse(names.get_ref())
+                    .map_err(|m| at(names.span().start, format!("link `{name}`: {m}")))?,
+            }
+            .with_rule_fields(&rules);
             links.insert(
                 name,
                 LinkConfig {
@@ -634,6 +648,7 @@ impl Config {
                     recertify_lead_days: raw.recertify_lead_days,
                     concurrency: raw.concurrency,
                     rules,
+                    fields,
                 },
             );
         }
@@ -653,6 +668,7 @@ impl Config {
             data_dir: base.join(raw.data_dir.as_deref().unwrap_or("switchyard-data")),
             connectors,
             links,
+            retention: raw.retention,
         })
     }
 }

@@ -17,13 +17,17 @@
 //!   redacting [`secrets::Secret`] type;
 //! - [`model`]: the canonical records the host works with;
 //! - [`state`]: sync state in sled behind typed accessors;
+//! - [`audit`]: the hash-chained audit log, with personal data kept apart;
+//! - [`privacy`]: the per-link field allowlist, erasure and retention ages;
 //! - [`sync`]: one run of a link (provisioning, rules, completion write-back);
 //! - [`service`]: all of the above assembled from a configuration, and
 //!   connector quarantine.
 
+pub mod audit;
 pub mod capability;
 pub mod config;
 pub mod model;
+pub mod privacy;
 pub mod runtime;
 pub mod secrets;
 pub mod service;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use switchyard::audit::{Entry, Event, Filter, cli_actor};
 use switchyard::config::{Config, ConfigError};
 use switchyard::runtime::Runtime;
 use switchyard::secrets::{SecretStore, StoreKey};
@@ -55,6 +56,10 @@ enum Command {
         /// Go ahead with more deactivations than `max_deactivations` allows.
         #[arg(long)]
         approve_deactivations: bool,
+        /// List every employee instead of the changes since the last run
+        /// (notes who is gone from the HRIS, for retention).
+        #[arg(long)]
+        full: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -91,6 +96,127 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// The audit trail: verify, read, export; retention and subject erasure.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain from its anchor to its head; report the first
+    /// break. Exit 1 if the chain is broken or `--expect` does not match.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A head exported earlier (`SEQ:HASH`, from `audit head`) that must
+        /// still be in the chain with that hash.
+        #[arg(long)]
+        expect: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the chain head as `SEQ:HASH`, to keep somewhere else.
+    Head {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// The last records (matching the filters).
+    Tail {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every record matching the filters.
+    Search {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export records matching the filters as JSON Lines (with hashes, so
+    /// an export can be checked against the chain).
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Subject erasure: remove an employee's personal fields from
+    /// snapshots, the outbox, dead letters and audit payloads. The chain
+    /// stays verifiable. Erase in the HRIS first: a later sync stores what
+    /// the HRIS still lists.
+    Forget {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// HRIS employee id.
+        employee: String,
+    },
+    /// Apply the configured retention now (syncs also apply it).
+    Prune {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Args)]
+struct FilterArgs {
+    /// Only this link.
+    #[arg(long)]
+    link: Option<String>,
+    /// Only this HRIS employee id.
+    #[arg(long)]
+    employee: Option<String>,
+    /// Only this course.
+    #[arg(long)]
+    course: Option<String>,
+    /// Only this kind, or kinds under it (`user` matches `user.created`).
+    #[arg(long)]
+    kind: Option<String>,
+    /// From this time on (RFC 3339 or yyyy-mm-dd).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<String>,
+    /// Before this time (RFC 3339 or yyyy-mm-dd).
+    #[arg(long, value_parser = parse_time)]
+    until: Option<String>,
+}
+
+fn parse_time(text: &str) -> Result<String, String> {
+    let rfc3339 = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok();
+    let date = time::Date::parse(text, time::macros::format_description!("[year]-[month]-[day]")).is_ok();
+    if rfc3339 || date {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("`{text}` is neither an RFC 3339 time nor a yyyy-mm-dd date"))
+    }
+}
+
+impl From<FilterArgs> for Filter {
+    fn from(f: FilterArgs) -> Filter {
+        Filter {
+            link: f.link,
+            employee: f.employee,
+            course: f.course,
+            kind: f.kind,
+            since: f.since,
+            until: f.until,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -234,9 +360,9 @@ fn open(config: &ConfigArg) -> anyhow::Result<Service> {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Sync { config, once: _, dry_run, approve_deactivations, json, link } => {
+        Command::Sync { config, once: _, dry_run, approve_deactivations, full, json, link } => {
             let service = open(&config)?;
-            let options = RunOptions { dry_run, approve_deactivations };
+            let options = RunOptions { dry_run, approve_deactivations, full_listing: full };
             let reports = match link {
                 Some(link) => {
                     let today = time::OffsetDateTime::now_utc().date();
@@ -337,7 +463,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&config.data_dir)
                 .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
             let state = State::open(&config.data_dir)?;
-            match state.resume_connector(&connector)? {
+            let lifted = state.resume_connector(&connector)?;
+            record_action(
+                &state,
+                Event::new("admin.connector-resumed")
+                    .connector(&connector)
+                    .detail(serde_json::json!({ "was_quarantined": lifted.is_some() })),
+            )?;
+            match lifted {
                 Some(q) => println!("connector `{connector}` resumed (quarantined since {}: {})", q.at, q.reason),
                 None => println!("connector `{connector}` was not quarantined"),
             }
@@ -370,6 +503,154 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if set.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
         Command::Dlq { command } => dlq(command).await,
+        Command::Audit { command } => audit(command),
+    }
+}
+
+/// The state database of a configuration, without loading plugins (the
+/// audit commands must work when a plugin does not).
+fn open_state(config: &ConfigArg) -> anyhow::Result<(Config, State)> {
+    let config = Config::load(&config.config)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
+    let state = State::open(&config.data_dir)?;
+    Ok((config, state))
+}
+
+/// Record a command-line action in the audit log of `data_dir`.
+fn record_action(state: &State, event: Event) -> anyhow::Result<()> {
+    state.audit().append(event.actor(cli_actor()))?;
+    state.flush()
+}
+
+fn print_entry(e: &Entry, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(e)?);
+        return Ok(());
+    }
+    let r = &e.record;
+    let about: Vec<String> = [
+        r.link.as_ref().map(|l| format!("link={l}")),
+        r.employee.as_ref().map(|x| format!("employee={x}")),
+        r.connector.as_ref().map(|x| format!("connector={x}")),
+        r.course.as_ref().map(|x| format!("course={x}")),
+        r.actor.as_ref().map(|x| format!("actor={x}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let detail = if r.detail.is_null() { String::new() } else { r.detail.to_string() };
+    let why = r.cause.as_ref().map(|c| format!(" because {c}")).unwrap_or_default();
+    println!("{:>7} {} {:<24} {}{why} {detail}", r.seq, r.at, r.kind, about.join(" "));
+    Ok(())
+}
+
+fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify { config, expect, json } => {
+            let (_, state) = open_state(&config)?;
+            let v = state.audit().verify()?;
+            let mut failure = v.broken.as_ref().map(|b| format!("audit chain broken at record {}: {}", b.seq, b.reason));
+            if failure.is_none()
+                && let Some(expect) = &expect
+            {
+                let (seq, hash) = expect
+                    .split_once(':')
+                    .and_then(|(s, h)| Some((s.parse::<u64>().ok()?, h)))
+                    .with_context(|| format!("--expect `{expect}` is not SEQ:HASH"))?;
+                failure = match state.audit().hash_of(seq)? {
+                    Some(h) if h == hash => None,
+                    Some(h) => Some(format!("record {seq} has hash {h}, not the expected {hash}")),
+                    None if seq <= v.anchor.seq => Some(format!(
+                        "record {seq} was pruned by retention (the chain now starts after record {}); it cannot be checked",
+                        v.anchor.seq
+                    )),
+                    None => Some(format!("record {seq} does not exist (head is {})", v.head.seq)),
+                };
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "verification": v, "failure": failure }))?);
+            } else if failure.is_none() {
+                println!(
+                    "audit chain ok: {} records ({}..{}), head {}; {} personal payloads checked, {} erased",
+                    v.records,
+                    v.anchor.seq + 1,
+                    v.head.seq,
+                    v.head,
+                    v.personal_checked,
+                    v.erased
+                );
+            }
+            match failure {
+                None => Ok(ExitCode::SUCCESS),
+                Some(f) => {
+                    eprintln!("error: {f}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        AuditCommand::Head { config } => {
+            let (_, state) = open_state(&config)?;
+            println!("{}", state.audit().head());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Tail { config, lines, filter, json } => {
+            let (_, state) = open_state(&config)?;
+            for e in state.audit().read(&filter.into(), Some(lines))? {
+                print_entry(&e, json)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Search { config, filter, json } => {
+            let (_, state) = open_state(&config)?;
+            let entries = state.audit().read(&filter.into(), None)?;
+            for e in &entries {
+                print_entry(e, json)?;
+            }
+            if !json {
+                eprintln!("{} record(s)", entries.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export { config, filter, output } => {
+            use std::io::Write;
+            let (_, state) = open_state(&config)?;
+            let entries = state.audit().read(&filter.into(), None)?;
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path).with_context(|| format!("failed to create {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            for e in &entries {
+                serde_json::to_writer(&mut out, e)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            if let Some(path) = output {
+                eprintln!("{} record(s) written to {}", entries.len(), path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Forget { config, employee } => {
+            let (_, state) = open_state(&config)?;
+            let f = state.forget(&employee, &cli_actor())?;
+            println!(
+                "employee {employee}: personal fields erased from {} snapshot(s), {} outbox operation(s), {} dead letter(s); {} audit payload(s) erased",
+                f.snapshots, f.outbox, f.dead_letters, f.audit_payloads
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Prune { config } => {
+            let (config, state) = open_state(&config)?;
+            let r = switchyard::service::apply_retention(&config, &state)?;
+            state.flush()?;
+            println!(
+                "retention: {} audit record(s), {} dead letter(s), {} departed employee snapshot(s) removed",
+                r.audit_records, r.dead_letters, r.snapshots
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -436,6 +717,13 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             service.link(&link)?;
             for id in &ids {
                 let op = service.state.replay_dead_letter(&link, *id)?;
+                service.record_action(
+                    Event::new("admin.dlq-replayed")
+                        .link(&link)
+                        .employee(&op.employee_id)
+                        .key(&op.key)
+                        .detail(serde_json::json!({ "dead_letter": id, "operation": op.kind.name() })),
+                )?;
                 println!("replaying dead letter {id}: {} for employee {}", describe(&op.kind), op.employee_id);
             }
             let report = service.drain_outbox(&link).await?;
@@ -446,6 +734,13 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             let service = open(&config)?;
             service.link(&link)?;
             let letter = service.state.drop_dead_letter(&link, id)?;
+            service.record_action(
+                Event::new("admin.dlq-dropped")
+                    .link(&link)
+                    .employee(&letter.operation.employee_id)
+                    .key(&letter.operation.key)
+                    .detail(serde_json::json!({ "dead_letter": id, "operation": letter.operation.kind.name() })),
+            )?;
             println!("dropped dead letter {id}: {}", describe(&letter.operation.kind));
             Ok(ExitCode::SUCCESS)
         }
@@ -467,6 +762,7 @@ fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
             }
             let store = SecretStore::in_dir(&config.data_dir);
             store.set(&name, value, &key)?;
+            audit_secret_change(&config, "admin.secret-set", &name);
             println!("secret `{name}` stored in {}", store.path().display());
         }
         SecretCommand::List { config } => {
@@ -481,10 +777,24 @@ fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
                 eprintln!("error: no secret named `{name}` in the store");
                 return Ok(ExitCode::from(1));
             }
+            audit_secret_change(&config, "admin.secret-removed", &name);
             println!("secret `{name}` removed");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Record a change to the secret store (its name, never its value). The
+/// store is a file of its own; if the state database cannot be opened (a
+/// running daemon holds it), say so rather than fail the change.
+fn audit_secret_change(config: &Config, kind: &str, name: &str) {
+    let recorded = std::fs::create_dir_all(&config.data_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| State::open(&config.data_dir))
+        .and_then(|state| record_action(&state, Event::new(kind).detail(serde_json::json!({ "secret": name }))));
+    if let Err(e) = recorded {
+        eprintln!("warning: the change was made but not recorded in the audit log: {e:#}");
+    }
 }
 
 fn print_report(r: &RunReport) {

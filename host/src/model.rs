@@ -61,8 +61,8 @@ pub struct Employee {
 impl Employee {
     /// The fields the LMS account is made of: a change in them means the
     /// account must be updated.
-    pub fn profile(&self) -> (&Option<String>, &Option<String>, &Option<String>) {
-        (&self.email, &self.given_name, &self.family_name)
+    pub fn profile(&self) -> [&Option<String>; 5] {
+        [&self.email, &self.given_name, &self.family_name, &self.department, &self.location]
     }
 
     /// The value of a custom field.

@@ -24,7 +24,7 @@ use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem
 use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capability::http::{Egress, HttpState};
+use crate::capability::http::{Egress, ExchangeLog, HttpState};
 use crate::capability::log::LogState;
 use crate::capability::stdio::Captured;
 use crate::config::{ConnectorConfig, Limits};
@@ -381,6 +381,7 @@ impl Runtime {
             limits: config.limits.clone(),
             egress: Arc::new(Egress::new(config.allow.clone(), credential, self.budgets.clone())),
             faults: Arc::new(FaultCount::default()),
+            audit: None,
         }
     }
 }
@@ -490,6 +491,7 @@ pub struct Connector {
     limits: Limits,
     egress: Arc<Egress>,
     faults: Arc<FaultCount>,
+    audit: Option<crate::audit::Audit>,
 }
 
 /// Consecutive plugin faults of a connector, shared by its clones.
@@ -613,7 +615,7 @@ impl Connector {
         &self.limits
     }
 
-    fn store(&self, stdout: &Captured, stderr: &Captured) -> Store<HostState> {
+    fn store(&self, stdout: &Captured, stderr: &Captured, exchanges: &ExchangeLog) -> Store<HostState> {
         let state = HostState {
             // Nothing granted: no preopened directories, environment,
             // arguments, stdin, sockets or name lookup. Output is captured.
@@ -632,6 +634,7 @@ impl Connector {
                 self.egress.clone(),
                 &self.limits,
                 &self.name,
+                exchanges.clone(),
             ),
             log: LogState::new(&self.name, &self.plugin.name),
             settings: self.settings.clone(),
@@ -656,13 +659,17 @@ impl Connector {
         let span = tracing::info_span!("plugin_call", connector = %self.name, plugin = %self.plugin.name, version = self.plugin.version(), operation);
         let deadline = Duration::from_millis(self.limits.call_timeout_ms);
         let (stdout, stderr) = (Captured::default(), Captured::default());
+        let exchanges = ExchangeLog::default();
         let run = async {
-            let mut store = self.store(&stdout, &stderr);
+            let mut store = self.store(&stdout, &stderr, &exchanges);
             let result = f(&mut store).await;
             let data = store.data();
             (result, data.memory.exceeded, data.http.limit_hit.clone())
         };
+        // Requests are logged as they finish, so a call cut off by its
+        // deadline still has its requests audited.
         let outcome = tokio::time::timeout(deadline, run).instrument(span).await;
+        let (exchanges, dropped) = exchanges.take();
         stdout.drain(&self.name, &self.plugin.name, "stdout");
         stderr.drain(&self.name, &self.plugin.name, "stderr");
         let result = match outcome {
@@ -671,12 +678,18 @@ impl Connector {
                 Err(classify(&trap, memory_exceeded, deadline, self.limits.fuel))
             }
             Ok((_, _, Some(limit))) => Err(limit),
-            Ok((Ok(Err(e)), _, _)) => Ok(Err(e.into())),
+            Ok((Ok(Err(e)), _, _)) => Ok(Err(ConnectorError::from(e))),
             Ok((Ok(Ok(v)), _, _)) => match self.check_output(&v) {
                 Ok(()) => Ok(Ok(v)),
                 Err(limit) => Err(limit),
             },
         };
+        let failure = match &result {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(what) => Some(format!("plugin fault: {what}")),
+        };
+        self.audit_call(operation, exchanges, dropped, failure);
         match result {
             Ok(result) => {
                 self.faults.consecutive.store(0, Ordering::SeqCst);
@@ -695,6 +708,68 @@ impl Connector {
                 Err(ConnectorError::PluginFault(message))
             }
         }
+    }
+
+    /// Audit what a call did: each HTTP request, and the failure if it
+    /// failed. Paths and error texts of a call for one employee are
+    /// personal (erasable). An audit write that fails is logged, not fatal:
+    /// the call happened either way.
+    fn audit_call(
+        &self,
+        operation: &str,
+        exchanges: Vec<crate::capability::http::Exchange>,
+        dropped: u32,
+        failure: Option<String>,
+    ) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let context = crate::audit::CallContext::current();
+        let mut events = Vec::with_capacity(exchanges.len() + 1);
+        for x in exchanges {
+            let detail = serde_json::json!({
+                "function": operation,
+                "method": x.method,
+                "origin": x.origin,
+                "query": x.query,
+                "status": x.status,
+                "duration_ms": x.duration_ms,
+                "bytes_out": x.bytes_out,
+                "bytes_in": x.bytes_in,
+            });
+            events.push(
+                context
+                    .event("http.request")
+                    .connector(&self.name)
+                    .detail(detail)
+                    .personal(serde_json::json!({ "path": x.path, "error": x.error })),
+            );
+        }
+        if let Some(error) = failure {
+            let detail = serde_json::json!({
+                "function": operation,
+                "plugin": self.plugin.name,
+                "version": self.plugin.version(),
+                "sha256": self.plugin.sha256,
+                "requests_not_recorded": dropped,
+            });
+            events.push(
+                context
+                    .event("plugin.call-failed")
+                    .connector(&self.name)
+                    .detail(detail)
+                    .personal(serde_json::json!({ "error": error })),
+            );
+        }
+        if let Err(e) = audit.append_all(events) {
+            tracing::error!(connector = %self.name, "failed to write the audit log: {e:#}");
+        }
+    }
+
+    /// Send this connector's audit records (HTTP requests, failed calls)
+    /// to `audit`.
+    pub fn set_audit(&mut self, audit: crate::audit::Audit) {
+        self.audit = Some(audit);
     }
 
     /// The output limits: records per page and approximate bytes per call.

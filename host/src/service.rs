@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 
+use crate::audit::{Event, cli_actor};
 use crate::config::Config;
 use crate::runtime::{Connector, Plugin, PluginError, Runtime, World};
 use crate::secrets::{Credential, SecretStore};
-use crate::state::{ConnectorHealth, Quarantine, State};
-use crate::sync::{LinkRun, RunOptions, RunReport};
+use crate::state::{ConnectorHealth, Forgotten, Quarantine, State};
+use crate::sync::{LinkHalted, LinkRun, LinkStopped, RunOptions, RunReport};
 
 /// A link was not run because a connector it uses is quarantined.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,20 @@ pub struct Service {
     pub refused: Vec<PluginError>,
     /// Connectors by name.
     pub connectors: BTreeMap<String, Connector>,
+    /// Who the audit log names for runs and actions started through this
+    /// service (default: the OS user and host, `via cli`).
+    pub actor: String,
+}
+
+/// What retention removed in one pass.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RetentionReport {
+    /// Audit records pruned.
+    pub audit_records: u64,
+    /// Dead letters deleted.
+    pub dead_letters: usize,
+    /// Snapshots of departed employees deleted.
+    pub snapshots: usize,
 }
 
 impl Service {
@@ -62,6 +77,10 @@ impl Service {
     pub fn open(config: Config) -> anyhow::Result<Service> {
         let runtime = Runtime::new().context("failed to start the plugin runtime")?;
         let set = runtime.load_dir(&config.plugin_dir)?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
+        let state = State::open(&config.data_dir)?;
+        audit_startup(&state, &config, &set)?;
         let store = SecretStore::in_dir(&config.data_dir);
         for (origin, budget) in &config.origins {
             runtime.limit_origin(origin, budget.requests_per_second, budget.burst.unwrap_or(budget.requests_per_second));
@@ -85,10 +104,9 @@ impl Service {
                 .map(|auth| Credential::resolve_with(auth, Some(&store)))
                 .transpose()
                 .map_err(|e| anyhow!("connector `{name}`: {e}"))?;
-            connectors.insert(
-                name.clone(),
-                runtime.connector(name, connector, plugin.clone(), credential),
-            );
+            let mut bound = runtime.connector(name, connector, plugin.clone(), credential);
+            bound.set_audit(state.audit().clone());
+            connectors.insert(name.clone(), bound);
         }
         for (name, link) in &config.links {
             for (role, connector, world) in [
@@ -105,9 +123,6 @@ impl Service {
                 }
             }
         }
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
-        let state = State::open(&config.data_dir)?;
         for (name, connector) in &connectors {
             let Some(health) = state.connector_health(name)? else {
                 continue;
@@ -137,6 +152,7 @@ impl Service {
             plugins: set.plugins,
             refused: set.refused,
             connectors,
+            actor: cli_actor(),
         })
     }
 
@@ -153,21 +169,73 @@ impl Service {
         options: RunOptions,
         today: time::Date,
     ) -> anyhow::Result<RunReport> {
-        let run = self.link_run(name, today)?;
+        let audit = self.state.audit();
+        let started = Event::new("run.started")
+            .link(name)
+            .actor(&self.actor)
+            .detail(serde_json::json!({
+                "dry_run": options.dry_run,
+                "approve_deactivations": options.approve_deactivations,
+                "full_listing": options.full_listing,
+            }));
+        let run = match self.link_run(name, today) {
+            Ok(run) => run,
+            Err(e) => {
+                audit.append_all(vec![started, run_failed(name, &e)])?;
+                return Err(e);
+            }
+        };
+        audit.append(started)?;
         tracing::info!(link = name, dry_run = options.dry_run, "sync started");
         let result = run.run(options).await;
         for connector in [&run.link.hris, &run.link.lms] {
             self.record_health(connector)?;
         }
-        let report = result?;
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                audit.append(run_failed(name, &e))?;
+                return Err(e);
+            }
+        };
+        let mut counts = serde_json::to_value(&report)?;
+        if let Some(map) = counts.as_object_mut() {
+            map.remove("plan");
+            map.remove("link");
+        }
+        audit.append(Event::new("run.finished").link(name).detail(counts))?;
+        if !options.dry_run {
+            self.apply_retention()?;
+        }
         tracing::info!(link = name, writes = report.writes(), "sync finished");
         Ok(report)
+    }
+
+    /// Apply the configured retention now (see [`apply_retention`]).
+    pub fn apply_retention(&self) -> anyhow::Result<RetentionReport> {
+        apply_retention(&self.config, &self.state)
+    }
+
+    /// Subject erasure (see [`State::forget`]), recorded with this
+    /// service's actor.
+    pub fn forget(&self, employee: &str) -> anyhow::Result<Forgotten> {
+        self.state.forget(employee, &self.actor)
+    }
+
+    /// Record an operator action (`admin.*`) in the audit log.
+    pub fn record_action(&self, event: Event) -> anyhow::Result<()> {
+        self.state.audit().append(event.actor(&self.actor))
     }
 
     /// Lift a connector's quarantine and reset its fault count; returns the
     /// quarantine that was lifted.
     pub fn resume(&self, connector: &str) -> anyhow::Result<Option<Quarantine>> {
         let lifted = self.state.resume_connector(connector)?;
+        self.record_action(
+            Event::new("admin.connector-resumed")
+                .connector(connector)
+                .detail(serde_json::json!({ "was_quarantined": lifted.is_some() })),
+        )?;
         if let Some(c) = self.connectors.get(connector) {
             c.restore_consecutive_faults(0);
         }
@@ -214,6 +282,17 @@ impl Service {
         if faults >= limit && health.quarantine.is_none() {
             let reason = connector.last_fault().unwrap_or_else(|| "plugin faults".to_owned());
             tracing::error!(connector = %name, plugin = %connector.plugin.name, version = connector.plugin.version(), faults, "connector quarantined: {reason}");
+            self.state.audit().append(
+                Event::new("connector.quarantined")
+                    .connector(name)
+                    .cause(format!("{faults} plugin faults in a row (quarantine_after = {limit})"))
+                    .detail(serde_json::json!({
+                        "plugin": connector.plugin.name,
+                        "version": connector.plugin.version(),
+                        "sha256": connector.plugin.sha256,
+                        "last_fault": reason,
+                    })),
+            )?;
             health.quarantine = Some(Quarantine {
                 reason,
                 faults,
@@ -276,15 +355,128 @@ impl Service {
     }
 }
 
-fn refused_name(e: &PluginError) -> String {
-    let path = match e {
+/// Apply the configured retention: prune old audit records and dead
+/// letters, delete the snapshots of long-departed employees. Each deletion
+/// is recorded in the audit log.
+pub fn apply_retention(config: &Config, state: &State) -> anyhow::Result<RetentionReport> {
+    let retention = &config.retention;
+    let now = time::OffsetDateTime::now_utc();
+    let days = |d: u32| now - time::Duration::days(d.into());
+    let ms = |t: time::OffsetDateTime| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let audit = state.audit();
+    let mut report = RetentionReport::default();
+    let cause = |what: &str, d: u32| format!("retention: {what} older than {d} days");
+    for link in config.links.keys() {
+        let letters = state.prune_dead_letters(link, &days(retention.dead_letter_days))?;
+        let departed = state.prune_departed(link, ms(days(retention.departed_days)))?;
+        if letters > 0 {
+            audit.append(
+                Event::new("retention.dead-letters-deleted")
+                    .link(link)
+                    .cause(cause("dead letters", retention.dead_letter_days))
+                    .detail(serde_json::json!({ "count": letters })),
+            )?;
+        }
+        if !departed.is_empty() {
+            audit.append(
+                Event::new("retention.snapshots-deleted")
+                    .link(link)
+                    .cause(cause("snapshots of employees absent from the HRIS", retention.departed_days))
+                    .detail(serde_json::json!({ "count": departed.len(), "employees": departed })),
+            )?;
+        }
+        report.dead_letters += letters;
+        report.snapshots += departed.len();
+    }
+    report.audit_records = audit
+        .prune(ms(days(retention.audit_days)), &cause("audit records", retention.audit_days))?
+        .records;
+    Ok(report)
+}
+
+/// The audit record of a run that failed: halted, stopped, refused or failed.
+fn run_failed(link: &str, e: &anyhow::Error) -> Event {
+    let kind = if e.downcast_ref::<LinkHalted>().is_some() {
+        "link.halted"
+    } else if e.downcast_ref::<LinkStopped>().is_some() {
+        "link.stopped"
+    } else if e.downcast_ref::<Quarantined>().is_some() {
+        "run.refused"
+    } else {
+        "run.failed"
+    };
+    Event::new(kind).link(link).detail(serde_json::json!({ "error": format!("{e:#}") }))
+}
+
+/// Record what changed since the last start: the configuration file and
+/// each plugin file (loaded, replaced or refused, with its sha256). A
+/// plugin or configuration seen before with the same hash is not recorded
+/// again.
+fn audit_startup(state: &State, config: &Config, set: &crate::runtime::PluginSet) -> anyhow::Result<()> {
+    use sha2::Digest;
+    let audit = state.audit();
+    let mut events = Vec::new();
+    let mut seen = Vec::new();
+    if let Ok(text) = std::fs::read(&config.file) {
+        let sha = hex::encode(sha2::Sha256::digest(&text));
+        let previous = audit.remembered("config")?;
+        if previous.as_deref() != Some(sha.as_str()) {
+            events.push(Event::new("config.loaded").detail(serde_json::json!({
+                "file": config.file.display().to_string(),
+                "sha256": sha,
+                "previous_sha256": previous,
+            })));
+            seen.push(("config".to_owned(), sha));
+        }
+    }
+    for plugin in set.plugins.values() {
+        let name = format!("plugin/{}", plugin.name);
+        let previous = audit.remembered(&name)?;
+        if previous.as_deref() != Some(plugin.sha256.as_str()) {
+            let kind = if previous.is_some() { "plugin.replaced" } else { "plugin.loaded" };
+            events.push(Event::new(kind).detail(serde_json::json!({
+                "plugin": plugin.name,
+                "world": plugin.world.to_string(),
+                "contract": plugin.contract_version,
+                "version": plugin.version(),
+                "sha256": plugin.sha256,
+                "previous_sha256": previous,
+            })));
+            seen.push((name, plugin.sha256.clone()));
+        }
+    }
+    for refused in &set.refused {
+        let path = refused_path(refused);
+        let sha = std::fs::read(path).map(|b| hex::encode(sha2::Sha256::digest(&b))).unwrap_or_default();
+        let name = format!("refused/{}", path.display());
+        if audit.remembered(&name)?.as_deref() != Some(sha.as_str()) {
+            events.push(Event::new("plugin.refused").detail(serde_json::json!({
+                "file": path.display().to_string(),
+                "sha256": sha,
+                "reason": refused.to_string(),
+            })));
+            seen.push((name, sha));
+        }
+    }
+    audit.append_all(events)?;
+    for (name, value) in seen {
+        audit.remember(&name, &value)?;
+    }
+    Ok(())
+}
+
+fn refused_path(e: &PluginError) -> &std::path::Path {
+    match e {
         PluginError::Unreadable { path, .. }
         | PluginError::NotAComponent { path, .. }
         | PluginError::NoWorld { path, .. }
         | PluginError::UnsupportedVersion { path, .. }
         | PluginError::Link { path, .. } => path,
-    };
-    path.file_stem()
+    }
+}
+
+fn refused_name(e: &PluginError) -> String {
+    refused_path(e).file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default()
         .to_owned()

@@ -21,11 +21,14 @@
 //! - `links`: per-link status (why a run halted);
 //! - `connector_health`: per connector (key: connector name), the plugin
 //!   faults in a row and the quarantine, if any, with the plugin's sha256 it
-//!   applies to.
+//!   applies to;
+//! - `departed`: employees with a snapshot that the last full listing did
+//!   not include, and since when (Unix ms), for retention;
+//! - the audit trees, owned by [`crate::audit::Audit`].
 //!
 //! Writes that belong together happen in one sled transaction: a plan's
 //! snapshots, operations and cursor; an operation's removal from the outbox,
-//! its `done` record and its effect.
+//! its `done` record, its effect and its audit record.
 
 use std::path::Path;
 
@@ -35,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
+use crate::audit::{Audit, Event, Writer};
 use crate::model::{Completion, Employee};
 
 /// An employee snapshot and its revision.
@@ -258,6 +262,21 @@ pub struct State {
     dead_keys: sled::Tree,
     links: sled::Tree,
     connector_health: sled::Tree,
+    departed: sled::Tree,
+    audit: Audit,
+}
+
+/// What `forget` removed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Forgotten {
+    /// Snapshots whose personal fields were erased.
+    pub snapshots: usize,
+    /// Dead letters scrubbed.
+    pub dead_letters: usize,
+    /// Outbox operations scrubbed.
+    pub outbox: usize,
+    /// Audit payloads erased.
+    pub audit_payloads: u64,
 }
 
 /// `link \0 part \0 part ...`
@@ -294,7 +313,7 @@ fn tx_put<T: Serialize>(tree: &TransactionalTree, key: Vec<u8>, value: &T) -> Tx
     Ok(())
 }
 
-fn tx_result<T>(r: Result<T, sled::transaction::TransactionError<anyhow::Error>>) -> anyhow::Result<T> {
+pub(crate) fn tx_result<T>(r: Result<T, sled::transaction::TransactionError<anyhow::Error>>) -> anyhow::Result<T> {
     r.map_err(|e| match e {
         sled::transaction::TransactionError::Abort(e) => e,
         sled::transaction::TransactionError::Storage(e) => anyhow!("state storage error: {e}"),
@@ -332,6 +351,8 @@ impl State {
             dead_keys: tree("dead_keys")?,
             links: tree("links")?,
             connector_health: tree("connector_health")?,
+            departed: tree("departed")?,
+            audit: Audit::open(&db)?,
             db,
         })
     }
@@ -352,6 +373,11 @@ impl State {
         tree.scan_prefix(prefix)
             .map(|r| decode(&r.context("failed to read state")?.1))
             .collect()
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     // ---- reads ----
@@ -622,12 +648,15 @@ impl State {
             .ok_or_else(|| anyhow!("operation {} is not in the outbox", op.key))
     }
 
-    /// An operation succeeded: remove it from the outbox, record it done and
-    /// record its effect, in one transaction.
-    pub fn complete(&self, link: &str, op: &Operation, effect: &Effect) -> anyhow::Result<()> {
+    /// An operation succeeded: remove it from the outbox, record it done,
+    /// record its effect and append its audit record, in one transaction.
+    pub fn complete(&self, link: &str, op: &Operation, effect: &Effect, audit: Event) -> anyhow::Result<()> {
         let outbox_key = self.outbox_key_of(link, op)?;
-        let trees = (&self.outbox, &self.outbox_keys, &self.done, &self.accounts, &self.enrollments);
-        tx_result(trees.transaction(|(outbox, keys, done, accounts, enrollments)| {
+        let writer = self.audit.writer();
+        let record = writer.prepare(audit)?;
+        let (log, personal, subjects) = self.audit.trees();
+        let trees = (&self.outbox, &self.outbox_keys, &self.done, &self.accounts, &self.enrollments, log, personal, subjects);
+        tx_result(trees.transaction(|(outbox, keys, done, accounts, enrollments, log, personal, subjects)| {
             outbox.remove(outbox_key.clone())?;
             keys.remove(key(&[link, &op.key]))?;
             tx_put(done, key(&[link, &op.key]), &(op.kind.name(), now_ms()))?;
@@ -641,8 +670,10 @@ impl State {
                 }
                 Effect::None => {}
             }
-            Ok(())
-        }))
+            Writer::write((log, personal, subjects), &record)
+        }))?;
+        writer.committed(record);
+        Ok(())
     }
 
     /// An attempt failed and will be retried: record the attempt.
@@ -651,8 +682,10 @@ impl State {
         Self::put(&self.outbox, &outbox_key, op)
     }
 
-    /// Give up on an operation: move it from the outbox to the dead letters.
-    pub fn dead_letter(&self, link: &str, op: &Operation, reason: &str, at: &str) -> anyhow::Result<u64> {
+    /// Give up on an operation: move it from the outbox to the dead letters
+    /// and append the audit record (`audit` gets the dead letter's id as
+    /// `dead_letter` in its details), in one transaction.
+    pub fn dead_letter(&self, link: &str, op: &Operation, reason: &str, at: &str, audit: Event) -> anyhow::Result<u64> {
         let outbox_key = self.outbox_key_of(link, op)?;
         let id = self.db.generate_id().context("failed to allocate an id")?;
         let letter = DeadLetter {
@@ -662,13 +695,18 @@ impl State {
             at: at.to_owned(),
         };
         let dlq_key = dead_letter_key(link, id);
-        let trees = (&self.outbox, &self.outbox_keys, &self.dead_letters, &self.dead_keys);
-        tx_result(trees.transaction(|(outbox, keys, dlq, dead_keys)| {
+        let writer = self.audit.writer();
+        let record = writer.prepare(audit.detail(serde_json::json!({ "dead_letter": id, "operation": op.kind.name(), "attempts": op.attempts })))?;
+        let (log, personal, subjects) = self.audit.trees();
+        let trees = (&self.outbox, &self.outbox_keys, &self.dead_letters, &self.dead_keys, log, personal, subjects);
+        tx_result(trees.transaction(|(outbox, keys, dlq, dead_keys, log, personal, subjects)| {
             outbox.remove(outbox_key.clone())?;
             keys.remove(key(&[link, &op.key]))?;
             dead_keys.insert(key(&[link, &op.key]), &id.to_be_bytes()[..])?;
-            tx_put(dlq, dlq_key.clone(), &letter)
+            tx_put(dlq, dlq_key.clone(), &letter)?;
+            Writer::write((log, personal, subjects), &record)
         }))?;
+        writer.committed(record);
         Ok(id)
     }
 
@@ -703,6 +741,141 @@ impl State {
             Ok(())
         }))?;
         Ok(letter)
+    }
+
+    /// After a full employee listing: note who has a snapshot but was not
+    /// listed (and since when), and clear the note of whoever was.
+    pub fn note_departures(&self, link: &str, listed: &std::collections::BTreeSet<String>) -> anyhow::Result<()> {
+        let p = prefix(&[link]);
+        let now = now_ms().to_be_bytes();
+        for item in self.snapshots.scan_prefix(&p) {
+            let (k, _) = item.context("failed to read state")?;
+            let id = String::from_utf8_lossy(&k[p.len()..]);
+            if listed.contains(id.as_ref()) {
+                self.departed.remove(&k).context("failed to write state")?;
+            } else {
+                self.departed
+                    .compare_and_swap(&k, None as Option<&[u8]>, Some(&now[..]))
+                    .context("failed to write state")?
+                    .ok();
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete the snapshots of employees absent from full listings since
+    /// before `cutoff_ms`. Accounts and enrollments stay (a rehire
+    /// reactivates the same account). Returns the employee ids.
+    pub fn prune_departed(&self, link: &str, cutoff_ms: u64) -> anyhow::Result<Vec<String>> {
+        let p = prefix(&[link]);
+        let mut removed = Vec::new();
+        for item in self.departed.scan_prefix(&p) {
+            let (k, v) = item.context("failed to read state")?;
+            let since = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            if since < cutoff_ms {
+                let trees = (&self.snapshots, &self.departed);
+                tx_result(trees.transaction(|(snapshots, departed)| {
+                    snapshots.remove(&k)?;
+                    departed.remove(&k)?;
+                    Ok(())
+                }))?;
+                removed.push(String::from_utf8_lossy(&k[p.len()..]).into_owned());
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Delete dead letters given up on before `cutoff` (RFC 3339). Returns
+    /// how many.
+    pub fn prune_dead_letters(&self, link: &str, cutoff: &time::OffsetDateTime) -> anyhow::Result<usize> {
+        let mut removed = 0;
+        for letter in self.dead_letters(link)? {
+            let at = time::OffsetDateTime::parse(&letter.at, &time::format_description::well_known::Rfc3339);
+            if at.is_ok_and(|at| at < *cutoff) {
+                self.drop_dead_letter(link, letter.id)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Subject erasure: remove an employee's personal fields from every
+    /// link's snapshot, dead letters and outbox (free text scrubbed of the
+    /// values removed), and their audit payloads.
+    /// The erasure itself is recorded (`subject.erased`, naming `actor`).
+    pub fn forget(&self, employee: &str, actor: &str) -> anyhow::Result<Forgotten> {
+        fn matching<T: DeserializeOwned>(
+            tree: &sled::Tree,
+            is: impl Fn(&T) -> bool,
+        ) -> anyhow::Result<Vec<(sled::IVec, T)>> {
+            let mut out = Vec::new();
+            for item in tree.iter() {
+                let (k, v) = item.context("failed to read state")?;
+                let value: T = decode(&v)?;
+                if is(&value) {
+                    out.push((k, value));
+                }
+            }
+            Ok(out)
+        }
+        let mut snapshots = matching(&self.snapshots, |s: &Snapshot| s.employee.id == employee)?;
+        let mut ops = matching(&self.outbox, |op: &Operation| op.employee_id == employee)?;
+        let mut letters = matching(&self.dead_letters, |l: &DeadLetter| l.operation.employee_id == employee)?;
+
+        // Erase the fields, collecting the values to scrub from free text
+        // (a vendor's error message may quote an email).
+        let mut values = Vec::new();
+        for (_, s) in &mut snapshots {
+            values.extend(crate::privacy::erase(&mut s.employee));
+        }
+        let operations = ops.iter_mut().map(|(_, op)| op).chain(letters.iter_mut().map(|(_, l)| &mut l.operation));
+        let operations: Vec<&mut Operation> = operations.collect();
+        for op in operations {
+            if let OpKind::UpsertUser { employee } = &mut op.kind {
+                values.extend(crate::privacy::erase(employee));
+            }
+        }
+        let scrub = |op: &mut Operation| {
+            crate::privacy::scrub(&mut op.cause, &values);
+            if let Some(e) = &mut op.last_error {
+                crate::privacy::scrub(e, &values);
+            }
+        };
+        for (_, op) in &mut ops {
+            scrub(op);
+        }
+        for (_, letter) in &mut letters {
+            scrub(&mut letter.operation);
+            crate::privacy::scrub(&mut letter.reason, &values);
+        }
+
+        let trees = (&self.snapshots, &self.outbox, &self.dead_letters);
+        tx_result(trees.transaction(|(snapshot_tree, outbox, dlq)| {
+            for (k, s) in &snapshots {
+                tx_put(snapshot_tree, k.to_vec(), s)?;
+            }
+            for (k, op) in &ops {
+                tx_put(outbox, k.to_vec(), op)?;
+            }
+            for (k, letter) in &letters {
+                tx_put(dlq, k.to_vec(), letter)?;
+            }
+            Ok(())
+        }))?;
+        let forgotten = Forgotten {
+            snapshots: snapshots.len(),
+            dead_letters: letters.len(),
+            outbox: ops.len(),
+            audit_payloads: self.audit.forget(employee)?,
+        };
+        self.audit.append(
+            Event::new("subject.erased")
+                .employee(employee)
+                .actor(actor)
+                .detail(serde_json::to_value(&forgotten).context("failed to encode a report")?),
+        )?;
+        self.flush()?;
+        Ok(forgotten)
     }
 
     /// Make everything written so far durable.
@@ -763,15 +936,18 @@ mod tests {
         assert_eq!(keys, vec![vec!["a", "b"], vec!["c"]]);
         assert_eq!(state.cursor("l", "employees").unwrap().as_deref(), Some("cur"));
 
-        state.complete("l", &groups[0][0], &Effect::None).unwrap();
+        state.complete("l", &groups[0][0], &Effect::None, Event::new("test.done")).unwrap();
         assert!(state.is_done("l", "a").unwrap());
         assert!(!state.is_pending("l", "a").unwrap());
         // A done key is never enqueued again by a later plan (the planner
         // checks `is_done`); a pending one is deduplicated by the index.
-        let id = state.dead_letter("l", &groups[0][1], "refused", "now").unwrap();
+        let id = state.dead_letter("l", &groups[0][1], "refused", "now", Event::new("test.dead")).unwrap();
         assert_eq!(state.dead_letters("l").unwrap().len(), 1);
         state.replay_dead_letter("l", id).unwrap();
         assert!(state.is_pending("l", "b").unwrap());
         assert!(state.dead_letters("l").unwrap().is_empty());
+        // Each outcome was audited in the same transaction.
+        let kinds: Vec<String> = state.audit().read(&Default::default(), None).unwrap().into_iter().map(|e| e.record.kind).collect();
+        assert_eq!(kinds, vec!["test.done", "test.dead"]);
     }
 }

@@ -32,6 +32,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 
+use crate::audit::{CallContext, Event};
 use crate::config::LinkConfig;
 use crate::model::{Completion, ConnectorError, Remedy};
 use crate::runtime::Connector;
@@ -65,7 +66,7 @@ pub struct RunReport {
     pub resumed: usize,
     /// LMS accounts created.
     pub users_created: usize,
-    /// LMS accounts updated (name or email changed).
+    /// LMS accounts updated (name, email, department or location changed).
     pub users_updated: usize,
     /// LMS accounts suspended.
     pub users_suspended: usize,
@@ -155,6 +156,9 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// The operator approves deactivations past the guard for this run.
     pub approve_deactivations: bool,
+    /// List every employee, not only the changes since the last run (also
+    /// notes who is gone from the HRIS, for retention).
+    pub full_listing: bool,
 }
 
 /// Everything one link needs to run.
@@ -246,7 +250,7 @@ impl LinkRun<'_> {
     ) -> Result<T, LinkStopped> {
         let mut attempt = 0;
         loop {
-            let error = match f().await {
+            let error = match CallContext::link(self.name).scope(f()).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
@@ -264,7 +268,10 @@ impl LinkRun<'_> {
     }
 
     async fn provision(&self, options: RunOptions, report: &mut RunReport) -> anyhow::Result<()> {
-        let resume = self.state.cursor(self.name, "employees")?;
+        let resume = match options.full_listing {
+            true => None,
+            false => self.state.cursor(self.name, "employees")?,
+        };
         report.full_listing = resume.is_none();
         let mut cursor = resume;
         let mut employees = Vec::new();
@@ -274,7 +281,9 @@ impl LinkRun<'_> {
                     self.hris.fetch_employees(cursor.as_deref()).await
                 })
                 .await?;
-            employees.extend(page.employees);
+            // Privacy: whatever the allowlist drops is never planned,
+            // stored or sent to the LMS.
+            employees.extend(page.employees.into_iter().map(|e| self.link.fields.apply(e)));
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => break page.changes_cursor,
@@ -353,6 +362,10 @@ impl LinkRun<'_> {
         for (i, chunk) in chunks.into_iter().enumerate() {
             self.state
                 .commit_plan(self.name, chunk, (i == last).then_some(cursor_update))?;
+        }
+        if report.full_listing {
+            let listed = by_id.into_keys().collect();
+            self.state.note_departures(self.name, &listed)?;
         }
         self.apply_outbox(report).await
     }
@@ -466,14 +479,17 @@ impl LinkRun<'_> {
             if let Some(reason) = &blocked {
                 // An earlier operation of this employee was given up on; the
                 // later ones depend on it and keep its order in the DLQ.
-                self.state.dead_letter(self.name, &op, &format!("blocked: {reason}"), &now_rfc3339())?;
+                let reason = format!("blocked: {reason}");
+                let event = self.op_event(&op, "operation.dead-lettered").personal(serde_json::json!({ "reason": reason }));
+                self.state.dead_letter(self.name, &op, &reason, &now_rfc3339(), event)?;
                 report.dead_lettered += 1;
                 continue;
             }
             loop {
-                let error = match self.execute(&op, &mut report).await? {
-                    Ok(effect) => {
-                        self.state.complete(self.name, &op, &effect)?;
+                let context = CallContext::operation(self.name, &op.employee_id, &op.key);
+                let error = match context.scope(self.execute(&op, &mut report)).await? {
+                    Ok((effect, outcome)) => {
+                        self.state.complete(self.name, &op, &effect, self.op_event(&op, outcome))?;
                         break;
                     }
                     Err(error) => error,
@@ -495,7 +511,8 @@ impl LinkRun<'_> {
                         } else {
                             format!("gave up after {} attempts: {error}", op.attempts)
                         };
-                        let id = self.state.dead_letter(self.name, &op, &reason, &now_rfc3339())?;
+                        let event = self.op_event(&op, "operation.dead-lettered").personal(serde_json::json!({ "reason": reason }));
+                        let id = self.state.dead_letter(self.name, &op, &reason, &now_rfc3339(), event)?;
                         tracing::warn!(link = self.name, operation = op.kind.name(), employee = %op.employee_id, dead_letter = id, "dead-lettered: {reason}");
                         report.dead_lettered += 1;
                         blocked = Some(format!("{} (dead letter {id}) failed", op.kind.name()));
@@ -511,12 +528,56 @@ impl LinkRun<'_> {
         Ok(report)
     }
 
+    /// The audit record of an operation's outcome: what, about whom, why,
+    /// and the key that ties it to the outbox. Names, emails and completion
+    /// details are personal (erasable); course, rule and key are not.
+    fn op_event(&self, op: &Operation, kind: &str) -> Event {
+        let event = Event::new(kind)
+            .link(self.name)
+            .employee(&op.employee_id)
+            .key(&op.key)
+            .cause(&op.cause);
+        let event = match &op.kind {
+            OpKind::PushCompletion { .. } => event.connector(&self.link.hris),
+            _ => event.connector(&self.link.lms),
+        };
+        let detail = |mut d: serde_json::Value| {
+            d["operation"] = op.kind.name().into();
+            d["attempts"] = (op.attempts + 1).into();
+            d
+        };
+        match &op.kind {
+            OpKind::UpsertUser { employee } => event
+                .detail(detail(serde_json::json!({})))
+                .personal(serde_json::json!({
+                    "email": employee.email,
+                    "given_name": employee.given_name,
+                    "family_name": employee.family_name,
+                })),
+            OpKind::SetActive { active } => event.detail(detail(serde_json::json!({ "active": active }))),
+            OpKind::Enroll { course, due, cycle, rule, .. } => event
+                .course(course)
+                .detail(detail(serde_json::json!({ "due": due, "cycle": cycle, "rule": rule }))),
+            OpKind::Unenroll { course } => event.course(course).detail(detail(serde_json::json!({}))),
+            OpKind::PushCompletion { completion: c, supersedes } => event
+                .course(&c.course_id)
+                .detail(detail(serde_json::json!({ "attempt": c.attempt_id, "supersedes": supersedes })))
+                .personal(serde_json::json!({
+                    "status": c.status,
+                    "completed_at": c.completed_at,
+                    "score": c.score,
+                    "expires_at": c.expires_at,
+                })),
+        }
+    }
+
     /// Call the plugin for one operation; `Ok(Err)` is the plugin's error.
+    /// On success: the effect and the audit kind of the outcome.
     async fn execute(
         &self,
         op: &Operation,
         report: &mut RunReport,
-    ) -> anyhow::Result<Result<Effect, ConnectorError>> {
+    ) -> anyhow::Result<Result<(Effect, &'static str), ConnectorError>> {
         let account = self.state.account(self.name, &op.employee_id)?;
         let needs_account = || {
             ConnectorError::Rejected(format!(
@@ -529,28 +590,38 @@ impl LinkRun<'_> {
             OpKind::UpsertUser { employee } => {
                 let known = account.as_ref().map(|a| a.lms_user_id.as_str());
                 self.lms.upsert_user(employee, known, key).await.map(|lms_user_id| {
-                    match &account {
-                        None => report.users_created += 1,
-                        Some(_) => report.users_updated += 1,
-                    }
-                    Effect::Account(Account {
+                    let outcome = match &account {
+                        None => {
+                            report.users_created += 1;
+                            "user.created"
+                        }
+                        Some(_) => {
+                            report.users_updated += 1;
+                            "user.updated"
+                        }
+                    };
+                    let effect = Effect::Account(Account {
                         lms_user_id,
                         active: account.as_ref().is_none_or(|a| a.active),
-                    })
+                    });
+                    (effect, outcome)
                 })
             }
             OpKind::SetActive { active } => match account {
                 None => Err(needs_account()),
                 Some(account) => self.lms.set_active(&account.lms_user_id, *active, key).await.map(|()| {
-                    if *active {
+                    let outcome = if *active {
                         report.users_reactivated += 1;
+                        "user.reactivated"
                     } else {
                         report.users_suspended += 1;
-                    }
-                    Effect::Account(Account {
+                        "user.suspended"
+                    };
+                    let effect = Effect::Account(Account {
                         active: *active,
                         ..account
-                    })
+                    });
+                    (effect, outcome)
                 }),
             },
             OpKind::Enroll { course, due, cycle, rule, assigned_on } => match account {
@@ -561,7 +632,7 @@ impl LinkRun<'_> {
                     .await
                     .map(|()| {
                         report.enrollments += 1;
-                        Effect::Enrolled {
+                        let effect = Effect::Enrolled {
                             course: course.clone(),
                             enrollment: Enrollment {
                                 due: due.clone(),
@@ -569,14 +640,15 @@ impl LinkRun<'_> {
                                 cycle: *cycle,
                                 assigned_on: assigned_on.clone(),
                             },
-                        }
+                        };
+                        (effect, "course.enrolled")
                     }),
             },
             OpKind::Unenroll { course } => match account {
                 None => Err(needs_account()),
                 Some(account) => self.lms.unenroll(&account.lms_user_id, course, key).await.map(|()| {
                     report.unenrollments += 1;
-                    Effect::Unenrolled { course: course.clone() }
+                    (Effect::Unenrolled { course: course.clone() }, "course.unenrolled")
                 }),
             },
             OpKind::PushCompletion { completion, supersedes } => self
@@ -585,7 +657,7 @@ impl LinkRun<'_> {
                 .await
                 .map(|()| {
                     report.completions_written += 1;
-                    Effect::None
+                    (Effect::None, "completion.written")
                 }),
         })
     }

@@ -61,6 +61,13 @@ fn every_subcommand_has_help() {
         vec!["secret", "set", "--help"],
         vec!["secret", "list", "--help"],
         vec!["secret", "rm", "--help"],
+        vec!["audit", "verify", "--help"],
+        vec!["audit", "head", "--help"],
+        vec!["audit", "tail", "--help"],
+        vec!["audit", "search", "--help"],
+        vec!["audit", "export", "--help"],
+        vec!["audit", "forget", "--help"],
+        vec!["audit", "prune", "--help"],
     ] {
         let out = switchyard().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

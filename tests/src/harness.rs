@@ -144,3 +144,21 @@ when = {{ job_title = ["Forklift Operator"] }}
         Service::open(config).context("failed to open the service")
     }
 }
+
+/// The `switchyard` binary built beside the running test (`cargo test` at
+/// the workspace root builds it for the host crate's own tests), or
+/// `SWITCHYARD_BIN`.
+pub fn switchyard_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("SWITCHYARD_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap_or(Path::new("."));
+    let bin = dir.join("switchyard");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p switchyard` (or `cargo test` at the workspace root)",
+        bin.display()
+    );
+    bin
+}

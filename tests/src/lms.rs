@@ -163,6 +163,10 @@ pub struct LmsUser {
     pub suspended: bool,
     /// Authentication plugin, e.g. `"manual"`.
     pub auth: String,
+    /// Profile field `department` ("" when never set).
+    pub department: String,
+    /// Profile field `city` ("" when never set).
+    pub city: String,
 }
 
 /// A Moodle course.
@@ -1066,6 +1070,8 @@ fn create_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
             let password = opt_str(u, "password")?.unwrap_or("");
             let createpassword = opt_bool(u, "createpassword")?.unwrap_or(false);
             let idnumber = opt_str(u, "idnumber")?.unwrap_or("");
+            let department = opt_str(u, "department")?.unwrap_or("");
+            let city = opt_str(u, "city")?.unwrap_or("");
             Ok((
                 username,
                 firstname,
@@ -1074,10 +1080,10 @@ fn create_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
                 auth,
                 password,
                 createpassword,
-                idnumber,
+                (idnumber, department, city),
             ))
         })?;
-        let (username, firstname, lastname, email, auth, password, createpassword, idnumber) = user;
+        let (username, firstname, lastname, email, auth, password, createpassword, (idnumber, department, city)) = user;
         // Business rules: Moodle reports these with the bare message as debuginfo.
         for (field, value) in [
             ("username", username),
@@ -1121,6 +1127,8 @@ fn create_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
             idnumber: idnumber.to_owned(),
             suspended: false,
             auth: auth.to_owned(),
+            department: department.to_owned(),
+            city: city.to_owned(),
         });
     }
     let mut created = Vec::with_capacity(new_users.len());
@@ -1170,6 +1178,8 @@ fn update_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
         idnumber: Option<String>,
         auth: Option<String>,
         suspended: Option<bool>,
+        department: Option<String>,
+        city: Option<String>,
     }
     let mut updates: Vec<Update> = Vec::with_capacity(items.len());
     for u in items {
@@ -1185,6 +1195,8 @@ fn update_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
                 idnumber: owned("idnumber")?,
                 auth: owned("auth")?,
                 suspended: opt_bool(u, "suspended")?,
+                department: owned("department")?,
+                city: owned("city")?,
             };
             if let Some(username) = &update.username {
                 check_username(username)?;
@@ -1257,6 +1269,12 @@ fn update_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
         }
         if let Some(v) = update.suspended {
             user.suspended = v;
+        }
+        if let Some(v) = update.department {
+            user.department = v;
+        }
+        if let Some(v) = update.city {
+            user.city = v;
         }
     }
     Ok(json!({ "warnings": [] }))

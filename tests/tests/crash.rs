@@ -4,28 +4,10 @@
 //! every user once, every enrollment, every completion written once.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use switchyard_testkit::harness::{Harness, Options};
-
-/// The `switchyard` binary built beside this test (`cargo test` at the
-/// workspace root builds it for the host crate's own tests).
-fn switchyard_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("SWITCHYARD_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let bin = dir.join("switchyard");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p switchyard` (or `cargo test` at the workspace root)",
-        bin.display()
-    );
-    bin
-}
+use switchyard_testkit::harness::{Harness, Options, switchyard_bin};
 
 fn sync_command(h: &Harness) -> Command {
     let mut cmd = Command::new(switchyard_bin());

@@ -116,6 +116,53 @@ pub struct HttpState {
     /// A per-call limit this call broke; the call fails with it even if
     /// the plugin swallows the refusal.
     pub(crate) limit_hit: Option<String>,
+    /// What this call's requests were, for the audit log.
+    exchanges: ExchangeLog,
+}
+
+/// The requests of one call, shared with the caller so that they survive a
+/// call cut off by its deadline.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeLog(Arc<std::sync::Mutex<(Vec<Exchange>, u32)>>);
+
+impl ExchangeLog {
+    fn push(&self, cap: usize, exchange: impl FnOnce() -> Exchange) {
+        let mut log = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if log.0.len() >= cap {
+            log.1 += 1;
+        } else {
+            log.0.push(exchange());
+        }
+    }
+
+    /// The requests kept, and how many more were not kept (past the cap).
+    pub fn take(&self) -> (Vec<Exchange>, u32) {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// One request a plugin made, as the audit log records it: never a header,
+/// a body or a query value (a query value may carry a credential).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Exchange {
+    /// HTTP method as asked.
+    pub method: String,
+    /// `scheme://host:port`, or the unparsable URL's scheme.
+    pub origin: String,
+    /// URL path.
+    pub path: String,
+    /// Names of the query parameters.
+    pub query: Vec<String>,
+    /// Response status, when there was a response.
+    pub status: Option<u16>,
+    /// Why there was no response (egress denied, limit, connection error).
+    pub error: Option<String>,
+    /// Milliseconds from the request to the end of the response body.
+    pub duration_ms: u64,
+    /// Request body bytes.
+    pub bytes_out: usize,
+    /// Response body bytes.
+    pub bytes_in: usize,
 }
 
 /// Headers the host controls.
@@ -261,7 +308,7 @@ fn origin_of(url: &url::Url) -> String {
 
 impl HttpState {
     /// State for one call.
-    pub fn new(client: reqwest::Client, egress: Arc<Egress>, limits: &Limits, connector: &str) -> Self {
+    pub fn new(client: reqwest::Client, egress: Arc<Egress>, limits: &Limits, connector: &str, exchanges: ExchangeLog) -> Self {
         HttpState {
             client,
             egress,
@@ -272,12 +319,49 @@ impl HttpState {
             max_request_body: (limits.max_request_kib as usize) << 10,
             timeout: Duration::from_millis(limits.http_timeout_ms),
             limit_hit: None,
+            exchanges,
         }
+    }
+
+    /// [`HttpState::exchange`] one request and keep a note of it for the
+    /// audit log (up to the request limit plus a few refusals).
+    pub async fn send(&mut self, request: Request) -> Result<Response, String> {
+        let started = Instant::now();
+        let method = request.method.to_ascii_uppercase();
+        let bytes_out = request.body.len();
+        let parsed = url::Url::parse(&request.url);
+        let result = self.exchange(request).await;
+        self.exchanges.push(self.max_requests as usize + 8, || {
+        let (origin, path, query) = match &parsed {
+            Ok(url) => (
+                origin_of(url),
+                url.path().to_owned(),
+                url.query_pairs().map(|(k, _)| k.into_owned()).collect(),
+            ),
+            Err(_) => ("(invalid URL)".to_owned(), String::new(), Vec::new()),
+        };
+        let (status, error, bytes_in) = match &result {
+            Ok(r) => (Some(r.status), None, r.body.len()),
+            Err(e) => (None, Some(e.clone()), 0),
+        };
+        Exchange {
+            method,
+            origin,
+            path,
+            query,
+            status,
+            error,
+            duration_ms: started.elapsed().as_millis() as u64,
+            bytes_out,
+            bytes_in,
+        }
+        });
+        result
     }
 
     /// Check, send, read, redact. `Err` carries a message for the plugin;
     /// it never contains a credential.
-    pub async fn send(&mut self, request: Request) -> Result<Response, String> {
+    async fn exchange(&mut self, request: Request) -> Result<Response, String> {
         let url = url::Url::parse(&request.url)
             .map_err(|e| format!("invalid URL `{}`: {e}", request.url))?;
         if !matches!(url.scheme(), "http" | "https") {

@@ -155,7 +155,7 @@ impl Planner<'_> {
                 .is_none_or(|s| s.employee.profile() != e.profile());
             if !p.account || profile_changed {
                 let cause = if p.account {
-                    "name or email changed in the HRIS".to_owned()
+                    "name, email, department or location changed in the HRIS".to_owned()
                 } else {
                     format!("employee is {status} in the HRIS and has no LMS account")
                 };

@@ -151,12 +151,20 @@ fn profile(e: &Employee, prefix: &str) -> Result<Vec<(String, String)>, Connecto
     let email = e.email.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
         ConnectorError::Rejected(format!("employee {} has no email; Moodle requires one", e.id))
     })?;
-    Ok(vec![
+    let mut params = vec![
         param(&format!("{prefix}[firstname]"), e.given_name.as_deref().unwrap_or("-")),
         param(&format!("{prefix}[lastname]"), e.family_name.as_deref().unwrap_or("-")),
         param(&format!("{prefix}[email]"), email),
         param(&format!("{prefix}[idnumber]"), &e.id),
-    ])
+    ];
+    // Optional profile fields: sent only when the host passed them on
+    // (the link's field allowlist decides).
+    for (field, value) in [("department", &e.department), ("city", &e.location)] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            params.push(param(&format!("{prefix}[{field}]"), v));
+        }
+    }
+    Ok(params)
 }
 
 fn course_id(key: &str) -> Result<u64, ConnectorError> {
