@@ -18,14 +18,15 @@
 //! as it was. `verify` checks the digest of every payload still present.
 //!
 //! **Retention** ([`Audit::prune`]) deletes records older than a cutoff and
-//! keeps, in `audit_meta`, an *anchor*: the sequence number and hash of the
+//! keeps an *anchor*: the sequence number and hash of the
 //! last record removed. Verification starts from the anchor; the pruning
 //! itself is recorded (`audit.pruned`, with the anchor) in the chain.
 //!
-//! Trees: `audit` (seq -> hash ++ record JSON), `audit_personal`
-//! (seq -> salt ++ payload JSON), `audit_subjects` (employee \0 seq: the
-//! payloads of an employee, for erasure), `audit_meta` (anchor, last seen
-//! configuration and plugin hashes).
+//! One sled tree, `audit`, with four key spaces: `L seq` -> hash ++ record
+//! JSON; `P seq` -> salt ++ personal payload JSON; `S employee \0 seq` (the
+//! payloads of an employee, for erasure); `M name` (the anchor, last seen
+//! configuration and plugin hashes). One tree means every write is one
+//! atomic sled batch (or one tree in a state transaction).
 //!
 //! Records written with a state change (an operation's outcome) are written
 //! in the same sled transaction as the change: see [`Audit::prepare`].
@@ -36,7 +37,6 @@ use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use time::format_description::well_known::Rfc3339;
 
@@ -233,7 +233,7 @@ pub struct Entry {
 }
 
 /// Which records to read.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Filter {
     /// Only this link.
     pub link: Option<String>,
@@ -333,24 +333,51 @@ pub struct Pruned {
 
 /// A record ready to be written in a transaction: see [`Audit::prepare`].
 pub struct Prepared {
-    seq_key: [u8; 8],
+    seq: u64,
     value: Vec<u8>,
     personal: Option<(Vec<u8>, Vec<u8>)>,
     head: Head,
 }
 
+impl Prepared {
+    fn add_to(&self, batch: &mut sled::Batch) {
+        batch.insert(&log_key(self.seq)[..], self.value.as_slice());
+        if let Some((subject, payload)) = &self.personal {
+            batch.insert(&payload_key(self.seq)[..], payload.as_slice());
+            batch.insert(subject.as_slice(), &[][..]);
+        }
+    }
+}
+
 /// The audit log. Cheap to clone; clones share the chain head.
 #[derive(Clone)]
 pub struct Audit {
-    log: sled::Tree,
-    personal: sled::Tree,
-    subjects: sled::Tree,
-    meta: sled::Tree,
+    tree: sled::Tree,
     head: Arc<Mutex<Head>>,
 }
 
-/// The trees a transaction that writes a record must include, in this order.
-pub type Trees<'a> = (&'a TransactionalTree, &'a TransactionalTree, &'a TransactionalTree);
+const LOG: u8 = b'L';
+const PAYLOAD: u8 = b'P';
+const SUBJECT: u8 = b'S';
+const META: u8 = b'M';
+
+fn log_key(seq: u64) -> [u8; 9] {
+    let mut k = [LOG; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn payload_key(seq: u64) -> [u8; 9] {
+    let mut k = [PAYLOAD; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
 
 /// Holds the chain head while a record is written; see [`Audit::prepare`].
 pub struct Writer<'a> {
@@ -364,18 +391,15 @@ impl Writer<'_> {
         self.audit.build(&self.head, event)
     }
 
-    /// Write a prepared record inside a transaction over [`Audit::trees`]
-    /// (plus the caller's own trees).
+    /// Write a prepared record inside a transaction that includes
+    /// [`Audit::tree`] (and the caller's own trees).
     pub fn write(
-        trees: Trees<'_>,
+        tree: &TransactionalTree,
         prepared: &Prepared,
     ) -> Result<(), ConflictableTransactionError<anyhow::Error>> {
-        let (log, personal, subjects) = trees;
-        log.insert(&prepared.seq_key[..], prepared.value.as_slice())?;
-        if let Some((subject_key, payload)) = &prepared.personal {
-            personal.insert(&prepared.seq_key[..], payload.as_slice())?;
-            subjects.insert(subject_key.as_slice(), &[][..])?;
-        }
+        let mut batch = sled::Batch::default();
+        prepared.add_to(&mut batch);
+        tree.apply_batch(&batch)?;
         Ok(())
     }
 
@@ -402,9 +426,15 @@ fn digest_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn subject_key(employee: &str, seq: u64) -> Vec<u8> {
-    let mut k = employee.as_bytes().to_vec();
+fn subject_prefix(employee: &str) -> Vec<u8> {
+    let mut k = vec![SUBJECT];
+    k.extend_from_slice(employee.as_bytes());
     k.push(0);
+    k
+}
+
+fn subject_key(employee: &str, seq: u64) -> Vec<u8> {
+    let mut k = subject_prefix(employee);
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
@@ -416,8 +446,13 @@ fn split_record(value: &[u8]) -> anyhow::Result<(&[u8], &[u8])> {
     Ok(value.split_at(32))
 }
 
+/// The sequence number at the end of a key (`L seq`, `P seq`, `S .. seq`).
 fn seq_of(key: &[u8]) -> u64 {
-    key.try_into().map(u64::from_be_bytes).unwrap_or(0)
+    key.len()
+        .checked_sub(8)
+        .and_then(|at| key[at..].try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
 }
 
 /// The actor of a command-line action: the OS user and host.
@@ -442,17 +477,15 @@ impl Audit {
                 .with_context(|| format!("failed to open state tree `{name}`"))
         };
         let audit = Audit {
-            log: tree("audit")?,
-            personal: tree("audit_personal")?,
-            subjects: tree("audit_subjects")?,
-            meta: tree("audit_meta")?,
+            tree: tree("audit")?,
             head: Arc::new(Mutex::new(Head {
                 seq: 0,
                 hash: GENESIS.into(),
                 at_ms: 0,
             })),
         };
-        let head = match audit.log.last().context("failed to read the audit log")? {
+        let last = audit.tree.scan_prefix([LOG]).next_back().transpose();
+        let head = match last.context("failed to read the audit log")? {
             Some((k, v)) => {
                 let (hash, json) = split_record(&v)?;
                 let record: Record = serde_json::from_slice(json).context("corrupt audit record")?;
@@ -472,9 +505,9 @@ impl Audit {
         self.head.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The trees to include in a transaction that writes a record.
-    pub fn trees(&self) -> (&sled::Tree, &sled::Tree, &sled::Tree) {
-        (&self.log, &self.personal, &self.subjects)
+    /// The tree to include in a transaction that writes a record.
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
     }
 
     /// Take the chain head to write a record together with a state change:
@@ -529,7 +562,7 @@ impl Audit {
         let mut value = hash.to_vec();
         value.extend_from_slice(&json);
         Ok(Prepared {
-            seq_key: seq.to_be_bytes(),
+            seq,
             value,
             personal: personal.map(|(_, k, p)| (k, p)),
             head: Head {
@@ -554,12 +587,11 @@ impl Audit {
             next = p.head.clone();
             prepared.push(p);
         }
-        crate::state::tx_result((&self.log, &self.personal, &self.subjects).transaction(|(l, p, s)| {
-            for record in &prepared {
-                Writer::write((l, p, s), record)?;
-            }
-            Ok(())
-        }))?;
+        let mut batch = sled::Batch::default();
+        for record in &prepared {
+            record.add_to(&mut batch);
+        }
+        self.tree.apply_batch(batch).context("failed to write the audit log")?;
         *head = next;
         Ok(())
     }
@@ -576,7 +608,7 @@ impl Audit {
 
     /// Where verification starts: the last pruned record, or genesis.
     pub fn anchor(&self) -> anyhow::Result<Head> {
-        Ok(match self.meta.get("anchor").context("failed to read the audit log")? {
+        Ok(match self.tree.get(meta_key("anchor")).context("failed to read the audit log")? {
             Some(v) => serde_json::from_slice(&v).context("corrupt audit anchor")?,
             None => Head {
                 seq: 0,
@@ -590,16 +622,16 @@ impl Audit {
     /// hash seen), to record changes only once.
     pub fn remembered(&self, name: &str) -> anyhow::Result<Option<String>> {
         Ok(self
-            .meta
-            .get(format!("seen/{name}"))
+            .tree
+            .get(meta_key(&format!("seen/{name}")))
             .context("failed to read the audit log")?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Remember a value (see [`Audit::remembered`]).
     pub fn remember(&self, name: &str, value: &str) -> anyhow::Result<()> {
-        self.meta
-            .insert(format!("seen/{name}"), value.as_bytes())
+        self.tree
+            .insert(meta_key(&format!("seen/{name}")), value.as_bytes())
             .context("failed to write the audit log")?;
         Ok(())
     }
@@ -611,7 +643,7 @@ impl Audit {
         let mut personal_data = None;
         let mut erased = false;
         if record.personal.is_some() {
-            match self.personal.get(key).context("failed to read the audit log")? {
+            match self.tree.get(payload_key(seq_of(key))).context("failed to read the audit log")? {
                 Some(p) if p.len() >= 16 => personal_data = serde_json::from_slice(&p[16..]).ok(),
                 _ => erased = true,
             }
@@ -628,17 +660,29 @@ impl Audit {
     /// that many.
     pub fn read(&self, filter: &Filter, last: Option<usize>) -> anyhow::Result<Vec<Entry>> {
         let mut out = std::collections::VecDeque::new();
-        for item in self.log.iter() {
+        self.scan(filter, |entry| {
+            out.push_back(entry);
+            if last.is_some_and(|n| out.len() > n) {
+                out.pop_front();
+            }
+            Ok(())
+        })?;
+        Ok(out.into())
+    }
+
+    /// Call `f` with each record matching `filter`, oldest first, without
+    /// holding them all in memory (exports). Returns how many matched.
+    pub fn scan(&self, filter: &Filter, mut f: impl FnMut(Entry) -> anyhow::Result<()>) -> anyhow::Result<usize> {
+        let mut matched = 0;
+        for item in self.tree.scan_prefix([LOG]) {
             let (k, v) = item.context("failed to read the audit log")?;
             let entry = self.entry(&k, &v)?;
             if filter.matches(&entry.record) {
-                out.push_back(entry);
-                if last.is_some_and(|n| out.len() > n) {
-                    out.pop_front();
-                }
+                matched += 1;
+                f(entry)?;
             }
         }
-        Ok(out.into())
+        Ok(matched)
     }
 
     /// Check the whole chain from the anchor; stop at the first break.
@@ -653,7 +697,7 @@ impl Audit {
             broken: None,
         };
         let mut prev = anchor.hash.clone();
-        for (expected_seq, item) in (anchor.seq + 1..).zip(self.log.iter()) {
+        for (expected_seq, item) in (anchor.seq + 1..).zip(self.tree.scan_prefix([LOG])) {
             let (k, value) = item.context("failed to read the audit log")?;
             let seq = seq_of(&k);
             let mut fail = |reason: String| {
@@ -697,7 +741,7 @@ impl Audit {
                 break;
             }
             if let Some(digest) = &record.personal {
-                match self.personal.get(&k).context("failed to read the audit log")? {
+                match self.tree.get(payload_key(seq)).context("failed to read the audit log")? {
                     Some(payload) => {
                         if digest_hex(&payload) != *digest {
                             fail("personal payload does not match its digest (edited)".into());
@@ -722,8 +766,8 @@ impl Audit {
     /// The hash of record `seq`, if it is still kept.
     pub fn hash_of(&self, seq: u64) -> anyhow::Result<Option<String>> {
         Ok(self
-            .log
-            .get(seq.to_be_bytes())
+            .tree
+            .get(log_key(seq))
             .context("failed to read the audit log")?
             .and_then(|v| split_record(&v).ok().map(|(h, _)| hex::encode(h))))
     }
@@ -731,73 +775,80 @@ impl Audit {
     /// Delete records before `cutoff_ms`, move the anchor to the last one
     /// deleted, and record the pruning in the chain (`cause` says why).
     pub fn prune(&self, cutoff_ms: u64, cause: &str) -> anyhow::Result<Pruned> {
+        /// Records deleted per transaction (each moves the anchor).
+        const CHUNK: usize = 10_000;
         let cutoff = rfc3339_ms(cutoff_ms);
-        // Holding the head keeps appends out while the front is cut.
-        let head = self.lock();
-        let mut doomed: Vec<(sled::IVec, Option<String>)> = Vec::new();
-        let mut last: Option<Head> = None;
-        for item in self.log.iter() {
-            let (k, v) = item.context("failed to read the audit log")?;
-            let (hash, json) = split_record(&v)?;
-            let record: Record = serde_json::from_slice(json).context("corrupt audit record")?;
-            // Never remove the newest record: the chain head must stay.
-            if time_key(&record.at) >= time_key(&cutoff) || seq_of(&k) == head.seq {
-                break;
+        let mut removed = 0u64;
+        let mut anchor: Option<Head> = None;
+        loop {
+            // Holding the head keeps appends out while the front is cut.
+            let head = self.lock();
+            let mut doomed: Vec<(sled::IVec, Option<String>)> = Vec::new();
+            let mut last: Option<Head> = None;
+            for item in self.tree.scan_prefix([LOG]) {
+                let (k, v) = item.context("failed to read the audit log")?;
+                let (hash, json) = split_record(&v)?;
+                let record: Record = serde_json::from_slice(json).context("corrupt audit record")?;
+                // Never remove the newest record: the chain head must stay.
+                if doomed.len() == CHUNK || time_key(&record.at) >= time_key(&cutoff) || seq_of(&k) == head.seq {
+                    break;
+                }
+                last = Some(Head {
+                    seq: seq_of(&k),
+                    hash: hex::encode(hash),
+                    at_ms: 0,
+                });
+                doomed.push((k, record.employee));
             }
-            last = Some(Head {
-                seq: seq_of(&k),
-                hash: hex::encode(hash),
-                at_ms: 0,
-            });
-            doomed.push((k, record.employee));
+            let Some(last) = last else {
+                break;
+            };
+            let mut batch = sled::Batch::default();
+            for (k, employee) in &doomed {
+                let seq = seq_of(k);
+                batch.remove(&log_key(seq)[..]);
+                batch.remove(&payload_key(seq)[..]);
+                if let Some(employee) = employee {
+                    batch.remove(subject_key(employee, seq));
+                }
+            }
+            let encoded = serde_json::to_vec(&last).context("failed to encode the audit anchor")?;
+            batch.insert(meta_key("anchor"), encoded);
+            self.tree.apply_batch(batch).context("failed to write the audit log")?;
+            drop(head);
+            removed += doomed.len() as u64;
+            anchor = Some(last);
         }
-        let Some(last) = last else {
+        let Some(anchor) = anchor else {
             return Ok(Pruned::default());
         };
-        let anchor = serde_json::to_vec(&last).context("failed to encode the audit anchor")?;
-        crate::state::tx_result((&self.log, &self.personal, &self.subjects, &self.meta).transaction(
-            |(log, personal, subjects, meta)| {
-                for (k, employee) in &doomed {
-                    log.remove(k)?;
-                    personal.remove(k)?;
-                    if let Some(employee) = employee {
-                        subjects.remove(subject_key(employee, seq_of(k)))?;
-                    }
-                }
-                meta.insert("anchor", anchor.as_slice())?;
-                Ok(())
-            },
-        ))?;
-        drop(head);
-        let removed = doomed.len() as u64;
         self.append(
             Event::new("audit.pruned")
                 .cause(cause.to_owned())
                 .detail(serde_json::json!({
                     "records": removed,
-                    "through_seq": last.seq,
-                    "anchor_hash": last.hash,
+                    "through_seq": anchor.seq,
+                    "anchor_hash": anchor.hash,
                     "older_than": cutoff,
                 })),
         )?;
         Ok(Pruned {
             records: removed,
-            through: last.seq,
+            through: anchor.seq,
         })
     }
 
     /// Erase the personal payloads of an employee. Returns how many.
     pub fn forget(&self, employee: &str) -> anyhow::Result<u64> {
-        let mut prefix = employee.as_bytes().to_vec();
-        prefix.push(0);
+        let mut batch = sled::Batch::default();
         let mut erased = 0;
-        for item in self.subjects.scan_prefix(&prefix) {
+        for item in self.tree.scan_prefix(subject_prefix(employee)) {
             let (k, _) = item.context("failed to read the audit log")?;
-            let seq = &k[prefix.len()..];
-            self.personal.remove(seq).context("failed to write the audit log")?;
-            self.subjects.remove(&k).context("failed to write the audit log")?;
+            batch.remove(&payload_key(seq_of(&k))[..]);
+            batch.remove(k);
             erased += 1;
         }
+        self.tree.apply_batch(batch).context("failed to write the audit log")?;
         Ok(erased)
     }
 
@@ -805,16 +856,16 @@ impl Audit {
     /// that verification catches it). Not used by the product.
     #[doc(hidden)]
     pub fn tamper(&self, seq: u64, edit: impl FnOnce(&mut Vec<u8>)) -> anyhow::Result<()> {
-        let key = seq.to_be_bytes();
+        let key = log_key(seq);
         let mut value = self
-            .log
+            .tree
             .get(key)?
             .ok_or_else(|| anyhow!("no audit record {seq}"))?
             .to_vec();
         let mut json = value.split_off(32);
         edit(&mut json);
         value.extend(json);
-        self.log.insert(key, value)?;
+        self.tree.insert(key, value)?;
         Ok(())
     }
 }

@@ -603,32 +603,40 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
         }
         AuditCommand::Search { config, filter, json } => {
             let (_, state) = open_state(&config)?;
-            let entries = state.audit().read(&filter.into(), None)?;
-            for e in &entries {
-                print_entry(e, json)?;
-            }
+            let matched = state.audit().scan(&filter.into(), |e| print_entry(&e, json))?;
             if !json {
-                eprintln!("{} record(s)", entries.len());
+                eprintln!("{matched} record(s)");
             }
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Export { config, filter, output } => {
             use std::io::Write;
             let (_, state) = open_state(&config)?;
-            let entries = state.audit().read(&filter.into(), None)?;
+            let filter: Filter = filter.into();
             let mut out: Box<dyn Write> = match &output {
                 Some(path) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(path).with_context(|| format!("failed to create {}", path.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
-            for e in &entries {
-                serde_json::to_writer(&mut out, e)?;
+            let records = state.audit().scan(&filter, |e| {
+                serde_json::to_writer(&mut out, &e)?;
                 out.write_all(b"\n")?;
-            }
+                Ok(())
+            })?;
             out.flush()?;
+            drop(out);
+            // An export carries personal data: who took it is on record.
+            record_action(
+                &state,
+                Event::new("admin.audit-exported").detail(serde_json::json!({
+                    "records": records,
+                    "filter": filter,
+                    "output": output.as_ref().map(|p| p.display().to_string()),
+                })),
+            )?;
             if let Some(path) = output {
-                eprintln!("{} record(s) written to {}", entries.len(), path.display());
+                eprintln!("{records} record(s) written to {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -654,9 +654,8 @@ impl State {
         let outbox_key = self.outbox_key_of(link, op)?;
         let writer = self.audit.writer();
         let record = writer.prepare(audit)?;
-        let (log, personal, subjects) = self.audit.trees();
-        let trees = (&self.outbox, &self.outbox_keys, &self.done, &self.accounts, &self.enrollments, log, personal, subjects);
-        tx_result(trees.transaction(|(outbox, keys, done, accounts, enrollments, log, personal, subjects)| {
+        let trees = (&self.outbox, &self.outbox_keys, &self.done, &self.accounts, &self.enrollments, self.audit.tree());
+        tx_result(trees.transaction(|(outbox, keys, done, accounts, enrollments, audit)| {
             outbox.remove(outbox_key.clone())?;
             keys.remove(key(&[link, &op.key]))?;
             tx_put(done, key(&[link, &op.key]), &(op.kind.name(), now_ms()))?;
@@ -670,7 +669,7 @@ impl State {
                 }
                 Effect::None => {}
             }
-            Writer::write((log, personal, subjects), &record)
+            Writer::write(audit, &record)
         }))?;
         writer.committed(record);
         Ok(())
@@ -697,14 +696,13 @@ impl State {
         let dlq_key = dead_letter_key(link, id);
         let writer = self.audit.writer();
         let record = writer.prepare(audit.detail(serde_json::json!({ "dead_letter": id, "operation": op.kind.name(), "attempts": op.attempts })))?;
-        let (log, personal, subjects) = self.audit.trees();
-        let trees = (&self.outbox, &self.outbox_keys, &self.dead_letters, &self.dead_keys, log, personal, subjects);
-        tx_result(trees.transaction(|(outbox, keys, dlq, dead_keys, log, personal, subjects)| {
+        let trees = (&self.outbox, &self.outbox_keys, &self.dead_letters, &self.dead_keys, self.audit.tree());
+        tx_result(trees.transaction(|(outbox, keys, dlq, dead_keys, audit)| {
             outbox.remove(outbox_key.clone())?;
             keys.remove(key(&[link, &op.key]))?;
             dead_keys.insert(key(&[link, &op.key]), &id.to_be_bytes()[..])?;
             tx_put(dlq, dlq_key.clone(), &letter)?;
-            Writer::write((log, personal, subjects), &record)
+            Writer::write(audit, &record)
         }))?;
         writer.committed(record);
         Ok(id)

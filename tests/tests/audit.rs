@@ -342,10 +342,15 @@ async fn the_cli_tails_searches_and_exports_with_filters() {
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), enrolled_101);
     assert!(lines.iter().all(|l| l["employee"] == "101" && l["kind"] == "course.enrolled" && l["hash"].as_str().unwrap().len() == 64));
+    // The export itself is on record, with its filter.
+    let total = total + 1;
 
     let out = audit_cli(&h, &["tail", "-n", "3", "--json"]);
     let tail: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(tail.iter().map(|l| l["seq"].as_u64().unwrap() as usize).collect::<Vec<_>>(), [total - 2, total - 1, total]);
+    assert_eq!(tail[2]["kind"], "admin.audit-exported");
+    assert_eq!(tail[2]["detail"]["filter"]["employee"], "101");
+    assert!(tail[2]["actor"].as_str().unwrap().ends_with("via cli"));
 
     let out = audit_cli(&h, &["search", "--link", LINK, "--kind", "run", "--since", "2020-01-01"]);
     assert!(out.status.success());

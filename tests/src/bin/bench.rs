@@ -9,7 +9,11 @@
 //! 2. Employee listing throughput: every page of an N-employee HRIS through
 //!    the BambooHR plugin versus a native reqwest + serde client fetching and
 //!    decoding the same pages.
-//! 3. A full sync of N employees (provisioning, enrollments) in employees/s.
+//! 3. A full sync of N employees (provisioning, enrollments) in employees/s,
+//!    and verification of the audit chain it wrote.
+//! 4. Audit append throughput (hash chain, salted personal payload, one
+//!    sled transaction per call as the runtime writes them) versus plain
+//!    sled inserts of the same JSON.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +39,9 @@ struct Args {
     /// Page size for listings.
     #[arg(long, default_value_t = 500)]
     page_size: usize,
+    /// Records for the audit append benchmark.
+    #[arg(long, default_value_t = 50_000)]
+    audit_records: usize,
 }
 
 struct Floor {
@@ -212,6 +219,62 @@ async fn listing(employees: usize, page_size: usize) -> anyhow::Result<()> {
     let t = Instant::now();
     let again = service.sync_link(LINK).await?;
     println!("  second run, no changes: {:>10.1?}, {} writes", t.elapsed(), again.writes());
+    let t = Instant::now();
+    let v = service.state.audit().verify()?;
+    let elapsed = t.elapsed();
+    anyhow::ensure!(v.broken.is_none(), "audit chain broken: {:?}", v.broken);
+    println!(
+        "  audit chain of both runs: {} records, verified in {elapsed:>10.1?} ({:.0} records/s)",
+        v.records,
+        v.records as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Appending records the way a sync does (an `http.request` with a
+/// personal path per call, one transaction each) versus inserting the same
+/// JSON into a sled tree with no chain, digest or transaction.
+fn audit_append(records: usize) -> anyhow::Result<()> {
+    use switchyard::audit::{Audit, Event};
+    let dir = tempfile::tempdir()?;
+    let db = sled::open(dir.path())?;
+    let audit = Audit::open(&db)?;
+    let event = |i: usize| {
+        Event::new("http.request")
+            .link("acme")
+            .employee(format!("{}", 100 + i % 10_000))
+            .connector("lms")
+            .key(format!("{i:032x}"))
+            .detail(serde_json::json!({
+                "function": "enroll", "method": "POST", "origin": "http://127.0.0.1:8080",
+                "query": ["wsfunction", "moodlewsrestformat"], "status": 200,
+                "duration_ms": 3, "bytes_out": 120, "bytes_in": 40,
+            }))
+            .personal(serde_json::json!({ "path": "/webservice/rest/server.php", "error": null }))
+    };
+    let t = Instant::now();
+    for i in 0..records {
+        audit.append(event(i))?;
+    }
+    let ours = t.elapsed();
+    let floor_tree = db.open_tree("floor")?;
+    let sample = serde_json::to_vec(&serde_json::json!({
+        "seq": 1, "at": "2026-11-28T04:00:00.000Z", "kind": "http.request", "link": "acme",
+        "employee": "101", "connector": "lms", "key": format!("{:032x}", 1),
+        "detail": { "function": "enroll", "method": "POST", "origin": "http://127.0.0.1:8080",
+            "query": ["wsfunction", "moodlewsrestformat"], "status": 200, "duration_ms": 3, "bytes_out": 120, "bytes_in": 40 },
+        "personal": "0".repeat(64), "prev": "0".repeat(64),
+    }))?;
+    let t = Instant::now();
+    for i in 0..records as u64 {
+        floor_tree.insert(i.to_be_bytes(), sample.as_slice())?;
+    }
+    let floor = t.elapsed();
+    let per = |d: Duration| d / records as u32;
+    println!("audit append, {records} records (one transaction each)");
+    println!("  switchyard audit log          {ours:>10.1?}   {:>9.1?}/record", per(ours));
+    println!("  floor: plain sled insert      {floor:>10.1?}   {:>9.1?}/record", per(floor));
+    println!("  overhead                      {:.2}x", ours.as_secs_f64() / floor.as_secs_f64());
     Ok(())
 }
 
@@ -227,6 +290,7 @@ async fn main() -> anyhow::Result<()> {
         std::env::consts::ARCH
     );
     call_latency(args.calls).await?;
+    audit_append(args.audit_records)?;
     listing(args.employees, args.page_size).await?;
     Ok(())
 }

@@ -65,6 +65,10 @@ async fn main() -> anyhow::Result<()> {
 
     println!("\n== An employee moves to the warehouse, another leaves the company ==");
     let employees = h.hris.employees();
+    let moved = employees
+        .iter()
+        .find(|e| e.status == "Active" && e.department.as_deref() == Some("Sales"))
+        .map(|e| e.id.clone());
     if let Some(mover) = employees.iter().find(|e| e.status == "Active" && e.department.as_deref() == Some("Sales")) {
         h.hris.update_employee(&mover.id, |e| e.department = Some("Warehouse".into()));
         println!("  {} {}: Sales -> Warehouse", mover.first_name, mover.last_name);
@@ -112,7 +116,31 @@ async fn main() -> anyhow::Result<()> {
         "  state holds                 {} employees, {} accounts, {} enrollments, {} completions",
         counts.employees, counts.accounts, counts.enrollments, counts.completions
     );
-    if first.users_created == 0 || records.is_empty() || third.writes() != 0 {
+    let audit = service.state.audit();
+    let verification = audit.verify()?;
+    println!(
+        "  audit log                   {} records, chain {} (head {})",
+        verification.records,
+        if verification.broken.is_none() { "verified" } else { "BROKEN" },
+        verification.head
+    );
+    let why = switchyard::audit::Filter {
+        employee: moved.clone(),
+        kind: Some("course".into()),
+        ..Default::default()
+    };
+    for e in audit.read(&why, Some(2))? {
+        println!(
+            "    #{} {} {} {}: {}",
+            e.record.seq,
+            e.record.kind,
+            e.record.employee.as_deref().unwrap_or(""),
+            e.record.course.as_deref().unwrap_or(""),
+            e.record.cause.as_deref().unwrap_or("")
+        );
+    }
+    println!("  try: switchyard audit tail --config {}", h.config_path.display());
+    if first.users_created == 0 || records.is_empty() || third.writes() != 0 || verification.broken.is_some() {
         anyhow::bail!("the demo did not reach the expected end state");
     }
     Ok(())
