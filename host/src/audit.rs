@@ -29,7 +29,7 @@
 //! atomic sled batch (or one tree in a state transaction).
 //!
 //! Records written with a state change (an operation's outcome) are written
-//! in the same sled transaction as the change: see [`Audit::prepare`].
+//! in the same sled transaction as the change: see [`Audit::writer`].
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
