@@ -19,10 +19,13 @@
 //! - [`state`]: sync state in sled behind typed accessors;
 //! - [`sync`]: one run of a link (provisioning, rules, completion write-back);
 //! - [`service`]: all of the above assembled from a configuration, and
-//!   connector quarantine.
+//!   connector quarantine;
+//! - [`daemon`]: `switchyard run`, the long-running service: scheduler,
+//!   plugin-directory watcher, admin API, metrics.
 
 pub mod capability;
 pub mod config;
+pub mod daemon;
 pub mod model;
 pub mod runtime;
 pub mod secrets;

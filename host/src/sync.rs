@@ -467,6 +467,7 @@ impl LinkRun<'_> {
                 // An earlier operation of this employee was given up on; the
                 // later ones depend on it and keep its order in the DLQ.
                 self.state.dead_letter(self.name, &op, &format!("blocked: {reason}"), &now_rfc3339())?;
+                crate::daemon::metrics::operation(self.name, op.kind.name(), "dead-letter");
                 report.dead_lettered += 1;
                 continue;
             }
@@ -474,6 +475,7 @@ impl LinkRun<'_> {
                 let error = match self.execute(&op, &mut report).await? {
                     Ok(effect) => {
                         self.state.complete(self.name, &op, &effect)?;
+                        crate::daemon::metrics::operation(self.name, op.kind.name(), "ok");
                         break;
                     }
                     Err(error) => error,
@@ -485,6 +487,7 @@ impl LinkRun<'_> {
                         let wait = backoff(op.attempts, after);
                         op.next_attempt_at = now_ms() + wait.as_millis() as u64;
                         self.state.reschedule(self.name, &op)?;
+                        crate::daemon::metrics::operation(self.name, op.kind.name(), "retry");
                         tracing::info!(link = self.name, operation = op.kind.name(), employee = %op.employee_id, attempt = op.attempts, ?wait, "retrying: {error}");
                         report.retries += 1;
                         tokio::time::sleep(wait).await;
@@ -496,6 +499,7 @@ impl LinkRun<'_> {
                             format!("gave up after {} attempts: {error}", op.attempts)
                         };
                         let id = self.state.dead_letter(self.name, &op, &reason, &now_rfc3339())?;
+                        crate::daemon::metrics::operation(self.name, op.kind.name(), "dead-letter");
                         tracing::warn!(link = self.name, operation = op.kind.name(), employee = %op.employee_id, dead_letter = id, "dead-lettered: {reason}");
                         report.dead_lettered += 1;
                         blocked = Some(format!("{} (dead letter {id}) failed", op.kind.name()));
@@ -503,6 +507,7 @@ impl LinkRun<'_> {
                     }
                     Remedy::Stop => {
                         self.state.reschedule(self.name, &op)?;
+                        crate::daemon::metrics::operation(self.name, op.kind.name(), "stopped");
                         return Err(self.stopped(op.kind.name(), error).into());
                     }
                 }
