@@ -848,10 +848,10 @@ due_in_days = 30
         assert_eq!(config.daemon.plugin_settle, Duration::from_millis(250));
         assert_eq!(config.daemon.admin_listen.port(), 0);
 
-        let bad = text.replace("every 15m", "*/70 * * * *");
+        let bad = text.replace("every 15m", "61 * * * *");
         let err = parse(&bad).unwrap_err();
         assert_eq!(err.line, 15, "{err}");
-        assert!(err.message.contains("schedule `*/70 * * * *`"), "{err}");
+        assert!(err.message.contains("schedule `61 * * * *`"), "{err}");
         let bad = text.replace("every 15m", "every 15 minutes");
         assert_eq!(parse(&bad).unwrap_err().line, 15);
         let bad = text.replace("{ secret = \"env:TOKEN\" }", "\"hunter2\"");

@@ -466,11 +466,7 @@ impl Daemon {
         note(DaemonEvent::ConfigLoaded {
             file: config.file.display().to_string(),
         });
-        let plugins = PluginDir::new(
-            config.plugin_dir.clone(),
-            config.data_dir.join("cache"),
-            config.daemon.plugin_settle,
-        );
+        let plugins = PluginDir::new(&config, config.data_dir.join("cache"));
         if !config.plugin_dir.is_dir() {
             return Err(anyhow!("plugin directory {} does not exist", config.plugin_dir.display()));
         }

@@ -124,6 +124,19 @@ pub enum PluginError {
         /// Version found.
         found: String,
     },
+    /// A valid connector of the other world than the configuration needs
+    /// of this plugin name (the daemon's plugin directory checks this).
+    #[error("{}: implements {found}, but {used_by} needs {needed}", path.display())]
+    WrongWorld {
+        /// File.
+        path: PathBuf,
+        /// The world the file implements.
+        found: World,
+        /// The world needed.
+        needed: World,
+        /// Which connector of which link needs it.
+        used_by: String,
+    },
     /// Imports something the host does not provide.
     #[error("{}: cannot be linked: {reason}", path.display())]
     Link {
@@ -146,6 +159,8 @@ pub struct Plugin {
     pub world: World,
     /// Contract version it was built against.
     pub contract_version: String,
+    /// What the component imports (interface names), for `plugin inspect`.
+    pub imports: Vec<String>,
     pre: Pre,
 }
 
@@ -348,12 +363,18 @@ impl Runtime {
                 Pre::Lms(bindings::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?)
             }
         };
+        let imports = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         Ok(Plugin {
             name,
             path: path.to_owned(),
             sha256,
             world,
             contract_version,
+            imports,
             pre,
         })
     }

@@ -390,6 +390,7 @@ fn refused_name(e: &PluginError) -> String {
         | PluginError::NotAComponent { path, .. }
         | PluginError::NoWorld { path, .. }
         | PluginError::UnsupportedVersion { path, .. }
+        | PluginError::WrongWorld { path, .. }
         | PluginError::Link { path, .. } => path,
     };
     path.file_stem()

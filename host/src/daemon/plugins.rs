@@ -29,7 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::runtime::{Plugin, PluginError, Runtime};
+use crate::config::Config;
+use crate::runtime::{Plugin, PluginError, Runtime, World};
 
 /// What the watcher knows of one plugin name.
 #[derive(Debug, Clone, Serialize)]
@@ -121,7 +122,25 @@ pub struct PluginDir {
     dir: PathBuf,
     cache: PathBuf,
     settle: Duration,
+    /// The world each plugin name must implement, from the links that use
+    /// it, and which connector and link say so.
+    expected: Arc<BTreeMap<String, (World, String)>>,
     inner: Mutex<Inner>,
+}
+
+/// What the configuration expects of each plugin name.
+fn expected_worlds(config: &Config) -> BTreeMap<String, (World, String)> {
+    let mut expected = BTreeMap::new();
+    for (link_name, link) in &config.links {
+        for (connector, world) in [(&link.hris, World::Hris), (&link.lms, World::Lms)] {
+            if let Some(c) = config.connectors.get(connector) {
+                expected
+                    .entry(c.plugin.clone())
+                    .or_insert_with(|| (world, format!("connector `{connector}` of link `{link_name}`")));
+            }
+        }
+    }
+    expected
 }
 
 enum Evaluated {
@@ -164,12 +183,15 @@ fn list(dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
 }
 
 impl PluginDir {
-    /// Watch `dir`; compiled code is cached in `cache`.
-    pub fn new(dir: PathBuf, cache: PathBuf, settle: Duration) -> PluginDir {
+    /// Watch the configuration's plugin directory; compiled code is cached
+    /// in `cache`. A file is refused unless it implements the world the
+    /// configuration's links need of that plugin name.
+    pub fn new(config: &Config, cache: PathBuf) -> PluginDir {
         PluginDir {
-            dir,
+            dir: config.plugin_dir.clone(),
             cache,
-            settle,
+            settle: config.daemon.plugin_settle,
+            expected: Arc::new(expected_worlds(config)),
             inner: Mutex::default(),
         }
     }
@@ -288,7 +310,8 @@ impl PluginDir {
                 let path = path.clone();
                 let cache = self.cache.clone();
                 let serving_sha = serving_sha.clone();
-                tokio::task::spawn_blocking(move || evaluate(&runtime, &path, &cache, now, serving_sha.as_deref())).await
+                let expected = self.expected.get(&name).cloned();
+                tokio::task::spawn_blocking(move || evaluate(&runtime, &path, &cache, now, serving_sha.as_deref(), expected)).await
             };
             let outcome = match outcome {
                 Ok(o) => o,
@@ -359,7 +382,14 @@ impl PluginDir {
 }
 
 /// Read, check the file did not change meanwhile, and load (blocking).
-fn evaluate(runtime: &Runtime, path: &Path, cache: &Path, expected: Stat, serving_sha: Option<&str>) -> Evaluated {
+fn evaluate(
+    runtime: &Runtime,
+    path: &Path,
+    cache: &Path,
+    expected: Stat,
+    serving_sha: Option<&str>,
+    world: Option<(World, String)>,
+) -> Evaluated {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -377,7 +407,18 @@ fn evaluate(runtime: &Runtime, path: &Path, cache: &Path, expected: Stat, servin
         return Evaluated::Same;
     }
     match runtime.load_plugin_bytes(path, &bytes, Some(cache)) {
-        Ok(plugin) => Evaluated::Loaded(plugin),
+        Ok(plugin) => match world {
+            Some((world, used_by)) if plugin.world != world => Evaluated::Refused(
+                Some(sha256),
+                PluginError::WrongWorld {
+                    path: path.to_owned(),
+                    found: plugin.world,
+                    needed: world,
+                    used_by,
+                },
+            ),
+            _ => Evaluated::Loaded(plugin),
+        },
         Err(e) => Evaluated::Refused(Some(sha256), e),
     }
 }

@@ -81,7 +81,8 @@ impl Schedule {
         match &self.kind {
             Kind::Every(interval) => after_ms.checked_add(interval.as_millis() as u64),
             Kind::Cron(cron) => {
-                let after = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(i64::try_from(after_ms).ok()?)?;
+                // Whole seconds: croner keeps the sub-second part it is given.
+                let after = chrono::DateTime::<chrono::Utc>::from_timestamp(i64::try_from(after_ms / 1000).ok()?, 0)?;
                 let next = cron.find_next_occurrence(&after, false).ok()?;
                 u64::try_from(next.timestamp_millis()).ok()
             }
