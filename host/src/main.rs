@@ -67,6 +67,14 @@ enum Command {
         /// The link to sync (default: all links).
         link: Option<String>,
     },
+    /// Ask a running daemon (`switchyard run`) to sync a link now, through
+    /// its admin API (address and token from the configuration's [daemon]).
+    Trigger {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The link.
+        link: String,
+    },
     /// What the state database holds for each link.
     Status {
         #[command(flatten)]
@@ -256,6 +264,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command: PluginCommand::Inspect { file, config } } => inspect(&file, config.as_deref()),
+        Command::Trigger { config, link } => trigger(&Config::load(&config.config)?, &link).await,
         Command::Sync { config, once: _, dry_run, approve_deactivations, json, link } => {
             let service = open(&config)?;
             let options = RunOptions { dry_run, approve_deactivations };
@@ -562,6 +571,37 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// `trigger`: POST /v1/links/{link}/sync on the daemon's admin listener.
+async fn trigger(config: &Config, link: &str) -> anyhow::Result<ExitCode> {
+    let source = config
+        .daemon
+        .admin_token
+        .as_ref()
+        .with_context(|| format!("{} has no [daemon] admin_token", config.file.display()))?;
+    let token = switchyard::secrets::resolve_secret(source, Some(&SecretStore::in_dir(&config.data_dir)))
+        .map_err(|e| anyhow::anyhow!("daemon admin_token: {e}"))?;
+    let mut addr = config.daemon.admin_listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/v1/links/{link}/sync");
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .with_context(|| format!("failed to reach the daemon at {url}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        println!("sync of link `{link}` triggered");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: the daemon answered {status}: {body}");
+        Ok(ExitCode::from(if status == reqwest::StatusCode::NOT_FOUND { 2 } else { 1 }))
     }
 }
 

@@ -449,3 +449,42 @@ async fn metrics_after_a_sync_count_what_it_did() {
     assert!(metric(&m, "switchyard_plugin_reloads_total", &[("plugin", "moodle"), ("result", "loaded")]) >= 1.0, "{text}");
     daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled_not_trusted() {
+    let h = Harness::start(4).await.unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let (daemon, _admin) = start_in_process(&h).await;
+    daemon.shutdown().await.unwrap();
+    let cache = h.dir.join("state/cache");
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    assert_eq!(entries.len(), 2, "one entry per plugin: {entries:?}");
+    let good: Vec<Vec<u8>> = entries.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    // A second start uses the entries (it does not rewrite them).
+    let modified = |p: &PathBuf| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before: Vec<_> = entries.iter().map(modified).collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (daemon, _admin) = start_in_process(&h).await;
+    daemon.shutdown().await.unwrap();
+    assert_eq!(entries.iter().map(modified).collect::<Vec<_>>(), before, "cache entries reused");
+    // Flip a byte in the middle of each compiled payload.
+    for (path, bytes) in entries.iter().zip(&good) {
+        let mut bad = bytes.clone();
+        let middle = bad.len() / 2;
+        bad[middle] ^= 0xff;
+        std::fs::write(path, bad).unwrap();
+    }
+    let (daemon, admin) = start_in_process(&h).await;
+    for p in admin.get("/v1/plugins").await.as_array().unwrap() {
+        assert_eq!(p["status"], "serving", "{p}");
+    }
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
+    assert_one_account_each(&h);
+    // The entries were rewritten from a fresh compilation.
+    for (path, bytes) in entries.iter().zip(&good) {
+        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{} rewritten", path.display());
+    }
+    daemon.shutdown().await.unwrap();
+}
