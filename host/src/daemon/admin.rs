@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::{DaemonEvent, Shared, note};
 
-type Shared_ = Arc<Shared>;
+type SharedState = Arc<Shared>;
 
 /// Who called: the token's fingerprint and the remote address.
 #[derive(Clone)]
@@ -48,7 +48,7 @@ type ApiResult = Result<Response, ApiError>;
 
 /// Every route: method, path (OpenAPI syntax, which axum 0.8 shares) and
 /// handler.
-pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Shared_>)> {
+pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<SharedState>)> {
     vec![
         ("get", "/openapi.json", get(openapi)),
         ("get", "/metrics", get(metrics)),
@@ -77,7 +77,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn require_token(
-    State(shared): State<Shared_>,
+    State(shared): State<SharedState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     mut request: Request,
     next: Next,
@@ -115,7 +115,7 @@ async fn openapi() -> Json<Value> {
     Json(document())
 }
 
-async fn metrics(State(shared): State<Shared_>) -> Response {
+async fn metrics(State(shared): State<SharedState>) -> Response {
     match shared.render_metrics() {
         Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
         None => ApiError(StatusCode::SERVICE_UNAVAILABLE, "another metrics recorder is installed in this process".into()).into_response(),
@@ -126,7 +126,7 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn ready(State(shared): State<Shared_>) -> Response {
+async fn ready(State(shared): State<SharedState>) -> Response {
     let service = shared.service.load();
     let body = json!({
         "ready": shared.is_ready(),
@@ -136,11 +136,11 @@ async fn ready(State(shared): State<Shared_>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn plugins(State(shared): State<Shared_>) -> Json<Value> {
+async fn plugins(State(shared): State<SharedState>) -> Json<Value> {
     Json(json!(shared.plugins.status()))
 }
 
-async fn connectors(State(shared): State<Shared_>) -> ApiResult {
+async fn connectors(State(shared): State<SharedState>) -> ApiResult {
     let service = shared.service.load();
     let mut out = Vec::new();
     for (name, config) in &shared.config.connectors {
@@ -198,7 +198,7 @@ fn rfc3339_ms(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-async fn links(State(shared): State<Shared_>) -> ApiResult {
+async fn links(State(shared): State<SharedState>) -> ApiResult {
     let mut out = Vec::new();
     for name in shared.config.links.keys() {
         out.push(link_json(&shared, name)?);
@@ -206,11 +206,11 @@ async fn links(State(shared): State<Shared_>) -> ApiResult {
     Ok(Json(out).into_response())
 }
 
-async fn link(State(shared): State<Shared_>, Path(name): Path<String>) -> ApiResult {
+async fn link(State(shared): State<SharedState>, Path(name): Path<String>) -> ApiResult {
     Ok(Json(link_json(&shared, &name)?).into_response())
 }
 
-async fn trigger_sync(State(shared): State<Shared_>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> ApiResult {
+async fn trigger_sync(State(shared): State<SharedState>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> ApiResult {
     if !shared.trigger(&name) {
         return Err(not_found(&format!("no link named `{name}`")));
     }
@@ -230,7 +230,7 @@ async fn trigger_sync(State(shared): State<Shared_>, Extension(caller): Extensio
     Ok((StatusCode::ACCEPTED, Json(json!({ "link": name, "triggered": true, "after_run_in_progress": running }))).into_response())
 }
 
-async fn dead_letters(State(shared): State<Shared_>, Path(name): Path<String>) -> ApiResult {
+async fn dead_letters(State(shared): State<SharedState>, Path(name): Path<String>) -> ApiResult {
     if !shared.config.links.contains_key(&name) {
         return Err(not_found(&format!("no link named `{name}`")));
     }
@@ -238,7 +238,7 @@ async fn dead_letters(State(shared): State<Shared_>, Path(name): Path<String>) -
 }
 
 async fn replay_dead_letter(
-    State(shared): State<Shared_>,
+    State(shared): State<SharedState>,
     Extension(caller): Extension<Caller>,
     Path((name, id)): Path<(String, u64)>,
 ) -> ApiResult {
@@ -265,7 +265,7 @@ async fn replay_dead_letter(
         .into_response())
 }
 
-async fn resume_connector(State(shared): State<Shared_>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> ApiResult {
+async fn resume_connector(State(shared): State<SharedState>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> ApiResult {
     if !shared.config.connectors.contains_key(&name) {
         return Err(not_found(&format!("no connector named `{name}`")));
     }

@@ -100,7 +100,6 @@ struct Stat {
 }
 
 struct Watched {
-    path: PathBuf,
     /// Last stat seen and since when it has not changed.
     seen: Stat,
     seen_since: Instant,
@@ -290,7 +289,6 @@ impl PluginDir {
             let ready = {
                 let mut inner = self.lock();
                 let watched = inner.files.entry(name.clone()).or_insert_with(|| Watched {
-                    path: path.clone(),
                     seen: now,
                     seen_since: Instant::now(),
                     evaluated: None,
@@ -373,11 +371,6 @@ impl PluginDir {
             }
         }
         changes
-    }
-
-    /// The paths being watched (for tests and status).
-    pub fn watched_paths(&self) -> Vec<PathBuf> {
-        self.lock().files.values().map(|w| w.path.clone()).collect()
     }
 }
 
