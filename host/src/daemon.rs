@@ -124,8 +124,8 @@ pub enum DaemonEvent {
         action: String,
         /// On what (link, connector, dead letter).
         target: String,
-        /// Fingerprint of the bearer token used (first 12 hex digits of its
-        /// sha256; never the token).
+        /// Fingerprint of the bearer token used (12 hex digits of the
+        /// sha256 of its sha256; never the token).
         token: String,
         /// Remote address.
         remote: String,

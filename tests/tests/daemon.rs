@@ -488,3 +488,61 @@ async fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled_not_trusted()
     }
     daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_inspect_shows_world_contract_imports_and_grants() {
+    let h = Harness::start(1).await.unwrap();
+    let out = Command::new(switchyard_bin())
+        .args(["plugin", "inspect"])
+        .arg(h.dir.join("plugins.d/moodle.wasm"))
+        .arg("--config")
+        .arg(&h.config_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("world             lms-connector"), "{text}");
+    assert!(text.contains("contract version  0.1.0"), "{text}");
+    assert!(text.contains("switchyard:connector/http"), "{text}");
+    assert!(text.contains("connector `lms`"), "{text}");
+    let origin = h.lms.base_url().trim_end_matches('/').to_owned();
+    let port = origin.rsplit(':').next().unwrap();
+    assert!(text.lines().any(|l| l.contains("may reach") && l.contains(port)), "{text}");
+    assert!(text.contains("query parameter (injected by the host"), "{text}");
+    assert!(!text.contains(&h.lms.token()), "no secret value is shown: {text}");
+    assert!(text.contains("used by          link `acme` as lms"), "{text}");
+
+    // Not a plugin: refused with exit code 2.
+    let junk = h.dir.join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let out = Command::new(switchyard_bin()).args(["plugin", "inspect"]).arg(&junk).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["trigger", "--help"],
+        &["sync", "--help"],
+        &["status", "--help"],
+        &["reconcile", "--help"],
+        &["plugin", "--help"],
+        &["plugin", "check", "--help"],
+        &["plugin", "inspect", "--help"],
+        &["plugin", "list", "--help"],
+        &["plugin", "resume", "--help"],
+        &["dlq", "--help"],
+        &["dlq", "list", "--help"],
+        &["dlq", "replay", "--help"],
+        &["secret", "--help"],
+        &["secret", "set", "--help"],
+    ] {
+        let out = Command::new(switchyard_bin()).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("Usage:"), "{args:?}: {text}");
+    }
+    let out = Command::new(switchyard_bin()).args(["--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--log-format"));
+}
