@@ -21,13 +21,15 @@
 //!
 //! Every event the audit trail wants goes through [`note`].
 //!
-//! **Shutdown** (SIGTERM/SIGINT): the listeners stop accepting, the plugin
-//! watcher and the schedulers stop, a link run in progress gets
-//! `shutdown_grace` to finish and is otherwise stopped at its next await
-//! point (between two operations, or while one is in flight: the engine has
-//! written the outbox before applying anything, and every effect is sent
-//! with its idempotency key, so the next start finishes the work without
-//! loss or duplicate), then sled is flushed.
+//! **Shutdown** (SIGTERM/SIGINT): runs in progress are asked to stop at
+//! their next checkpoint (`Service::stop`: before the next page or the next
+//! operation; an operation in flight finishes and is recorded), the
+//! listeners stop accepting, the plugin watcher and the schedulers stop.
+//! A run that reaches no checkpoint within `shutdown_grace` is dropped at
+//! its next await point (safe too: the outbox was written before anything
+//! was applied and every effect carries its idempotency key). An
+//! interrupted run is not recorded as finished, so the next start runs the
+//! link at once and finishes the outbox. Then sled is flushed.
 
 pub mod admin;
 pub mod metrics;
@@ -52,9 +54,9 @@ use crate::runtime::Runtime;
 use crate::secrets::{SecretStore, resolve_secret};
 use crate::service::{Paused, Quarantined, Service};
 use crate::state::State;
-use crate::sync::{LinkHalted, LinkStopped, RunReport};
+use crate::sync::{Interrupted, LinkHalted, LinkStopped, RunReport};
 use plugins::{Change, PluginDir};
-use scheduler::{LinkRunner, LinkSlot, RunCause, WallClock};
+use scheduler::{LinkRunner, LinkSlot, RunCause, RunEnd, WallClock};
 
 /// Something the audit trail records. Every such event goes through
 /// [`note`], which logs it; the audit hook is added there.
@@ -184,7 +186,7 @@ pub struct LinkActivity {
     pub last_started: Option<String>,
     /// End of the last run (RFC 3339).
     pub last_finished: Option<String>,
-    /// `ok`, `failed`, `stopped`, `halted` or `paused`.
+    /// `ok`, `failed`, `stopped`, `halted`, `paused` or `interrupted`.
     pub last_outcome: Option<String>,
     /// What the last run reported, if it got that far.
     pub last_report: Option<RunReport>,
@@ -215,6 +217,9 @@ pub struct Shared {
     shutdown: watch::Sender<bool>,
     /// Held by each run thread (see `sync_on_own_thread`).
     in_flight: Arc<()>,
+    /// Shared with every assembled service: set at shutdown so runs stop at
+    /// their next checkpoint.
+    stop: Arc<AtomicBool>,
 }
 
 fn now_rfc3339() -> String {
@@ -288,6 +293,7 @@ impl Shared {
             self.plugins.serving(),
             &missing,
             previous,
+            self.stop.clone(),
         )?;
         for (connector, reason) in &service.paused {
             let was = previous.and_then(|p| p.paused.get(connector));
@@ -374,7 +380,7 @@ impl LinkRunner for Shared {
         }
     }
 
-    async fn run(&self, link: &str, cause: RunCause) {
+    async fn run(&self, link: &str, cause: RunCause) -> RunEnd {
         // The service as it is now: this run keeps these plugin versions to
         // its end, whatever the watcher swaps in meanwhile.
         let service = self.service.load_full();
@@ -389,6 +395,7 @@ impl LinkRunner for Shared {
         let result = self.sync_on_own_thread(service, link).await;
         let outcome = match &result {
             Ok(_) => "ok",
+            Err(e) if e.downcast_ref::<Interrupted>().is_some() => "interrupted",
             Err(e) if e.downcast_ref::<LinkHalted>().is_some() => "halted",
             Err(e) if e.downcast_ref::<LinkStopped>().is_some() => "stopped",
             Err(e) if e.downcast_ref::<Quarantined>().is_some() || e.downcast_ref::<Paused>().is_some() => "paused",
@@ -419,6 +426,7 @@ impl LinkRunner for Shared {
                 a.last_error = Some(format!("{e:#}"));
             }
         }
+        if outcome == "interrupted" { RunEnd::Interrupted } else { RunEnd::Finished }
     }
 }
 
@@ -476,7 +484,16 @@ impl Daemon {
             .map(|(name, link)| (name.clone(), Arc::new(LinkSlot::new(name, link.schedule.clone(), link.jitter))))
             .collect();
         let (shutdown, _) = watch::channel(false);
-        let placeholder = Service::assemble(config.clone(), runtime.clone(), state.clone(), BTreeMap::new(), &|_| String::new(), None)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let placeholder = Service::assemble(
+            config.clone(),
+            runtime.clone(),
+            state.clone(),
+            BTreeMap::new(),
+            &|_| String::new(),
+            None,
+            stop.clone(),
+        )?;
         let shared = Arc::new(Shared {
             admin_token_sha256: Sha256::digest(token.expose().as_bytes()).into(),
             service: ArcSwap::from_pointee(placeholder),
@@ -486,6 +503,7 @@ impl Daemon {
             metrics: metrics::install(),
             ready: AtomicBool::new(false),
             in_flight: Arc::new(()),
+            stop,
             shutdown,
             config,
             runtime,
@@ -561,6 +579,8 @@ impl Daemon {
     /// grace period), then flush the state.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         note(DaemonEvent::ShuttingDown);
+        // Runs stop at their next checkpoint; then everything else stops.
+        self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.shutdown.send_replace(true);
         while let Some(joined) = self.tasks.join_next().await {
             if let Err(e) = joined {

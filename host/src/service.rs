@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, anyhow, bail};
 
@@ -68,6 +69,9 @@ pub struct Service {
     /// refuses to start with any; the daemon ([`Service::assemble`]) pauses
     /// them and the links that use them.
     pub paused: BTreeMap<String, String>,
+    /// Set to make runs in progress stop at their next checkpoint (the
+    /// daemon's shutdown); shared by every service a daemon assembles.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Service {
@@ -103,6 +107,7 @@ impl Service {
             refused: set.refused,
             connectors,
             paused: BTreeMap::new(),
+            stop: Arc::default(),
         })
     }
 
@@ -119,7 +124,8 @@ impl Service {
     /// Never fails for a missing or unfit plugin: the connector is `paused`
     /// with the reason (`missing` says why a plugin is not loaded). A
     /// connector whose plugin file is unchanged since `previous` is carried
-    /// over, with its fault count.
+    /// over, with its fault count. Runs stop at a checkpoint once `stop` is
+    /// set.
     pub fn assemble(
         config: Config,
         runtime: Runtime,
@@ -127,6 +133,7 @@ impl Service {
         plugins: BTreeMap<String, Arc<Plugin>>,
         missing: &dyn Fn(&str) -> String,
         previous: Option<&Service>,
+        stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Service> {
         let (connectors, paused) = bind(&config, &runtime, &plugins, missing, previous);
         restore_health(&state, &connectors)?;
@@ -138,6 +145,7 @@ impl Service {
             refused: Vec::new(),
             connectors,
             paused: paused.into_iter().collect(),
+            stop,
         })
     }
 
@@ -267,6 +275,7 @@ impl Service {
             lms: &self.connectors[&link.lms],
             state: &self.state,
             today,
+            stop: &self.stop,
         })
     }
 

@@ -193,19 +193,27 @@ async fn sigterm_during_a_sync_exits_0_and_a_restart_finishes_it_exactly_once() 
     .await
     .unwrap();
     let port = free_port();
-    // No grace: the run is stopped at once, between operations or with one
-    // in flight; nothing may be lost or duplicated either way.
-    add_daemon_table(&h, &format!("127.0.0.1:{port}"), "shutdown_grace = \"0s\"");
+    // The grace period is long; the run must stop at its next checkpoint
+    // well before it ends.
+    add_daemon_table(&h, &format!("127.0.0.1:{port}"), "shutdown_grace = \"30s\"");
     h.lms.set_latency(Duration::from_millis(20));
 
     // The first start runs the link at once (it never ran); stop it midway.
     let mut daemon = start_binary(&h);
     eventually("the sync to be under way", Duration::from_secs(60), || async { h.lms.write_count() >= 10 }).await;
+    let signalled = Instant::now();
     sigterm(&daemon);
-    let status = wait_exit(&mut daemon, Duration::from_secs(20));
+    let status = wait_exit(&mut daemon, Duration::from_secs(25));
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(10), "stopped at a checkpoint, not at the end of the grace period");
     let users_at_stop = h.lms.users().len();
     assert!(users_at_stop < expected_accounts(&h).len(), "the run was stopped midway ({users_at_stop} accounts)");
+    // What was left is in the outbox, durable.
+    let out = Command::new(switchyard_bin()).args(["status", "--config"]).arg(&h.config_path).output().unwrap();
+    let status_text = String::from_utf8_lossy(&out.stdout);
+    let row = status_text.lines().find(|l| l.starts_with(LINK)).unwrap();
+    let outbox: usize = row.split_whitespace().nth(5).unwrap().parse().unwrap();
+    assert!(outbox > 0, "operations left in the outbox: {status_text}");
 
     // Restart: the interrupted run was not recorded as finished, so the link
     // runs at once and finishes the outbox.

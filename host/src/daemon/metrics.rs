@@ -8,7 +8,7 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `switchyard_link_runs_total` | counter | `link`, `outcome` (`ok`, `failed`, `stopped`, `halted`, `paused`) |
+//! | `switchyard_link_runs_total` | counter | `link`, `outcome` (`ok`, `failed`, `stopped`, `halted`, `paused`, `interrupted`) |
 //! | `switchyard_link_run_duration_seconds` | histogram | `link` |
 //! | `switchyard_records_fetched_total` | counter | `link`, `kind` (`employees`, `completions`) |
 //! | `switchyard_operations_total` | counter | `link`, `kind` (`upsert-user`, `set-active`, `enroll`, `unenroll`, `push-completion`), `result` (`ok`, `retry`, `dead-letter`, `stopped`) |

@@ -198,6 +198,16 @@ pub enum RunCause {
     Manual,
 }
 
+/// How a run ended, for the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// It ran to its end (successfully or not): recorded as the last run.
+    Finished,
+    /// It stopped at a checkpoint for shutdown: not recorded, so the next
+    /// start runs the link at once.
+    Interrupted,
+}
+
 /// What the scheduler needs from the rest of the daemon.
 pub trait LinkRunner: Send + Sync + 'static {
     /// The end of the last run that finished (Unix ms), if any.
@@ -205,7 +215,7 @@ pub trait LinkRunner: Send + Sync + 'static {
     /// Record that a run finished at `at_ms`.
     fn record_run(&self, link: &str, at_ms: u64);
     /// Run the link once.
-    fn run(&self, link: &str, cause: RunCause) -> impl Future<Output = ()> + Send;
+    fn run(&self, link: &str, cause: RunCause) -> impl Future<Output = RunEnd> + Send;
 }
 
 /// A link's schedule entry and live status, shared with the admin API.
@@ -239,9 +249,9 @@ impl LinkSlot {
 }
 
 /// The worker of one link: wait for the next slot or a trigger, run, repeat;
-/// return on shutdown. A run in progress at shutdown gets `grace` to finish;
-/// after that it is dropped at its next await point (the engine's outbox
-/// makes that safe) and not recorded as finished.
+/// return on shutdown. A run in progress at shutdown gets `grace` to finish
+/// or stop at a checkpoint; after that it is dropped at its next await point
+/// (the engine's outbox makes that safe). Neither is recorded as finished.
 pub async fn run_link<R: LinkRunner, C: Clock>(
     slot: Arc<LinkSlot>,
     runner: Arc<R>,
@@ -275,19 +285,24 @@ pub async fn run_link<R: LinkRunner, C: Clock>(
         slot.running.store(true, Ordering::SeqCst);
         let run = runner.run(&slot.link, cause);
         tokio::pin!(run);
-        let finished = tokio::select! {
-            () = &mut run => true,
+        let end = tokio::select! {
+            end = &mut run => Some(end),
             _ = shutdown.changed() => {
                 tracing::info!(link = %slot.link, ?grace, "shutdown: waiting for the run in progress to reach a checkpoint");
-                tokio::time::timeout(grace, &mut run).await.is_ok()
+                tokio::time::timeout(grace, &mut run).await.ok()
             }
         };
         slot.running.store(false, Ordering::SeqCst);
-        if finished {
-            runner.record_run(&slot.link, clock.now_ms());
-        } else {
-            tracing::warn!(link = %slot.link, "shutdown: run stopped between operations; the outbox holds what is left and the next start finishes it");
-            return;
+        match end {
+            Some(RunEnd::Finished) => runner.record_run(&slot.link, clock.now_ms()),
+            Some(RunEnd::Interrupted) => {
+                tracing::info!(link = %slot.link, "shutdown: run stopped at a checkpoint; the next start finishes it");
+                return;
+            }
+            None => {
+                tracing::warn!(link = %slot.link, ?grace, "shutdown: no checkpoint within the grace period; run dropped at its next await point (the outbox and idempotency keys make the next start finish it)");
+                return;
+            }
         }
     }
 }
@@ -373,12 +388,13 @@ mod tests {
         fn record_run(&self, link: &str, at_ms: u64) {
             self.last.lock().unwrap().insert(link.to_owned(), at_ms);
         }
-        async fn run(&self, _link: &str, cause: RunCause) {
+        async fn run(&self, _link: &str, cause: RunCause) -> RunEnd {
             let active = self.active.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_active.fetch_max(active, Ordering::SeqCst);
             self.starts.lock().unwrap().push((self.clock.now_ms(), cause));
             tokio::time::sleep(self.run_for).await;
             self.active.fetch_sub(1, Ordering::SeqCst);
+            RunEnd::Finished
         }
     }
 
