@@ -554,3 +554,80 @@ fn every_subcommand_has_help() {
     let out = Command::new(switchyard_bin()).args(["--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--log-format"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_replayed_through_the_admin_api() {
+    let h = Harness::start(10).await.unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let (daemon, admin) = start_in_process(&h).await;
+    // The first two LMS calls are refused the Moodle way: dead letters.
+    h.lms.fail_next_with_exception(2, "invalidparameter");
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
+    let letters = admin.get(&format!("/v1/links/{LINK}/dead-letters")).await;
+    let letters = letters.as_array().unwrap().clone();
+    assert!(letters.len() >= 2, "{letters:?}");
+    assert_eq!(link["counts"]["dead_letters"].as_u64().unwrap() as usize, letters.len());
+    let refused: BTreeSet<String> = letters.iter().map(|l| l["operation"]["employee_id"].as_str().unwrap().to_owned()).collect();
+    for id in &refused {
+        assert!(h.lms.user_by_idnumber(id).is_empty());
+    }
+    for letter in &letters {
+        let id = letter["id"].as_u64().unwrap();
+        let (status, body) = admin.post(&format!("/v1/links/{LINK}/dead-letters/{id}/replay")).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // A letter replayed twice is gone the second time.
+    let id = letters[0]["id"].as_u64().unwrap();
+    let (status, _) = admin.post(&format!("/v1/links/{LINK}/dead-letters/{id}/replay")).await;
+    assert_eq!(status, 404);
+    eventually("the replayed operations to be applied", Duration::from_secs(60), || async {
+        let link = admin.link().await;
+        link["counts"]["outbox"] == 0 && link["running"] == false && link["counts"]["dead_letters"] == 0
+    })
+    .await;
+    assert!(admin.get(&format!("/v1/links/{LINK}/dead-letters")).await.as_array().unwrap().is_empty());
+    for id in &refused {
+        assert_eq!(h.lms.user_by_idnumber(id).len(), 1, "{id} created once");
+    }
+    assert_one_account_each(&h);
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_run_survives_a_restart_so_a_link_that_just_ran_is_not_run_again() {
+    let h = Harness::start_with(Options {
+        employees: 3,
+        page_size: 10,
+        link_extra: "schedule = \"every 1h\"".into(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    // Never ran: it runs at start.
+    let (daemon, admin) = start_in_process(&h).await;
+    eventually("the first scheduled run", Duration::from_secs(60), || async {
+        let link = admin.link().await;
+        link["activity"]["last_outcome"] == "ok" && link["running"] == false
+    })
+    .await;
+    let link = admin.link().await;
+    let finished = link["last_run_finished"].as_str().unwrap().to_owned();
+    let next = link["next_run"].as_str().unwrap().to_owned();
+    daemon.shutdown().await.unwrap();
+    let writes = h.lms.write_count();
+
+    // Restarted a moment later: the next slot is an hour after that run,
+    // read back from sled; nothing runs now.
+    let (daemon, admin) = start_in_process(&h).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let link = admin.link().await;
+    assert_eq!(link["activity"]["runs"], 0, "{link}");
+    assert_eq!(link["last_run_finished"].as_str().unwrap(), finished);
+    let parse = |t: &str| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap();
+    assert_eq!(parse(link["next_run"].as_str().unwrap()), parse(&next));
+    assert_eq!(parse(&next) - parse(&finished), time::Duration::hours(1));
+    assert_eq!(h.lms.write_count(), writes);
+    daemon.shutdown().await.unwrap();
+}
