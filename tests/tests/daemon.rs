@@ -631,3 +631,36 @@ async fn the_last_run_survives_a_restart_so_a_link_that_just_ran_is_not_run_agai
     assert_eq!(h.lms.write_count(), writes);
     daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_copy_is_not_loaded_half_way() {
+    let h = Harness::start(3).await.unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let plugin_dir = h.dir.join("plugins.d");
+    std::fs::remove_file(plugin_dir.join("moodle.wasm")).unwrap();
+    let (daemon, admin) = start_in_process(&h).await;
+    // A copy in progress for longer than `plugin_settle`, but never pausing
+    // that long: the file keeps changing, so it is never looked at half-way.
+    let bytes = variant_of(&plugins::build("moodle").unwrap(), "slow");
+    let target = plugin_dir.join("moodle.wasm");
+    let chunks: Vec<&[u8]> = bytes.chunks(bytes.len() / 12 + 1).collect();
+    let mut file = std::fs::File::create(&target).unwrap();
+    for chunk in chunks {
+        use std::io::Write;
+        file.write_all(chunk).unwrap();
+        file.flush().unwrap();
+        let p = admin.plugin("moodle").await;
+        assert!(p.is_null() || p["refused"].is_null(), "a partial file was evaluated: {p}");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    drop(file);
+    eventually("the complete file to serve", Duration::from_secs(30), || async { admin.plugin("moodle").await["status"] == "serving" }).await;
+    let p = admin.plugin("moodle").await;
+    assert!(p["refused"].is_null(), "{p}");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    assert_eq!(p["serving"]["sha256"], sha.as_str());
+    daemon.shutdown().await.unwrap();
+}
