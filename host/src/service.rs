@@ -82,7 +82,9 @@ impl Service {
     /// world for a link is an error naming both.
     pub fn open(config: Config) -> anyhow::Result<Service> {
         let runtime = Runtime::new().context("failed to start the plugin runtime")?;
-        let set = runtime.load_dir(&config.plugin_dir)?;
+        // The compiled-code cache the daemon uses too: a one-shot run does
+        // not recompile unchanged plugins either.
+        let set = runtime.load_dir_cached(&config.plugin_dir, Some(&config.data_dir.join("cache")))?;
         Service::limit_origins(&config, &runtime);
         let missing = |plugin: &str| {
             set.refused

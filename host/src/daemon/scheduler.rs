@@ -272,7 +272,12 @@ pub async fn run_link<R: LinkRunner, C: Clock>(
         let wait = due.map(|due| Duration::from_millis(due.saturating_sub(now)));
         let cause = tokio::select! {
             biased;
-            _ = shutdown.changed() => continue,
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    return; // the daemon is gone
+                }
+                continue;
+            }
             () = slot.trigger.notified() => RunCause::Manual,
             () = sleep_or_forever(wait) => {
                 // Woken early (a clock that jumped back): look again.
