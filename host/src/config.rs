@@ -6,11 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::daemon::scheduler::{Schedule, parse_duration};
 use crate::model::EmploymentStatus;
 pub use crate::privacy::{FieldAllowlist, Retention};
 
@@ -44,6 +47,41 @@ pub struct Config {
     pub origins: Vec<(Origin, OriginBudget)>,
     /// How long audit records, dead letters and departed employees' snapshots are kept.
     pub retention: Retention,
+    /// The long-running service (`[daemon]`).
+    pub daemon: DaemonConfig,
+}
+
+/// The daemon's listeners and timings (`[daemon]`).
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Admin API and `/metrics` (default `127.0.0.1:9180`).
+    pub admin_listen: SocketAddr,
+    /// Bearer token of the admin API; a secret reference. `switchyard run`
+    /// refuses to start without one.
+    pub admin_token: Option<SecretSource>,
+    /// The public listener (webhooks); `None`: not started.
+    pub public_listen: Option<SocketAddr>,
+    /// How often the plugin directory is rescanned besides file events.
+    pub plugin_rescan: Duration,
+    /// How long a plugin file's size and mtime must stay unchanged before
+    /// it is loaded (a copy in progress is never loaded half-way).
+    pub plugin_settle: Duration,
+    /// How long a run in progress at shutdown may take to finish before it
+    /// is stopped between operations.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            admin_token: None,
+            public_listen: None,
+            plugin_rescan: Duration::from_secs(2),
+            plugin_settle: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
 }
 
 /// A request budget for one origin (`[origins."https://x.example"]`).
@@ -298,6 +336,10 @@ pub struct LinkConfig {
     pub rules: Vec<Rule>,
     /// The employee fields kept (`fields`, plus those the rules match on).
     pub fields: FieldAllowlist,
+    /// When the daemon runs the link; `None`: only when triggered.
+    pub schedule: Option<Schedule>,
+    /// Random delay (stable per slot) added to each scheduled run.
+    pub jitter: Duration,
 }
 
 /// What leave does to the LMS account.
@@ -455,6 +497,18 @@ struct RawConfig {
     origins: BTreeMap<Spanned<String>, OriginBudget>,
     #[serde(default)]
     retention: Retention,
+    daemon: Option<Spanned<RawDaemon>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    admin_listen: Option<Spanned<String>>,
+    admin_token: Option<Spanned<SecretSource>>,
+    public_listen: Option<Spanned<String>>,
+    plugin_rescan: Option<Spanned<String>>,
+    plugin_settle: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -492,6 +546,8 @@ struct RawLink {
     #[serde(default)]
     rules: Vec<Spanned<Rule>>,
     fields: Option<Spanned<Vec<String>>>,
+    schedule: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
 }
 
 fn default_leave() -> LeavePolicy {
@@ -635,9 +691,20 @@ impl Config {
                     .map_err(|m| at(names.span().start, format!("link `{name}`: {m}")))?,
             }
             .with_rule_fields(&rules);
+            let schedule = raw
+                .schedule
+                .map(|s| Schedule::parse(s.get_ref()).map_err(|m| at(s.span().start, format!("link `{name}`: {m}"))))
+                .transpose()?;
+            let jitter = raw
+                .jitter
+                .map(|j| parse_duration(j.get_ref()).map_err(|m| at(j.span().start, format!("link `{name}`: jitter: {m}"))))
+                .transpose()?
+                .unwrap_or_default();
             links.insert(
                 name,
                 LinkConfig {
+                    schedule,
+                    jitter,
                     hris: raw.hris.into_inner(),
                     lms: raw.lms.into_inner(),
                     on_termination: raw.on_termination,
@@ -661,7 +728,44 @@ impl Config {
             }
             origins.push((parsed, budget));
         }
+        let mut daemon = DaemonConfig::default();
+        if let Some(raw_daemon) = raw.daemon {
+            let d = raw_daemon.into_inner();
+            let address = |v: Spanned<String>, key: &str| {
+                v.get_ref()
+                    .parse::<SocketAddr>()
+                    .map_err(|e| at(v.span().start, format!("daemon: {key} `{}` is not an address:port: {e}", v.get_ref())))
+            };
+            let duration = |v: Spanned<String>, key: &str| {
+                parse_duration(v.get_ref()).map_err(|m| at(v.span().start, format!("daemon: {key}: {m}")))
+            };
+            if let Some(v) = d.admin_listen {
+                daemon.admin_listen = address(v, "admin_listen")?;
+            }
+            if let Some(v) = d.public_listen {
+                daemon.public_listen = Some(address(v, "public_listen")?);
+            }
+            if let Some(v) = d.plugin_rescan {
+                daemon.plugin_rescan = duration(v, "plugin_rescan")?.max(Duration::from_millis(50));
+            }
+            if let Some(v) = d.plugin_settle {
+                daemon.plugin_settle = duration(v, "plugin_settle")?;
+            }
+            if let Some(v) = d.shutdown_grace {
+                daemon.shutdown_grace = duration(v, "shutdown_grace")?;
+            }
+            if let Some(token) = d.admin_token {
+                if matches!(token.get_ref(), SecretSource::Literal(_)) {
+                    return Err(at(
+                        token.span().start,
+                        "daemon: admin_token must be a secret reference such as { secret = \"env:SWITCHYARD_ADMIN_TOKEN\" }, not a literal".into(),
+                    ));
+                }
+                daemon.admin_token = Some(token.into_inner());
+            }
+        }
         Ok(Config {
+            daemon,
             origins,
             file: path.to_owned(),
             plugin_dir: base.join(raw.plugin_dir.as_deref().unwrap_or("plugins.d")),
@@ -747,6 +851,29 @@ due_in_days = 30
         let err = parse(&text).unwrap_err();
         assert_eq!(err.line, 14, "{err}");
         assert!(err.message.contains("`nope` is not defined"), "{err}");
+    }
+
+    #[test]
+    fn schedules_and_the_daemon_table_parse_and_bad_ones_name_their_line() {
+        let text = GOOD.replace("lms = \"lms\"\n", "lms = \"lms\"\nschedule = \"every 15m\"\njitter = \"30s\"\n");
+        let text = format!("{text}\n[daemon]\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = {{ secret = \"env:TOKEN\" }}\nplugin_settle = \"250ms\"\n");
+        let config = parse(&text).unwrap();
+        let link = &config.links["acme"];
+        assert_eq!(link.schedule.as_ref().unwrap().to_string(), "every 15m");
+        assert_eq!(link.jitter, Duration::from_secs(30));
+        assert_eq!(config.daemon.plugin_settle, Duration::from_millis(250));
+        assert_eq!(config.daemon.admin_listen.port(), 0);
+
+        let bad = text.replace("every 15m", "61 * * * *");
+        let err = parse(&bad).unwrap_err();
+        assert_eq!(err.line, 15, "{err}");
+        assert!(err.message.contains("schedule `61 * * * *`"), "{err}");
+        let bad = text.replace("every 15m", "every 15 minutes");
+        assert_eq!(parse(&bad).unwrap_err().line, 15);
+        let bad = text.replace("{ secret = \"env:TOKEN\" }", "\"hunter2\"");
+        let err = parse(&bad).unwrap_err();
+        assert!(err.message.contains("secret reference"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -21,11 +21,14 @@
 //! - [`privacy`]: the per-link field allowlist, erasure and retention ages;
 //! - [`sync`]: one run of a link (provisioning, rules, completion write-back);
 //! - [`service`]: all of the above assembled from a configuration, and
-//!   connector quarantine.
+//!   connector quarantine;
+//! - [`daemon`]: `switchyard run`, the long-running service: scheduler,
+//!   plugin-directory watcher, admin API, metrics.
 
 pub mod audit;
 pub mod capability;
 pub mod config;
+pub mod daemon;
 pub mod model;
 pub mod privacy;
 pub mod runtime;

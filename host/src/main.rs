@@ -43,11 +43,17 @@ struct ConfigArg {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run as a long-running service: scheduled syncs, plugin hot reload,
+    /// admin API and metrics. Stops cleanly on SIGTERM or SIGINT (exit 0).
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Run a sync of one link, or of every link.
     Sync {
         #[command(flatten)]
         config: ConfigArg,
-        /// Run once and exit (the only mode until the daemon lands).
+        /// Run once and exit (the default; `switchyard run` runs on schedule).
         #[arg(long)]
         once: bool,
         /// Print the plan; make no write call and change no state.
@@ -65,6 +71,14 @@ enum Command {
         json: bool,
         /// The link to sync (default: all links).
         link: Option<String>,
+    },
+    /// Ask a running daemon (`switchyard run`) to sync a link now, through
+    /// its admin API (address and token from the configuration's [daemon]).
+    Trigger {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The link.
+        link: String,
     },
     /// What the state database holds for each link.
     Status {
@@ -233,6 +247,16 @@ enum PluginCommand {
         /// The `.wasm` file.
         file: PathBuf,
     },
+    /// Show what a plugin file is and may do: world, contract version,
+    /// imports, and what the configuration grants the connectors using it.
+    Inspect {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// Configuration file, to show the grants of the connectors using
+        /// this plugin (optional).
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// List the plugins in the configured plugin directory, and refused files.
     List {
         #[command(flatten)]
@@ -360,16 +384,30 @@ fn open(config: &ConfigArg) -> anyhow::Result<Service> {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Run { config } => {
+            let config = Config::load(&config.config)?;
+            switchyard::daemon::run(config, switchyard::daemon::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin { command: PluginCommand::Inspect { file, config } } => inspect(&file, config.as_deref()),
+        Command::Trigger { config, link } => trigger(&Config::load(&config.config)?, &link).await,
         Command::Sync { config, once: _, dry_run, approve_deactivations, full, json, link } => {
             let service = open(&config)?;
             let options = RunOptions { dry_run, approve_deactivations, full_listing: full };
-            let reports = match link {
-                Some(link) => {
-                    let today = time::OffsetDateTime::now_utc().date();
-                    vec![service.sync_link_with(&link, options, today).await?]
-                }
-                None => service.sync_all(options).await?,
+            let links: Vec<String> = match link {
+                Some(link) => vec![link],
+                None => service.config.links.keys().cloned().collect(),
             };
+            let today = time::OffsetDateTime::now_utc().date();
+            let progress = Progress::new(links.len() as u64);
+            let mut reports = Vec::new();
+            for link in &links {
+                progress.start(link);
+                let report = service.sync_link_with(link, options, today).await;
+                progress.finish(link, report.as_ref().ok());
+                reports.push(report?);
+            }
+            progress.done();
             if json {
                 println!("{}", serde_json::to_string_pretty(&reports)?);
             } else {
@@ -802,6 +840,163 @@ fn audit_secret_change(config: &Config, kind: &str, name: &str) {
         .and_then(|state| record_action(&state, Event::new(kind).detail(serde_json::json!({ "secret": name }))));
     if let Err(e) = recorded {
         eprintln!("warning: the change was made but not recorded in the audit log: {e:#}");
+    }
+}
+
+/// Progress of a long command: a bar on a terminal (stderr), plain lines
+/// otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(steps: u64) -> Progress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(steps);
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {bar:30} {pos}/{len} links  {msg}") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Progress { bar }
+    }
+
+    fn start(&self, link: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(format!("syncing {link}")),
+            None => eprintln!("syncing link {link}"),
+        }
+    }
+
+    fn finish(&self, link: &str, report: Option<&RunReport>) {
+        let line = match report {
+            Some(r) => format!("link {link}: {} writes, {} dead letters, {} pending", r.writes(), r.dead_lettered, r.pending),
+            None => format!("link {link}: failed"),
+        };
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `trigger`: POST /v1/links/{link}/sync on the daemon's admin listener.
+async fn trigger(config: &Config, link: &str) -> anyhow::Result<ExitCode> {
+    let source = config
+        .daemon
+        .admin_token
+        .as_ref()
+        .with_context(|| format!("{} has no [daemon] admin_token", config.file.display()))?;
+    let token = switchyard::secrets::resolve_secret(source, Some(&SecretStore::in_dir(&config.data_dir)))
+        .map_err(|e| anyhow::anyhow!("daemon admin_token: {e}"))?;
+    let mut addr = config.daemon.admin_listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/v1/links/{link}/sync");
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .with_context(|| format!("failed to reach the daemon at {url}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        println!("sync of link `{link}` triggered");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: the daemon answered {status}: {body}");
+        Ok(ExitCode::from(if status == reqwest::StatusCode::NOT_FOUND { 2 } else { 1 }))
+    }
+}
+
+/// `plugin inspect`: the component's world, contract and imports, and what
+/// the configuration grants the connectors that use it.
+fn inspect(file: &std::path::Path, config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new()?;
+    let plugin = match runtime.load_plugin(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("refused: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    println!("file              {}", file.display());
+    println!("plugin            {}", plugin.name);
+    println!("sha256            {}", plugin.sha256);
+    println!("world             {}", plugin.world);
+    println!("contract version  {}", plugin.contract_version);
+    println!("imports");
+    for import in &plugin.imports {
+        let note = if import.starts_with("switchyard:connector/") {
+            "host capability"
+        } else if import.starts_with("wasi:") {
+            "WASI (linked with an empty context: no files, env, args, sockets or clock access beyond what WASI requires)"
+        } else {
+            "unknown to the host: the plugin cannot be linked"
+        };
+        println!("  {import:<40} {note}");
+    }
+    let Some(config) = config else {
+        println!("grants            (pass --config to show what a configuration grants it)");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let config = Config::load(config)?;
+    let users: Vec<_> = config.connectors.iter().filter(|(_, c)| c.plugin == plugin.name).collect();
+    if users.is_empty() {
+        println!("grants            no connector in {} uses plugin `{}`", config.file.display(), plugin.name);
+    }
+    for (name, c) in users {
+        println!("connector `{name}`");
+        let allow: Vec<String> = c.allow.iter().map(ToString::to_string).collect();
+        println!("  may reach        {}", if allow.is_empty() { "nothing (no `allow`)".to_owned() } else { allow.join(", ") });
+        let auth = match &c.auth {
+            None => "none".to_owned(),
+            Some(a) => format!("{} (injected by the host for the allowed origins; the plugin never sees it)", auth_kind(a)),
+        };
+        println!("  credential       {auth}");
+        for (key, value) in &c.settings {
+            println!("  config {key:<10} {value}");
+        }
+        let l = &c.limits;
+        println!(
+            "  limits           {} ms per call, {} MiB memory, {} requests per call, {} KiB per response, {} records per page, fuel {}",
+            l.call_timeout_ms,
+            l.memory_mib,
+            l.max_requests,
+            l.max_response_kib,
+            l.max_records,
+            l.fuel.map_or("unlimited".to_owned(), |f| f.to_string())
+        );
+        for (link, lc) in config.links.iter().filter(|(_, lc)| lc.hris == *name || lc.lms == *name) {
+            let role = if lc.hris == *name { "hris" } else { "lms" };
+            println!("  used by          link `{link}` as {role}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn auth_kind(auth: &switchyard::config::AuthConfig) -> &'static str {
+    use switchyard::config::AuthConfig;
+    match auth {
+        AuthConfig::Basic { .. } => "basic",
+        AuthConfig::Bearer { .. } => "bearer",
+        AuthConfig::Header { .. } => "header",
+        AuthConfig::Query { .. } => "query parameter",
+        AuthConfig::OAuth2 { .. } => "oauth2 client credentials",
     }
 }
 

@@ -124,6 +124,19 @@ pub enum PluginError {
         /// Version found.
         found: String,
     },
+    /// A valid connector of the other world than the configuration needs
+    /// of this plugin name (the daemon's plugin directory checks this).
+    #[error("{}: implements {found}, but {used_by} needs {needed}", path.display())]
+    WrongWorld {
+        /// File.
+        path: PathBuf,
+        /// The world the file implements.
+        found: World,
+        /// The world needed.
+        needed: World,
+        /// Which connector of which link needs it.
+        used_by: String,
+    },
     /// Imports something the host does not provide.
     #[error("{}: cannot be linked: {reason}", path.display())]
     Link {
@@ -146,6 +159,8 @@ pub struct Plugin {
     pub world: World,
     /// Contract version it was built against.
     pub contract_version: String,
+    /// What the component imports (interface names), for `plugin inspect`.
+    pub imports: Vec<String>,
     pre: Pre,
 }
 
@@ -241,6 +256,8 @@ impl ResourceLimiter for MemoryBudget {
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
+    /// The engine's compatibility hash (hex): part of compiled-code cache keys.
+    compatibility: Arc<str>,
     linker: Arc<Linker<HostState>>,
     http: reqwest::Client,
     budgets: Arc<crate::capability::http::OriginBudgets>,
@@ -276,7 +293,14 @@ impl Runtime {
             })?;
 
         let http = crate::capability::http::client()?;
+        let compatibility = {
+            use std::hash::Hash as _;
+            let mut hasher = Sha256Hasher(Sha256::new());
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            hex::encode(&hasher.0.finalize()[..16])
+        };
         Ok(Runtime {
+            compatibility: Arc::from(compatibility),
             engine,
             linker: Arc::new(linker),
             http,
@@ -293,28 +317,38 @@ impl Runtime {
     /// Compile and check one plugin file. CPU-heavy: call it off the async
     /// runtime (`spawn_blocking`) in a server.
     pub fn load_plugin(&self, path: &Path) -> Result<Plugin, PluginError> {
+        self.load_plugin_cached(path, None)
+    }
+
+    /// [`Runtime::load_plugin`], reusing compiled code from `cache` (a
+    /// directory the host owns) when it holds this file's.
+    pub fn load_plugin_cached(&self, path: &Path, cache: Option<&Path>) -> Result<Plugin, PluginError> {
         let bytes = std::fs::read(path).map_err(|e| PluginError::Unreadable {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
+        self.load_plugin_bytes(path, &bytes, cache)
+    }
+
+    /// Compile (or take from `cache`) and check plugin bytes read from
+    /// `path`. CPU-heavy when not cached.
+    pub fn load_plugin_bytes(&self, path: &Path, bytes: &[u8], cache: Option<&Path>) -> Result<Plugin, PluginError> {
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_owned();
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let sha256 = hex::encode(Sha256::digest(bytes));
         if !bytes.starts_with(b"\0asm") {
             return Err(PluginError::NotAComponent {
                 path: path.to_owned(),
                 reason: "the file does not start with the wasm magic number".into(),
             });
         }
-        let component = Component::new(&self.engine, &bytes).map_err(|e| {
-            PluginError::NotAComponent {
-                path: path.to_owned(),
-                reason: format!("{e:#}"),
-            }
-        })?;
+        let component = match cache {
+            Some(dir) => self.compile_cached(path, bytes, &sha256, dir)?,
+            None => self.compile(path, bytes)?,
+        };
         let (world, contract_version) = detect_world(path, &self.engine, &component)?;
         let link_err = |e: wasmtime::Error| PluginError::Link {
             path: path.to_owned(),
@@ -329,19 +363,69 @@ impl Runtime {
                 Pre::Lms(bindings::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?)
             }
         };
+        let imports = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         Ok(Plugin {
             name,
             path: path.to_owned(),
             sha256,
             world,
             contract_version,
+            imports,
             pre,
         })
+    }
+
+    fn compile(&self, path: &Path, bytes: &[u8]) -> Result<Component, PluginError> {
+        Component::new(&self.engine, bytes).map_err(|e| PluginError::NotAComponent {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })
+    }
+
+    /// The compiled-code cache: `{sha256 of the plugin}-{engine
+    /// compatibility hash}.cwasm`, each file `CACHE_MAGIC`, the sha256 of the
+    /// payload, then the payload (`Component::serialize`). An entry is used
+    /// only if its digest matches and wasmtime accepts it; anything else is
+    /// recompiled and rewritten (temporary file, then rename).
+    fn compile_cached(&self, path: &Path, bytes: &[u8], sha256: &str, dir: &Path) -> Result<Component, PluginError> {
+        let entry = dir.join(format!("{sha256}-{}.cwasm", self.compatibility));
+        if let Ok(cached) = std::fs::read(&entry) {
+            match cached_payload(&cached) {
+                Some(payload) => {
+                    // SAFETY: the payload was written by `Component::serialize`
+                    // of this host into the data directory, its digest matches,
+                    // its key includes the engine's compatibility hash, and
+                    // wasmtime checks its header against this engine again.
+                    match unsafe { Component::deserialize(&self.engine, payload) } {
+                        Ok(component) => {
+                            tracing::debug!(plugin = %path.display(), cache = %entry.display(), "compiled plugin taken from the cache");
+                            return Ok(component);
+                        }
+                        Err(e) => tracing::warn!(cache = %entry.display(), "cache entry refused, recompiling: {e:#}"),
+                    }
+                }
+                None => tracing::warn!(cache = %entry.display(), "cache entry is corrupt, recompiling"),
+            }
+        }
+        let component = self.compile(path, bytes)?;
+        if let Err(e) = write_cache_entry(&entry, &component) {
+            tracing::warn!(cache = %entry.display(), "cannot write the compiled-code cache: {e:#}");
+        }
+        Ok(component)
     }
 
     /// Load every `*.wasm` in `dir`. Refused files are returned beside the
     /// loaded ones; they never stop the others from loading.
     pub fn load_dir(&self, dir: &Path) -> anyhow::Result<PluginSet> {
+        self.load_dir_cached(dir, None)
+    }
+
+    /// [`Runtime::load_dir`] with a compiled-code cache directory.
+    pub fn load_dir_cached(&self, dir: &Path, cache: Option<&Path>) -> anyhow::Result<PluginSet> {
         let mut set = PluginSet::default();
         let entries = std::fs::read_dir(dir)
             .map_err(|e| anyhow::anyhow!("cannot read plugin directory {}: {e}", dir.display()))?;
@@ -351,7 +435,7 @@ impl Runtime {
             .collect();
         paths.sort();
         for path in paths {
-            match self.load_plugin(&path) {
+            match self.load_plugin_cached(&path, cache) {
                 Ok(plugin) => {
                     tracing::info!(plugin = %plugin.name, world = %plugin.world, version = plugin.version(), "plugin loaded");
                     set.plugins.insert(plugin.name.clone(), Arc::new(plugin));
@@ -383,6 +467,45 @@ impl Runtime {
             faults: Arc::new(FaultCount::default()),
             audit: None,
         }
+    }
+}
+
+/// Marks a compiled-code cache entry (format version 1).
+const CACHE_MAGIC: &[u8] = b"switchyard-cwasm-1\n";
+
+/// The payload of a cache entry whose digest matches.
+fn cached_payload(entry: &[u8]) -> Option<&[u8]> {
+    let rest = entry.strip_prefix(CACHE_MAGIC)?;
+    let (digest, payload) = rest.split_at_checked(32)?;
+    (Sha256::digest(payload).as_slice() == digest).then_some(payload)
+}
+
+fn write_cache_entry(entry: &Path, component: &Component) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let payload = component.serialize().map_err(|e| anyhow::anyhow!("failed to serialize: {e:#}"))?;
+    if let Some(dir) = entry.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    let mut bytes = Vec::with_capacity(CACHE_MAGIC.len() + 32 + payload.len());
+    bytes.extend_from_slice(CACHE_MAGIC);
+    bytes.extend_from_slice(&Sha256::digest(&payload));
+    bytes.extend_from_slice(&payload);
+    let temp = entry.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temp, &bytes).with_context(|| format!("failed to write {}", temp.display()))?;
+    std::fs::rename(&temp, entry).with_context(|| format!("failed to rename {}", temp.display()))?;
+    Ok(())
+}
+
+/// A `Hasher` feeding sha256, to turn the engine's compatibility hash into
+/// a stable hex string.
+struct Sha256Hasher(Sha256);
+
+impl std::hash::Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&self) -> u64 {
+        0
     }
 }
 
@@ -666,9 +789,11 @@ impl Connector {
             let data = store.data();
             (result, data.memory.exceeded, data.http.limit_hit.clone())
         };
+        let started = std::time::Instant::now();
         // Requests are logged as they finish, so a call cut off by its
         // deadline still has its requests audited.
         let outcome = tokio::time::timeout(deadline, run).instrument(span).await;
+        let elapsed = started.elapsed();
         let (exchanges, dropped) = exchanges.take();
         stdout.drain(&self.name, &self.plugin.name, "stdout");
         stderr.drain(&self.name, &self.plugin.name, "stderr");
@@ -690,6 +815,7 @@ impl Connector {
             Err(what) => Some(format!("plugin fault: {what}")),
         };
         self.audit_call(operation, exchanges, dropped, failure);
+        crate::daemon::metrics::plugin_call(&self.name, &self.plugin.name, operation, elapsed, result.as_ref().err().map(String::as_str));
         match result {
             Ok(result) => {
                 self.faults.consecutive.store(0, Ordering::SeqCst);

@@ -186,6 +186,12 @@ impl Credential {
     }
 }
 
+/// Resolve one value (such as the daemon's admin token): a literal,
+/// `env:NAME`, `file:PATH` or `store:NAME`.
+pub fn resolve_secret(source: &SecretSource, store: Option<&SecretStore>) -> Result<Secret, String> {
+    resolve(source, store)
+}
+
 /// Resolve one value: a literal, `env:NAME`, `file:PATH` or `store:NAME`.
 fn resolve(source: &SecretSource, store: Option<&SecretStore>) -> Result<Secret, String> {
     match source {

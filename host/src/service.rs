@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, anyhow, bail};
 
@@ -38,6 +39,19 @@ pub struct Quarantined {
     pub quarantine: Quarantine,
 }
 
+/// A link was not run because a connector it uses has no usable plugin (the
+/// daemon pauses connectors whose plugin file is removed or unfit).
+#[derive(Debug, thiserror::Error)]
+#[error("link `{link}` paused: connector `{connector}`: {reason}")]
+pub struct Paused {
+    /// The link.
+    pub link: String,
+    /// The paused connector.
+    pub connector: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// Everything a configuration describes, loaded and checked.
 pub struct Service {
     /// The configuration.
@@ -52,6 +66,13 @@ pub struct Service {
     pub refused: Vec<PluginError>,
     /// Connectors by name.
     pub connectors: BTreeMap<String, Connector>,
+    /// Connectors without a usable plugin, and why. [`Service::open`]
+    /// refuses to start with any; the daemon ([`Service::assemble`]) pauses
+    /// them and the links that use them.
+    pub paused: BTreeMap<String, String>,
+    /// Set to make runs in progress stop at their next checkpoint (the
+    /// daemon's shutdown); shared by every service a daemon assembles.
+    pub stop: Arc<AtomicBool>,
     /// Who the audit log names for runs and actions started through this
     /// service (default: the OS user and host, `via cli`).
     pub actor: String,
@@ -76,75 +97,29 @@ impl Service {
     /// world for a link is an error naming both.
     pub fn open(config: Config) -> anyhow::Result<Service> {
         let runtime = Runtime::new().context("failed to start the plugin runtime")?;
-        let set = runtime.load_dir(&config.plugin_dir)?;
+        // The compiled-code cache the daemon uses too: a one-shot run does
+        // not recompile unchanged plugins either.
+        let set = runtime.load_dir_cached(&config.plugin_dir, Some(&config.data_dir.join("cache")))?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
         let state = State::open(&config.data_dir)?;
         audit_startup(&state, &config, &set)?;
-        let store = SecretStore::in_dir(&config.data_dir);
-        for (origin, budget) in &config.origins {
-            runtime.limit_origin(origin, budget.requests_per_second, budget.burst.unwrap_or(budget.requests_per_second));
+        Service::limit_origins(&config, &runtime);
+        let missing = |plugin: &str| {
+            set.refused
+                .iter()
+                .find(|e| refused_name(e) == plugin)
+                .map(|e| format!(": {e}"))
+                .unwrap_or_else(|| format!(": no {plugin}.wasm in {}", config.plugin_dir.display()))
+        };
+        let (mut connectors, paused) = bind(&config, &runtime, &set.plugins, &missing, None);
+        if let Some((_, reason)) = paused.into_iter().next() {
+            bail!("{reason}");
         }
-        let mut connectors = BTreeMap::new();
-        for (name, connector) in &config.connectors {
-            let Some(plugin) = set.plugins.get(&connector.plugin) else {
-                let refused = set
-                    .refused
-                    .iter()
-                    .find(|e| refused_name(e) == connector.plugin)
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_else(|| {
-                        format!(": no {}.wasm in {}", connector.plugin, config.plugin_dir.display())
-                    });
-                bail!("connector `{name}`: plugin `{}` is not available{refused}", connector.plugin);
-            };
-            let credential = connector
-                .auth
-                .as_ref()
-                .map(|auth| Credential::resolve_with(auth, Some(&store)))
-                .transpose()
-                .map_err(|e| anyhow!("connector `{name}`: {e}"))?;
-            let mut bound = runtime.connector(name, connector, plugin.clone(), credential);
-            bound.set_audit(state.audit().clone());
-            connectors.insert(name.clone(), bound);
+        for connector in connectors.values_mut() {
+            connector.set_audit(state.audit().clone());
         }
-        for (name, link) in &config.links {
-            for (role, connector, world) in [
-                ("hris", &link.hris, World::Hris),
-                ("lms", &link.lms, World::Lms),
-            ] {
-                let plugin = &connectors[connector].plugin;
-                if plugin.world != world {
-                    bail!(
-                        "link `{name}`: {role} connector `{connector}` runs plugin `{}`, which implements {}, not {world}",
-                        plugin.name,
-                        plugin.world
-                    );
-                }
-            }
-        }
-        for (name, connector) in &connectors {
-            let Some(health) = state.connector_health(name)? else {
-                continue;
-            };
-            if health.sha256 == connector.plugin.sha256 {
-                connector.restore_consecutive_faults(health.faults_in_a_row);
-            } else {
-                // A new plugin file: the count and any quarantine were about
-                // the old one.
-                if health.quarantine.is_some() {
-                    tracing::info!(connector = %name, plugin = %connector.plugin.name, version = connector.plugin.version(), "quarantine lifted: a different plugin file is loaded");
-                }
-                state.put_connector_health(
-                    name,
-                    &ConnectorHealth {
-                        plugin: connector.plugin.name.clone(),
-                        sha256: connector.plugin.sha256.clone(),
-                        ..ConnectorHealth::default()
-                    },
-                )?;
-            }
-        }
+        restore_health(&state, &connectors)?;
         Ok(Service {
             config,
             runtime,
@@ -153,6 +128,50 @@ impl Service {
             refused: set.refused,
             connectors,
             actor: cli_actor(),
+            paused: BTreeMap::new(),
+            stop: Arc::default(),
+        })
+    }
+
+    /// Apply the configuration's origin budgets to a runtime (once per
+    /// runtime).
+    pub fn limit_origins(config: &Config, runtime: &Runtime) {
+        for (origin, budget) in &config.origins {
+            runtime.limit_origin(origin, budget.requests_per_second, budget.burst.unwrap_or(budget.requests_per_second));
+        }
+    }
+
+    /// Assemble a service from plugins loaded elsewhere (the daemon's plugin
+    /// directory), sharing `runtime` and `state` with earlier assemblies.
+    /// Never fails for a missing or unfit plugin: the connector is `paused`
+    /// with the reason (`missing` says why a plugin is not loaded). A
+    /// connector whose plugin file is unchanged since `previous` is carried
+    /// over, with its fault count. Runs stop at a checkpoint once `stop` is
+    /// set.
+    pub fn assemble(
+        config: Config,
+        runtime: Runtime,
+        state: State,
+        plugins: BTreeMap<String, Arc<Plugin>>,
+        missing: &dyn Fn(&str) -> String,
+        previous: Option<&Service>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Service> {
+        let (mut connectors, paused) = bind(&config, &runtime, &plugins, missing, previous);
+        for connector in connectors.values_mut() {
+            connector.set_audit(state.audit().clone());
+        }
+        restore_health(&state, &connectors)?;
+        Ok(Service {
+            config,
+            runtime,
+            state,
+            plugins,
+            refused: Vec::new(),
+            connectors,
+            paused: paused.into_iter().collect(),
+            stop,
+            actor: "daemon".to_owned(),
         })
     }
 
@@ -328,6 +347,14 @@ impl Service {
     fn link_run<'a>(&'a self, name: &'a str, today: time::Date) -> anyhow::Result<LinkRun<'a>> {
         let link = self.link(name)?;
         for connector in [&link.hris, &link.lms] {
+            if let Some(reason) = self.paused.get(connector.as_str()) {
+                return Err(Paused {
+                    link: name.to_owned(),
+                    connector: connector.clone(),
+                    reason: reason.clone(),
+                }
+                .into());
+            }
             self.refuse_if_quarantined(name, connector)?;
         }
         Ok(LinkRun {
@@ -337,13 +364,19 @@ impl Service {
             lms: &self.connectors[&link.lms],
             state: &self.state,
             today,
+            stop: &self.stop,
         })
     }
 
     /// Compare the HRIS snapshot, the LMS and the completion ledger of a link.
     pub async fn reconcile(&self, name: &str) -> anyhow::Result<Vec<crate::sync::reconcile::Drift>> {
         let link = self.link(name)?;
-        crate::sync::reconcile::reconcile(name, link, &self.connectors[&link.lms], &self.state).await
+        let lms = self.connectors.get(&link.lms).ok_or_else(|| Paused {
+            link: name.to_owned(),
+            connector: link.lms.clone(),
+            reason: self.paused.get(&link.lms).cloned().unwrap_or_default(),
+        })?;
+        crate::sync::reconcile::reconcile(name, link, lms, &self.state).await
     }
 
     /// The link's configuration, or an error naming the file.
@@ -465,12 +498,107 @@ fn audit_startup(state: &State, config: &Config, set: &crate::runtime::PluginSet
     Ok(())
 }
 
+/// Bind each configured connector to its plugin and credential, and check
+/// each link's connectors implement the right world. Returns the bound
+/// connectors and, for the others, why not (in the order `open` reports
+/// them: connectors by name, then links by name).
+fn bind(
+    config: &Config,
+    runtime: &Runtime,
+    plugins: &BTreeMap<String, Arc<Plugin>>,
+    missing: &dyn Fn(&str) -> String,
+    previous: Option<&Service>,
+) -> (BTreeMap<String, Connector>, Vec<(String, String)>) {
+    let store = SecretStore::in_dir(&config.data_dir);
+    let mut connectors = BTreeMap::new();
+    let mut paused = BTreeMap::new();
+    for (name, connector) in &config.connectors {
+        let Some(plugin) = plugins.get(&connector.plugin) else {
+            paused.insert(
+                name.clone(),
+                format!("connector `{name}`: plugin `{}` is not available{}", connector.plugin, missing(&connector.plugin)),
+            );
+            continue;
+        };
+        if let Some(old) = previous
+            .and_then(|p| p.connectors.get(name))
+            .filter(|old| Arc::ptr_eq(&old.plugin, plugin) || old.plugin.sha256 == plugin.sha256)
+        {
+            connectors.insert(name.clone(), old.clone());
+            continue;
+        }
+        let credential = match connector.auth.as_ref().map(|auth| Credential::resolve_with(auth, Some(&store))).transpose() {
+            Ok(c) => c,
+            Err(e) => {
+                paused.insert(name.clone(), format!("connector `{name}`: {e}"));
+                continue;
+            }
+        };
+        connectors.insert(name.clone(), runtime.connector(name, connector, plugin.clone(), credential));
+    }
+    let mut unfit = Vec::new();
+    for (name, link) in &config.links {
+        for (role, connector, world) in [("hris", &link.hris, World::Hris), ("lms", &link.lms, World::Lms)] {
+            let Some(bound) = connectors.get(connector) else {
+                continue;
+            };
+            if bound.plugin.world != world {
+                unfit.push((
+                    connector.clone(),
+                    format!(
+                        "link `{name}`: {role} connector `{connector}` runs plugin `{}`, which implements {}, not {world}",
+                        bound.plugin.name, bound.plugin.world
+                    ),
+                ));
+            }
+        }
+    }
+    // Reported after every missing plugin, as `open` always did.
+    let mut paused: Vec<(String, String)> = paused.into_iter().collect();
+    for (connector, reason) in unfit {
+        connectors.remove(&connector);
+        if !paused.iter().any(|(c, _)| *c == connector) {
+            paused.push((connector, reason));
+        }
+    }
+    (connectors, paused)
+}
+
+/// Restore each connector's faults in a row, or reset them when its plugin
+/// file changed.
+fn restore_health(state: &State, connectors: &BTreeMap<String, Connector>) -> anyhow::Result<()> {
+    for (name, connector) in connectors {
+        let Some(health) = state.connector_health(name)? else {
+            continue;
+        };
+        if health.sha256 == connector.plugin.sha256 {
+            connector.restore_consecutive_faults(health.faults_in_a_row);
+        } else {
+            // A new plugin file: the count and any quarantine were about
+            // the old one.
+            if health.quarantine.is_some() {
+                tracing::info!(connector = %name, plugin = %connector.plugin.name, version = connector.plugin.version(), "quarantine lifted: a different plugin file is loaded");
+            }
+            state.put_connector_health(
+                name,
+                &ConnectorHealth {
+                    plugin: connector.plugin.name.clone(),
+                    sha256: connector.plugin.sha256.clone(),
+                    ..ConnectorHealth::default()
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn refused_path(e: &PluginError) -> &std::path::Path {
     match e {
         PluginError::Unreadable { path, .. }
         | PluginError::NotAComponent { path, .. }
         | PluginError::NoWorld { path, .. }
         | PluginError::UnsupportedVersion { path, .. }
+        | PluginError::WrongWorld { path, .. }
         | PluginError::Link { path, .. } => path,
     }
 }

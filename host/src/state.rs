@@ -876,6 +876,22 @@ impl State {
         Ok(forgotten)
     }
 
+    // ---- the daemon's scheduler ----
+
+    fn schedule_tree(&self) -> anyhow::Result<sled::Tree> {
+        self.db.open_tree("schedule").context("failed to open state tree `schedule`")
+    }
+
+    /// When the last scheduled or triggered run of a link finished (Unix ms).
+    pub fn last_run(&self, link: &str) -> anyhow::Result<Option<u64>> {
+        Self::get(&self.schedule_tree()?, link.as_bytes())
+    }
+
+    /// Record that a run of a link finished at `at_ms`.
+    pub fn put_last_run(&self, link: &str, at_ms: u64) -> anyhow::Result<()> {
+        Self::put(&self.schedule_tree()?, link.as_bytes(), &at_ms)
+    }
+
     /// Make everything written so far durable.
     pub fn flush(&self) -> anyhow::Result<()> {
         self.db.flush().context("failed to flush the state database")?;

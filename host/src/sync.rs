@@ -25,6 +25,7 @@ pub mod retake;
 pub mod rules;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -149,6 +150,16 @@ pub struct LinkHalted {
     pub limit: String,
 }
 
+/// A run stopped at a checkpoint because the daemon is shutting down: no
+/// operation was abandoned half-way; what is left waits in the outbox for
+/// the next run.
+#[derive(Debug, thiserror::Error)]
+#[error("link `{link}`: run stopped at a checkpoint for shutdown; the outbox holds what is left")]
+pub struct Interrupted {
+    /// Link.
+    pub link: String,
+}
+
 /// How to run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -175,6 +186,10 @@ pub struct LinkRun<'a> {
     pub state: &'a State,
     /// Today's date, for due dates and recertification.
     pub today: time::Date,
+    /// Set when the run must stop at its next checkpoint: before the next
+    /// page is fetched or the next operation is sent (one in flight
+    /// finishes and is recorded).
+    pub stop: &'a AtomicBool,
 }
 
 /// A deterministic idempotency key for an effect.
@@ -199,6 +214,33 @@ fn backoff(attempt: u32, after: Option<u32>) -> Duration {
 }
 
 impl LinkRun<'_> {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// A checkpoint: everything so far is durable; stop here if asked to.
+    fn checkpoint(&self) -> anyhow::Result<()> {
+        if self.stopping() {
+            return Err(Interrupted {
+                link: self.name.to_owned(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Wait before a retry, cut short by a stop request.
+    async fn pause(&self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while !self.stopping() {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(100))).await;
+        }
+    }
+
     fn stopped(&self, operation: &str, error: ConnectorError) -> LinkStopped {
         LinkStopped {
             link: self.name.to_owned(),
@@ -220,8 +262,11 @@ impl LinkRun<'_> {
             resumed.resumed = resumed.writes() + resumed.dead_lettered;
             report.add(&resumed);
         }
+        self.checkpoint()?;
         self.provision(options, &mut report).await?;
+        self.checkpoint()?;
         self.completions(options, &mut report).await?;
+        self.checkpoint()?;
         if !options.dry_run {
             self.state.flush()?;
             report.pending = self.state.counts(self.name).outbox;
@@ -237,6 +282,7 @@ impl LinkRun<'_> {
         };
         self.apply_outbox(&mut report).await?;
         self.state.flush()?;
+        self.checkpoint()?;
         report.pending = self.state.counts(self.name).outbox;
         Ok(report)
     }
@@ -276,6 +322,7 @@ impl LinkRun<'_> {
         let mut cursor = resume;
         let mut employees = Vec::new();
         let final_cursor = loop {
+            self.checkpoint()?;
             let page = self
                 .read("fetch-employees", &mut report.retries, async || {
                     self.hris.fetch_employees(cursor.as_deref()).await
@@ -376,6 +423,7 @@ impl LinkRun<'_> {
         // later pages must see them here).
         let mut decided: BTreeMap<(String, String), Winner> = BTreeMap::new();
         loop {
+            self.checkpoint()?;
             let page = self
                 .read("fetch-completions", &mut report.retries, async || {
                     self.lms.fetch_completions(cursor.as_deref()).await
@@ -482,14 +530,21 @@ impl LinkRun<'_> {
                 let reason = format!("blocked: {reason}");
                 let event = self.op_event(&op, "operation.dead-lettered").personal(serde_json::json!({ "reason": reason }));
                 self.state.dead_letter(self.name, &op, &reason, &now_rfc3339(), event)?;
+                crate::daemon::metrics::operation(self.name, op.kind.name(), "dead-letter");
                 report.dead_lettered += 1;
                 continue;
+            }
+            if self.stopping() {
+                // A checkpoint: this operation and the rest of the
+                // employee's stay in the outbox, in order.
+                return Ok(report);
             }
             loop {
                 let context = CallContext::operation(self.name, &op.employee_id, &op.key);
                 let error = match context.scope(self.execute(&op, &mut report)).await? {
                     Ok((effect, outcome)) => {
                         self.state.complete(self.name, &op, &effect, self.op_event(&op, outcome))?;
+                        crate::daemon::metrics::operation(self.name, op.kind.name(), "ok");
                         break;
                     }
                     Err(error) => error,
@@ -501,9 +556,14 @@ impl LinkRun<'_> {
                         let wait = backoff(op.attempts, after);
                         op.next_attempt_at = now_ms() + wait.as_millis() as u64;
                         self.state.reschedule(self.name, &op)?;
+                        crate::daemon::metrics::operation(self.name, op.kind.name(), "retry");
                         tracing::info!(link = self.name, operation = op.kind.name(), employee = %op.employee_id, attempt = op.attempts, ?wait, "retrying: {error}");
                         report.retries += 1;
-                        tokio::time::sleep(wait).await;
+                        self.pause(wait).await;
+                        if self.stopping() {
+                            // Rescheduled above; the next run retries it.
+                            return Ok(report);
+                        }
                     }
                     Remedy::Retry(_) | Remedy::DeadLetter => {
                         let reason = if error.remedy() == Remedy::DeadLetter {
@@ -513,6 +573,7 @@ impl LinkRun<'_> {
                         };
                         let event = self.op_event(&op, "operation.dead-lettered").personal(serde_json::json!({ "reason": reason }));
                         let id = self.state.dead_letter(self.name, &op, &reason, &now_rfc3339(), event)?;
+                        crate::daemon::metrics::operation(self.name, op.kind.name(), "dead-letter");
                         tracing::warn!(link = self.name, operation = op.kind.name(), employee = %op.employee_id, dead_letter = id, "dead-lettered: {reason}");
                         report.dead_lettered += 1;
                         blocked = Some(format!("{} (dead letter {id}) failed", op.kind.name()));
@@ -520,6 +581,7 @@ impl LinkRun<'_> {
                     }
                     Remedy::Stop => {
                         self.state.reschedule(self.name, &op)?;
+                        crate::daemon::metrics::operation(self.name, op.kind.name(), "stopped");
                         return Err(self.stopped(op.kind.name(), error).into());
                     }
                 }

@@ -1,0 +1,666 @@
+//! The daemon (`switchyard run`): graceful shutdown of the real binary in
+//! the middle of a sync, plugin hot reload, the admin API and its OpenAPI
+//! document, and `/metrics`. Everything over real HTTP on 127.0.0.1 against
+//! the simulators, with the real plugins.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard::Config;
+use switchyard::daemon::Daemon;
+use switchyard_testkit::harness::{Harness, LINK, Options};
+use switchyard_testkit::plugins;
+
+const TOKEN: &str = "test-admin-token-4f1c9a";
+
+/// The `switchyard` binary built beside this test.
+fn switchyard_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("SWITCHYARD_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let bin = dir.join("switchyard");
+    assert!(bin.is_file(), "{} is missing: run `cargo build -p switchyard`", bin.display());
+    bin
+}
+
+/// Append a `[daemon]` table to the harness configuration (admin token in a
+/// file, as an operator would mount it).
+fn add_daemon_table(h: &Harness, admin_listen: &str, extra: &str) {
+    let token_file = h.dir.join("admin.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let mut config = std::fs::read_to_string(&h.config_path).unwrap();
+    config.push_str(&format!(
+        "\n[daemon]\nadmin_listen = \"{admin_listen}\"\nadmin_token = {{ secret = \"file:{}\" }}\nplugin_rescan = \"200ms\"\nplugin_settle = \"150ms\"\n{extra}\n",
+        token_file.display()
+    ));
+    std::fs::write(&h.config_path, config).unwrap();
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The employees who must have an (active) LMS account.
+fn expected_accounts(h: &Harness) -> BTreeSet<String> {
+    h.hris
+        .employees()
+        .iter()
+        .filter(|e| e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated"))
+        .map(|e| e.id.clone())
+        .collect()
+}
+
+fn assert_one_account_each(h: &Harness) {
+    let mut seen = BTreeSet::new();
+    for u in h.lms.users() {
+        assert!(seen.insert(u.idnumber.clone()), "duplicate account for {}", u.idnumber);
+    }
+    assert_eq!(seen, expected_accounts(h), "exactly one account per employee with access");
+    // No new assignments while on leave.
+    let on_leave: BTreeSet<String> = h
+        .hris
+        .employees()
+        .into_iter()
+        .filter(|e| e.employment_history_status.as_deref() == Some("Leave of Absence"))
+        .map(|e| e.id)
+        .collect();
+    for id in seen.difference(&on_leave) {
+        let courses: BTreeSet<String> = h.lms.enrolments_of(id).into_iter().map(|(c, _)| c).collect();
+        assert!(courses.contains("CODE-OF-CONDUCT"), "{id}: {courses:?}");
+    }
+}
+
+struct Admin {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Admin {
+    fn new(addr: std::net::SocketAddr) -> Admin {
+        Admin {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.send("get", path, Some(TOKEN)).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn post(&self, path: &str) -> (u16, Value) {
+        let (status, body) = self.send("post", path, Some(TOKEN)).await;
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    async fn link(&self) -> Value {
+        self.get(&format!("/v1/links/{LINK}")).await
+    }
+
+    async fn plugin(&self, name: &str) -> Value {
+        let plugins = self.get("/v1/plugins").await;
+        plugins.as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap_or(Value::Null)
+    }
+
+    /// Trigger a sync and wait for the run it causes to end; returns the
+    /// link's JSON then.
+    async fn sync(&self) -> Value {
+        let before = self.link().await["activity"]["runs"].as_u64().unwrap_or(0);
+        let (status, body) = self.post(&format!("/v1/links/{LINK}/sync")).await;
+        assert_eq!(status, 202, "{body}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let link = self.link().await;
+            if link["activity"]["runs"].as_u64().unwrap_or(0) > before && link["running"] == false {
+                return link;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for the triggered run: {link}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon did not exit within {timeout:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_binary(h: &Harness) -> std::process::Child {
+    Command::new(switchyard_bin())
+        .args(["run", "--config"])
+        .arg(&h.config_path)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_sync_exits_0_and_a_restart_finishes_it_exactly_once() {
+    let h = Harness::start_with(Options {
+        employees: 40,
+        page_size: 10,
+        link_extra: "schedule = \"every 1h\"\nconcurrency = 2".into(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let port = free_port();
+    // The grace period is long; the run must stop at its next checkpoint
+    // well before it ends.
+    add_daemon_table(&h, &format!("127.0.0.1:{port}"), "shutdown_grace = \"30s\"");
+    h.lms.set_latency(Duration::from_millis(20));
+
+    // The first start runs the link at once (it never ran); stop it midway.
+    let mut daemon = start_binary(&h);
+    eventually("the sync to be under way", Duration::from_secs(60), || async { h.lms.write_count() >= 10 }).await;
+    let signalled = Instant::now();
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, Duration::from_secs(25));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(10), "stopped at a checkpoint, not at the end of the grace period");
+    let users_at_stop = h.lms.users().len();
+    assert!(users_at_stop < expected_accounts(&h).len(), "the run was stopped midway ({users_at_stop} accounts)");
+    // What was left is in the outbox, durable.
+    let out = Command::new(switchyard_bin()).args(["status", "--config"]).arg(&h.config_path).output().unwrap();
+    let status_text = String::from_utf8_lossy(&out.stdout);
+    let row = status_text.lines().find(|l| l.starts_with(LINK)).unwrap();
+    let outbox: usize = row.split_whitespace().nth(5).unwrap().parse().unwrap();
+    assert!(outbox > 0, "operations left in the outbox: {status_text}");
+
+    // Restart: the interrupted run was not recorded as finished, so the link
+    // runs at once and finishes the outbox.
+    h.lms.set_latency(Duration::ZERO);
+    let mut daemon = start_binary(&h);
+    let admin = Admin::new(format!("127.0.0.1:{port}").parse().unwrap());
+    eventually("the restarted daemon to finish the run", Duration::from_secs(90), || async {
+        let Ok(response) = admin.client.get(format!("{}/v1/links/{LINK}", admin.base)).bearer_auth(TOKEN).send().await else {
+            return false;
+        };
+        let link: Value = response.json().await.unwrap_or(Value::Null);
+        link["activity"]["last_outcome"] == "ok"
+    })
+    .await;
+    let link = admin.link().await;
+    assert_eq!(link["counts"]["outbox"], 0, "{link}");
+    assert_eq!(link["counts"]["dead_letters"], 0, "{link}");
+    assert!(link["next_run"].is_string(), "the next run is scheduled: {link}");
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, Duration::from_secs(20));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+
+    assert_one_account_each(&h);
+}
+
+async fn start_in_process(h: &Harness) -> (Daemon, Admin) {
+    let daemon = Daemon::start(Config::load(&h.config_path).unwrap()).await.unwrap();
+    let admin = Admin::new(daemon.admin_addr);
+    (daemon, admin)
+}
+
+/// A valid component with different bytes: a custom section appended.
+fn variant_of(wasm: &Path, tag: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(wasm).unwrap();
+    let name = b"switchyard-test";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    assert!(payload.len() < 128);
+    bytes.push(0); // custom section
+    bytes.push(payload.len() as u8);
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_dropped_in_are_used_by_the_next_sync_and_bad_ones_are_refused() {
+    let h = Harness::start(12).await.unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let plugin_dir = h.dir.join("plugins.d");
+    let moodle = plugins::build("moodle").unwrap();
+    std::fs::remove_file(plugin_dir.join("moodle.wasm")).unwrap();
+    let (daemon, admin) = start_in_process(&h).await;
+
+    // No LMS plugin yet: the connector is paused and so is the link.
+    let connectors = admin.get("/v1/connectors").await;
+    let lms = connectors.as_array().unwrap().iter().find(|c| c["name"] == "lms").unwrap();
+    assert_eq!(lms["status"], "paused", "{connectors}");
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "paused", "{link}");
+    assert!(h.lms.users().is_empty());
+
+    // Copied in while the daemon runs: picked up and used by the next sync.
+    std::fs::copy(&moodle, plugin_dir.join("moodle.wasm")).unwrap();
+    eventually("moodle to be served", Duration::from_secs(30), || async { admin.plugin("moodle").await["status"] == "serving" }).await;
+    let first = admin.plugin("moodle").await["serving"]["sha256"].as_str().unwrap().to_owned();
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
+    assert_one_account_each(&h);
+
+    // A broken file (a copy cut short) is refused; the old version serves on.
+    let bytes = std::fs::read(&moodle).unwrap();
+    std::fs::write(plugin_dir.join("moodle.wasm"), &bytes[..bytes.len() / 2]).unwrap();
+    eventually("the truncated file to be refused", Duration::from_secs(30), || async {
+        admin.plugin("moodle").await["refused"]["reason"].is_string()
+    })
+    .await;
+    let plugin = admin.plugin("moodle").await;
+    assert_eq!(plugin["status"], "serving", "{plugin}");
+    assert_eq!(plugin["serving"]["sha256"], first.as_str(), "{plugin}");
+    h.hris.update_employee(&h.hris.employees()[0].id, |e| e.first_name = "Renamed".into());
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "the old version keeps serving: {link}");
+    assert!(link["activity"]["last_report"]["users_updated"].as_u64().unwrap() >= 1, "{link}");
+
+    // A valid component of the wrong world for this name is refused too.
+    std::fs::copy(plugins::build("bamboohr").unwrap(), plugin_dir.join("moodle.wasm")).unwrap();
+    eventually("the HRIS plugin under the LMS name to be refused", Duration::from_secs(30), || async {
+        admin.plugin("moodle").await["refused"]["reason"].as_str().is_some_and(|r| r.contains("needs lms-connector"))
+    })
+    .await;
+    assert_eq!(admin.plugin("moodle").await["serving"]["sha256"], first.as_str());
+
+    // A new valid version replaces the old one, installed the atomic way.
+    let hidden = plugin_dir.join(".moodle.wasm.part");
+    std::fs::write(&hidden, variant_of(&moodle, "v2")).unwrap();
+    std::fs::rename(&hidden, plugin_dir.join("moodle.wasm")).unwrap();
+    eventually("the new version to serve", Duration::from_secs(30), || async {
+        let p = admin.plugin("moodle").await;
+        p["serving"]["sha256"].as_str().is_some_and(|s| s != first) && p["refused"].is_null()
+    })
+    .await;
+    let second = admin.plugin("moodle").await["serving"]["sha256"].as_str().unwrap().to_owned();
+    let connectors = admin.get("/v1/connectors").await;
+    let lms = connectors.as_array().unwrap().iter().find(|c| c["name"] == "lms").unwrap();
+    assert_eq!(lms["sha256"], second.as_str(), "{connectors}");
+    assert_eq!(lms["status"], "running");
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
+    // Compiled code is cached by sha256.
+    let cached: Vec<String> = std::fs::read_dir(h.dir.join("state/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(cached.iter().any(|n| n.starts_with(&second)), "{cached:?}");
+    assert!(cached.iter().any(|n| n.starts_with(&first)), "{cached:?}");
+
+    // Removed: its connector pauses, and with it the link.
+    std::fs::remove_file(plugin_dir.join("moodle.wasm")).unwrap();
+    eventually("moodle to be removed", Duration::from_secs(30), || async { admin.plugin("moodle").await["status"] == "removed" }).await;
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "paused", "{link}");
+    assert!(link["activity"]["last_error"].as_str().unwrap().contains("removed"), "{link}");
+    assert_one_account_each(&h);
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_the_token_and_serves_every_documented_route() {
+    let h = Harness::start(5).await.unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let (daemon, admin) = start_in_process(&h).await;
+    let doc = admin.get("/openapi.json").await;
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 12, "{doc}");
+    for (path, item) in paths {
+        let concrete = path.replace("{link}", LINK).replace("{connector}", "lms").replace("{id}", "999");
+        for method in item.as_object().unwrap().keys() {
+            let (status, _) = admin.send(method, &concrete, None).await;
+            assert_eq!(status, 401, "{method} {path} without a token");
+            let (status, _) = admin.send(method, &concrete, Some("not-the-token")).await;
+            assert_eq!(status, 401, "{method} {path} with a wrong token");
+            let (status, body) = admin.send(method, &concrete, Some(TOKEN)).await;
+            let documented: Vec<&String> = item[method]["responses"].as_object().unwrap().keys().collect();
+            assert!(
+                documented.iter().any(|code| code.as_str() == status.to_string()),
+                "{method} {path}: status {status} is not documented ({documented:?}): {body}"
+            );
+            // An unknown route would be axum's bare 404/405.
+            assert!(status != 405 && !(status == 404 && body.is_empty()), "{method} {path} is not served");
+        }
+    }
+    // Unknown names are 404 with a reason.
+    let (status, body) = admin.post("/v1/links/nope/sync").await;
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("nope"));
+    let health = admin.get("/v1/health").await;
+    assert_eq!(health["status"], "ok");
+    let ready = admin.get("/v1/ready").await;
+    assert_eq!(ready["ready"], true);
+    let plugins = admin.get("/v1/plugins").await;
+    for p in plugins.as_array().unwrap() {
+        assert_eq!(p["status"], "serving", "{p}");
+        assert_eq!(p["serving"]["sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(p["serving"]["contract_version"], "0.1.0");
+    }
+    // A manual trigger runs the link; the link shows its last run and counts.
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
+    assert!(link["last_run_finished"].is_string(), "{link}");
+    assert_eq!(link["counts"]["accounts"].as_u64().unwrap() as usize, expected_accounts(&h).len());
+    assert!(link["next_run"].is_null(), "no schedule, no next run: {link}");
+    let (status, body) = admin.post("/v1/connectors/lms/resume").await;
+    assert_eq!((status, &body["resumed"]), (200, &Value::Bool(false)), "{body}");
+    daemon.shutdown().await.unwrap();
+}
+
+/// Parse the Prometheus text format: (name, labels) -> value.
+fn parse_metrics(text: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let labels = rest.trim_end_matches('}');
+                let map = labels
+                    .split("\",")
+                    .filter(|kv| !kv.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap();
+                        (k.to_owned(), v.trim_matches('"').to_owned())
+                    })
+                    .collect();
+                (name.to_owned(), map)
+            }
+            None => (series.to_owned(), BTreeMap::new()),
+        };
+        out.insert((name, labels), value.parse::<f64>().unwrap());
+    }
+    out
+}
+
+fn metric(m: &BTreeMap<(String, BTreeMap<String, String>), f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    m.iter()
+        .filter(|((n, l), _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_a_sync_count_what_it_did() {
+    let h = Harness::start(20).await.unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let (daemon, admin) = start_in_process(&h).await;
+    let (status, _) = admin.send("get", "/metrics", None).await;
+    assert_eq!(status, 401);
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
+    let accounts = expected_accounts(&h).len() as f64;
+
+    let (status, text) = admin.send("get", "/metrics", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let m = parse_metrics(&text);
+    let acme = [("link", LINK)];
+    assert!(metric(&m, "switchyard_link_runs_total", &[("link", LINK), ("outcome", "ok")]) >= 1.0, "{text}");
+    assert!(metric(&m, "switchyard_records_fetched_total", &[("link", LINK), ("kind", "employees")]) >= 20.0, "{text}");
+    assert!(
+        metric(&m, "switchyard_operations_total", &[("link", LINK), ("kind", "upsert-user"), ("result", "ok")]) >= accounts,
+        "{text}"
+    );
+    assert!(metric(&m, "switchyard_operations_total", &[("link", LINK), ("kind", "enroll"), ("result", "ok")]) >= accounts, "{text}");
+    assert!(
+        metric(&m, "switchyard_plugin_call_duration_seconds_count", &[("connector", "hr"), ("operation", "fetch-employees")]) >= 1.0,
+        "{text}"
+    );
+    assert!(metric(&m, "switchyard_plugin_calls_total", &[("connector", "lms"), ("operation", "upsert-user"), ("result", "ok")]) >= accounts);
+    let last_success = metric(&m, "switchyard_link_last_success_timestamp_seconds", &acme);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(last_success > now - 120.0 && last_success <= now + 1.0, "last success {last_success}, now {now}");
+    assert!(m.contains_key(&("switchyard_outbox_depth".to_owned(), BTreeMap::from([("link".to_owned(), LINK.to_owned())]))), "{text}");
+    assert!(metric(&m, "switchyard_plugin_reloads_total", &[("plugin", "moodle"), ("result", "loaded")]) >= 1.0, "{text}");
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled_not_trusted() {
+    let h = Harness::start(4).await.unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let (daemon, _admin) = start_in_process(&h).await;
+    daemon.shutdown().await.unwrap();
+    let cache = h.dir.join("state/cache");
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    assert_eq!(entries.len(), 2, "one entry per plugin: {entries:?}");
+    let good: Vec<Vec<u8>> = entries.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    // A second start uses the entries (it does not rewrite them).
+    let modified = |p: &PathBuf| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before: Vec<_> = entries.iter().map(modified).collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (daemon, _admin) = start_in_process(&h).await;
+    daemon.shutdown().await.unwrap();
+    assert_eq!(entries.iter().map(modified).collect::<Vec<_>>(), before, "cache entries reused");
+    // Flip a byte in the middle of each compiled payload.
+    for (path, bytes) in entries.iter().zip(&good) {
+        let mut bad = bytes.clone();
+        let middle = bad.len() / 2;
+        bad[middle] ^= 0xff;
+        std::fs::write(path, bad).unwrap();
+    }
+    let (daemon, admin) = start_in_process(&h).await;
+    for p in admin.get("/v1/plugins").await.as_array().unwrap() {
+        assert_eq!(p["status"], "serving", "{p}");
+    }
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
+    assert_one_account_each(&h);
+    // The entries were rewritten from a fresh compilation.
+    for (path, bytes) in entries.iter().zip(&good) {
+        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{} rewritten", path.display());
+    }
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_inspect_shows_world_contract_imports_and_grants() {
+    let h = Harness::start(1).await.unwrap();
+    let out = Command::new(switchyard_bin())
+        .args(["plugin", "inspect"])
+        .arg(h.dir.join("plugins.d/moodle.wasm"))
+        .arg("--config")
+        .arg(&h.config_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("world             lms-connector"), "{text}");
+    assert!(text.contains("contract version  0.1.0"), "{text}");
+    assert!(text.contains("switchyard:connector/http"), "{text}");
+    assert!(text.contains("connector `lms`"), "{text}");
+    let origin = h.lms.base_url().trim_end_matches('/').to_owned();
+    let port = origin.rsplit(':').next().unwrap();
+    assert!(text.lines().any(|l| l.contains("may reach") && l.contains(port)), "{text}");
+    assert!(text.contains("query parameter (injected by the host"), "{text}");
+    assert!(!text.contains(&h.lms.token()), "no secret value is shown: {text}");
+    assert!(text.contains("used by          link `acme` as lms"), "{text}");
+
+    // Not a plugin: refused with exit code 2.
+    let junk = h.dir.join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let out = Command::new(switchyard_bin()).args(["plugin", "inspect"]).arg(&junk).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["trigger", "--help"],
+        &["sync", "--help"],
+        &["status", "--help"],
+        &["reconcile", "--help"],
+        &["plugin", "--help"],
+        &["plugin", "check", "--help"],
+        &["plugin", "inspect", "--help"],
+        &["plugin", "list", "--help"],
+        &["plugin", "resume", "--help"],
+        &["dlq", "--help"],
+        &["dlq", "list", "--help"],
+        &["dlq", "replay", "--help"],
+        &["secret", "--help"],
+        &["secret", "set", "--help"],
+    ] {
+        let out = Command::new(switchyard_bin()).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("Usage:"), "{args:?}: {text}");
+    }
+    let out = Command::new(switchyard_bin()).args(["--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--log-format"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_replayed_through_the_admin_api() {
+    let h = Harness::start(10).await.unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let (daemon, admin) = start_in_process(&h).await;
+    // The first two LMS calls are refused the Moodle way: dead letters.
+    h.lms.fail_next_with_exception(2, "invalidparameter");
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
+    let letters = admin.get(&format!("/v1/links/{LINK}/dead-letters")).await;
+    let letters = letters.as_array().unwrap().clone();
+    assert!(letters.len() >= 2, "{letters:?}");
+    assert_eq!(link["counts"]["dead_letters"].as_u64().unwrap() as usize, letters.len());
+    let refused: BTreeSet<String> = letters.iter().map(|l| l["operation"]["employee_id"].as_str().unwrap().to_owned()).collect();
+    for id in &refused {
+        assert!(h.lms.user_by_idnumber(id).is_empty());
+    }
+    for letter in &letters {
+        let id = letter["id"].as_u64().unwrap();
+        let (status, body) = admin.post(&format!("/v1/links/{LINK}/dead-letters/{id}/replay")).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // A letter replayed twice is gone the second time.
+    let id = letters[0]["id"].as_u64().unwrap();
+    let (status, _) = admin.post(&format!("/v1/links/{LINK}/dead-letters/{id}/replay")).await;
+    assert_eq!(status, 404);
+    eventually("the replayed operations to be applied", Duration::from_secs(60), || async {
+        let link = admin.link().await;
+        link["counts"]["outbox"] == 0 && link["running"] == false && link["counts"]["dead_letters"] == 0
+    })
+    .await;
+    assert!(admin.get(&format!("/v1/links/{LINK}/dead-letters")).await.as_array().unwrap().is_empty());
+    for id in &refused {
+        assert_eq!(h.lms.user_by_idnumber(id).len(), 1, "{id} created once");
+    }
+    assert_one_account_each(&h);
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_run_survives_a_restart_so_a_link_that_just_ran_is_not_run_again() {
+    let h = Harness::start_with(Options {
+        employees: 3,
+        page_size: 10,
+        link_extra: "schedule = \"every 1h\"".into(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    // Never ran: it runs at start.
+    let (daemon, admin) = start_in_process(&h).await;
+    eventually("the first scheduled run", Duration::from_secs(60), || async {
+        let link = admin.link().await;
+        link["activity"]["last_outcome"] == "ok" && link["running"] == false
+    })
+    .await;
+    let link = admin.link().await;
+    let finished = link["last_run_finished"].as_str().unwrap().to_owned();
+    let next = link["next_run"].as_str().unwrap().to_owned();
+    daemon.shutdown().await.unwrap();
+    let writes = h.lms.write_count();
+
+    // Restarted a moment later: the next slot is an hour after that run,
+    // read back from sled; nothing runs now.
+    let (daemon, admin) = start_in_process(&h).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let link = admin.link().await;
+    assert_eq!(link["activity"]["runs"], 0, "{link}");
+    assert_eq!(link["last_run_finished"].as_str().unwrap(), finished);
+    let parse = |t: &str| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap();
+    assert_eq!(parse(link["next_run"].as_str().unwrap()), parse(&next));
+    assert_eq!(parse(&next) - parse(&finished), time::Duration::hours(1));
+    assert_eq!(h.lms.write_count(), writes);
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_copy_is_not_loaded_half_way() {
+    let h = Harness::start(3).await.unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let plugin_dir = h.dir.join("plugins.d");
+    std::fs::remove_file(plugin_dir.join("moodle.wasm")).unwrap();
+    let (daemon, admin) = start_in_process(&h).await;
+    // A copy in progress for longer than `plugin_settle`, but never pausing
+    // that long: the file keeps changing, so it is never looked at half-way.
+    let bytes = variant_of(&plugins::build("moodle").unwrap(), "slow");
+    let target = plugin_dir.join("moodle.wasm");
+    let chunks: Vec<&[u8]> = bytes.chunks(bytes.len() / 12 + 1).collect();
+    let mut file = std::fs::File::create(&target).unwrap();
+    for chunk in chunks {
+        use std::io::Write;
+        file.write_all(chunk).unwrap();
+        file.flush().unwrap();
+        let p = admin.plugin("moodle").await;
+        assert!(p.is_null() || p["refused"].is_null(), "a partial file was evaluated: {p}");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    drop(file);
+    eventually("the complete file to serve", Duration::from_secs(30), || async { admin.plugin("moodle").await["status"] == "serving" }).await;
+    let p = admin.plugin("moodle").await;
+    assert!(p["refused"].is_null(), "{p}");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    assert_eq!(p["serving"]["sha256"], sha.as_str());
+    daemon.shutdown().await.unwrap();
+}
