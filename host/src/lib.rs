@@ -19,7 +19,9 @@
 //! - [`state`]: sync state in sled behind typed accessors;
 //! - [`sync`]: one run of a link (provisioning, rules, completion write-back);
 //! - [`service`]: all of the above assembled from a configuration, and
-//!   connector quarantine.
+//!   connector quarantine;
+//! - [`webhook`]: `POST /webhooks/{connector}`: signature verification,
+//!   replay detection, translation by the plugin, events into the outbox.
 
 pub mod capability;
 pub mod config;
@@ -29,6 +31,7 @@ pub mod secrets;
 pub mod service;
 pub mod state;
 pub mod sync;
+pub mod webhook;
 
 pub use config::Config;
 pub use service::Service;
