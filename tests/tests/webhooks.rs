@@ -286,3 +286,83 @@ async fn a_completion_polled_first_is_not_queued_again_by_its_webhook() {
     service.drain_outbox(LINK).await.unwrap();
     assert_eq!(h.hris.write_count(), writes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bamboohr_change_webhook_with_an_hmac_header_plans_the_employee_once() {
+    use switchyard::config::{HmacScheme, SignatureEncoding, SignedPayload};
+    use switchyard::webhook::verify::{SigningKey, sign_hmac};
+
+    let h = Harness::start(10).await.unwrap();
+    let secret_file = h.dir.join("hr-webhook.secret");
+    std::fs::write(&secret_file, "bamboo-private-key").unwrap();
+    let mut config = std::fs::read_to_string(&h.config_path).unwrap();
+    config.push_str(&format!(
+        r#"
+[connectors.hr.webhook]
+scheme = "hmac"
+secret = {{ secret = "file:{}" }}
+signature_header = "X-BambooHR-Signature"
+timestamp_header = "X-BambooHR-Timestamp"
+signed_payload = "body-then-timestamp"
+"#,
+        secret_file.display()
+    ));
+    std::fs::write(&h.config_path, config).unwrap();
+    let service = h.service().unwrap();
+    service.sync_link(LINK).await.unwrap();
+
+    let id = h.lms.users()[0].idnumber.clone();
+    assert!(!h.lms.enrolments_of(&id).iter().any(|(c, _)| c == "FORKLIFT-CERT"));
+    h.hris.update_employee(&id, |e| e.job_title = Some("Forklift Operator".into()));
+
+    let scheme = HmacScheme {
+        signature_header: "x-bamboohr-signature".into(),
+        signature_prefix: None,
+        signature_encoding: SignatureEncoding::Hex,
+        timestamp_header: Some("x-bamboohr-timestamp".into()),
+        id_header: None,
+        signed_payload: SignedPayload::BodyThenTimestamp,
+    };
+    let body = format!(r#"{{"employees":[{{"id":"{id}","action":"Updated","changedFields":["jobTitle"]}}]}}"#);
+    let t = now();
+    let deliver = |key: &str, timestamp: i64| {
+        let signature = sign_hmac(&scheme, &SigningKey::raw(key), body.as_bytes(), Some(timestamp));
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-bamboohr-signature", signature.parse().unwrap());
+        headers.insert("x-bamboohr-timestamp", timestamp.to_string().parse().unwrap());
+        headers
+    };
+    let ingress = Ingress::for_service(&service).unwrap();
+    let enrolls = |state: &switchyard::state::State| -> Vec<String> {
+        state
+            .outbox(LINK)
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .filter_map(|op| match op.kind {
+                OpKind::Enroll { course, .. } if op.employee_id == id => Some(course),
+                _ => None,
+            })
+            .collect()
+    };
+
+    let refused = ingress.handle("hr", &deliver("not-the-key", t), body.clone().into()).await;
+    assert_eq!((refused.status().as_u16(), refused.verdict()), (401, "bad-signature"));
+    assert!(enrolls(&service.state).is_empty());
+
+    let accepted = ingress.handle("hr", &deliver("bamboo-private-key", t), body.clone().into()).await;
+    assert_eq!(accepted.verdict(), "accepted", "{accepted:?}");
+    assert_eq!(enrolls(&service.state), vec!["FORKLIFT-CERT".to_owned()]);
+    // The sender retries the same delivery: same signature, a replay.
+    let again = ingress.handle("hr", &deliver("bamboo-private-key", t), body.clone().into()).await;
+    assert_eq!(again.verdict(), "replay");
+    assert_eq!(enrolls(&service.state).len(), 1);
+
+    service.drain_outbox(LINK).await.unwrap();
+    assert!(h.lms.enrolments_of(&id).iter().any(|(c, _)| c == "FORKLIFT-CERT"));
+    // The next poll sees the same change: the snapshot already has it.
+    let writes = h.lms.write_count();
+    let report = service.sync_link(LINK).await.unwrap();
+    assert_eq!(report.enrollments, 0, "{report:?}");
+    assert_eq!(h.lms.write_count(), writes);
+}

@@ -240,6 +240,31 @@ pub fn sign_standard(key: &SigningKey, id: &str, timestamp: i64, body: &[u8]) ->
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
+/// The signature header value `scheme` expects for `body` (with
+/// `timestamp` when the scheme signs one). For senders and tests.
+pub fn sign_hmac(scheme: &HmacScheme, key: &SigningKey, body: &[u8], timestamp: Option<i64>) -> String {
+    let mut mac = key.mac();
+    let ts = timestamp.map(|t| t.to_string()).unwrap_or_default();
+    match scheme.signed_payload {
+        SignedPayload::Body => mac.update(body),
+        SignedPayload::BodyThenTimestamp => {
+            mac.update(body);
+            mac.update(ts.as_bytes());
+        }
+        SignedPayload::TimestampDotBody => {
+            mac.update(ts.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+        }
+    }
+    let bytes = mac.finalize().into_bytes();
+    let encoded = match scheme.signature_encoding {
+        SignatureEncoding::Hex => hex::encode(bytes),
+        SignatureEncoding::Base64 => BASE64.encode(bytes),
+    };
+    format!("{}{encoded}", scheme.signature_prefix.as_deref().unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +405,7 @@ mod tests {
         // HMAC-SHA256(key, body || "1767225600"), computed independently
         // (`printf %s '{"employees":[{"id":"4"}]}1767225600' | openssl dgst -sha256 -hmac bamboo-private-key`).
         let signature = "2bb07c2f9a7b9812bfc73fcde6e2d89597a26fcc60861e0dd3d0fe01cbe3d5ad";
+        assert_eq!(sign_hmac(&bamboo(), &key, body, Some(1767225600)), signature);
         let h = headers(&[("x-bamboohr-signature", signature), ("x-bamboohr-timestamp", "1767225600")]);
         let ok = verify_hmac(&bamboo(), &key, &h, body, 1767225600, 300).unwrap();
         assert!(ok.id.starts_with("sig:"), "no id header: the signature identifies the delivery");
