@@ -311,8 +311,13 @@ signed_payload = "body-then-timestamp"
     let service = h.service().unwrap();
     service.sync_link(LINK).await.unwrap();
 
-    let id = h.lms.users()[0].idnumber.clone();
-    assert!(!h.lms.enrolments_of(&id).iter().any(|(c, _)| c == "FORKLIFT-CERT"));
+    let id = h
+        .lms
+        .users()
+        .into_iter()
+        .map(|u| u.idnumber)
+        .find(|id| !h.lms.enrolments_of(id).iter().any(|(c, _)| c == "FORKLIFT-CERT"))
+        .expect("someone who is not a forklift operator");
     h.hris.update_employee(&id, |e| e.job_title = Some("Forklift Operator".into()));
 
     let scheme = HmacScheme {
