@@ -282,7 +282,11 @@ pub struct WebhookBatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryCommit {
     /// First time: the marker and the events' effects were written.
-    Recorded,
+    Recorded {
+        /// Operations put into the outbox (not counting ones already
+        /// pending or done).
+        queued: usize,
+    },
     /// The delivery id was recorded before: nothing was written.
     Replay,
 }
@@ -773,6 +777,7 @@ impl State {
                 return Ok(DeliveryCommit::Replay);
             }
             deliveries.insert(marker.clone(), &at.to_be_bytes()[..])?;
+            let mut queued = 0;
             let mut seq = seqs.iter();
             for batch in batches {
                 let link = batch.link.as_str();
@@ -790,6 +795,7 @@ impl State {
                         continue;
                     }
                     tx_put(winners, key(&[link, &c.employee_id, &c.course_id]), winner)?;
+                    queued += usize::from(keys.get(key(&[link, &op.key]))?.is_none());
                     Self::enqueue(outbox, keys, link, op, n)?;
                 }
                 for p in &batch.planned {
@@ -798,12 +804,13 @@ impl State {
                     }
                     for (op, &n) in p.operations.iter().zip(&mut seq) {
                         if done.get(key(&[link, &op.key]))?.is_none() {
+                            queued += usize::from(keys.get(key(&[link, &op.key]))?.is_none());
                             Self::enqueue(outbox, keys, link, op, n)?;
                         }
                     }
                 }
             }
-            Ok(DeliveryCommit::Recorded)
+            Ok(DeliveryCommit::Recorded { queued })
         }))
     }
 
@@ -915,7 +922,7 @@ mod tests {
             winners: vec![(Winner { idempotency_key: "push-1".into(), completion: completion.clone() }, push)],
             planned: vec![],
         };
-        assert_eq!(state.commit_webhook("lms", "msg_1", &[batch.clone()]).unwrap(), DeliveryCommit::Recorded);
+        assert_eq!(state.commit_webhook("lms", "msg_1", &[batch.clone()]).unwrap(), DeliveryCommit::Recorded { queued: 1 });
         assert!(state.is_webhook_delivered("lms", "msg_1").unwrap());
         assert!(state.is_pending("l", "push-1").unwrap());
         assert!(state.is_seen("l", &completion).unwrap());
@@ -925,7 +932,7 @@ mod tests {
         // Another delivery of an attempt already seen adds nothing.
         let groups = state.outbox("l").unwrap();
         state.complete("l", &groups[0][0], &Effect::None).unwrap();
-        assert_eq!(state.commit_webhook("lms", "msg_2", &[batch]).unwrap(), DeliveryCommit::Recorded);
+        assert_eq!(state.commit_webhook("lms", "msg_2", &[batch]).unwrap(), DeliveryCommit::Recorded { queued: 0 });
         assert_eq!(state.counts("l").outbox, 0);
 
         assert_eq!(state.prune_webhook_deliveries(0).unwrap(), 0);

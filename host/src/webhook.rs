@@ -338,12 +338,9 @@ impl Ingress {
         };
         let outcome = match self.batches(name, &events) {
             Ok(Ok(batches)) => match self.state.commit_webhook(name, &verified.id, &batches) {
-                Ok(DeliveryCommit::Recorded) => Outcome::Accepted {
+                Ok(DeliveryCommit::Recorded { queued }) => Outcome::Accepted {
                     events: events.len(),
-                    operations: batches
-                        .iter()
-                        .map(|b| b.winners.len() + b.planned.iter().map(|p| p.operations.len()).sum::<usize>())
-                        .sum(),
+                    operations: queued,
                 },
                 Ok(DeliveryCommit::Replay) => Outcome::Replay,
                 Err(e) => Outcome::Unavailable(format!("{e:#}")),
@@ -476,4 +473,84 @@ async fn receive(
     let outcome = ingress.handle(&connector, &headers, body).await;
     let answer = serde_json::json!({ "verdict": outcome.verdict(), "detail": outcome.detail() });
     (outcome.status(), axum::Json(answer)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    use metrics::{Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+    /// Counter increments as (name, labels, value).
+    type Log = Arc<Mutex<Vec<(String, Vec<(String, String)>, u64)>>>;
+
+    #[derive(Default)]
+    struct Recording(Log);
+
+    struct Increment(Key, Log);
+
+    impl CounterFn for Increment {
+        fn increment(&self, value: u64) {
+            let labels = self.0.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+            self.1.lock().unwrap().push((self.0.name().to_owned(), labels, value));
+        }
+        fn absolute(&self, _value: u64) {}
+    }
+
+    impl Recorder for Recording {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(Arc::new(Increment(key.clone(), self.0.clone())))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn every_verdict_is_counted_and_unknown_names_are_not_labels() {
+        let recording = Recording::default();
+        let log = recording.0.clone();
+        metrics::with_local_recorder(&recording, || {
+            verdict("acme-lms", &Outcome::Accepted { events: 1, operations: 1 });
+            verdict("acme-lms", &Outcome::Refused(Refusal::BadSignature));
+            verdict("attacker-chosen-name", &Outcome::UnknownConnector);
+        });
+        let label = |c: &str, v: &str| vec![("connector".to_owned(), c.to_owned()), ("verdict".to_owned(), v.to_owned())];
+        let log = log.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            vec![
+                (METRIC.to_owned(), label("acme-lms", "accepted"), 1),
+                (METRIC.to_owned(), label("acme-lms", "bad-signature"), 1),
+                (METRIC.to_owned(), label("unknown", "unknown-connector"), 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn statuses_follow_the_documented_table() {
+        let cases = [
+            (Outcome::Accepted { events: 0, operations: 0 }, 200),
+            (Outcome::Replay, 200),
+            (Outcome::Refused(Refusal::MissingHeader("webhook-id".into())), 400),
+            (Outcome::Refused(Refusal::BadSignature), 401),
+            (Outcome::Refused(Refusal::Stale { timestamp: 0, skew: 301, tolerance: 300 }), 401),
+            (Outcome::UnknownConnector, 404),
+            (Outcome::NotConfigured, 404),
+            (Outcome::TooLarge { limit_kib: 1 }, 413),
+            (Outcome::Unsupported(String::new()), 422),
+            (Outcome::Unavailable("plugin fault: secret detail".into()), 503),
+        ];
+        for (outcome, status) in cases {
+            assert_eq!(outcome.status().as_u16(), status, "{outcome:?}");
+        }
+        assert!(!Outcome::Unavailable("plugin fault: secret detail".into()).detail().contains("secret"));
+    }
 }
