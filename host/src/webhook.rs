@@ -11,7 +11,8 @@
 //! 4. a delivery id processed before is acknowledged (200, `replay`) and
 //!    not processed again;
 //! 5. the plugin translates the verified body (`parse-webhook`, contained like
-//!    every plugin call): a plugin without `webhook-source` (contract 0.1.x)
+//!    every plugin call; a quarantined connector is not called, 503): a
+//!    plugin without `webhook-source` (contract 0.1.x)
 //!    or one that returns `unsupported` gets 422, a `rejected` body 400, a
 //!    fault or transient error 503 (the sender retries; nothing was recorded);
 //! 6. events become outbox work through the same code as a poll
@@ -318,6 +319,15 @@ impl Ingress {
         let Some(connector) = self.connectors.connector(name) else {
             return Outcome::Unavailable(format!("connector `{name}` is not loaded"));
         };
+        match self.state.connector_health(name) {
+            Ok(Some(health)) if health.quarantine.is_some() && health.sha256 == connector.plugin.sha256 => {
+                return Outcome::Unavailable(format!(
+                    "connector `{name}` is quarantined; resume it with `switchyard plugin resume {name}`"
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Outcome::Unavailable(format!("{e:#}")),
+        }
         if !connector.plugin.takes_webhooks() {
             return Outcome::Unsupported(format!(
                 "connector `{name}` runs plugin {} {} (contract {}), which does not take webhooks; it needs contract 0.2.0 or later",

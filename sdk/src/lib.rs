@@ -34,7 +34,9 @@
 //!
 //! # Layout
 //!
-//! - this file: the canonical records, the connector traits, the export macros;
+//! - this file: the canonical records, the connector traits (including
+//!   `parse_webhook`, which turns a [`Webhook`] the host has verified into
+//!   [`WebhookEvent`]s), the export macros;
 //! - [`http`]: requests through the host, JSON, and mapping HTTP failures to
 //!   [`ConnectorError`];
 //! - [`config`], [`log`]: the connector's non-secret settings and its log.

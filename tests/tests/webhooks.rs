@@ -355,6 +355,25 @@ signed_payload = "body-then-timestamp"
     assert_eq!((refused.status().as_u16(), refused.verdict()), (401, "bad-signature"));
     assert!(enrolls(&service.state).is_empty());
 
+    // A quarantined connector's plugin is not called; the sender retries later.
+    let plugin = &service.connectors["hr"].plugin;
+    service
+        .state
+        .put_connector_health(
+            "hr",
+            &switchyard::state::ConnectorHealth {
+                plugin: plugin.name.clone(),
+                sha256: plugin.sha256.clone(),
+                faults_in_a_row: 5,
+                quarantine: Some(switchyard::state::Quarantine { reason: "test".into(), faults: 5, at: "now".into() }),
+            },
+        )
+        .unwrap();
+    let paused = ingress.handle("hr", &deliver("bamboo-private-key", t), body.clone().into()).await;
+    assert_eq!((paused.status().as_u16(), paused.verdict()), (503, "unavailable"));
+    assert!(enrolls(&service.state).is_empty());
+    service.resume("hr").unwrap();
+
     let accepted = ingress.handle("hr", &deliver("bamboo-private-key", t), body.clone().into()).await;
     assert_eq!(accepted.verdict(), "accepted", "{accepted:?}");
     assert_eq!(enrolls(&service.state), vec!["FORKLIFT-CERT".to_owned()]);
