@@ -857,11 +857,11 @@ impl Connector {
         let pre = self.hris()?;
         self.call("fetch-employees", async |store| {
             with_instance!(pre, store, |instance| {
-            let page = instance
-                .switchyard_connector_employee_source()
-                .call_fetch_employees(&mut *store, cursor)
-                .await?;
-            Ok(page.map(Into::into))
+                let page = instance
+                    .switchyard_connector_employee_source()
+                    .call_fetch_employees(&mut *store, cursor)
+                    .await?;
+                Ok(page.map(Into::into))
             })
         })
         .await
@@ -878,10 +878,10 @@ impl Connector {
         let completion = wit::Completion::from(completion.clone());
         self.call("push-completion", async |store| {
             with_instance!(pre, store, |instance| {
-            instance
-                .switchyard_connector_completion_sink()
-                .call_push_completion(&mut *store, &completion, idempotency_key, supersedes)
-                .await
+                instance
+                    .switchyard_connector_completion_sink()
+                    .call_push_completion(&mut *store, &completion, idempotency_key, supersedes)
+                    .await
             })
         })
         .await
@@ -898,10 +898,10 @@ impl Connector {
         let employee = wit::Employee::from(employee.clone());
         self.call("upsert-user", async |store| {
             with_instance!(pre, store, |instance| {
-            instance
-                .switchyard_connector_user_provisioning()
-                .call_upsert_user(&mut *store, &employee, lms_user_id, idempotency_key)
-                .await
+                instance
+                    .switchyard_connector_user_provisioning()
+                    .call_upsert_user(&mut *store, &employee, lms_user_id, idempotency_key)
+                    .await
             })
         })
         .await
@@ -917,10 +917,10 @@ impl Connector {
         let pre = self.lms()?;
         self.call("set-active", async |store| {
             with_instance!(pre, store, |instance| {
-            instance
-                .switchyard_connector_user_provisioning()
-                .call_set_active(&mut *store, lms_user_id, active, idempotency_key)
-                .await
+                instance
+                    .switchyard_connector_user_provisioning()
+                    .call_set_active(&mut *store, lms_user_id, active, idempotency_key)
+                    .await
             })
         })
         .await
@@ -931,17 +931,17 @@ impl Connector {
         let pre = self.lms()?;
         self.call("find-user", async |store| {
             with_instance!(pre, store, |instance| {
-            let user = instance
-                .switchyard_connector_user_provisioning()
-                .call_find_user(&mut *store, employee_id)
-                .await?;
-            Ok(user.map(|u| {
-                u.map(|u| model::LmsUser {
-                    id: u.id,
-                    active: u.active,
-                    email: u.email,
-                })
-            }))
+                let user = instance
+                    .switchyard_connector_user_provisioning()
+                    .call_find_user(&mut *store, employee_id)
+                    .await?;
+                Ok(user.map(|u| {
+                    u.map(|u| model::LmsUser {
+                        id: u.id,
+                        active: u.active,
+                        email: u.email,
+                    })
+                }))
             })
         })
         .await
@@ -957,10 +957,10 @@ impl Connector {
         let pre = self.lms()?;
         self.call("unenroll", async |store| {
             with_instance!(pre, store, |instance| {
-            instance
-                .switchyard_connector_enrollment()
-                .call_unenroll(&mut *store, lms_user_id, course_id, idempotency_key)
-                .await
+                instance
+                    .switchyard_connector_enrollment()
+                    .call_unenroll(&mut *store, lms_user_id, course_id, idempotency_key)
+                    .await
             })
         })
         .await
@@ -977,10 +977,10 @@ impl Connector {
         let pre = self.lms()?;
         self.call("enroll", async |store| {
             with_instance!(pre, store, |instance| {
-            instance
-                .switchyard_connector_enrollment()
-                .call_enroll(&mut *store, lms_user_id, course_id, due, idempotency_key)
-                .await
+                instance
+                    .switchyard_connector_enrollment()
+                    .call_enroll(&mut *store, lms_user_id, course_id, due, idempotency_key)
+                    .await
             })
         })
         .await
@@ -994,11 +994,11 @@ impl Connector {
         let pre = self.lms()?;
         self.call("fetch-completions", async |store| {
             with_instance!(pre, store, |instance| {
-            let page = instance
-                .switchyard_connector_completion_source()
-                .call_fetch_completions(&mut *store, cursor)
-                .await?;
-            Ok(page.map(Into::into))
+                let page = instance
+                    .switchyard_connector_completion_source()
+                    .call_fetch_completions(&mut *store, cursor)
+                    .await?;
+                Ok(page.map(Into::into))
             })
         })
         .await

@@ -141,8 +141,12 @@ impl Outcome {
             Outcome::Accepted { .. } | Outcome::Replay => StatusCode::OK,
             Outcome::UnknownConnector | Outcome::NotConfigured => StatusCode::NOT_FOUND,
             Outcome::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Outcome::Refused(Refusal::MissingHeader(_) | Refusal::MalformedHeader { .. }) => StatusCode::BAD_REQUEST,
-            Outcome::Refused(Refusal::BadSignature | Refusal::Stale { .. }) => StatusCode::UNAUTHORIZED,
+            Outcome::Refused(Refusal::MissingHeader(_) | Refusal::MalformedHeader { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            Outcome::Refused(Refusal::BadSignature | Refusal::Stale { .. }) => {
+                StatusCode::UNAUTHORIZED
+            }
             Outcome::Unreadable(_) | Outcome::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Outcome::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Outcome::Halted(_) => StatusCode::CONFLICT,
@@ -173,7 +177,9 @@ impl Outcome {
     /// What the sender is told. Internal failures are not described to it.
     fn detail(&self) -> String {
         match self {
-            Outcome::Accepted { events, operations } => format!("{events} event(s), {operations} operation(s) queued"),
+            Outcome::Accepted { events, operations } => {
+                format!("{events} event(s), {operations} operation(s) queued")
+            }
             Outcome::Replay => "delivery already processed".into(),
             Outcome::UnknownConnector => "no such connector".into(),
             Outcome::NotConfigured => "this connector takes no webhooks".into(),
@@ -181,7 +187,9 @@ impl Outcome {
             Outcome::Refused(refusal) => refusal.to_string(),
             Outcome::Unreadable(_) => "the body could not be read".into(),
             Outcome::Unsupported(m) | Outcome::MalformedBody(m) => m.clone(),
-            Outcome::Halted(_) => "refused by the link's max_deactivations guard; an operator must approve".into(),
+            Outcome::Halted(_) => {
+                "refused by the link's max_deactivations guard; an operator must approve".into()
+            }
             Outcome::Unavailable(_) => "temporarily unavailable; retry later".into(),
         }
     }
@@ -206,7 +214,9 @@ pub fn verdict(connector: &str, outcome: &Outcome) {
         Outcome::Unavailable(reason) | Outcome::Halted(reason) => {
             tracing::error!(connector, verdict, "webhook not processed: {reason}")
         }
-        Outcome::Unreadable(reason) => tracing::warn!(connector, verdict, "webhook refused: {reason}"),
+        Outcome::Unreadable(reason) => {
+            tracing::warn!(connector, verdict, "webhook refused: {reason}")
+        }
         other => tracing::warn!(connector, verdict, "webhook refused: {}", other.detail()),
     }
     metrics::counter!(METRIC, "connector" => label, "verdict" => verdict).increment(1);
@@ -302,10 +312,17 @@ impl Ingress {
         };
         let now = (self.clock)();
         let verified = match &config.scheme {
-            WebhookScheme::Standard => verify::verify_standard(&endpoint.key, headers, &body, now, config.tolerance_secs),
-            WebhookScheme::Hmac(scheme) => {
-                verify::verify_hmac(scheme, &endpoint.key, headers, &body, now, config.tolerance_secs)
+            WebhookScheme::Standard => {
+                verify::verify_standard(&endpoint.key, headers, &body, now, config.tolerance_secs)
             }
+            WebhookScheme::Hmac(scheme) => verify::verify_hmac(
+                scheme,
+                &endpoint.key,
+                headers,
+                &body,
+                now,
+                config.tolerance_secs,
+            ),
         };
         let verified = match verified {
             Ok(v) => v,
@@ -320,7 +337,9 @@ impl Ingress {
             return Outcome::Unavailable(format!("connector `{name}` is not loaded"));
         };
         match self.state.connector_health(name) {
-            Ok(Some(health)) if health.quarantine.is_some() && health.sha256 == connector.plugin.sha256 => {
+            Ok(Some(health))
+                if health.quarantine.is_some() && health.sha256 == connector.plugin.sha256 =>
+            {
                 return Outcome::Unavailable(format!(
                     "connector `{name}` is quarantined; resume it with `switchyard plugin resume {name}`"
                 ));
@@ -338,7 +357,12 @@ impl Ingress {
         }
         let plain_headers: Vec<(String, String)> = headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let events = match connector.parse_webhook(&plain_headers, &body).await {
             Ok(events) => events,
@@ -366,7 +390,11 @@ impl Ingress {
     /// the same rules as a poll: completions from the LMS of a link through
     /// its retake policy, employee records from its HRIS through the planner
     /// and the mass-deactivation guard. Events of the other side are ignored.
-    fn batches(&self, name: &str, events: &[WebhookEvent]) -> anyhow::Result<Result<Vec<WebhookBatch>, Outcome>> {
+    fn batches(
+        &self,
+        name: &str,
+        events: &[WebhookEvent],
+    ) -> anyhow::Result<Result<Vec<WebhookBatch>, Outcome>> {
         let today = time::OffsetDateTime::now_utc().date();
         let mut batches = Vec::new();
         for (link_name, link) in &self.links {
@@ -382,8 +410,13 @@ impl Ingress {
                         WebhookEvent::EmployeeChanged(_) => None,
                     })
                     .collect();
-                let decisions =
-                    crate::sync::decide_completions(link_name, link, &self.state, completions, &mut BTreeMap::new())?;
+                let decisions = crate::sync::decide_completions(
+                    link_name,
+                    link,
+                    &self.state,
+                    completions,
+                    &mut BTreeMap::new(),
+                )?;
                 batch.seen = decisions.seen;
                 batch.winners = decisions.winners;
             }
@@ -410,7 +443,12 @@ impl Ingress {
                     .flat_map(|p| &p.operations)
                     .filter(|op| matches!(op.kind, OpKind::SetActive { active: false }))
                     .count();
-                let active = self.state.accounts(link_name)?.iter().filter(|(_, a)| a.active).count();
+                let active = self
+                    .state
+                    .accounts(link_name)?
+                    .iter()
+                    .filter(|(_, a)| a.active)
+                    .count();
                 let allowed = link.max_deactivations.allowed(active);
                 if deactivations > allowed {
                     return Ok(Err(Outcome::Halted(format!(
@@ -449,7 +487,11 @@ impl Ingress {
 
 /// Read at most `limit` bytes. `Err(None)`: larger than that (by its
 /// `content-length` or by what arrived); `Err(Some)`: the connection failed.
-async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Option<String>> {
+async fn read_capped(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, Option<String>> {
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -459,7 +501,12 @@ async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> Result<Ve
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(None),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(None)
+        }
         Err(e) => Err(Some(e.to_string())),
     }
 }
@@ -490,7 +537,9 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    use metrics::{Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
 
     /// Counter increments as (name, labels, value).
     type Log = Arc<Mutex<Vec<(String, Vec<(String, String)>, u64)>>>;
@@ -502,8 +551,15 @@ mod tests {
 
     impl CounterFn for Increment {
         fn increment(&self, value: u64) {
-            let labels = self.0.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
-            self.1.lock().unwrap().push((self.0.name().to_owned(), labels, value));
+            let labels = self
+                .0
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            self.1
+                .lock()
+                .unwrap()
+                .push((self.0.name().to_owned(), labels, value));
         }
         fn absolute(&self, _value: u64) {}
     }
@@ -528,11 +584,22 @@ mod tests {
         let recording = Recording::default();
         let log = recording.0.clone();
         metrics::with_local_recorder(&recording, || {
-            verdict("acme-lms", &Outcome::Accepted { events: 1, operations: 1 });
+            verdict(
+                "acme-lms",
+                &Outcome::Accepted {
+                    events: 1,
+                    operations: 1,
+                },
+            );
             verdict("acme-lms", &Outcome::Refused(Refusal::BadSignature));
             verdict("attacker-chosen-name", &Outcome::UnknownConnector);
         });
-        let label = |c: &str, v: &str| vec![("connector".to_owned(), c.to_owned()), ("verdict".to_owned(), v.to_owned())];
+        let label = |c: &str, v: &str| {
+            vec![
+                ("connector".to_owned(), c.to_owned()),
+                ("verdict".to_owned(), v.to_owned()),
+            ]
+        };
         let log = log.lock().unwrap().clone();
         assert_eq!(
             log,
@@ -547,20 +614,43 @@ mod tests {
     #[test]
     fn statuses_follow_the_documented_table() {
         let cases = [
-            (Outcome::Accepted { events: 0, operations: 0 }, 200),
+            (
+                Outcome::Accepted {
+                    events: 0,
+                    operations: 0,
+                },
+                200,
+            ),
             (Outcome::Replay, 200),
-            (Outcome::Refused(Refusal::MissingHeader("webhook-id".into())), 400),
+            (
+                Outcome::Refused(Refusal::MissingHeader("webhook-id".into())),
+                400,
+            ),
             (Outcome::Refused(Refusal::BadSignature), 401),
-            (Outcome::Refused(Refusal::Stale { timestamp: 0, skew: 301, tolerance: 300 }), 401),
+            (
+                Outcome::Refused(Refusal::Stale {
+                    timestamp: 0,
+                    skew: 301,
+                    tolerance: 300,
+                }),
+                401,
+            ),
             (Outcome::UnknownConnector, 404),
             (Outcome::NotConfigured, 404),
             (Outcome::TooLarge { limit_kib: 1 }, 413),
             (Outcome::Unsupported(String::new()), 422),
-            (Outcome::Unavailable("plugin fault: secret detail".into()), 503),
+            (
+                Outcome::Unavailable("plugin fault: secret detail".into()),
+                503,
+            ),
         ];
         for (outcome, status) in cases {
             assert_eq!(outcome.status().as_u16(), status, "{outcome:?}");
         }
-        assert!(!Outcome::Unavailable("plugin fault: secret detail".into()).detail().contains("secret"));
+        assert!(
+            !Outcome::Unavailable("plugin fault: secret detail".into())
+                .detail()
+                .contains("secret")
+        );
     }
 }

@@ -27,7 +27,9 @@ fn pushes(state: &switchyard::state::State) -> Pushes {
         .into_iter()
         .flatten()
         .filter_map(|op| match op.kind {
-            OpKind::PushCompletion { completion: c, .. } => Some((c.employee_id, c.course_id, c.attempt_id)),
+            OpKind::PushCompletion { completion: c, .. } => {
+                Some((c.employee_id, c.course_id, c.attempt_id))
+            }
             _ => None,
         })
         .collect()
@@ -92,19 +94,40 @@ secret = {{ secret = "file:{secret}" }}
     assert!(pushes(&service.state).is_empty());
 
     // Two employees complete a course in Moodle.
-    let learners: Vec<String> = h.lms.users().iter().map(|u| u.idnumber.clone()).take(2).collect();
+    let learners: Vec<String> = h
+        .lms
+        .users()
+        .iter()
+        .map(|u| u.idnumber.clone())
+        .take(2)
+        .collect();
     assert_eq!(learners.len(), 2, "the first sync created LMS accounts");
-    let first = h.lms.mark_completed(&learners[0], "CODE-OF-CONDUCT", Some(90.0), Some(true)).unwrap();
-    let second = h.lms.mark_completed(&learners[1], "CODE-OF-CONDUCT", Some(75.0), Some(true)).unwrap();
+    let first = h
+        .lms
+        .mark_completed(&learners[0], "CODE-OF-CONDUCT", Some(90.0), Some(true))
+        .unwrap();
+    let second = h
+        .lms
+        .mark_completed(&learners[1], "CODE-OF-CONDUCT", Some(75.0), Some(true))
+        .unwrap();
     let body1 = h.lms.completion_webhook_body(first).unwrap();
     let body2 = h.lms.completion_webhook_body(second).unwrap();
-    let push1 = (learners[0].clone(), "CODE-OF-CONDUCT".to_owned(), first.to_string());
-    let push2 = (learners[1].clone(), "CODE-OF-CONDUCT".to_owned(), second.to_string());
+    let push1 = (
+        learners[0].clone(),
+        "CODE-OF-CONDUCT".to_owned(),
+        first.to_string(),
+    );
+    let push2 = (
+        learners[1].clone(),
+        "CODE-OF-CONDUCT".to_owned(),
+        second.to_string(),
+    );
 
     let ingress = Ingress::for_service(&service).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, router(Arc::new(ingress))).await });
+    let server =
+        tokio::spawn(async move { axum::serve(listener, router(Arc::new(ingress))).await });
     let client = reqwest::Client::new();
 
     let none = Pushes::new;
@@ -112,14 +135,20 @@ secret = {{ secret = "file:{secret}" }}
     let cases = vec![
         Case {
             name: "unknown connector",
-            delivery: Delivery { path: "/webhooks/nope".into(), ..signed(SECRET, "msg_a", t, &body1) },
+            delivery: Delivery {
+                path: "/webhooks/nope".into(),
+                ..signed(SECRET, "msg_a", t, &body1)
+            },
             status: 404,
             verdict: "unknown-connector",
             outbox: none(),
         },
         Case {
             name: "connector without a webhook table",
-            delivery: Delivery { path: "/webhooks/hr".into(), ..signed(SECRET, "msg_a", t, &body1) },
+            delivery: Delivery {
+                path: "/webhooks/hr".into(),
+                ..signed(SECRET, "msg_a", t, &body1)
+            },
             status: 404,
             verdict: "not-configured",
             outbox: none(),
@@ -139,7 +168,10 @@ secret = {{ secret = "file:{secret}" }}
             name: "tampered body",
             delivery: {
                 let mut d = signed(SECRET, "msg_a", t, &body1);
-                d.body = String::from_utf8(body1.clone()).unwrap().replace("90", "99").into_bytes();
+                d.body = String::from_utf8(body1.clone())
+                    .unwrap()
+                    .replace("90", "99")
+                    .into_bytes();
                 assert_ne!(d.body, body1);
                 d
             },
@@ -175,7 +207,10 @@ secret = {{ secret = "file:{secret}" }}
         },
         Case {
             name: "plugin built against contract 0.1.0",
-            delivery: Delivery { path: "/webhooks/old-lms".into(), ..signed(SECRET, "msg_a", t, &body1) },
+            delivery: Delivery {
+                path: "/webhooks/old-lms".into(),
+                ..signed(SECRET, "msg_a", t, &body1)
+            },
             status: 422,
             verdict: "unsupported",
             outbox: none(),
@@ -218,7 +253,9 @@ secret = {{ secret = "file:{secret}" }}
     ];
 
     for case in cases {
-        let mut request = client.post(format!("{base}{}", case.delivery.path)).body(case.delivery.body.clone());
+        let mut request = client
+            .post(format!("{base}{}", case.delivery.path))
+            .body(case.delivery.body.clone());
         for (name, value) in &case.delivery.headers {
             request = request.header(name, value);
         }
@@ -230,7 +267,10 @@ secret = {{ secret = "file:{secret}" }}
         assert_eq!(pushes(&service.state), case.outbox, "{}: outbox", case.name);
     }
     assert!(service.state.is_webhook_delivered("lms", "msg_1").unwrap());
-    assert!(!service.state.is_webhook_delivered("lms", "msg_a").unwrap(), "refused deliveries leave no marker");
+    assert!(
+        !service.state.is_webhook_delivered("lms", "msg_a").unwrap(),
+        "refused deliveries leave no marker"
+    );
 
     // The engine applies what the webhooks queued: one training record each.
     let writes_before = h.hris.write_count();
@@ -269,7 +309,10 @@ async fn a_completion_polled_first_is_not_queued_again_by_its_webhook() {
     let service = h.service().unwrap();
     service.sync_link(LINK).await.unwrap();
     let learner = h.lms.users()[0].idnumber.clone();
-    let id = h.lms.mark_completed(&learner, "CODE-OF-CONDUCT", Some(80.0), Some(true)).unwrap();
+    let id = h
+        .lms
+        .mark_completed(&learner, "CODE-OF-CONDUCT", Some(80.0), Some(true))
+        .unwrap();
     service.sync_link(LINK).await.unwrap();
     let writes = h.hris.write_count();
 
@@ -278,11 +321,17 @@ async fn a_completion_polled_first_is_not_queued_again_by_its_webhook() {
     let body = h.lms.completion_webhook_body(id).unwrap();
     let mut headers = axum::http::HeaderMap::new();
     for (name, value) in LmsSim::sign_webhook(SECRET, "msg_late", now(), &body).unwrap() {
-        headers.insert(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        headers.insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
     }
     let outcome = ingress.handle("lms", &headers, body.into()).await;
     assert_eq!(outcome.verdict(), "accepted", "{outcome:?}");
-    assert!(pushes(&service.state).is_empty(), "already written by the poll");
+    assert!(
+        pushes(&service.state).is_empty(),
+        "already written by the poll"
+    );
     service.drain_outbox(LINK).await.unwrap();
     assert_eq!(h.hris.write_count(), writes);
 }
@@ -316,9 +365,15 @@ signed_payload = "body-then-timestamp"
         .users()
         .into_iter()
         .map(|u| u.idnumber)
-        .find(|id| !h.lms.enrolments_of(id).iter().any(|(c, _)| c == "FORKLIFT-CERT"))
+        .find(|id| {
+            !h.lms
+                .enrolments_of(id)
+                .iter()
+                .any(|(c, _)| c == "FORKLIFT-CERT")
+        })
         .expect("someone who is not a forklift operator");
-    h.hris.update_employee(&id, |e| e.job_title = Some("Forklift Operator".into()));
+    h.hris
+        .update_employee(&id, |e| e.job_title = Some("Forklift Operator".into()));
 
     let scheme = HmacScheme {
         signature_header: "x-bamboohr-signature".into(),
@@ -328,13 +383,23 @@ signed_payload = "body-then-timestamp"
         id_header: None,
         signed_payload: SignedPayload::BodyThenTimestamp,
     };
-    let body = format!(r#"{{"employees":[{{"id":"{id}","action":"Updated","changedFields":["jobTitle"]}}]}}"#);
+    let body = format!(
+        r#"{{"employees":[{{"id":"{id}","action":"Updated","changedFields":["jobTitle"]}}]}}"#
+    );
     let t = now();
     let deliver = |key: &str, timestamp: i64| {
-        let signature = sign_hmac(&scheme, &SigningKey::raw(key), body.as_bytes(), Some(timestamp));
+        let signature = sign_hmac(
+            &scheme,
+            &SigningKey::raw(key),
+            body.as_bytes(),
+            Some(timestamp),
+        );
         let mut headers = axum::http::HeaderMap::new();
         headers.insert("x-bamboohr-signature", signature.parse().unwrap());
-        headers.insert("x-bamboohr-timestamp", timestamp.to_string().parse().unwrap());
+        headers.insert(
+            "x-bamboohr-timestamp",
+            timestamp.to_string().parse().unwrap(),
+        );
         headers
     };
     let ingress = Ingress::for_service(&service).unwrap();
@@ -351,8 +416,13 @@ signed_payload = "body-then-timestamp"
             .collect()
     };
 
-    let refused = ingress.handle("hr", &deliver("not-the-key", t), body.clone().into()).await;
-    assert_eq!((refused.status().as_u16(), refused.verdict()), (401, "bad-signature"));
+    let refused = ingress
+        .handle("hr", &deliver("not-the-key", t), body.clone().into())
+        .await;
+    assert_eq!(
+        (refused.status().as_u16(), refused.verdict()),
+        (401, "bad-signature")
+    );
     assert!(enrolls(&service.state).is_empty());
 
     // A quarantined connector's plugin is not called; the sender retries later.
@@ -365,25 +435,43 @@ signed_payload = "body-then-timestamp"
                 plugin: plugin.name.clone(),
                 sha256: plugin.sha256.clone(),
                 faults_in_a_row: 5,
-                quarantine: Some(switchyard::state::Quarantine { reason: "test".into(), faults: 5, at: "now".into() }),
+                quarantine: Some(switchyard::state::Quarantine {
+                    reason: "test".into(),
+                    faults: 5,
+                    at: "now".into(),
+                }),
             },
         )
         .unwrap();
-    let paused = ingress.handle("hr", &deliver("bamboo-private-key", t), body.clone().into()).await;
-    assert_eq!((paused.status().as_u16(), paused.verdict()), (503, "unavailable"));
+    let paused = ingress
+        .handle("hr", &deliver("bamboo-private-key", t), body.clone().into())
+        .await;
+    assert_eq!(
+        (paused.status().as_u16(), paused.verdict()),
+        (503, "unavailable")
+    );
     assert!(enrolls(&service.state).is_empty());
     service.resume("hr").unwrap();
 
-    let accepted = ingress.handle("hr", &deliver("bamboo-private-key", t), body.clone().into()).await;
+    let accepted = ingress
+        .handle("hr", &deliver("bamboo-private-key", t), body.clone().into())
+        .await;
     assert_eq!(accepted.verdict(), "accepted", "{accepted:?}");
     assert_eq!(enrolls(&service.state), vec!["FORKLIFT-CERT".to_owned()]);
     // The sender retries the same delivery: same signature, a replay.
-    let again = ingress.handle("hr", &deliver("bamboo-private-key", t), body.clone().into()).await;
+    let again = ingress
+        .handle("hr", &deliver("bamboo-private-key", t), body.clone().into())
+        .await;
     assert_eq!(again.verdict(), "replay");
     assert_eq!(enrolls(&service.state).len(), 1);
 
     service.drain_outbox(LINK).await.unwrap();
-    assert!(h.lms.enrolments_of(&id).iter().any(|(c, _)| c == "FORKLIFT-CERT"));
+    assert!(
+        h.lms
+            .enrolments_of(&id)
+            .iter()
+            .any(|(c, _)| c == "FORKLIFT-CERT")
+    );
     // The next poll sees the same change: the snapshot already has it.
     let writes = h.lms.write_count();
     let report = service.sync_link(LINK).await.unwrap();

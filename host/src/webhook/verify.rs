@@ -46,7 +46,9 @@ pub enum Refusal {
         reason: String,
     },
     /// The signed timestamp is too far from now (too old, or from the future).
-    #[error("timestamp {timestamp} is {skew} s away from now, beyond the tolerance of {tolerance} s")]
+    #[error(
+        "timestamp {timestamp} is {skew} s away from now, beyond the tolerance of {tolerance} s"
+    )]
     Stale {
         /// The delivery's timestamp (Unix seconds).
         timestamp: i64,
@@ -90,7 +92,8 @@ impl SigningKey {
 
     fn mac(&self) -> HmacSha256 {
         // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-        HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+        HmacSha256::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
     }
 }
 
@@ -123,7 +126,11 @@ fn fresh(name: &str, text: &str, now: i64, tolerance: u64) -> Result<i64, Refusa
     })?;
     let skew = now.abs_diff(timestamp);
     if skew > tolerance {
-        return Err(Refusal::Stale { timestamp, skew, tolerance });
+        return Err(Refusal::Stale {
+            timestamp,
+            skew,
+            tolerance,
+        });
     }
     Ok(timestamp)
 }
@@ -197,7 +204,9 @@ pub fn verify_hmac(
     .trim();
     let signature = match scheme.signature_encoding {
         SignatureEncoding::Hex => hex::decode(encoded).map_err(|_| malformed("not hex".into()))?,
-        SignatureEncoding::Base64 => BASE64.decode(encoded).map_err(|_| malformed("not base64".into()))?,
+        SignatureEncoding::Base64 => BASE64
+            .decode(encoded)
+            .map_err(|_| malformed("not base64".into()))?,
     };
     let timestamp = match &scheme.timestamp_header {
         Some(ts_name) => {
@@ -227,7 +236,8 @@ pub fn verify_hmac(
             mac.update(body);
         }
     }
-    mac.verify_slice(&signature).map_err(|_| Refusal::BadSignature)?;
+    mac.verify_slice(&signature)
+        .map_err(|_| Refusal::BadSignature)?;
     Ok(Verified { id })
 }
 
@@ -242,7 +252,12 @@ pub fn sign_standard(key: &SigningKey, id: &str, timestamp: i64, body: &[u8]) ->
 
 /// The signature header value `scheme` expects for `body` (with
 /// `timestamp` when the scheme signs one). For senders and tests.
-pub fn sign_hmac(scheme: &HmacScheme, key: &SigningKey, body: &[u8], timestamp: Option<i64>) -> String {
+pub fn sign_hmac(
+    scheme: &HmacScheme,
+    key: &SigningKey,
+    body: &[u8],
+    timestamp: Option<i64>,
+) -> String {
     let mut mac = key.mac();
     let ts = timestamp.map(|t| t.to_string()).unwrap_or_default();
     match scheme.signed_payload {
@@ -262,7 +277,10 @@ pub fn sign_hmac(scheme: &HmacScheme, key: &SigningKey, body: &[u8], timestamp: 
         SignatureEncoding::Hex => hex::encode(bytes),
         SignatureEncoding::Base64 => BASE64.encode(bytes),
     };
-    format!("{}{encoded}", scheme.signature_prefix.as_deref().unwrap_or_default())
+    format!(
+        "{}{encoded}",
+        scheme.signature_prefix.as_deref().unwrap_or_default()
+    )
 }
 
 #[cfg(test)]
@@ -297,8 +315,17 @@ mod tests {
     #[test]
     fn the_specification_example_signs_and_verifies() {
         let key = SigningKey::standard(SPEC_SECRET).unwrap();
-        assert_eq!(sign_standard(&key, SPEC_ID, SPEC_TS, SPEC_BODY), SPEC_SIGNATURE);
-        let ok = verify_standard(&key, &spec_headers(SPEC_SIGNATURE), SPEC_BODY, SPEC_TS + 10, 300);
+        assert_eq!(
+            sign_standard(&key, SPEC_ID, SPEC_TS, SPEC_BODY),
+            SPEC_SIGNATURE
+        );
+        let ok = verify_standard(
+            &key,
+            &spec_headers(SPEC_SIGNATURE),
+            SPEC_BODY,
+            SPEC_TS + 10,
+            300,
+        );
         assert_eq!(ok, Ok(Verified { id: SPEC_ID.into() }));
     }
 
@@ -318,7 +345,10 @@ mod tests {
             Err(Refusal::BadSignature)
         );
         let other = SigningKey::standard("whsec_c2VjcmV0LWtleS1vZi1zb21lb25lLWVsc2U=").unwrap();
-        assert_eq!(verify_standard(&other, &h, SPEC_BODY, SPEC_TS, 300), Err(Refusal::BadSignature));
+        assert_eq!(
+            verify_standard(&other, &h, SPEC_BODY, SPEC_TS, 300),
+            Err(Refusal::BadSignature)
+        );
         // One bit off, truncated, extended: all plain mismatches (the
         // comparison is `verify_slice`, constant-time and length-checked).
         for forged in [
@@ -339,7 +369,10 @@ mod tests {
             (TIMESTAMP_HEADER, &SPEC_TS.to_string()),
             (SIGNATURE_HEADER, SPEC_SIGNATURE),
         ]);
-        assert_eq!(verify_standard(&key, &moved, SPEC_BODY, SPEC_TS, 300), Err(Refusal::BadSignature));
+        assert_eq!(
+            verify_standard(&key, &moved, SPEC_BODY, SPEC_TS, 300),
+            Err(Refusal::BadSignature)
+        );
     }
 
     #[test]
@@ -368,7 +401,11 @@ mod tests {
                 Err(Refusal::MissingHeader(missing.into()))
             );
         }
-        let h = headers(&[(ID_HEADER, SPEC_ID), (TIMESTAMP_HEADER, "yesterday"), (SIGNATURE_HEADER, SPEC_SIGNATURE)]);
+        let h = headers(&[
+            (ID_HEADER, SPEC_ID),
+            (TIMESTAMP_HEADER, "yesterday"),
+            (SIGNATURE_HEADER, SPEC_SIGNATURE),
+        ]);
         assert!(matches!(
             verify_standard(&key, &h, SPEC_BODY, SPEC_TS, 300),
             Err(Refusal::MalformedHeader { ref header, .. }) if header == TIMESTAMP_HEADER
@@ -405,14 +442,35 @@ mod tests {
         // HMAC-SHA256(key, body || "1767225600"), computed independently
         // (`printf %s '{"employees":[{"id":"4"}]}1767225600' | openssl dgst -sha256 -hmac bamboo-private-key`).
         let signature = "2bb07c2f9a7b9812bfc73fcde6e2d89597a26fcc60861e0dd3d0fe01cbe3d5ad";
-        assert_eq!(sign_hmac(&bamboo(), &key, body, Some(1767225600)), signature);
-        let h = headers(&[("x-bamboohr-signature", signature), ("x-bamboohr-timestamp", "1767225600")]);
+        assert_eq!(
+            sign_hmac(&bamboo(), &key, body, Some(1767225600)),
+            signature
+        );
+        let h = headers(&[
+            ("x-bamboohr-signature", signature),
+            ("x-bamboohr-timestamp", "1767225600"),
+        ]);
         let ok = verify_hmac(&bamboo(), &key, &h, body, 1767225600, 300).unwrap();
-        assert!(ok.id.starts_with("sig:"), "no id header: the signature identifies the delivery");
-        assert_eq!(verify_hmac(&bamboo(), &key, &h, b"{}", 1767225600, 300), Err(Refusal::BadSignature));
-        assert!(matches!(verify_hmac(&bamboo(), &key, &h, body, 1767225600 + 301, 300), Err(Refusal::Stale { .. })));
-        let unsigned_ts = headers(&[("x-bamboohr-signature", signature), ("x-bamboohr-timestamp", "1767225601")]);
-        assert_eq!(verify_hmac(&bamboo(), &key, &unsigned_ts, body, 1767225600, 300), Err(Refusal::BadSignature));
+        assert!(
+            ok.id.starts_with("sig:"),
+            "no id header: the signature identifies the delivery"
+        );
+        assert_eq!(
+            verify_hmac(&bamboo(), &key, &h, b"{}", 1767225600, 300),
+            Err(Refusal::BadSignature)
+        );
+        assert!(matches!(
+            verify_hmac(&bamboo(), &key, &h, body, 1767225600 + 301, 300),
+            Err(Refusal::Stale { .. })
+        ));
+        let unsigned_ts = headers(&[
+            ("x-bamboohr-signature", signature),
+            ("x-bamboohr-timestamp", "1767225601"),
+        ]);
+        assert_eq!(
+            verify_hmac(&bamboo(), &key, &unsigned_ts, body, 1767225600, 300),
+            Err(Refusal::BadSignature)
+        );
         let no_ts = headers(&[("x-bamboohr-signature", &signature.to_uppercase())]);
         assert_eq!(
             verify_hmac(&bamboo(), &key, &no_ts, body, 1767225600, 300),
@@ -435,8 +493,14 @@ mod tests {
         mac.update(b"hello");
         let signature = format!("sha256={}", BASE64.encode(mac.finalize().into_bytes()));
         let h = headers(&[("x-hub-signature-256", &signature), ("x-delivery", "d-1")]);
-        assert_eq!(verify_hmac(&scheme, &key, &h, b"hello", 0, 300), Ok(Verified { id: "d-1".into() }));
-        let unprefixed = headers(&[("x-hub-signature-256", &signature["sha256=".len()..]), ("x-delivery", "d-1")]);
+        assert_eq!(
+            verify_hmac(&scheme, &key, &h, b"hello", 0, 300),
+            Ok(Verified { id: "d-1".into() })
+        );
+        let unprefixed = headers(&[
+            ("x-hub-signature-256", &signature["sha256=".len()..]),
+            ("x-delivery", "d-1"),
+        ]);
         assert!(matches!(
             verify_hmac(&scheme, &key, &unprefixed, b"hello", 0, 300),
             Err(Refusal::MalformedHeader { .. })

@@ -20,7 +20,11 @@ use switchyard::connector::types::{
 struct Old;
 
 impl user_provisioning::Guest for Old {
-    fn upsert_user(e: Employee, _id: Option<String>, _key: String) -> Result<String, ConnectorError> {
+    fn upsert_user(
+        e: Employee,
+        _id: Option<String>,
+        _key: String,
+    ) -> Result<String, ConnectorError> {
         Ok(format!("old-{}", e.id))
     }
     fn set_active(_id: String, _active: bool, _key: String) -> Result<(), ConnectorError> {
@@ -32,7 +36,12 @@ impl user_provisioning::Guest for Old {
 }
 
 impl enrollment::Guest for Old {
-    fn enroll(_id: String, _course: String, _due: Option<String>, _key: String) -> Result<(), ConnectorError> {
+    fn enroll(
+        _id: String,
+        _course: String,
+        _due: Option<String>,
+        _key: String,
+    ) -> Result<(), ConnectorError> {
         Ok(())
     }
     fn unenroll(_id: String, _course: String, _key: String) -> Result<(), ConnectorError> {
