@@ -18,7 +18,7 @@
 //! 6. events become outbox work through the same code as a poll
 //!    (`sync::decide_completions`, the `Planner`), and the work and the
 //!    replay marker are committed in one sled transaction
-//!    (`State::commit_webhook`) before the 200 is sent.
+//!    (`State::commit_webhook`) and flushed to disk before the 200 is sent.
 //!
 //! Every answer is a [`Outcome`], and every outcome goes through
 //! [`verdict`] (log + metric): the one place to hook an audit trail.
@@ -372,9 +372,14 @@ impl Ingress {
         };
         let outcome = match self.batches(name, &events) {
             Ok(Ok(batches)) => match self.state.commit_webhook(name, &verified.id, &batches) {
-                Ok(DeliveryCommit::Recorded { queued }) => Outcome::Accepted {
-                    events: events.len(),
-                    operations: queued,
+                // The sender will not send it again after a 2xx: the work
+                // must be on disk, not only in sled's log buffer.
+                Ok(DeliveryCommit::Recorded { queued }) => match self.state.flush() {
+                    Ok(()) => Outcome::Accepted {
+                        events: events.len(),
+                        operations: queued,
+                    },
+                    Err(e) => Outcome::Unavailable(format!("{e:#}")),
                 },
                 Ok(DeliveryCommit::Replay) => Outcome::Replay,
                 Err(e) => Outcome::Unavailable(format!("{e:#}")),
