@@ -49,6 +49,9 @@ pub struct Config {
     pub retention: Retention,
     /// The long-running service (`[daemon]`).
     pub daemon: DaemonConfig,
+    /// Webhook verification per connector (`[connectors.NAME.webhook]`), by
+    /// connector name. A connector without one takes no webhooks.
+    pub webhooks: BTreeMap<String, WebhookConfig>,
 }
 
 /// The daemon's listeners and timings (`[daemon]`).
@@ -82,6 +85,71 @@ impl Default for DaemonConfig {
             shutdown_grace: Duration::from_secs(20),
         }
     }
+}
+
+/// How the host verifies a connector's webhooks (`[connectors.NAME.webhook]`).
+/// The secret stays in the host: plugins only see verified bodies.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// The signature scheme.
+    pub scheme: WebhookScheme,
+    /// The signing secret; always a sealed reference (`env:`, `file:`,
+    /// `store:`). For `standard`: `whsec_` followed by the base64 key.
+    pub secret: SecretSource,
+    /// Larger bodies are refused with 413 before anything else is done.
+    pub max_body_kib: u64,
+    /// Deliveries whose timestamp is further than this from now are refused.
+    pub tolerance_secs: u64,
+}
+
+/// A webhook signature scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookScheme {
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>`.
+    Standard,
+    /// HMAC-SHA256 in a vendor's header (BambooHR and the like).
+    Hmac(HmacScheme),
+}
+
+/// A vendor's HMAC-SHA256 signature header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacScheme {
+    /// Header carrying the signature (lower case).
+    pub signature_header: String,
+    /// Text before the signature in the header (`sha256=`), if any.
+    pub signature_prefix: Option<String>,
+    /// How the signature bytes are written.
+    pub signature_encoding: SignatureEncoding,
+    /// Header carrying the Unix timestamp, if the vendor signs one.
+    pub timestamp_header: Option<String>,
+    /// Header carrying a unique delivery id, if the vendor sends one;
+    /// without it, the signature itself identifies a delivery for replays.
+    pub id_header: Option<String>,
+    /// What the HMAC is computed over.
+    pub signed_payload: SignedPayload,
+}
+
+/// How a signature is written in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureEncoding {
+    /// Lower- or upper-case hex.
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// The bytes a vendor's HMAC covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignedPayload {
+    /// The body alone.
+    Body,
+    /// The body followed by the timestamp (BambooHR).
+    BodyThenTimestamp,
+    /// `timestamp.body`.
+    TimestampDotBody,
 }
 
 /// A request budget for one origin (`[origins."https://x.example"]`).
@@ -522,6 +590,104 @@ struct RawConnector {
     auth: Option<AuthConfig>,
     #[serde(default)]
     limits: Limits,
+    webhook: Option<Spanned<RawWebhook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    scheme: RawWebhookScheme,
+    secret: SecretSource,
+    #[serde(default = "default_max_body_kib")]
+    max_body_kib: u64,
+    #[serde(default = "default_tolerance_secs")]
+    tolerance_secs: u64,
+    signature_header: Option<String>,
+    signature_prefix: Option<String>,
+    signature_encoding: Option<SignatureEncoding>,
+    timestamp_header: Option<String>,
+    id_header: Option<String>,
+    signed_payload: Option<SignedPayload>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum RawWebhookScheme {
+    Standard,
+    Hmac,
+}
+
+fn default_max_body_kib() -> u64 {
+    256
+}
+fn default_tolerance_secs() -> u64 {
+    300
+}
+
+impl RawWebhook {
+    /// Check the table as a whole; the message is prefixed by the caller.
+    fn check(self) -> Result<WebhookConfig, String> {
+        if matches!(self.secret, SecretSource::Literal(_)) {
+            return Err("`secret` must be a sealed reference ({ secret = \"env:NAME\" }, file: or store:), not a literal".into());
+        }
+        if self.max_body_kib == 0 || self.tolerance_secs == 0 {
+            return Err("`max_body_kib` and `tolerance_secs` must be at least 1".into());
+        }
+        let scheme = match self.scheme {
+            RawWebhookScheme::Standard => {
+                let hmac_only = [
+                    ("signature_header", self.signature_header.is_some()),
+                    ("signature_prefix", self.signature_prefix.is_some()),
+                    ("signature_encoding", self.signature_encoding.is_some()),
+                    ("timestamp_header", self.timestamp_header.is_some()),
+                    ("id_header", self.id_header.is_some()),
+                    ("signed_payload", self.signed_payload.is_some()),
+                ];
+                if let Some((key, _)) = hmac_only.iter().find(|(_, set)| *set) {
+                    return Err(format!("`{key}` applies to scheme = \"hmac\" only (standard webhooks fix their headers)"));
+                }
+                WebhookScheme::Standard
+            }
+            RawWebhookScheme::Hmac => {
+                let header = |name: Option<String>, key: &str| -> Result<Option<String>, String> {
+                    match name {
+                        Some(n) if n.trim().is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+                            Err(format!("`{key}` `{n}` is not a header name"))
+                        }
+                        other => Ok(other.map(|n| n.to_ascii_lowercase())),
+                    }
+                };
+                let signature_header = header(self.signature_header, "signature_header")?
+                    .ok_or("scheme = \"hmac\" needs `signature_header`")?;
+                let timestamp_header = header(self.timestamp_header, "timestamp_header")?;
+                let id_header = header(self.id_header, "id_header")?;
+                let signed_payload = self.signed_payload.unwrap_or(SignedPayload::Body);
+                match (signed_payload, &timestamp_header) {
+                    (SignedPayload::Body, Some(_)) => {
+                        return Err("`timestamp_header` is set but `signed_payload = \"body\"` does not sign it, so a replay could carry any timestamp; use \"body-then-timestamp\" or \"timestamp-dot-body\"".into());
+                    }
+                    (SignedPayload::BodyThenTimestamp | SignedPayload::TimestampDotBody, None) => {
+                        return Err("`signed_payload` includes the timestamp: set `timestamp_header`".into());
+                    }
+                    _ => {}
+                }
+                WebhookScheme::Hmac(HmacScheme {
+                    signature_header,
+                    signature_prefix: self.signature_prefix.filter(|p| !p.is_empty()),
+                    signature_encoding: self.signature_encoding.unwrap_or(SignatureEncoding::Hex),
+                    timestamp_header,
+                    id_header,
+                    signed_payload,
+                })
+            }
+        };
+        Ok(WebhookConfig {
+            scheme,
+            secret: self.secret,
+            max_body_kib: self.max_body_kib,
+            tolerance_secs: self.tolerance_secs,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -600,6 +766,7 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut connectors = BTreeMap::new();
+        let mut webhooks = BTreeMap::new();
         for (name, raw) in raw.connectors {
             let span = raw.span().start;
             let raw = raw.into_inner();
@@ -647,6 +814,14 @@ impl Config {
                     span,
                     format!("connector `{name}`: `auth` is bound to the `allow`ed origins, but `allow` is empty"),
                 ));
+            }
+            if let Some(webhook) = raw.webhook {
+                let line = webhook.span().start;
+                let checked = webhook
+                    .into_inner()
+                    .check()
+                    .map_err(|m| at(line, format!("connector `{name}`: webhook: {m}")))?;
+                webhooks.insert(name.clone(), checked);
             }
             connectors.insert(
                 name,
@@ -767,6 +942,7 @@ impl Config {
         Ok(Config {
             daemon,
             origins,
+            webhooks,
             file: path.to_owned(),
             plugin_dir: base.join(raw.plugin_dir.as_deref().unwrap_or("plugins.d")),
             data_dir: base.join(raw.data_dir.as_deref().unwrap_or("switchyard-data")),
@@ -916,6 +1092,44 @@ due_in_days = 30
         assert!(!o.matches(&"http://127.0.0.1:8080/x".parse().unwrap()));
         let o = Origin::parse("http://*.254.169.254").unwrap();
         assert!(!o.matches(&"http://169.254.169.254/".parse().unwrap()));
+    }
+
+    #[test]
+    fn webhook_tables_parse_and_bad_ones_are_refused_with_their_line() {
+        let standard = GOOD.replace(
+            "allow = [\"https://*.acme.example\"]",
+            "allow = [\"https://*.acme.example\"]\n[connectors.lms.webhook]\nscheme = \"standard\"\nsecret = { secret = \"env:LMS_WEBHOOK\" }\nmax_body_kib = 64",
+        );
+        let config = parse(&standard).unwrap();
+        let hook = &config.webhooks["lms"];
+        assert_eq!(hook.scheme, WebhookScheme::Standard);
+        assert_eq!((hook.max_body_kib, hook.tolerance_secs), (64, 300));
+        assert!(!config.webhooks.contains_key("hr"));
+
+        let bamboo = GOOD.replace(
+            "password = \"x\" }",
+            "password = \"x\" }\n[connectors.hr.webhook]\nscheme = \"hmac\"\nsecret = { secret = \"file:/run/hook\" }\nsignature_header = \"X-BambooHR-Signature\"\ntimestamp_header = \"X-BambooHR-Timestamp\"\nsigned_payload = \"body-then-timestamp\"",
+        );
+        let config = parse(&bamboo).unwrap();
+        let WebhookScheme::Hmac(scheme) = &config.webhooks["hr"].scheme else { panic!("hmac") };
+        assert_eq!(scheme.signature_header, "x-bamboohr-signature");
+        assert_eq!(scheme.signature_encoding, SignatureEncoding::Hex);
+        assert_eq!(scheme.signed_payload, SignedPayload::BodyThenTimestamp);
+
+        for (bad, expect) in [
+            (standard.replace("{ secret = \"env:LMS_WEBHOOK\" }", "\"whsec_abc\""), "sealed reference"),
+            (standard.replace("max_body_kib = 64", "signature_header = \"x-sig\""), "scheme = \"hmac\" only"),
+            (standard.replace("max_body_kib = 64", "max_body_kb = 64"), "unknown field"),
+            (standard.replace("scheme = \"standard\"", "scheme = \"rot13\""), "unknown variant"),
+            (bamboo.replace("signed_payload = \"body-then-timestamp\"", "signed_payload = \"body\""), "does not sign it"),
+            (bamboo.replace("signature_header = \"X-BambooHR-Signature\"\n", ""), "needs `signature_header`"),
+        ] {
+            let err = parse(&bad).unwrap_err();
+            assert!(err.message.contains(expect), "{expect}: {err}");
+            assert!(err.line > 1, "names a line: {err}");
+        }
+        let err = parse(&standard.replace("{ secret = \"env:LMS_WEBHOOK\" }", "\"whsec_abc\"")).unwrap_err();
+        assert_eq!(err.line, 11, "the webhook table's line: {err}");
     }
 
     #[test]

@@ -491,18 +491,31 @@ pub struct Daemon {
     tasks: tokio::task::JoinSet<()>,
 }
 
-/// The public listener's routes: what other systems call.
-pub fn public_router(shared: Arc<Shared>) -> Router {
-    let router = Router::new().route(
-        "/healthz",
-        axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
-    );
-    // MERGE(webhooks): mount the webhook ingress here, e.g.
-    //     let router = router.merge(crate::webhooks::router(shared.clone()));
-    // (`POST /webhooks/{connector}`); it shares this listener and the
-    // daemon's shutdown.
-    let _ = &shared;
-    router
+/// The public listener's routes: what other systems call: `/healthz` and
+/// the webhook ingress (`POST /webhooks/{connector}`). The ingress finds
+/// connectors in the service serving now (plugins may be swapped), and a
+/// delivery that queued work triggers the runs of the links it touched.
+pub fn public_router(shared: Arc<Shared>) -> anyhow::Result<Router> {
+    let store = SecretStore::in_dir(&shared.config.data_dir);
+    let source = shared.clone();
+    let trigger = shared.clone();
+    let ingress = crate::webhook::Ingress::new(
+        &shared.config,
+        shared.state.clone(),
+        move |name: &str| source.service.load().connectors.get(name).cloned(),
+        Some(&store),
+    )?
+    .on_accepted(move |links: &[String]| {
+        for link in links {
+            trigger.trigger(link);
+        }
+    });
+    Ok(Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .merge(crate::webhook::router(Arc::new(ingress))))
 }
 
 impl Daemon {
@@ -592,7 +605,7 @@ impl Daemon {
             }
         });
         if let Some(public) = public {
-            let router = public_router(shared.clone());
+            let router = public_router(shared.clone())?;
             let mut stop = shared.shutdown.subscribe();
             tasks.spawn(async move {
                 let served = axum::serve(public, router.into_make_service_with_connect_info::<SocketAddr>())

@@ -24,6 +24,8 @@
 //!   connector quarantine;
 //! - [`daemon`]: `switchyard run`, the long-running service: scheduler,
 //!   plugin-directory watcher, admin API, metrics.
+//! - [`webhook`]: `POST /webhooks/{connector}`: signature verification,
+//!   replay detection, translation by the plugin, events into the outbox.
 
 pub mod audit;
 pub mod capability;
@@ -36,6 +38,7 @@ pub mod secrets;
 pub mod service;
 pub mod state;
 pub mod sync;
+pub mod webhook;
 
 pub use config::Config;
 pub use service::Service;

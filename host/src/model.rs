@@ -117,6 +117,16 @@ pub struct LmsUser {
 }
 
 /// A page of employees.
+/// What a verified webhook delivery reported (contract `webhook-event`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum WebhookEvent {
+    /// A course attempt reached an end state (from an LMS).
+    Completion(Completion),
+    /// An employee's current record (from an HRIS).
+    EmployeeChanged(Employee),
+}
+
 #[derive(Debug, Clone)]
 pub struct EmployeePage {
     /// Employees.

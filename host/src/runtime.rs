@@ -32,7 +32,8 @@ use crate::model::{self, ConnectorError};
 use crate::secrets::Credential;
 
 pub(crate) mod bindings {
-    //! Host bindings generated from `wit/`.
+    //! Host bindings generated from `wit/`: the current contract (`hris`,
+    //! `lms`) and each older version the host still loads (`v0_1`).
     pub mod hris {
         wasmtime::component::bindgen!({
             world: "hris-connector",
@@ -56,6 +57,39 @@ pub(crate) mod bindings {
         });
     }
     pub use hris::switchyard::connector::types;
+
+    /// Contract 0.1.0 (`wit/since_v0.1.0`). Its records are the current
+    /// ones (0.2.0 only added to `types`), so `types` maps onto the current
+    /// module and calls need no conversion; its imports are registered under
+    /// their 0.1.0 names and delegate to the current implementations
+    /// (`capability`). It has no `webhook-source`.
+    pub mod v0_1 {
+        pub mod hris {
+            wasmtime::component::bindgen!({
+                world: "hris-connector",
+                path: "../wit/since_v0.1.0",
+                imports: { default: async | trappable },
+                exports: { default: async },
+                with: {
+                    "switchyard:connector/types@0.1.0": crate::runtime::bindings::types,
+                },
+            });
+        }
+        pub mod lms {
+            wasmtime::component::bindgen!({
+                world: "lms-connector",
+                path: "../wit/since_v0.1.0",
+                imports: { default: async | trappable },
+                exports: { default: async },
+                with: {
+                    "switchyard:connector/types@0.1.0": crate::runtime::bindings::types,
+                    "switchyard:connector/http@0.1.0": super::hris::switchyard::connector::http,
+                    "switchyard:connector/log@0.1.0": super::hris::switchyard::connector::log,
+                    "switchyard:connector/config@0.1.0": super::hris::switchyard::connector::config,
+                },
+            });
+        }
+    }
 }
 
 use bindings::types as wit;
@@ -63,7 +97,7 @@ use bindings::types as wit;
 /// The contract package and the versions of it this host loads.
 pub const CONTRACT_PACKAGE: &str = "switchyard:connector";
 /// Supported contract versions (semver-compatible with these).
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// Bound on the wasm call stack of a plugin.
 const MAX_WASM_STACK: usize = 512 * 1024;
@@ -165,14 +199,46 @@ pub struct Plugin {
 }
 
 enum Pre {
-    Hris(bindings::hris::HrisConnectorPre<HostState>),
-    Lms(bindings::lms::LmsConnectorPre<HostState>),
+    Hris(Versioned<bindings::hris::HrisConnectorPre<HostState>, bindings::v0_1::hris::HrisConnectorPre<HostState>>),
+    Lms(Versioned<bindings::lms::LmsConnectorPre<HostState>, bindings::v0_1::lms::LmsConnectorPre<HostState>>),
+}
+
+/// A pre-instantiated plugin of the current contract or of an older one.
+enum Versioned<Current, V0_1> {
+    /// Built against the current contract (`wit/`).
+    Current(Current),
+    /// Built against contract 0.1.x (`wit/since_v0.1.0`).
+    V0_1(V0_1),
+}
+
+/// Instantiate `$pre` (a `&Versioned`) in `$store` and evaluate `$call`
+/// with the instance bound to `$instance`: the same code for every contract
+/// version, whose generated bindings are distinct types with the same
+/// methods.
+macro_rules! with_instance {
+    ($pre:expr, $store:ident, |$instance:ident| $call:expr) => {
+        match $pre {
+            Versioned::Current(pre) => {
+                let $instance = pre.instantiate_async(&mut *$store).await?;
+                $call
+            }
+            Versioned::V0_1(pre) => {
+                let $instance = pre.instantiate_async(&mut *$store).await?;
+                $call
+            }
+        }
+    };
 }
 
 impl Plugin {
     /// Short version label: the first 12 hex digits of the file's sha256.
     pub fn version(&self) -> &str {
         &self.sha256[..12]
+    }
+
+    /// Whether the plugin exports `webhook-source` (contract 0.2.0 and later).
+    pub fn takes_webhooks(&self) -> bool {
+        matches!(&self.pre, Pre::Hris(Versioned::Current(_)) | Pre::Lms(Versioned::Current(_)))
     }
 }
 
@@ -279,6 +345,11 @@ impl Runtime {
             &mut linker,
             |s| s,
         )?;
+        // Contract 0.1.0 imports the same functions under 0.1.0 names.
+        bindings::v0_1::hris::HrisConnector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
 
         // The ticker holds only a weak reference: it ends with the engine.
         let weak = engine.weak();
@@ -355,13 +426,20 @@ impl Runtime {
             reason: format!("{e:#}"),
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
-        let pre = match world {
-            World::Hris => Pre::Hris(
+        let v0_1 = semver::Version::parse(&contract_version).is_ok_and(|v| v.major == 0 && v.minor == 1);
+        let pre = match (world, v0_1) {
+            (World::Hris, false) => Pre::Hris(Versioned::Current(
                 bindings::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
-            ),
-            World::Lms => {
-                Pre::Lms(bindings::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?)
-            }
+            )),
+            (World::Hris, true) => Pre::Hris(Versioned::V0_1(
+                bindings::v0_1::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+            (World::Lms, false) => Pre::Lms(Versioned::Current(
+                bindings::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+            (World::Lms, true) => Pre::Lms(Versioned::V0_1(
+                bindings::v0_1::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
         };
         let imports = component
             .component_type()
@@ -717,6 +795,27 @@ impl Output for model::CompletionPage {
     }
 }
 
+impl Output for Vec<model::WebhookEvent> {
+    fn records(&self) -> usize {
+        self.len()
+    }
+    fn approx_bytes(&self) -> usize {
+        self.iter()
+            .map(|event| match event {
+                model::WebhookEvent::Completion(c) => {
+                    c.employee_id.len() + c.course_id.len() + c.attempt_id.len() + c.completed_at.len() + opt_len(&c.expires_at) + 16
+                }
+                model::WebhookEvent::EmployeeChanged(e) => model::EmployeePage {
+                    employees: vec![e.clone()],
+                    next_cursor: None,
+                    changes_cursor: None,
+                }
+                .approx_bytes(),
+            })
+            .sum()
+    }
+}
+
 impl Connector {
     /// Plugin faults in a row: reset by a call that does not fault.
     pub fn consecutive_faults(&self) -> u32 {
@@ -919,7 +1018,13 @@ impl Connector {
         Ok(())
     }
 
-    fn hris(&self) -> Result<&bindings::hris::HrisConnectorPre<HostState>, ConnectorError> {
+    #[allow(clippy::type_complexity)]
+    fn hris(
+        &self,
+    ) -> Result<
+        &Versioned<bindings::hris::HrisConnectorPre<HostState>, bindings::v0_1::hris::HrisConnectorPre<HostState>>,
+        ConnectorError,
+    > {
         match &self.plugin.pre {
             Pre::Hris(pre) => Ok(pre),
             Pre::Lms(_) => Err(ConnectorError::InvalidConfig(format!(
@@ -929,7 +1034,13 @@ impl Connector {
         }
     }
 
-    fn lms(&self) -> Result<&bindings::lms::LmsConnectorPre<HostState>, ConnectorError> {
+    #[allow(clippy::type_complexity)]
+    fn lms(
+        &self,
+    ) -> Result<
+        &Versioned<bindings::lms::LmsConnectorPre<HostState>, bindings::v0_1::lms::LmsConnectorPre<HostState>>,
+        ConnectorError,
+    > {
         match &self.plugin.pre {
             Pre::Lms(pre) => Ok(pre),
             Pre::Hris(_) => Err(ConnectorError::InvalidConfig(format!(
@@ -946,12 +1057,13 @@ impl Connector {
     ) -> Result<model::EmployeePage, ConnectorError> {
         let pre = self.hris()?;
         self.call("fetch-employees", async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            let page = instance
-                .switchyard_connector_employee_source()
-                .call_fetch_employees(&mut *store, cursor)
-                .await?;
-            Ok(page.map(Into::into))
+            with_instance!(pre, store, |instance| {
+                let page = instance
+                    .switchyard_connector_employee_source()
+                    .call_fetch_employees(&mut *store, cursor)
+                    .await?;
+                Ok(page.map(Into::into))
+            })
         })
         .await
     }
@@ -966,11 +1078,12 @@ impl Connector {
         let pre = self.hris()?;
         let completion = wit::Completion::from(completion.clone());
         self.call("push-completion", async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance
-                .switchyard_connector_completion_sink()
-                .call_push_completion(&mut *store, &completion, idempotency_key, supersedes)
-                .await
+            with_instance!(pre, store, |instance| {
+                instance
+                    .switchyard_connector_completion_sink()
+                    .call_push_completion(&mut *store, &completion, idempotency_key, supersedes)
+                    .await
+            })
         })
         .await
     }
@@ -985,11 +1098,12 @@ impl Connector {
         let pre = self.lms()?;
         let employee = wit::Employee::from(employee.clone());
         self.call("upsert-user", async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance
-                .switchyard_connector_user_provisioning()
-                .call_upsert_user(&mut *store, &employee, lms_user_id, idempotency_key)
-                .await
+            with_instance!(pre, store, |instance| {
+                instance
+                    .switchyard_connector_user_provisioning()
+                    .call_upsert_user(&mut *store, &employee, lms_user_id, idempotency_key)
+                    .await
+            })
         })
         .await
     }
@@ -1003,11 +1117,12 @@ impl Connector {
     ) -> Result<(), ConnectorError> {
         let pre = self.lms()?;
         self.call("set-active", async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance
-                .switchyard_connector_user_provisioning()
-                .call_set_active(&mut *store, lms_user_id, active, idempotency_key)
-                .await
+            with_instance!(pre, store, |instance| {
+                instance
+                    .switchyard_connector_user_provisioning()
+                    .call_set_active(&mut *store, lms_user_id, active, idempotency_key)
+                    .await
+            })
         })
         .await
     }
@@ -1016,18 +1131,19 @@ impl Connector {
     pub async fn find_user(&self, employee_id: &str) -> Result<Option<model::LmsUser>, ConnectorError> {
         let pre = self.lms()?;
         self.call("find-user", async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            let user = instance
-                .switchyard_connector_user_provisioning()
-                .call_find_user(&mut *store, employee_id)
-                .await?;
-            Ok(user.map(|u| {
-                u.map(|u| model::LmsUser {
-                    id: u.id,
-                    active: u.active,
-                    email: u.email,
-                })
-            }))
+            with_instance!(pre, store, |instance| {
+                let user = instance
+                    .switchyard_connector_user_provisioning()
+                    .call_find_user(&mut *store, employee_id)
+                    .await?;
+                Ok(user.map(|u| {
+                    u.map(|u| model::LmsUser {
+                        id: u.id,
+                        active: u.active,
+                        email: u.email,
+                    })
+                }))
+            })
         })
         .await
     }
@@ -1041,11 +1157,12 @@ impl Connector {
     ) -> Result<(), ConnectorError> {
         let pre = self.lms()?;
         self.call("unenroll", async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance
-                .switchyard_connector_enrollment()
-                .call_unenroll(&mut *store, lms_user_id, course_id, idempotency_key)
-                .await
+            with_instance!(pre, store, |instance| {
+                instance
+                    .switchyard_connector_enrollment()
+                    .call_unenroll(&mut *store, lms_user_id, course_id, idempotency_key)
+                    .await
+            })
         })
         .await
     }
@@ -1060,11 +1177,12 @@ impl Connector {
     ) -> Result<(), ConnectorError> {
         let pre = self.lms()?;
         self.call("enroll", async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance
-                .switchyard_connector_enrollment()
-                .call_enroll(&mut *store, lms_user_id, course_id, due, idempotency_key)
-                .await
+            with_instance!(pre, store, |instance| {
+                instance
+                    .switchyard_connector_enrollment()
+                    .call_enroll(&mut *store, lms_user_id, course_id, due, idempotency_key)
+                    .await
+            })
         })
         .await
     }
@@ -1076,14 +1194,59 @@ impl Connector {
     ) -> Result<model::CompletionPage, ConnectorError> {
         let pre = self.lms()?;
         self.call("fetch-completions", async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            let page = instance
-                .switchyard_connector_completion_source()
-                .call_fetch_completions(&mut *store, cursor)
-                .await?;
-            Ok(page.map(Into::into))
+            with_instance!(pre, store, |instance| {
+                let page = instance
+                    .switchyard_connector_completion_source()
+                    .call_fetch_completions(&mut *store, cursor)
+                    .await?;
+                Ok(page.map(Into::into))
+            })
         })
         .await
+    }
+}
+
+impl Connector {
+    /// `parse-webhook`: translate a delivery whose signature the host has
+    /// verified. A plugin built against a contract without `webhook-source`
+    /// (0.1.x) gets `unsupported` without a call.
+    pub async fn parse_webhook(
+        &self,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Vec<model::WebhookEvent>, ConnectorError> {
+        let events = |events: Vec<wit::WebhookEvent>| events.into_iter().map(Into::into).collect();
+        match &self.plugin.pre {
+            Pre::Hris(Versioned::Current(pre)) => {
+                self.call("parse-webhook", async |store| {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    let parsed = instance
+                        .switchyard_connector_webhook_source()
+                        .call_parse_webhook(&mut *store, headers, body)
+                        .await?;
+                    Ok(parsed.map(events))
+                })
+                .await
+            }
+            Pre::Lms(Versioned::Current(pre)) => {
+                self.call("parse-webhook", async |store| {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    let parsed = instance
+                        .switchyard_connector_webhook_source()
+                        .call_parse_webhook(&mut *store, headers, body)
+                        .await?;
+                    Ok(parsed.map(events))
+                })
+                .await
+            }
+            Pre::Hris(Versioned::V0_1(_)) | Pre::Lms(Versioned::V0_1(_)) => Err(ConnectorError::Unsupported(format!(
+                "connector `{}` runs plugin {} {}, built against contract {}, which has no webhook-source (0.2.0 or later)",
+                self.name,
+                self.plugin.name,
+                self.plugin.version(),
+                self.plugin.contract_version
+            ))),
+        }
     }
 }
 
@@ -1245,6 +1408,15 @@ impl From<model::Completion> for wit::Completion {
     }
 }
 
+impl From<wit::WebhookEvent> for model::WebhookEvent {
+    fn from(e: wit::WebhookEvent) -> Self {
+        match e {
+            wit::WebhookEvent::Completion(c) => Self::Completion(c.into()),
+            wit::WebhookEvent::EmployeeChanged(e) => Self::EmployeeChanged(e.into()),
+        }
+    }
+}
+
 impl From<wit::CompletionPage> for model::CompletionPage {
     fn from(p: wit::CompletionPage) -> Self {
         model::CompletionPage {
@@ -1263,7 +1435,9 @@ mod tests {
     fn contract_versions() {
         assert!(supported("0.1.0"));
         assert!(supported("0.1.7"));
-        assert!(!supported("0.2.0"));
+        assert!(supported("0.2.0"));
+        assert!(supported("0.2.3"));
+        assert!(!supported("0.3.0"));
         assert!(!supported("1.0.0"));
         assert!(!supported(""));
     }

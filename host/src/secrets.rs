@@ -29,6 +29,12 @@ impl Secret {
         Secret { value, sealed: true }
     }
 
+    /// Resolve one configured value (a literal, `env:`, `file:` or `store:`,
+    /// the last from `store` with the key from the environment).
+    pub fn resolve(source: &SecretSource, store: Option<&SecretStore>) -> Result<Secret, String> {
+        resolve(source, store)
+    }
+
     /// The value, for injection into a request.
     pub fn expose(&self) -> &str {
         &self.value

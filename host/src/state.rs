@@ -19,6 +19,9 @@
 //! - `dead_letters`: operations given up on, with the reason, replayable
 //!   (`dead_keys` indexes their idempotency keys);
 //! - `links`: per-link status (why a run halted);
+//! - `webhook_deliveries`: per connector, the ids of webhook deliveries
+//!   processed (`connector\0id` -> Unix ms), so a replay is acknowledged
+//!   without being processed twice; pruned by age;
 //! - `connector_health`: per connector (key: connector name), the plugin
 //!   faults in a row and the quarantine, if any, with the plugin's sha256 it
 //!   applies to;
@@ -28,7 +31,8 @@
 //!
 //! Writes that belong together happen in one sled transaction: a plan's
 //! snapshots, operations and cursor; an operation's removal from the outbox,
-//! its `done` record, its effect and its audit record.
+//! its `done` record, its effect and its audit record; a webhook
+//! delivery's replay marker with everything its events put into the outbox.
 
 use std::path::Path;
 
@@ -264,6 +268,7 @@ pub struct State {
     connector_health: sled::Tree,
     departed: sled::Tree,
     audit: Audit,
+    webhook_deliveries: sled::Tree,
 }
 
 /// What `forget` removed.
@@ -277,6 +282,32 @@ pub struct Forgotten {
     pub outbox: usize,
     /// Audit payloads erased.
     pub audit_payloads: u64,
+}
+
+/// What one webhook delivery adds to one link.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookBatch {
+    /// The link.
+    pub link: String,
+    /// Completion attempts considered (see `sync::decide_completions`).
+    pub seen: Vec<Completion>,
+    /// Winning completions and their `push-completion` operations.
+    pub winners: Vec<(Winner, Operation)>,
+    /// Employees planned from `employee-changed` events.
+    pub planned: Vec<PlannedEmployee>,
+}
+
+/// The outcome of committing a webhook delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryCommit {
+    /// First time: the marker and the events' effects were written.
+    Recorded {
+        /// Operations put into the outbox (not counting ones already
+        /// pending or done).
+        queued: usize,
+    },
+    /// The delivery id was recorded before: nothing was written.
+    Replay,
 }
 
 /// `link \0 part \0 part ...`
@@ -353,6 +384,7 @@ impl State {
             connector_health: tree("connector_health")?,
             departed: tree("departed")?,
             audit: Audit::open(&db)?,
+            webhook_deliveries: tree("webhook_deliveries")?,
             db,
         })
     }
@@ -797,6 +829,98 @@ impl State {
         Ok(removed)
     }
 
+    /// Whether a webhook delivery of `connector` with this id was processed.
+    pub fn is_webhook_delivered(&self, connector: &str, id: &str) -> anyhow::Result<bool> {
+        self.webhook_deliveries
+            .contains_key(key(&[connector, id]))
+            .context("failed to read state")
+    }
+
+    /// Record a webhook delivery and what its events add to each link, in
+    /// one transaction: the replay marker, attempts seen, winners, their
+    /// operations, employee snapshots and theirs. A delivery id recorded
+    /// before writes nothing (`Replay`), also when two copies race. An
+    /// attempt that a poll recorded as seen in the meantime is left out, and
+    /// so is an operation already done, so it is never written twice.
+    pub fn commit_webhook(
+        &self,
+        connector: &str,
+        delivery_id: &str,
+        batches: &[WebhookBatch],
+    ) -> anyhow::Result<DeliveryCommit> {
+        let ops: usize = batches
+            .iter()
+            .map(|b| b.winners.len() + b.planned.iter().map(|p| p.operations.len()).sum::<usize>())
+            .sum();
+        let seqs = self.sequence(ops)?;
+        let marker = key(&[connector, delivery_id]);
+        let at = now_ms();
+        let trees = (
+            &self.webhook_deliveries,
+            &self.seen,
+            &self.winners,
+            &self.outbox,
+            &self.outbox_keys,
+            &self.snapshots,
+            &self.done,
+        );
+        tx_result(trees.transaction(|(deliveries, seen, winners, outbox, keys, snapshots, done)| {
+            if deliveries.get(&marker)?.is_some() {
+                return Ok(DeliveryCommit::Replay);
+            }
+            deliveries.insert(marker.clone(), &at.to_be_bytes()[..])?;
+            let mut queued = 0;
+            let mut seq = seqs.iter();
+            for batch in batches {
+                let link = batch.link.as_str();
+                let mut known = Vec::new();
+                for c in &batch.seen {
+                    let k = key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]);
+                    if seen.insert(k.clone(), &[][..])?.is_some() {
+                        known.push(k);
+                    }
+                }
+                for ((winner, op), &n) in batch.winners.iter().zip(&mut seq) {
+                    let c = &winner.completion;
+                    let attempt = key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]);
+                    if known.contains(&attempt) || done.get(key(&[link, &op.key]))?.is_some() {
+                        continue;
+                    }
+                    tx_put(winners, key(&[link, &c.employee_id, &c.course_id]), winner)?;
+                    queued += usize::from(keys.get(key(&[link, &op.key]))?.is_none());
+                    Self::enqueue(outbox, keys, link, op, n)?;
+                }
+                for p in &batch.planned {
+                    if let Some(snapshot) = &p.snapshot {
+                        tx_put(snapshots, key(&[link, &snapshot.employee.id]), snapshot)?;
+                    }
+                    for (op, &n) in p.operations.iter().zip(&mut seq) {
+                        if done.get(key(&[link, &op.key]))?.is_none() {
+                            queued += usize::from(keys.get(key(&[link, &op.key]))?.is_none());
+                            Self::enqueue(outbox, keys, link, op, n)?;
+                        }
+                    }
+                }
+            }
+            Ok(DeliveryCommit::Recorded { queued })
+        }))
+    }
+
+    /// Forget webhook delivery ids recorded before `before_ms` (Unix ms).
+    /// Returns how many were removed.
+    pub fn prune_webhook_deliveries(&self, before_ms: u64) -> anyhow::Result<usize> {
+        let mut removed = 0;
+        for entry in self.webhook_deliveries.iter() {
+            let (k, v) = entry.context("failed to read state")?;
+            let at = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
+            if at < before_ms {
+                self.webhook_deliveries.remove(k).context("failed to write state")?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Subject erasure: remove an employee's personal fields from every
     /// link's snapshot, dead letters and outbox (free text scrubbed of the
     /// values removed), and their audit payloads.
@@ -963,5 +1087,46 @@ mod tests {
         // Each outcome was audited in the same transaction.
         let kinds: Vec<String> = state.audit().read(&Default::default(), None).unwrap().into_iter().map(|e| e.record.kind).collect();
         assert_eq!(kinds, vec!["test.done", "test.dead"]);
+    }
+
+    #[test]
+    fn a_webhook_delivery_is_committed_once_with_its_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let completion = Completion {
+            employee_id: "7".into(),
+            course_id: "C".into(),
+            attempt_id: "1".into(),
+            status: crate::model::CompletionStatus::Passed,
+            completed_at: "2026-01-01T00:00:00Z".into(),
+            score: None,
+            expires_at: None,
+        };
+        let push = Operation {
+            kind: OpKind::PushCompletion { completion: completion.clone(), supersedes: None },
+            ..op("7", "push-1")
+        };
+        let batch = WebhookBatch {
+            link: "l".into(),
+            seen: vec![completion.clone()],
+            winners: vec![(Winner { idempotency_key: "push-1".into(), completion: completion.clone() }, push)],
+            planned: vec![],
+        };
+        assert_eq!(state.commit_webhook("lms", "msg_1", &[batch.clone()]).unwrap(), DeliveryCommit::Recorded { queued: 1 });
+        assert!(state.is_webhook_delivered("lms", "msg_1").unwrap());
+        assert!(state.is_pending("l", "push-1").unwrap());
+        assert!(state.is_seen("l", &completion).unwrap());
+        assert_eq!(state.commit_webhook("lms", "msg_1", &[batch.clone()]).unwrap(), DeliveryCommit::Replay);
+        assert_eq!(state.counts("l").outbox, 1);
+
+        // Another delivery of an attempt already seen adds nothing.
+        let groups = state.outbox("l").unwrap();
+        state.complete("l", &groups[0][0], &Effect::None).unwrap();
+        assert_eq!(state.commit_webhook("lms", "msg_2", &[batch]).unwrap(), DeliveryCommit::Recorded { queued: 0 });
+        assert_eq!(state.counts("l").outbox, 0);
+
+        assert_eq!(state.prune_webhook_deliveries(0).unwrap(), 0);
+        assert_eq!(state.prune_webhook_deliveries(now_ms() + 1).unwrap(), 2);
+        assert!(!state.is_webhook_delivered("lms", "msg_1").unwrap());
     }
 }

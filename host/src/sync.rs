@@ -430,62 +430,10 @@ impl LinkRun<'_> {
                 })
                 .await?;
             report.completions_fetched += page.completions.len();
-            let mut seen = Vec::new();
-            let mut winners = Vec::new();
-            for c in page.completions {
-                if self.state.is_seen(self.name, &c)?
-                    || seen.iter().any(|s: &Completion| s.employee_id == c.employee_id && s.course_id == c.course_id && s.attempt_id == c.attempt_id)
-                {
-                    continue;
-                }
-                seen.push(c.clone());
-                let Some(snapshot) = self.state.snapshot(self.name, &c.employee_id)? else {
-                    tracing::debug!(link = self.name, employee = %c.employee_id, "completion of an unknown employee skipped");
-                    report.completions_skipped += 1;
-                    continue;
-                };
-                let mut c = c;
-                if c.expires_at.is_none()
-                    && let Some(days) = rules::recertify_every_days(&self.link.rules, &snapshot.employee, &c.course_id)
-                {
-                    c.expires_at = add_days(&c.completed_at, days);
-                }
-                let slot = (c.employee_id.clone(), c.course_id.clone());
-                let current = match decided.get(&slot) {
-                    Some(w) => Some(w.clone()),
-                    None => self.state.winner(self.name, &c.employee_id, &c.course_id)?,
-                };
-                if !retake::wins(self.link.completion_policy, &c, current.as_ref().map(|w| &w.completion)) {
-                    report.completions_not_winning += 1;
-                    continue;
-                }
-                let key = idempotency_key(&["push-completion", self.name, &c.employee_id, &c.course_id, &c.attempt_id]);
-                let cause = match &current {
-                    None => format!("completion of {} (attempt {})", c.course_id, c.attempt_id),
-                    Some(w) => format!(
-                        "attempt {} wins over attempt {} under completion_policy = {:?}",
-                        c.attempt_id, w.completion.attempt_id, self.link.completion_policy
-                    ),
-                };
-                let op = Operation {
-                    key: key.clone(),
-                    employee_id: c.employee_id.clone(),
-                    kind: OpKind::PushCompletion {
-                        completion: c.clone(),
-                        supersedes: current.map(|w| w.idempotency_key),
-                    },
-                    cause,
-                    attempts: 0,
-                    next_attempt_at: 0,
-                    last_error: None,
-                };
-                let winner = Winner {
-                    idempotency_key: key,
-                    completion: c,
-                };
-                decided.insert(slot, winner.clone());
-                winners.push((winner, op));
-            }
+            let decisions = decide_completions(self.name, self.link, self.state, page.completions, &mut decided)?;
+            report.completions_not_winning += decisions.not_winning;
+            report.completions_skipped += decisions.skipped;
+            let (seen, winners) = (decisions.seen, decisions.winners);
             if options.dry_run {
                 report.plan.extend(winners.iter().map(|(_, op)| PlannedOperation::from(op)));
             } else {
@@ -723,6 +671,92 @@ impl LinkRun<'_> {
                 }),
         })
     }
+}
+
+/// What a link's retake policy makes of a batch of completions.
+#[derive(Debug, Default)]
+pub struct CompletionDecisions {
+    /// Attempts considered for the first time, to record as seen.
+    pub seen: Vec<Completion>,
+    /// New winners and the `push-completion` operations that write them.
+    pub winners: Vec<(Winner, Operation)>,
+    /// Attempts the policy did not pick.
+    pub not_winning: usize,
+    /// Attempts of employees the link does not know.
+    pub skipped: usize,
+}
+
+/// Apply `link`'s retake policy to `completions`: skip attempts seen before
+/// (by employee, course, attempt) and of unknown employees, compute the
+/// expiry, pick winners and plan their writes with deterministic keys.
+///
+/// The one place completions are decided: a poll (`LinkRun`) and a webhook
+/// (`webhook`) both come here, so an attempt that arrives both ways is
+/// decided once and written with one idempotency key. `decided` holds
+/// winners chosen earlier in the same batch of pages and not committed yet.
+pub fn decide_completions(
+    name: &str,
+    link: &LinkConfig,
+    state: &State,
+    completions: Vec<Completion>,
+    decided: &mut BTreeMap<(String, String), Winner>,
+) -> anyhow::Result<CompletionDecisions> {
+    let mut decisions = CompletionDecisions::default();
+    for c in completions {
+        if state.is_seen(name, &c)?
+            || decisions.seen.iter().any(|s: &Completion| s.employee_id == c.employee_id && s.course_id == c.course_id && s.attempt_id == c.attempt_id)
+        {
+            continue;
+        }
+        decisions.seen.push(c.clone());
+        let Some(snapshot) = state.snapshot(name, &c.employee_id)? else {
+            tracing::debug!(link = name, employee = %c.employee_id, "completion of an unknown employee skipped");
+            decisions.skipped += 1;
+            continue;
+        };
+        let mut c = c;
+        if c.expires_at.is_none()
+            && let Some(days) = rules::recertify_every_days(&link.rules, &snapshot.employee, &c.course_id)
+        {
+            c.expires_at = add_days(&c.completed_at, days);
+        }
+        let slot = (c.employee_id.clone(), c.course_id.clone());
+        let current = match decided.get(&slot) {
+            Some(w) => Some(w.clone()),
+            None => state.winner(name, &c.employee_id, &c.course_id)?,
+        };
+        if !retake::wins(link.completion_policy, &c, current.as_ref().map(|w| &w.completion)) {
+            decisions.not_winning += 1;
+            continue;
+        }
+        let key = idempotency_key(&["push-completion", name, &c.employee_id, &c.course_id, &c.attempt_id]);
+        let cause = match &current {
+            None => format!("completion of {} (attempt {})", c.course_id, c.attempt_id),
+            Some(w) => format!(
+                "attempt {} wins over attempt {} under completion_policy = {:?}",
+                c.attempt_id, w.completion.attempt_id, link.completion_policy
+            ),
+        };
+        let op = Operation {
+            key: key.clone(),
+            employee_id: c.employee_id.clone(),
+            kind: OpKind::PushCompletion {
+                completion: c.clone(),
+                supersedes: current.map(|w| w.idempotency_key),
+            },
+            cause,
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+        };
+        let winner = Winner {
+            idempotency_key: key,
+            completion: c,
+        };
+        decided.insert(slot, winner.clone());
+        decisions.winners.push((winner, op));
+    }
+    Ok(decisions)
 }
 
 /// `days` after an RFC 3339 timestamp (None if it does not parse).

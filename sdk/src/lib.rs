@@ -34,7 +34,9 @@
 //!
 //! # Layout
 //!
-//! - this file: the canonical records, the connector traits, the export macros;
+//! - this file: the canonical records, the connector traits (including
+//!   `parse_webhook`, which turns a [`Webhook`] the host has verified into
+//!   [`WebhookEvent`]s), the export macros;
 //! - [`http`]: requests through the host, JSON, and mapping HTTP failures to
 //!   [`ConnectorError`];
 //! - [`config`], [`log`]: the connector's non-secret settings and its log.
@@ -66,10 +68,10 @@ pub mod __private {
             world: "hris-connector",
             path: "../wit",
             with: {
-                "switchyard:connector/types@0.1.0": crate::__private::base::switchyard::connector::types,
-                "switchyard:connector/http@0.1.0": crate::__private::base::switchyard::connector::http,
-                "switchyard:connector/log@0.1.0": crate::__private::base::switchyard::connector::log,
-                "switchyard:connector/config@0.1.0": crate::__private::base::switchyard::connector::config,
+                "switchyard:connector/types@0.2.0": crate::__private::base::switchyard::connector::types,
+                "switchyard:connector/http@0.2.0": crate::__private::base::switchyard::connector::http,
+                "switchyard:connector/log@0.2.0": crate::__private::base::switchyard::connector::log,
+                "switchyard:connector/config@0.2.0": crate::__private::base::switchyard::connector::config,
             },
             pub_export_macro: true,
             export_macro_name: "__export_hris_world",
@@ -84,10 +86,10 @@ pub mod __private {
             world: "lms-connector",
             path: "../wit",
             with: {
-                "switchyard:connector/types@0.1.0": crate::__private::base::switchyard::connector::types,
-                "switchyard:connector/http@0.1.0": crate::__private::base::switchyard::connector::http,
-                "switchyard:connector/log@0.1.0": crate::__private::base::switchyard::connector::log,
-                "switchyard:connector/config@0.1.0": crate::__private::base::switchyard::connector::config,
+                "switchyard:connector/types@0.2.0": crate::__private::base::switchyard::connector::types,
+                "switchyard:connector/http@0.2.0": crate::__private::base::switchyard::connector::http,
+                "switchyard:connector/log@0.2.0": crate::__private::base::switchyard::connector::log,
+                "switchyard:connector/config@0.2.0": crate::__private::base::switchyard::connector::config,
             },
             pub_export_macro: true,
             export_macro_name: "__export_lms_world",
@@ -101,8 +103,35 @@ use __private::base::switchyard::connector::types;
 
 pub use types::{
     Completion, CompletionPage, CompletionStatus, ConnectorError, Employee, EmployeePage,
-    EmploymentStatus, LmsUser,
+    EmploymentStatus, LmsUser, WebhookEvent,
 };
+
+/// One verified webhook delivery, as the host hands it to
+/// `parse_webhook`: the signature has been checked and the delivery is not a
+/// replay.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Request headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl Webhook {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, or `rejected` (the sender gets a 400).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConnectorError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ConnectorError::Rejected(format!("webhook body is not the expected JSON: {e}")))
+    }
+}
 
 impl ConnectorError {
     /// The error for an operation this connector does not implement.
@@ -154,6 +183,14 @@ pub trait HrisConnector {
     ) -> Result<(), ConnectorError> {
         let _ = (completion, idempotency_key, supersedes);
         Err(ConnectorError::unsupported("push-completion"))
+    }
+
+    /// Translate a verified webhook delivery into events (since contract
+    /// 0.2.0). Return `Ok(vec![])` for deliveries that carry nothing the host
+    /// needs, `rejected` for a malformed body. The default: `unsupported`.
+    fn parse_webhook(webhook: Webhook) -> Result<Vec<WebhookEvent>, ConnectorError> {
+        let _ = webhook;
+        Err(ConnectorError::unsupported("parse-webhook"))
     }
 }
 
@@ -211,6 +248,14 @@ pub trait LmsConnector {
 
     /// Completions after `cursor` (`None`: from the beginning), oldest first.
     fn fetch_completions(cursor: Option<String>) -> Result<CompletionPage, ConnectorError>;
+
+    /// Translate a verified webhook delivery into events (since contract
+    /// 0.2.0). Return `Ok(vec![])` for deliveries that carry nothing the host
+    /// needs, `rejected` for a malformed body. The default: `unsupported`.
+    fn parse_webhook(webhook: Webhook) -> Result<Vec<WebhookEvent>, ConnectorError> {
+        let _ = webhook;
+        Err(ConnectorError::unsupported("parse-webhook"))
+    }
 }
 
 /// Export a type implementing [`HrisConnector`] as this component's
@@ -241,6 +286,16 @@ macro_rules! export_hris {
                     idempotency_key,
                     supersedes,
                 )
+            }
+        }
+        impl $crate::__private::hris::exports::switchyard::connector::webhook_source::Guest
+            for $connector
+        {
+            fn parse_webhook(
+                headers: Vec<(String, String)>,
+                body: Vec<u8>,
+            ) -> Result<Vec<$crate::WebhookEvent>, $crate::ConnectorError> {
+                <$connector as $crate::HrisConnector>::parse_webhook($crate::Webhook { headers, body })
             }
         }
         $crate::__private::hris::__export_hris_world!($connector with_types_in $crate::__private::hris);
@@ -311,6 +366,16 @@ macro_rules! export_lms {
                 cursor: Option<String>,
             ) -> Result<$crate::CompletionPage, $crate::ConnectorError> {
                 <$connector as $crate::LmsConnector>::fetch_completions(cursor)
+            }
+        }
+        impl $crate::__private::lms::exports::switchyard::connector::webhook_source::Guest
+            for $connector
+        {
+            fn parse_webhook(
+                headers: Vec<(String, String)>,
+                body: Vec<u8>,
+            ) -> Result<Vec<$crate::WebhookEvent>, $crate::ConnectorError> {
+                <$connector as $crate::LmsConnector>::parse_webhook($crate::Webhook { headers, body })
             }
         }
         $crate::__private::lms::__export_lms_world!($connector with_types_in $crate::__private::lms);

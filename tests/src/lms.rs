@@ -373,6 +373,36 @@ impl LmsSim {
         Ok(id)
     }
 
+    /// The body the companion local plugin posts to Switchyard when
+    /// completion `id` is recorded (`\core\event\course_completed` with the
+    /// row `local_switchyard_get_course_completions` lists).
+    pub fn completion_webhook_body(&self, id: u64) -> anyhow::Result<Vec<u8>> {
+        let s = lock(&self.state);
+        let row = s
+            .completions
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| anyhow!("no completion {id}"))?;
+        let body = json!({
+            "eventname": "\\core\\event\\course_completed",
+            "completion": completion_json(&s, row),
+        });
+        Ok(serde_json::to_vec(&body)?)
+    }
+
+    /// The Standard Webhooks headers the companion plugin sends with `body`:
+    /// `webhook-id`, `webhook-timestamp` and `webhook-signature` signed with
+    /// `secret` (`whsec_...`).
+    pub fn sign_webhook(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> anyhow::Result<Vec<(String, String)>> {
+        use switchyard::webhook::verify::{SigningKey, sign_standard};
+        let key = SigningKey::standard(secret).map_err(|e| anyhow!(e))?;
+        Ok(vec![
+            ("webhook-id".into(), id.to_owned()),
+            ("webhook-timestamp".into(), timestamp.to_string()),
+            ("webhook-signature".into(), sign_standard(&key, id, timestamp, body)),
+        ])
+    }
+
     /// All completions, ordered by id.
     pub fn completions(&self) -> Vec<CompletionRow> {
         lock(&self.state).completions.clone()
@@ -1448,6 +1478,30 @@ fn completion_status(s: &mut LmsState, params: &Map<String, Value>) -> WsResult 
     }))
 }
 
+/// A completion row as the companion local plugin reports it (by web
+/// service and by webhook).
+fn completion_json(s: &LmsState, c: &CompletionRow) -> Value {
+    let useridnumber = s
+        .users
+        .get(&c.userid)
+        .map(|u| u.idnumber.clone())
+        .unwrap_or_default();
+    let courseidnumber = s
+        .course(c.courseid)
+        .map(|k| k.idnumber.clone())
+        .unwrap_or_default();
+    json!({
+        "id": c.id,
+        "userid": c.userid,
+        "useridnumber": useridnumber,
+        "courseid": c.courseid,
+        "courseidnumber": courseidnumber,
+        "timecompleted": c.timecompleted,
+        "grade": c.grade,
+        "passed": c.passed,
+    })
+}
+
 /// `local_switchyard_get_course_completions` (companion local plugin): completions with
 /// `id > afterid`, ordered by id, at most `limitnum` (default 100, capped at 1000).
 fn switchyard_completions(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
@@ -1478,27 +1532,7 @@ fn switchyard_completions(s: &mut LmsState, params: &Map<String, Value>) -> WsRe
     let completions: Vec<Value> = rows
         .into_iter()
         .take(limit)
-        .map(|c| {
-            let useridnumber = s
-                .users
-                .get(&c.userid)
-                .map(|u| u.idnumber.clone())
-                .unwrap_or_default();
-            let courseidnumber = s
-                .course(c.courseid)
-                .map(|k| k.idnumber.clone())
-                .unwrap_or_default();
-            json!({
-                "id": c.id,
-                "userid": c.userid,
-                "useridnumber": useridnumber,
-                "courseid": c.courseid,
-                "courseidnumber": courseidnumber,
-                "timecompleted": c.timecompleted,
-                "grade": c.grade,
-                "passed": c.passed,
-            })
-        })
+        .map(|c| completion_json(s, c))
         .collect();
     Ok(json!({ "completions": completions, "more": more }))
 }

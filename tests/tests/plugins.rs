@@ -18,9 +18,37 @@ fn the_real_plugins_implement_their_worlds() {
     let runtime = Runtime::new().unwrap();
     let hris = runtime.load_plugin(&plugins::build("bamboohr").unwrap()).unwrap();
     assert_eq!(hris.world, World::Hris);
-    assert_eq!(hris.contract_version, "0.1.0");
+    assert_eq!(hris.contract_version, "0.2.0");
+    assert!(hris.takes_webhooks());
     let lms = runtime.load_plugin(&plugins::build("moodle").unwrap()).unwrap();
     assert_eq!(lms.world, World::Lms);
+    assert_eq!(lms.contract_version, "0.2.0");
+    assert!(lms.takes_webhooks());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_of_contract_0_1_still_loads_and_runs_without_webhooks() {
+    let runtime = Runtime::new().unwrap();
+    let plugin = Arc::new(runtime.load_plugin(&plugins::build("contract-v0-1").unwrap()).unwrap());
+    assert_eq!(plugin.world, World::Lms);
+    assert_eq!(plugin.contract_version, "0.1.0");
+    assert!(!plugin.takes_webhooks());
+    let config = ConnectorConfig {
+        plugin: "contract-v0-1".into(),
+        settings: BTreeMap::new(),
+        allow: Vec::new(),
+        auth: None,
+        limits: Limits::default(),
+    };
+    let old = runtime.connector("old-lms", &config, plugin, None);
+    let page = old.fetch_completions(None).await.unwrap();
+    assert_eq!(page.completions.len(), 1);
+    assert_eq!(page.completions[0].course_id, "OLD-COURSE");
+    old.set_active("old-7", false, "key-1").await.unwrap();
+    let err = old.parse_webhook(&[], b"{}").await.unwrap_err();
+    assert!(matches!(err, ConnectorError::Unsupported(_)), "{err}");
+    assert!(err.to_string().contains("0.1.0"), "names the contract: {err}");
+    assert_eq!(old.consecutive_faults(), 0, "not a plugin fault");
 }
 
 #[test]

@@ -16,6 +16,13 @@
 //!   `lastChanged` seen so far, which becomes the changes cursor at the end;
 //! - `since|{ts}`: changes since ts (`GET /employees/changed`), first page;
 //! - `changes|{since}|{latest}|{offset}`: a later page of those changes.
+//!
+//! Webhooks: BambooHR posts `{"employees": [{"id": .., "action": ..}, ..]}`,
+//! signed with HMAC-SHA256 (`X-BambooHR-Signature`, hex, over the body then
+//! `X-BambooHR-Timestamp`; the host verifies it). A webhook carries only the
+//! monitored fields, so each created or updated employee is read in full
+//! (`GET /employees/{id}`) and reported as `employee-changed`; a deleted one
+//! is ignored (absence is not evidence of termination).
 
 use std::collections::BTreeMap;
 
@@ -23,7 +30,7 @@ use serde::Deserialize;
 use switchyard_sdk::http::Request;
 use switchyard_sdk::{
     Completion, CompletionStatus, ConnectorError, Employee, EmployeePage, EmploymentStatus,
-    HrisConnector, config, log,
+    HrisConnector, Webhook, WebhookEvent, config, log,
 };
 
 struct BambooHr;
@@ -210,6 +217,20 @@ fn full_listing(page: u32, max_changed: String) -> Result<EmployeePage, Connecto
     })
 }
 
+/// A BambooHR webhook body.
+#[derive(Deserialize)]
+struct WebhookBody {
+    employees: Vec<WebhookEmployee>,
+}
+
+#[derive(Deserialize)]
+struct WebhookEmployee {
+    #[serde(deserialize_with = "string_or_number")]
+    id: String,
+    #[serde(default)]
+    action: Option<String>,
+}
+
 fn fetch_one(api: &str, id: &str) -> Result<Option<BambooEmployee>, ConnectorError> {
     let response = Request::get(format!("{api}/employees/{id}"))
         .query("fields", FIELDS.join(","))
@@ -266,6 +287,21 @@ fn bad_cursor(cursor: &str) -> ConnectorError {
 }
 
 impl HrisConnector for BambooHr {
+    fn parse_webhook(webhook: Webhook) -> Result<Vec<WebhookEvent>, ConnectorError> {
+        let body: WebhookBody = webhook.json()?;
+        let api = api()?;
+        let mut events = Vec::new();
+        for entry in body.employees {
+            if entry.action.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("deleted")) {
+                continue;
+            }
+            if let Some(employee) = fetch_one(&api, &entry.id)? {
+                events.push(WebhookEvent::EmployeeChanged(to_employee(employee)));
+            }
+        }
+        Ok(events)
+    }
+
     fn fetch_employees(cursor: Option<String>) -> Result<EmployeePage, ConnectorError> {
         let Some(cursor) = cursor else {
             return full_listing(1, String::new());

@@ -25,13 +25,20 @@
 //! Identity: the Moodle `idnumber` holds the HRIS employee id, so a retry
 //! after a lost response finds the account it created instead of creating
 //! a second one.
+//!
+//! Webhooks: the companion local plugin posts each `\core\event\course_completed`
+//! to Switchyard, signed the Standard Webhooks way (the host verifies it), as
+//! `{"eventname": "\\core\\event\\course_completed", "completion": {...}}` where
+//! `completion` is the row `local_switchyard_get_course_completions` lists
+//! (same id, so the next poll recognises the attempt). Other event names are
+//! acknowledged and ignored.
 
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard_sdk::http::Request;
 use switchyard_sdk::{
     Completion, CompletionPage, CompletionStatus, ConnectorError, Employee, LmsConnector, LmsUser,
-    config,
+    Webhook, WebhookEvent, config,
 };
 
 struct Moodle;
@@ -67,6 +74,15 @@ struct CompletionRows {
     completions: Vec<CompletionRow>,
     more: bool,
 }
+
+/// A webhook delivery from the companion local plugin.
+#[derive(Deserialize)]
+struct WebhookBody {
+    eventname: String,
+    completion: Option<CompletionRow>,
+}
+
+const COURSE_COMPLETED: &str = "\\core\\event\\course_completed";
 
 #[derive(Deserialize)]
 struct CompletionRow {
@@ -227,7 +243,39 @@ fn rfc3339(unix: i64) -> String {
     )
 }
 
+/// A completion row as a canonical completion; `None` for accounts not
+/// provisioned from the HRIS (no idnumber) and courses without an idnumber,
+/// which are outside every link's rules.
+fn completion(r: CompletionRow) -> Option<Completion> {
+    let employee_id = r.useridnumber.filter(|s| !s.is_empty())?;
+    let course_id = r.courseidnumber.filter(|s| !s.is_empty())?;
+    Some(Completion {
+        employee_id,
+        course_id,
+        attempt_id: r.id.to_string(),
+        status: match r.passed {
+            Some(true) => CompletionStatus::Passed,
+            Some(false) => CompletionStatus::Failed,
+            None => CompletionStatus::Completed,
+        },
+        completed_at: rfc3339(r.timecompleted),
+        score: r.grade,
+        expires_at: None,
+    })
+}
+
 impl LmsConnector for Moodle {
+    fn parse_webhook(webhook: Webhook) -> Result<Vec<WebhookEvent>, ConnectorError> {
+        let body: WebhookBody = webhook.json()?;
+        if body.eventname != COURSE_COMPLETED {
+            return Ok(Vec::new());
+        }
+        let row = body.completion.ok_or_else(|| {
+            ConnectorError::Rejected("course_completed webhook without `completion`".into())
+        })?;
+        Ok(completion(row).map(WebhookEvent::Completion).into_iter().collect())
+    }
+
     fn upsert_user(
         employee: Employee,
         lms_user_id: Option<String>,
@@ -322,29 +370,7 @@ impl LmsConnector for Moodle {
             call(F, &[param("afterid", after), param("limitnum", limit)])?,
         )?;
         let last = rows.completions.last().map(|r| r.id).unwrap_or(after);
-        let completions = rows
-            .completions
-            .into_iter()
-            // Accounts not provisioned from the HRIS (no idnumber) and courses
-            // without an idnumber are outside every link's rules.
-            .filter_map(|r| {
-                let employee_id = r.useridnumber.filter(|s| !s.is_empty())?;
-                let course_id = r.courseidnumber.filter(|s| !s.is_empty())?;
-                Some(Completion {
-                    employee_id,
-                    course_id,
-                    attempt_id: r.id.to_string(),
-                    status: match r.passed {
-                        Some(true) => CompletionStatus::Passed,
-                        Some(false) => CompletionStatus::Failed,
-                        None => CompletionStatus::Completed,
-                    },
-                    completed_at: rfc3339(r.timecompleted),
-                    score: r.grade,
-                    expires_at: None,
-                })
-            })
-            .collect();
+        let completions = rows.completions.into_iter().filter_map(completion).collect();
         Ok(CompletionPage {
             completions,
             next_cursor: Some(last.to_string()),
