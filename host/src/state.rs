@@ -1121,7 +1121,7 @@ mod tests {
 
         // Another delivery of an attempt already seen adds nothing.
         let groups = state.outbox("l").unwrap();
-        state.complete("l", &groups[0][0], &Effect::None).unwrap();
+        state.complete("l", &groups[0][0], &Effect::None, Event::new("completion.written")).unwrap();
         assert_eq!(state.commit_webhook("lms", "msg_2", &[batch]).unwrap(), DeliveryCommit::Recorded { queued: 0 });
         assert_eq!(state.counts("l").outbox, 0);
 

@@ -378,7 +378,7 @@ async fn admin_api_needs_the_token_and_serves_every_documented_route() {
     for p in plugins.as_array().unwrap() {
         assert_eq!(p["status"], "serving", "{p}");
         assert_eq!(p["serving"]["sha256"].as_str().unwrap().len(), 64);
-        assert_eq!(p["serving"]["contract_version"], "0.1.0");
+        assert_eq!(p["serving"]["contract_version"], "0.2.0");
     }
     // A manual trigger runs the link; the link shows its last run and counts.
     let link = admin.sync().await;
@@ -510,7 +510,7 @@ async fn plugin_inspect_shows_world_contract_imports_and_grants() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("world             lms-connector"), "{text}");
-    assert!(text.contains("contract version  0.1.0"), "{text}");
+    assert!(text.contains("contract version  0.2.0"), "{text}");
     assert!(text.contains("switchyard:connector/http"), "{text}");
     assert!(text.contains("connector `lms`"), "{text}");
     let origin = h.lms.base_url().trim_end_matches('/').to_owned();
@@ -662,5 +662,67 @@ async fn a_slow_copy_is_not_loaded_half_way() {
         hex::encode(sha2::Sha256::digest(&bytes))
     };
     assert_eq!(p["serving"]["sha256"], sha.as_str());
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_to_the_daemon_is_written_back_by_the_run_it_triggers() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let h = Harness::start(6).await.unwrap();
+    let secret_file = h.dir.join("lms-webhook.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let extra = format!(
+        "public_listen = \"127.0.0.1:0\"\n\n[connectors.lms.webhook]\nscheme = \"standard\"\nsecret = {{ secret = \"file:{}\" }}\n",
+        secret_file.display()
+    );
+    add_daemon_table(&h, "127.0.0.1:0", &extra);
+    let (daemon, admin) = start_in_process(&h).await;
+    admin.sync().await;
+    let learner = h.lms.users()[0].idnumber.clone();
+    let completion = h.lms.mark_completed(&learner, "CODE-OF-CONDUCT", Some(88.0), Some(true)).unwrap();
+    let body = h.lms.completion_webhook_body(completion).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let headers = switchyard_testkit::lms::LmsSim::sign_webhook(SECRET, "msg_daemon_1", now, &body).unwrap();
+    let url = format!("http://{}/webhooks/lms", daemon.public_addr.expect("a public listener"));
+    let client = reqwest::Client::new();
+    let send = |body: Vec<u8>| {
+        let mut request = client.post(&url).body(body);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    assert_eq!(send(body.clone()).await.unwrap().status(), 200);
+    // The delivery triggered the link's run, which writes the completion
+    // back without waiting for a schedule or a poll.
+    eventually("the completion written to the HRIS", Duration::from_secs(20), || async {
+        h.hris.training_records().iter().any(|r| r.employee_id == learner)
+    })
+    .await;
+    // A forged copy is refused; a replay is acknowledged and changes nothing.
+    let mut forged = body.clone();
+    forged.extend_from_slice(b" ");
+    assert_eq!(send(forged).await.unwrap().status(), 401);
+    assert_eq!(send(body).await.unwrap().status(), 200);
+    admin.sync().await;
+    assert_eq!(h.hris.training_records().iter().filter(|r| r.employee_id == learner).count(), 1);
+
+    // All three deliveries are in the audit trail, with the write-back.
+    let state = daemon.shared.state.clone();
+    let kinds: Vec<String> = state
+        .audit()
+        .read(&switchyard::audit::Filter { kind: Some("webhook".into()), ..Default::default() }, None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.record.kind)
+        .collect();
+    assert_eq!(kinds, ["webhook.accepted", "webhook.bad-signature", "webhook.replay"]);
+    let written = state
+        .audit()
+        .read(&switchyard::audit::Filter { kind: Some("completion.written".into()), employee: Some(learner.clone()), ..Default::default() }, None)
+        .unwrap();
+    assert_eq!(written.len(), 1);
+    assert_eq!(state.audit().verify().unwrap().broken, None);
+    drop(state);
     daemon.shutdown().await.unwrap();
 }
