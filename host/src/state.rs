@@ -1112,11 +1112,11 @@ mod tests {
             winners: vec![(Winner { idempotency_key: "push-1".into(), completion: completion.clone() }, push)],
             planned: vec![],
         };
-        assert_eq!(state.commit_webhook("lms", "msg_1", &[batch.clone()]).unwrap(), DeliveryCommit::Recorded { queued: 1 });
+        assert_eq!(state.commit_webhook("lms", "msg_1", std::slice::from_ref(&batch)).unwrap(), DeliveryCommit::Recorded { queued: 1 });
         assert!(state.is_webhook_delivered("lms", "msg_1").unwrap());
         assert!(state.is_pending("l", "push-1").unwrap());
         assert!(state.is_seen("l", &completion).unwrap());
-        assert_eq!(state.commit_webhook("lms", "msg_1", &[batch.clone()]).unwrap(), DeliveryCommit::Replay);
+        assert_eq!(state.commit_webhook("lms", "msg_1", std::slice::from_ref(&batch)).unwrap(), DeliveryCommit::Replay);
         assert_eq!(state.counts("l").outbox, 1);
 
         // Another delivery of an attempt already seen adds nothing.

@@ -96,8 +96,11 @@ pub struct Ingress {
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
     retention_secs: u64,
     last_prune: AtomicU64,
-    on_accepted: Box<dyn Fn(&[String]) + Send + Sync>,
+    on_accepted: LinksHook,
 }
+
+/// Called with the links a delivery queued work for.
+type LinksHook = Box<dyn Fn(&[String]) + Send + Sync>;
 
 /// How a delivery was answered.
 #[derive(Debug, Clone, PartialEq)]
