@@ -478,10 +478,12 @@ impl Ingress {
             }
             if link.hris == name {
                 // One plan per employee: the last record of a delivery wins.
+                // The link's field allowlist applies here as after a listing:
+                // a dropped field is never planned with, stored or sent.
                 let mut latest = BTreeMap::new();
                 for event in events {
                     if let WebhookEvent::EmployeeChanged(e) = event {
-                        latest.insert(e.id.clone(), e);
+                        latest.insert(e.id.clone(), link.fields.apply(e.clone()));
                     }
                 }
                 let planner = Planner {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use switchyard::state::OpKind;
 use switchyard::webhook::{Ingress, router};
-use switchyard_testkit::harness::{Harness, LINK};
+use switchyard_testkit::harness::{Harness, LINK, Options};
 use switchyard_testkit::lms::LmsSim;
 use switchyard_testkit::plugins;
 
@@ -341,7 +341,16 @@ async fn a_bamboohr_change_webhook_with_an_hmac_header_plans_the_employee_once()
     use switchyard::config::{HmacScheme, SignatureEncoding, SignedPayload};
     use switchyard::webhook::verify::{SigningKey, sign_hmac};
 
-    let h = Harness::start(10).await.unwrap();
+    // The link keeps no location: a webhook's record passes the field
+    // allowlist like a listing's.
+    let h = Harness::start_with(Options {
+        employees: 10,
+        page_size: 25,
+        link_extra: r#"fields = ["email", "given_name", "family_name", "department", "job_title"]"#.into(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
     let secret_file = h.dir.join("hr-webhook.secret");
     std::fs::write(&secret_file, "bamboo-private-key").unwrap();
     let mut config = std::fs::read_to_string(&h.config_path).unwrap();
@@ -458,6 +467,9 @@ signed_payload = "body-then-timestamp"
         .await;
     assert_eq!(accepted.verdict(), "accepted", "{accepted:?}");
     assert_eq!(enrolls(&service.state), vec!["FORKLIFT-CERT".to_owned()]);
+    let snapshot = service.state.snapshot(LINK, &id).unwrap().unwrap().employee;
+    assert_eq!(snapshot.job_title.as_deref(), Some("Forklift Operator"));
+    assert_eq!((snapshot.location, snapshot.hire_date), (None, None), "dropped fields stored from a webhook");
     // The sender retries the same delivery: same signature, a replay.
     let again = ingress
         .handle("hr", &deliver("bamboo-private-key", t), body.clone().into())
