@@ -10,8 +10,8 @@
 //! chain at that record, and removing one breaks it at the next.
 //!
 //! **Personal data is kept apart from the chain.** Names, emails, scores,
-//! vendor error texts and request paths of a record about an employee go
-//! into a separate *personal payload*. The chained record holds only a
+//! vendor error texts and request paths go into a separate *personal
+//! payload*. The chained record holds only a
 //! salted digest of it (`personal`), so erasing a subject
 //! ([`Audit::forget`]) deletes the payloads (salt included, so the digest
 //! reveals nothing) while every record's hash, and with it the chain, stays
@@ -203,13 +203,25 @@ impl Event {
         self.detail = detail;
         self
     }
-    /// Personal details: kept outside the chain and erasable. Only kept
-    /// apart when the event names an employee; otherwise merged into
-    /// `detail` under `"personal"` (there is no subject to erase them for).
+    /// Personal details and free text from outside (paths, vendor error
+    /// messages): kept outside the chain, under a salted digest. When the
+    /// event names an employee, `forget` erases them; otherwise retention
+    /// does.
     pub fn personal(mut self, personal: Value) -> Event {
         self.personal = Some(personal);
         self
     }
+    /// Add one non-personal detail to the details object.
+    pub fn with_detail(mut self, name: &str, value: Value) -> Event {
+        if !self.detail.is_object() {
+            self.detail = Value::Object(Default::default());
+        }
+        if let Value::Object(map) = &mut self.detail {
+            map.insert(name.to_owned(), value);
+        }
+        self
+    }
+
     /// The kind.
     pub fn kind(&self) -> &str {
         &self.kind
@@ -335,7 +347,7 @@ pub struct Pruned {
 pub struct Prepared {
     seq: u64,
     value: Vec<u8>,
-    personal: Option<(Vec<u8>, Vec<u8>)>,
+    personal: Option<(Option<Vec<u8>>, Vec<u8>)>,
     head: Head,
 }
 
@@ -344,7 +356,9 @@ impl Prepared {
         batch.insert(&log_key(self.seq)[..], self.value.as_slice());
         if let Some((subject, payload)) = &self.personal {
             batch.insert(&payload_key(self.seq)[..], payload.as_slice());
-            batch.insert(subject.as_slice(), &[][..]);
+            if let Some(subject) = subject {
+                batch.insert(subject.as_slice(), &[][..]);
+            }
         }
     }
 }
@@ -525,22 +539,13 @@ impl Audit {
     fn build(&self, head: &Head, event: Event) -> anyhow::Result<Prepared> {
         let seq = head.seq + 1;
         let at_ms = now_ms().max(head.at_ms);
-        let mut detail = event.detail;
+        let detail = event.detail;
         let mut personal = None;
-        match (event.personal, &event.employee) {
-            (Some(p), Some(employee)) if !p.is_null() => {
-                let mut payload = random_salt().to_vec();
-                payload.extend(serde_json::to_vec(&p).context("failed to encode an audit payload")?);
-                personal = Some((digest_hex(&payload), subject_key(employee, seq), payload));
-            }
-            (Some(p), None) if !p.is_null() => {
-                if let Value::Object(map) = &mut detail {
-                    map.insert("personal".into(), p);
-                } else {
-                    detail = serde_json::json!({ "personal": p });
-                }
-            }
-            _ => {}
+        if let Some(p) = event.personal.filter(|p| !p.is_null()) {
+            let mut payload = random_salt().to_vec();
+            payload.extend(serde_json::to_vec(&p).context("failed to encode an audit payload")?);
+            let subject = event.employee.as_deref().map(|e| subject_key(e, seq));
+            personal = Some((digest_hex(&payload), subject, payload));
         }
         let record = Record {
             seq,

@@ -404,6 +404,10 @@ pub struct LinkConfig {
     pub rules: Vec<Rule>,
     /// The employee fields kept (`fields`, plus those the rules match on).
     pub fields: FieldAllowlist,
+    /// A run lists every employee (not only changes) when the last full
+    /// listing is older than this (`full_listing_every`, default 7 days):
+    /// that is how employees gone from the HRIS are noticed for retention.
+    pub full_listing_every: Duration,
     /// When the daemon runs the link; `None`: only when triggered.
     pub schedule: Option<Schedule>,
     /// Random delay (stable per slot) added to each scheduled run.
@@ -714,6 +718,7 @@ struct RawLink {
     fields: Option<Spanned<Vec<String>>>,
     schedule: Option<Spanned<String>>,
     jitter: Option<Spanned<String>>,
+    full_listing_every: Option<Spanned<String>>,
 }
 
 fn default_leave() -> LeavePolicy {
@@ -875,6 +880,14 @@ impl Config {
                 .map(|j| parse_duration(j.get_ref()).map_err(|m| at(j.span().start, format!("link `{name}`: jitter: {m}"))))
                 .transpose()?
                 .unwrap_or_default();
+            let full_listing_every = raw
+                .full_listing_every
+                .map(|d| {
+                    parse_duration(d.get_ref())
+                        .map_err(|m| at(d.span().start, format!("link `{name}`: full_listing_every: {m}")))
+                })
+                .transpose()?
+                .unwrap_or(Duration::from_secs(7 * 86_400));
             links.insert(
                 name,
                 LinkConfig {
@@ -891,6 +904,7 @@ impl Config {
                     concurrency: raw.concurrency,
                     rules,
                     fields,
+                    full_listing_every,
                 },
             );
         }

@@ -27,6 +27,9 @@
 //!   applies to;
 //! - `departed`: employees with a snapshot that the last full listing did
 //!   not include, and since when (Unix ms), for retention;
+//! - `retired`: the last revision of each snapshot retention deleted, so a
+//!   returning employee's record continues the numbering (effect keys
+//!   include it: a rehire's update must not reuse the first hire's key);
 //! - the audit trees, owned by [`crate::audit::Audit`].
 //!
 //! Writes that belong together happen in one sled transaction: a plan's
@@ -267,6 +270,7 @@ pub struct State {
     links: sled::Tree,
     connector_health: sled::Tree,
     departed: sled::Tree,
+    retired: sled::Tree,
     audit: Audit,
     webhook_deliveries: sled::Tree,
 }
@@ -383,6 +387,7 @@ impl State {
             links: tree("links")?,
             connector_health: tree("connector_health")?,
             departed: tree("departed")?,
+            retired: tree("retired")?,
             audit: Audit::open(&db)?,
             webhook_deliveries: tree("webhook_deliveries")?,
             db,
@@ -519,6 +524,12 @@ impl State {
     /// A cursor (`employees` or `completions`) of a link.
     pub fn cursor(&self, link: &str, name: &str) -> anyhow::Result<Option<String>> {
         Self::get(&self.cursors, &key(&[link, name]))
+    }
+
+    /// Set a cursor outside a plan (bookkeeping such as the time of the last
+    /// full listing).
+    pub fn put_cursor(&self, link: &str, name: &str, value: &str) -> anyhow::Result<()> {
+        Self::put(&self.cursors, &key(&[link, name]), &value)
     }
 
     /// One dead letter.
@@ -727,7 +738,7 @@ impl State {
         };
         let dlq_key = dead_letter_key(link, id);
         let writer = self.audit.writer();
-        let record = writer.prepare(audit.detail(serde_json::json!({ "dead_letter": id, "operation": op.kind.name(), "attempts": op.attempts })))?;
+        let record = writer.prepare(audit.with_detail("dead_letter", id.into()))?;
         let trees = (&self.outbox, &self.outbox_keys, &self.dead_letters, &self.dead_keys, self.audit.tree());
         tx_result(trees.transaction(|(outbox, keys, dlq, dead_keys, audit)| {
             outbox.remove(outbox_key.clone())?;
@@ -803,16 +814,22 @@ impl State {
             let (k, v) = item.context("failed to read state")?;
             let since = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
             if since < cutoff_ms {
-                let trees = (&self.snapshots, &self.departed);
-                tx_result(trees.transaction(|(snapshots, departed)| {
+                let rev = Self::get::<Snapshot>(&self.snapshots, &k)?.map_or(0, |s| s.rev);
+                let trees = (&self.snapshots, &self.departed, &self.retired);
+                tx_result(trees.transaction(|(snapshots, departed, retired)| {
                     snapshots.remove(&k)?;
                     departed.remove(&k)?;
-                    Ok(())
+                    tx_put(retired, k.to_vec(), &rev)
                 }))?;
                 removed.push(String::from_utf8_lossy(&k[p.len()..]).into_owned());
             }
         }
         Ok(removed)
+    }
+
+    /// The last revision of an employee's snapshot that retention deleted.
+    pub fn retired_rev(&self, link: &str, employee: &str) -> anyhow::Result<Option<u64>> {
+        Self::get(&self.retired, &key(&[link, employee]))
     }
 
     /// Delete dead letters given up on before `cutoff` (RFC 3339). Returns

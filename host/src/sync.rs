@@ -314,7 +314,11 @@ impl LinkRun<'_> {
     }
 
     async fn provision(&self, options: RunOptions, report: &mut RunReport) -> anyhow::Result<()> {
-        let resume = match options.full_listing {
+        let last_full = self.state.cursor(self.name, "full-listing-at")?;
+        let full_due = last_full
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .is_none_or(|ms| now_ms().saturating_sub(ms) >= self.link.full_listing_every.as_millis() as u64);
+        let resume = match options.full_listing || full_due {
             true => None,
             false => self.state.cursor(self.name, "employees")?,
         };
@@ -358,9 +362,11 @@ impl LinkRun<'_> {
             // A changes-only listing leaves out whoever did not change; their
             // stored record still counts for what time or a new rule brings
             // (recertification, assignments added to the configuration).
+            // The allowlist applies to stored records too: a field dropped
+            // from `fields` since they were stored leaves the snapshot now.
             for snapshot in self.state.snapshots(self.name)? {
                 if !by_id.contains_key(&snapshot.employee.id) {
-                    planned.push(planner.plan_employee(&snapshot.employee)?);
+                    planned.push(planner.plan_employee(&self.link.fields.apply(snapshot.employee))?);
                 }
             }
         }
@@ -413,6 +419,7 @@ impl LinkRun<'_> {
         if report.full_listing {
             let listed = by_id.into_keys().collect();
             self.state.note_departures(self.name, &listed)?;
+            self.state.put_cursor(self.name, "full-listing-at", &now_ms().to_string())?;
         }
         self.apply_outbox(report).await
     }

@@ -305,33 +305,34 @@ impl Ingress {
         outcome
     }
 
-    /// The audit record of a delivery (`webhook.accepted`,
-    /// `webhook.bad-signature`, ...): forged and refused deliveries are on
-    /// record too. A name that is not a configured connector is recorded
-    /// only in the details, shortened.
+    /// The audit record of a delivery to a configured connector
+    /// (`webhook.accepted`, `webhook.bad-signature`, ...): refused
+    /// deliveries are on record too. Nothing the sender chose is copied
+    /// into the hashed record unless the signature verified (the delivery
+    /// id of an accepted or replayed delivery); reasons, which may quote a
+    /// plugin, are kept outside the chain. A name that is not a configured
+    /// connector is only counted in the metric: anyone can send those.
     fn audit(&self, name: &str, headers: &HeaderMap, outcome: &Outcome) {
-        let short = |text: &str| text.chars().take(128).collect::<String>();
-        let endpoint = self.endpoints.get(name);
-        let id_header = match endpoint.map(|e| &e.config.scheme) {
-            Some(WebhookScheme::Hmac(h)) => h.id_header.clone(),
-            _ => Some("webhook-id".to_owned()),
+        let Some(endpoint) = self.endpoints.get(name) else {
+            return;
+        };
+        let verified = matches!(outcome, Outcome::Accepted { .. } | Outcome::Replay);
+        let id_header = match &endpoint.config.scheme {
+            WebhookScheme::Hmac(h) => h.id_header.clone(),
+            WebhookScheme::Standard => Some("webhook-id".to_owned()),
         };
         let delivery = id_header
+            .filter(|_| verified)
             .and_then(|h| headers.get(h.as_str()))
-            .map(|v| short(&String::from_utf8_lossy(v.as_bytes())));
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(128).collect::<String>());
         let reason = match outcome {
-            Outcome::Unavailable(r) | Outcome::Halted(r) | Outcome::Unreadable(r) => short(r),
+            Outcome::Unavailable(r) | Outcome::Halted(r) | Outcome::Unreadable(r) => r.clone(),
             other => other.detail(),
         };
-        let mut event = crate::audit::Event::new(format!("webhook.{}", outcome.verdict())).detail(serde_json::json!({
-            "status": outcome.status().as_u16(),
-            "delivery": delivery,
-            "reason": reason,
-            "connector_name": (endpoint.is_none()).then(|| short(name)),
-        }));
-        if endpoint.is_some() {
-            event = event.connector(name);
-        }
+        let event = crate::audit::Event::new(format!("webhook.{}", outcome.verdict()))
+            .connector(name)
+            .detail(serde_json::json!({ "status": outcome.status().as_u16(), "delivery": delivery }))
+            .personal(serde_json::json!({ "reason": reason }));
         if let Err(e) = self.state.audit().append(event) {
             tracing::error!(connector = name, "failed to write the audit log: {e:#}");
         }

@@ -134,7 +134,9 @@ async fn failures_are_audited_and_no_secret_reaches_the_audit_log() {
     assert_eq!(failed.len(), 3, "{failed:?}");
     let hr_failure = failed.iter().find(|e| e.record.connector.as_deref() == Some("hr")).unwrap();
     assert_eq!(hr_failure.record.detail["function"], "fetch-employees");
-    assert!(hr_failure.record.detail["personal"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{hr_failure:?}");
+    // The error text is kept outside the hashed record.
+    assert!(hr_failure.record.personal.is_some() && hr_failure.record.detail.get("error").is_none(), "{hr_failure:?}");
+    assert!(hr_failure.personal_data.as_ref().unwrap()["error"].as_str().is_some_and(|e| !e.is_empty()), "{hr_failure:?}");
     let unavailable = entries(&service, kind("http.request"))
         .into_iter()
         .filter(|e| e.record.detail["status"] == 503)
@@ -195,9 +197,12 @@ async fn editing_one_stored_record_makes_verify_fail_at_exactly_that_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_prunes_old_records_and_the_chain_still_verifies() {
+    // A full listing on every run (the default is weekly): that is how
+    // an employee gone from the HRIS is noticed.
     let h = Harness::start_with(Options {
         employees: 8,
         page_size: 25,
+        link_extra: "full_listing_every = \"1ms\"".into(),
         ..Options::default()
     })
     .await
@@ -212,12 +217,12 @@ async fn retention_prunes_old_records_and_the_chain_still_verifies() {
     // snapshots of employees gone from the HRIS.
     let text = std::fs::read_to_string(&h.config_path).unwrap();
     std::fs::write(&h.config_path, format!("{text}\n[retention]\naudit_days = 0\ndead_letter_days = 0\ndeparted_days = 0\n")).unwrap();
+    let former = h.hris.employee("102").unwrap();
     h.hris.remove_employee("102");
     h.hris.update_employee("103", |e| e.work_email = None); // Moodle refuses: a dead letter
     let service = h.service().unwrap();
-    let options = switchyard::sync::RunOptions { full_listing: true, ..Default::default() };
-    let today = time::OffsetDateTime::now_utc().date();
-    let report = service.sync_link_with(LINK, options, today).await.unwrap();
+    let report = service.sync_link(LINK).await.unwrap();
+    assert!(report.full_listing);
     assert!(report.dead_lettered >= 1, "{report:?}");
 
     let audit = service.state.audit();
@@ -237,8 +242,16 @@ async fn retention_prunes_old_records_and_the_chain_still_verifies() {
     assert_eq!(entries(&service, kind("retention.snapshots-deleted"))[0].record.detail["employees"], serde_json::json!(["102"]));
     assert_eq!(entries(&service, kind("retention.dead-letters-deleted")).len(), 1);
 
-    // Appending after pruning keeps the chain whole.
+    // Appending after pruning keeps the chain whole. The departed employee
+    // comes back with a new email: the update reaches the same LMS account
+    // (its snapshot's numbering continues, so the update is a new effect).
+    let mut back = former.clone();
+    back.work_email = Some("back.again@acme.example".into());
+    h.hris.upsert_employee(back);
     service.sync_link(LINK).await.unwrap();
+    let users = h.lms.user_by_idnumber("102");
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].email, "back.again@acme.example");
     assert_eq!(service.state.audit().verify().unwrap().broken, None);
     drop(service);
     let out = audit_cli(&h, &["verify"]);
@@ -283,6 +296,18 @@ async fn a_field_not_on_the_allowlist_never_reaches_sled_or_the_lms() {
     service.sync_link(LINK).await.unwrap();
     assert!(h.lms.users().iter().all(|u| !u.city.is_empty()));
     assert!(service.state.snapshots(LINK).unwrap().iter().all(|s| s.employee.location.is_some()));
+    drop(service);
+
+    // Narrowing the list later: the next run (changes only, nobody changed)
+    // rewrites the stored records without the field.
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let narrowed = text.replace("lms = \"lms\"\n", "lms = \"lms\"\nfields = [\"email\", \"given_name\", \"family_name\", \"department\", \"job_title\"]\n");
+    assert_ne!(text, narrowed);
+    std::fs::write(&h.config_path, narrowed).unwrap();
+    let service = h.service().unwrap();
+    let report = service.sync_link(LINK).await.unwrap();
+    assert!(!report.full_listing);
+    assert!(service.state.snapshots(LINK).unwrap().iter().all(|s| s.employee.location.is_none()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -388,6 +388,18 @@ async fn admin_api_needs_the_token_and_serves_every_documented_route() {
     assert!(link["next_run"].is_null(), "no schedule, no next run: {link}");
     let (status, body) = admin.post("/v1/connectors/lms/resume").await;
     assert_eq!((status, &body["resumed"]), (200, &Value::Bool(false)), "{body}");
+    // The audit trail through the API (the CLI cannot open the database
+    // while the daemon holds it): admin actions name the token and address.
+    let actions = admin.get("/v1/audit?kind=admin.trigger-sync").await;
+    let actions = actions.as_array().unwrap();
+    assert!(!actions.is_empty());
+    assert!(actions.iter().all(|a| a["actor"].as_str().unwrap().starts_with("admin token ")), "{actions:?}");
+    let (status, body) = admin.post("/v1/audit/forget/101").await;
+    assert_eq!((status, &body["forgotten"]["snapshots"]), (200, &Value::from(1)), "{body}");
+    let erased = admin.get("/v1/audit?employee=101&kind=subject.erased").await;
+    assert_eq!(erased.as_array().unwrap().len(), 1, "{erased}");
+    let verified = admin.get("/v1/audit/verify").await;
+    assert!(verified["broken"].is_null() && verified["records"].as_u64().unwrap() > 10, "{verified}");
     daemon.shutdown().await.unwrap();
 }
 

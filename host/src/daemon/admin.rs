@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -62,7 +62,53 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<SharedState>)> 
         ("post", "/v1/links/{link}/sync", post(trigger_sync)),
         ("get", "/v1/links/{link}/dead-letters", get(dead_letters)),
         ("post", "/v1/links/{link}/dead-letters/{id}/replay", post(replay_dead_letter)),
+        ("get", "/v1/audit", get(audit_records)),
+        ("get", "/v1/audit/verify", get(audit_verify)),
+        ("post", "/v1/audit/forget/{employee}", post(audit_forget)),
     ]
+}
+
+/// Filters of `GET /v1/audit` (as `switchyard audit search`), and how many
+/// of the last matching records to return.
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    link: Option<String>,
+    employee: Option<String>,
+    course: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    last: Option<usize>,
+}
+
+/// Most records one `GET /v1/audit` returns.
+const MAX_AUDIT_RECORDS: usize = 10_000;
+
+async fn audit_records(State(shared): State<SharedState>, Query(q): Query<AuditQuery>) -> ApiResult {
+    let filter = crate::audit::Filter {
+        link: q.link,
+        employee: q.employee,
+        course: q.course,
+        kind: q.kind,
+        since: q.since,
+        until: q.until,
+    };
+    let last = q.last.unwrap_or(100).min(MAX_AUDIT_RECORDS);
+    Ok(Json(shared.state.audit().read(&filter, Some(last))?).into_response())
+}
+
+async fn audit_verify(State(shared): State<SharedState>) -> ApiResult {
+    Ok(Json(shared.state.audit().verify()?).into_response())
+}
+
+async fn audit_forget(
+    State(shared): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(employee): Path<String>,
+) -> ApiResult {
+    let actor = format!("admin token {} from {}", caller.token, caller.remote);
+    let forgotten = shared.state.forget(&employee, &actor)?;
+    Ok(Json(json!({ "employee": employee, "forgotten": forgotten })).into_response())
 }
 
 /// The admin router, with the bearer-token check on every route.
@@ -321,9 +367,23 @@ pub fn document() -> Value {
             "/v1/links/{link}/sync": { "post": { "operationId": "triggerSync", "summary": "Run the link now (after the run in progress, if any; triggers coalesce)", "parameters": [link_param.clone()], "responses": {
                 "202": ok("Triggered", object.clone()), "401": unauthorized, "404": error } } },
             "/v1/links/{link}/dead-letters": { "get": { "operationId": "listDeadLetters", "summary": "Dead letters of a link, oldest first", "parameters": [link_param.clone()], "responses": {
-                "200": ok("Dead letters", array), "401": unauthorized, "404": error, "500": error } } },
+                "200": ok("Dead letters", array.clone()), "401": unauthorized, "404": error, "500": error } } },
             "/v1/links/{link}/dead-letters/{id}/replay": { "post": { "operationId": "replayDeadLetter", "summary": "Put a dead letter back in the outbox and trigger a run", "parameters": [link_param, id_param], "responses": {
-                "202": ok("Replayed", object), "401": unauthorized, "404": error, "500": error } } }
+                "202": ok("Replayed", object.clone()), "401": unauthorized, "404": error, "500": error } } },
+            "/v1/audit": { "get": { "operationId": "readAudit", "summary": "The last `last` (default 100, at most 10000) audit records matching the filters, oldest first, with their hashes and personal payloads (as `switchyard audit search`)", "parameters": [
+                    { "name": "link", "in": "query", "schema": { "type": "string" } },
+                    { "name": "employee", "in": "query", "schema": { "type": "string" } },
+                    { "name": "course", "in": "query", "schema": { "type": "string" } },
+                    { "name": "kind", "in": "query", "description": "a kind or a prefix: `user` matches `user.created`", "schema": { "type": "string" } },
+                    { "name": "since", "in": "query", "description": "RFC 3339 time or yyyy-mm-dd", "schema": { "type": "string" } },
+                    { "name": "until", "in": "query", "description": "RFC 3339 time or yyyy-mm-dd", "schema": { "type": "string" } },
+                    { "name": "last", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 10000 } }
+                ], "responses": {
+                "200": ok("Audit records", array), "401": unauthorized, "500": error } } },
+            "/v1/audit/verify": { "get": { "operationId": "verifyAudit", "summary": "Check the hash chain from its anchor to its head; `broken` names the first bad record", "responses": {
+                "200": ok("Verification", object.clone()), "401": unauthorized, "500": error } } },
+            "/v1/audit/forget/{employee}": { "post": { "operationId": "forgetEmployee", "summary": "Subject erasure (as `switchyard audit forget`), recorded with the token's fingerprint", "parameters": [{ "name": "employee", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": {
+                "200": ok("What was erased", object), "401": unauthorized, "500": error } } }
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },

@@ -127,7 +127,8 @@ impl Planner<'_> {
         let (rev, changed) = match &stored {
             Some(s) if s.employee == *e => (s.rev, false),
             Some(s) => (s.rev + 1, true),
-            None => (1, true),
+            // A snapshot deleted by retention continues its numbering.
+            None => (self.state.retired_rev(self.link_name, &e.id)?.map_or(1, |r| r + 1), true),
         };
         let rev_text = rev.to_string();
         let p = project(self.state, self.link_name, &e.id)?;
