@@ -21,7 +21,8 @@
 //!    (`State::commit_webhook`) and flushed to disk before the 200 is sent.
 //!
 //! Every answer is a [`Outcome`], and every outcome goes through
-//! [`verdict`] (log + metric): the one place to hook an audit trail.
+//! [`verdict`] (log + metric) and, for a configured connector, into the
+//! audit log (`webhook.<verdict>`).
 //!
 //! **Invariant:** no plugin sees a body whose signature the host has not
 //! verified, nor the webhook secret; a 4xx enqueues nothing.

@@ -418,6 +418,7 @@ mod tests {
                 .unwrap()
                 .values()
                 .flat_map(|op| op["parameters"].as_array().cloned().unwrap_or_default())
+                .filter(|p| p["in"] == "path")
                 .map(|p| p["name"].as_str().unwrap().to_owned())
                 .collect();
             let in_path: BTreeSet<String> = path

@@ -22,6 +22,7 @@
 //! | `switchyard_plugin_call_duration_seconds` | histogram | `connector`, `plugin`, `operation` |
 //! | `switchyard_limit_violations_total` | counter | `connector`, `limit` (`memory`, `deadline`, `fuel`, `output`, `stack`, `http-requests`) |
 //! | `switchyard_plugin_reloads_total` | counter | `plugin`, `result` (`loaded`, `refused`, `removed`) |
+//! | `switchyard_webhook_requests_total` | counter | `connector` (`unknown` for names not configured), `verdict` (recorded in `webhook.rs`) |
 
 use std::sync::OnceLock;
 use std::time::Duration;
