@@ -222,10 +222,6 @@ impl Event {
         self
     }
 
-    /// The kind.
-    pub fn kind(&self) -> &str {
-        &self.kind
-    }
 }
 
 /// A record read back, with its hash and its personal payload if present.

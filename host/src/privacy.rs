@@ -94,19 +94,6 @@ impl FieldAllowlist {
         self
     }
 
-    /// Whether a standard field is kept.
-    pub fn keeps(&self, field: &str) -> bool {
-        field == "id" || field == "status" || self.standard.contains(field)
-    }
-
-    /// The kept field names, for display.
-    pub fn names(&self) -> Vec<String> {
-        let mut names = vec!["id".to_owned(), "status".to_owned()];
-        names.extend(STANDARD_FIELDS.iter().filter(|f| self.standard.contains(**f)).map(|f| f.to_string()));
-        names.extend(self.custom.iter().map(|c| format!("custom.{c}")));
-        names
-    }
-
     /// Drop what is not on the list.
     pub fn apply(&self, mut e: Employee) -> Employee {
         let keep = |field: &str, value: &mut Option<String>| {

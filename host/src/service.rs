@@ -112,12 +112,9 @@ impl Service {
                 .map(|e| format!(": {e}"))
                 .unwrap_or_else(|| format!(": no {plugin}.wasm in {}", config.plugin_dir.display()))
         };
-        let (mut connectors, paused) = bind(&config, &runtime, &set.plugins, &missing, None);
+        let (connectors, paused) = bind(&config, &runtime, &state, &set.plugins, &missing, None);
         if let Some((_, reason)) = paused.into_iter().next() {
             bail!("{reason}");
-        }
-        for connector in connectors.values_mut() {
-            connector.set_audit(state.audit().clone());
         }
         restore_health(&state, &connectors)?;
         Ok(Service {
@@ -157,10 +154,7 @@ impl Service {
         previous: Option<&Service>,
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Service> {
-        let (mut connectors, paused) = bind(&config, &runtime, &plugins, missing, previous);
-        for connector in connectors.values_mut() {
-            connector.set_audit(state.audit().clone());
-        }
+        let (connectors, paused) = bind(&config, &runtime, &state, &plugins, missing, previous);
         restore_health(&state, &connectors)?;
         Ok(Service {
             config,
@@ -496,13 +490,14 @@ fn audit_startup(state: &State, config: &Config, set: &crate::runtime::PluginSet
     Ok(())
 }
 
-/// Bind each configured connector to its plugin and credential, and check
-/// each link's connectors implement the right world. Returns the bound
+/// Bind each configured connector to its plugin, credential and the audit
+/// log, and check each link's connectors implement the right world. Returns the bound
 /// connectors and, for the others, why not (in the order `open` reports
 /// them: connectors by name, then links by name).
 fn bind(
     config: &Config,
     runtime: &Runtime,
+    state: &State,
     plugins: &BTreeMap<String, Arc<Plugin>>,
     missing: &dyn Fn(&str) -> String,
     previous: Option<&Service>,
@@ -532,7 +527,9 @@ fn bind(
                 continue;
             }
         };
-        connectors.insert(name.clone(), runtime.connector(name, connector, plugin.clone(), credential));
+        let mut bound = runtime.connector(name, connector, plugin.clone(), credential);
+        bound.set_audit(state.audit().clone());
+        connectors.insert(name.clone(), bound);
     }
     let mut unfit = Vec::new();
     for (name, link) in &config.links {
