@@ -16,8 +16,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::ConnectorError;
 use crate::__private::base::switchyard::connector::http as imports;
+use crate::ConnectorError;
 
 /// An outgoing HTTP request, built step by step and sent with [`Request::send`].
 #[derive(Clone, Debug)]
@@ -55,7 +55,8 @@ impl Request {
 
     /// Append a query parameter (percent-encoded).
     pub fn query(mut self, name: &str, value: impl AsRef<str>) -> Self {
-        self.query.push((name.to_owned(), value.as_ref().to_owned()));
+        self.query
+            .push((name.to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -180,9 +181,9 @@ pub fn status_error(response: &Response) -> ConnectorError {
     let status = response.status;
     let detail = format!("HTTP {status}: {}", snippet(&response.text()));
     match status {
-        429 | 503 => ConnectorError::RateLimited(
-            response.header("retry-after").and_then(parse_retry_after),
-        ),
+        429 | 503 => {
+            ConnectorError::RateLimited(response.header("retry-after").and_then(parse_retry_after))
+        }
         401 | 403 => ConnectorError::Unauthorized(detail),
         408 | 500..=599 => ConnectorError::Transient(detail),
         _ => ConnectorError::Rejected(detail),

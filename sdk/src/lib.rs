@@ -128,8 +128,9 @@ impl Webhook {
 
     /// The body as JSON, or `rejected` (the sender gets a 400).
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConnectorError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ConnectorError::Rejected(format!("webhook body is not the expected JSON: {e}")))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            ConnectorError::Rejected(format!("webhook body is not the expected JSON: {e}"))
+        })
     }
 }
 
@@ -385,8 +386,8 @@ macro_rules! export_lms {
 /// The connector's non-secret settings (the `config` table of its entry in
 /// the host's configuration).
 pub mod config {
-    use crate::ConnectorError;
     use crate::__private::base::switchyard::connector::config as imports;
+    use crate::ConnectorError;
 
     /// The value of `key`, if set.
     pub fn get(key: &str) -> Option<String> {
@@ -395,9 +396,7 @@ pub mod config {
 
     /// The value of `key`, or an `invalid-config` error naming it.
     pub fn require(key: &str) -> Result<String, ConnectorError> {
-        get(key).ok_or_else(|| {
-            ConnectorError::InvalidConfig(format!("missing config key `{key}`"))
-        })
+        get(key).ok_or_else(|| ConnectorError::InvalidConfig(format!("missing config key `{key}`")))
     }
 }
 

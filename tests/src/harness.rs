@@ -76,7 +76,11 @@ impl Harness {
         let token_file = dir.join("moodle.token");
         std::fs::write(&key_file, format!("{}\n", hris.api_key()))?;
         std::fs::write(&token_file, lms.token())?;
-        let page_size = if options.page_size == 0 { 25 } else { options.page_size };
+        let page_size = if options.page_size == 0 {
+            25
+        } else {
+            options.page_size
+        };
         let config = format!(
             r#"# Written by the Switchyard test harness.
 plugin_dir = "plugins.d"
@@ -153,7 +157,10 @@ pub fn switchyard_bin() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap_or(Path::new("."));
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap_or(Path::new("."));
     let bin = dir.join("switchyard");
     assert!(
         bin.is_file(),

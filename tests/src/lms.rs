@@ -393,13 +393,21 @@ impl LmsSim {
     /// The Standard Webhooks headers the companion plugin sends with `body`:
     /// `webhook-id`, `webhook-timestamp` and `webhook-signature` signed with
     /// `secret` (`whsec_...`).
-    pub fn sign_webhook(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> anyhow::Result<Vec<(String, String)>> {
+    pub fn sign_webhook(
+        secret: &str,
+        id: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> anyhow::Result<Vec<(String, String)>> {
         use switchyard::webhook::verify::{SigningKey, sign_standard};
         let key = SigningKey::standard(secret).map_err(|e| anyhow!(e))?;
         Ok(vec![
             ("webhook-id".into(), id.to_owned()),
             ("webhook-timestamp".into(), timestamp.to_string()),
-            ("webhook-signature".into(), sign_standard(&key, id, timestamp, body)),
+            (
+                "webhook-signature".into(),
+                sign_standard(&key, id, timestamp, body),
+            ),
         ])
     }
 
@@ -1113,7 +1121,16 @@ fn create_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
                 (idnumber, department, city),
             ))
         })?;
-        let (username, firstname, lastname, email, auth, password, createpassword, (idnumber, department, city)) = user;
+        let (
+            username,
+            firstname,
+            lastname,
+            email,
+            auth,
+            password,
+            createpassword,
+            (idnumber, department, city),
+        ) = user;
         // Business rules: Moodle reports these with the bare message as debuginfo.
         for (field, value) in [
             ("username", username),
@@ -1366,10 +1383,14 @@ fn unenrol_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
             Ok((req_id(e, "userid")?, req_id(e, "courseid")?))
         })?;
         if !s.users.contains_key(&userid) {
-            return Err(MoodleError::invalid_parameter(format!("Invalid user id: {userid}")));
+            return Err(MoodleError::invalid_parameter(format!(
+                "Invalid user id: {userid}"
+            )));
         }
         if s.course(courseid).is_none() {
-            return Err(MoodleError::invalid_parameter(format!("Invalid course id: {courseid}")));
+            return Err(MoodleError::invalid_parameter(format!(
+                "Invalid course id: {courseid}"
+            )));
         }
         batch.push((userid, courseid));
     }

@@ -32,11 +32,21 @@ pub fn build(name: &str) -> anyhow::Result<PathBuf> {
         return Ok(path.clone());
     }
     let root = workspace_root();
+    ensure_wasm_target(&root)?;
     let target_dir = root.join("target").join("plugins");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--quiet", "--profile", "plugin", "--target", "wasm32-wasip2", "-p", name])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            name,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         // Flags meant for the host build must not leak into the wasm build.
@@ -60,6 +70,42 @@ pub fn build(name: &str) -> anyhow::Result<PathBuf> {
     }
     built.insert(name.to_owned(), wasm.clone());
     Ok(wasm)
+}
+
+/// Make sure the pinned toolchain has the `wasm32-wasip2` standard library.
+///
+/// `rust-toolchain.toml` lists the target, but rustup only installs listed
+/// targets when it installs the toolchain itself; on a machine that already
+/// had the toolchain, the first plugin build would fail with "can't find
+/// crate for `std`". So the builder asks rustup (idempotent, quick when the
+/// target is present) and says plainly what to do if that is not possible.
+fn ensure_wasm_target(root: &Path) -> anyhow::Result<()> {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    if CHECKED.get().is_some() {
+        return Ok(());
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .current_dir(root)
+        .args(["--print", "sysroot"])
+        .output()
+        .with_context(|| format!("failed to run `{rustc} --print sysroot`"))?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if !sysroot.join("lib/rustlib/wasm32-wasip2").is_dir() {
+        let status = Command::new("rustup")
+            .current_dir(root)
+            .args(["target", "add", "wasm32-wasip2"])
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            _ => bail!(
+                "the Rust standard library for wasm32-wasip2 is missing and `rustup target add wasm32-wasip2` did not install it; run it yourself (in {})",
+                root.display()
+            ),
+        }
+    }
+    let _ = CHECKED.set(());
+    Ok(())
 }
 
 /// Build `name` and copy it into `dir` as `{as_name}.wasm`.

@@ -72,15 +72,23 @@ async fn killed_at_many_points_a_restart_finishes_exactly_once() {
         at += 3 + i * 2;
         killed += usize::from(!run_and_kill(&h, lms_writes, at).await);
     }
-    assert!(killed >= 6, "most provisioning runs were killed mid-way ({killed})");
+    assert!(
+        killed >= 6,
+        "most provisioning runs were killed mid-way ({killed})"
+    );
 
     // Learners complete courses; terminations happen; keep killing.
     let with_account: Vec<String> = h.lms.users().iter().map(|u| u.idnumber.clone()).collect();
-    assert!(!with_account.is_empty(), "some provisioning survived the kills");
+    assert!(
+        !with_account.is_empty(),
+        "some provisioning survived the kills"
+    );
     let mut completed = BTreeSet::new();
     for id in with_account.iter().take(12) {
         if let Some((course, _)) = h.lms.enrolments_of(id).into_iter().next() {
-            h.lms.mark_completed(id, &course, Some(90.0), Some(true)).unwrap();
+            h.lms
+                .mark_completed(id, &course, Some(90.0), Some(true))
+                .unwrap();
             completed.insert((id.clone(), course));
         }
     }
@@ -99,7 +107,10 @@ async fn killed_at_many_points_a_restart_finishes_exactly_once() {
         at += 1 + i % 3;
         killed += usize::from(!run_and_kill(&h, hris_writes, at).await);
     }
-    assert!(killed >= 3, "write-back runs were killed mid-way ({killed})");
+    assert!(
+        killed >= 3,
+        "write-back runs were killed mid-way ({killed})"
+    );
 
     // Let the last run finish.
     let status = sync_command(&h).status().unwrap();
@@ -109,23 +120,45 @@ async fn killed_at_many_points_a_restart_finishes_exactly_once() {
     let employees = h.hris.employees();
     let expected: BTreeSet<String> = employees
         .iter()
-        .filter(|e| e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated"))
+        .filter(|e| {
+            e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated")
+        })
         .map(|e| e.id.clone())
         .collect();
     let users = h.lms.users();
     let mut seen = BTreeSet::new();
     for u in &users {
-        assert!(seen.insert(u.idnumber.clone()), "duplicate account for {}", u.idnumber);
+        assert!(
+            seen.insert(u.idnumber.clone()),
+            "duplicate account for {}",
+            u.idnumber
+        );
     }
     let mut should_exist = expected.clone();
     should_exist.insert(leaver.clone());
     assert_eq!(seen, should_exist, "exactly the right accounts");
-    assert!(h.lms.user_by_idnumber(&leaver)[0].suspended, "the leaver is suspended");
-    assert!(users.iter().filter(|u| u.idnumber != leaver).all(|u| !u.suspended));
+    assert!(
+        h.lms.user_by_idnumber(&leaver)[0].suspended,
+        "the leaver is suspended"
+    );
+    assert!(
+        users
+            .iter()
+            .filter(|u| u.idnumber != leaver)
+            .all(|u| !u.suspended)
+    );
 
     // Every active employee has the code of conduct.
-    for e in employees.iter().filter(|e| expected.contains(&e.id) && e.employment_history_status.as_deref() != Some("Leave of Absence")) {
-        let courses: BTreeSet<String> = h.lms.enrolments_of(&e.id).into_iter().map(|(c, _)| c).collect();
+    for e in employees.iter().filter(|e| {
+        expected.contains(&e.id)
+            && e.employment_history_status.as_deref() != Some("Leave of Absence")
+    }) {
+        let courses: BTreeSet<String> = h
+            .lms
+            .enrolments_of(&e.id)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
         assert!(courses.contains("CODE-OF-CONDUCT"), "{}: {courses:?}", e.id);
     }
 
@@ -134,8 +167,17 @@ async fn killed_at_many_points_a_restart_finishes_exactly_once() {
     let records = h.hris.training_records();
     let mut written = BTreeSet::new();
     for r in &records {
-        let course = types.iter().find(|(id, _)| *id == r.type_id).unwrap().1.clone();
-        assert!(written.insert((r.employee_id.clone(), course.clone())), "completion written twice: {} {course}", r.employee_id);
+        let course = types
+            .iter()
+            .find(|(id, _)| *id == r.type_id)
+            .unwrap()
+            .1
+            .clone();
+        assert!(
+            written.insert((r.employee_id.clone(), course.clone())),
+            "completion written twice: {} {course}",
+            r.employee_id
+        );
     }
     assert_eq!(written, completed);
 

@@ -24,7 +24,11 @@ fn switchyard_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
     let bin = dir.join("switchyard");
-    assert!(bin.is_file(), "{} is missing: run `cargo build -p switchyard`", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p switchyard`",
+        bin.display()
+    );
     bin
 }
 
@@ -61,7 +65,9 @@ fn expected_accounts(h: &Harness) -> BTreeSet<String> {
     h.hris
         .employees()
         .iter()
-        .filter(|e| e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated"))
+        .filter(|e| {
+            e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated")
+        })
         .map(|e| e.id.clone())
         .collect()
 }
@@ -69,9 +75,17 @@ fn expected_accounts(h: &Harness) -> BTreeSet<String> {
 fn assert_one_account_each(h: &Harness) {
     let mut seen = BTreeSet::new();
     for u in h.lms.users() {
-        assert!(seen.insert(u.idnumber.clone()), "duplicate account for {}", u.idnumber);
+        assert!(
+            seen.insert(u.idnumber.clone()),
+            "duplicate account for {}",
+            u.idnumber
+        );
     }
-    assert_eq!(seen, expected_accounts(h), "exactly one account per employee with access");
+    assert_eq!(
+        seen,
+        expected_accounts(h),
+        "exactly one account per employee with access"
+    );
     // No new assignments while on leave.
     let on_leave: BTreeSet<String> = h
         .hris
@@ -81,7 +95,12 @@ fn assert_one_account_each(h: &Harness) {
         .map(|e| e.id)
         .collect();
     for id in seen.difference(&on_leave) {
-        let courses: BTreeSet<String> = h.lms.enrolments_of(id).into_iter().map(|(c, _)| c).collect();
+        let courses: BTreeSet<String> = h
+            .lms
+            .enrolments_of(id)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
         assert!(courses.contains("CODE-OF-CONDUCT"), "{id}: {courses:?}");
     }
 }
@@ -127,7 +146,13 @@ impl Admin {
 
     async fn plugin(&self, name: &str) -> Value {
         let plugins = self.get("/v1/plugins").await;
-        plugins.as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap_or(Value::Null)
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     /// Trigger a sync and wait for the run it causes to end; returns the
@@ -142,18 +167,28 @@ impl Admin {
             if link["activity"]["runs"].as_u64().unwrap_or(0) > before && link["running"] == false {
                 return link;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for the triggered run: {link}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the triggered run: {link}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn sigterm(child: &std::process::Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -200,16 +235,31 @@ async fn sigterm_during_a_sync_exits_0_and_a_restart_finishes_it_exactly_once() 
 
     // The first start runs the link at once (it never ran); stop it midway.
     let mut daemon = start_binary(&h);
-    eventually("the sync to be under way", Duration::from_secs(60), || async { h.lms.write_count() >= 10 }).await;
+    eventually(
+        "the sync to be under way",
+        Duration::from_secs(60),
+        || async { h.lms.write_count() >= 10 },
+    )
+    .await;
     let signalled = Instant::now();
     sigterm(&daemon);
     let status = wait_exit(&mut daemon, Duration::from_secs(25));
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
-    assert!(signalled.elapsed() < Duration::from_secs(10), "stopped at a checkpoint, not at the end of the grace period");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "stopped at a checkpoint, not at the end of the grace period"
+    );
     let users_at_stop = h.lms.users().len();
-    assert!(users_at_stop < expected_accounts(&h).len(), "the run was stopped midway ({users_at_stop} accounts)");
+    assert!(
+        users_at_stop < expected_accounts(&h).len(),
+        "the run was stopped midway ({users_at_stop} accounts)"
+    );
     // What was left is in the outbox, durable.
-    let out = Command::new(switchyard_bin()).args(["status", "--config"]).arg(&h.config_path).output().unwrap();
+    let out = Command::new(switchyard_bin())
+        .args(["status", "--config"])
+        .arg(&h.config_path)
+        .output()
+        .unwrap();
     let status_text = String::from_utf8_lossy(&out.stdout);
     let row = status_text.lines().find(|l| l.starts_with(LINK)).unwrap();
     let outbox: usize = row.split_whitespace().nth(5).unwrap().parse().unwrap();
@@ -220,18 +270,31 @@ async fn sigterm_during_a_sync_exits_0_and_a_restart_finishes_it_exactly_once() 
     h.lms.set_latency(Duration::ZERO);
     let mut daemon = start_binary(&h);
     let admin = Admin::new(format!("127.0.0.1:{port}").parse().unwrap());
-    eventually("the restarted daemon to finish the run", Duration::from_secs(90), || async {
-        let Ok(response) = admin.client.get(format!("{}/v1/links/{LINK}", admin.base)).bearer_auth(TOKEN).send().await else {
-            return false;
-        };
-        let link: Value = response.json().await.unwrap_or(Value::Null);
-        link["activity"]["last_outcome"] == "ok"
-    })
+    eventually(
+        "the restarted daemon to finish the run",
+        Duration::from_secs(90),
+        || async {
+            let Ok(response) = admin
+                .client
+                .get(format!("{}/v1/links/{LINK}", admin.base))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+            else {
+                return false;
+            };
+            let link: Value = response.json().await.unwrap_or(Value::Null);
+            link["activity"]["last_outcome"] == "ok"
+        },
+    )
     .await;
     let link = admin.link().await;
     assert_eq!(link["counts"]["outbox"], 0, "{link}");
     assert_eq!(link["counts"]["dead_letters"], 0, "{link}");
-    assert!(link["next_run"].is_string(), "the next run is scheduled: {link}");
+    assert!(
+        link["next_run"].is_string(),
+        "the next run is scheduled: {link}"
+    );
     sigterm(&daemon);
     let status = wait_exit(&mut daemon, Duration::from_secs(20));
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
@@ -240,7 +303,9 @@ async fn sigterm_during_a_sync_exits_0_and_a_restart_finishes_it_exactly_once() 
 }
 
 async fn start_in_process(h: &Harness) -> (Daemon, Admin) {
-    let daemon = Daemon::start(Config::load(&h.config_path).unwrap()).await.unwrap();
+    let daemon = Daemon::start(Config::load(&h.config_path).unwrap())
+        .await
+        .unwrap();
     let admin = Admin::new(daemon.admin_addr);
     (daemon, admin)
 }
@@ -270,7 +335,12 @@ async fn plugins_dropped_in_are_used_by_the_next_sync_and_bad_ones_are_refused()
 
     // No LMS plugin yet: the connector is paused and so is the link.
     let connectors = admin.get("/v1/connectors").await;
-    let lms = connectors.as_array().unwrap().iter().find(|c| c["name"] == "lms").unwrap();
+    let lms = connectors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "lms")
+        .unwrap();
     assert_eq!(lms["status"], "paused", "{connectors}");
     let link = admin.sync().await;
     assert_eq!(link["activity"]["last_outcome"], "paused", "{link}");
@@ -278,8 +348,14 @@ async fn plugins_dropped_in_are_used_by_the_next_sync_and_bad_ones_are_refused()
 
     // Copied in while the daemon runs: picked up and used by the next sync.
     std::fs::copy(&moodle, plugin_dir.join("moodle.wasm")).unwrap();
-    eventually("moodle to be served", Duration::from_secs(30), || async { admin.plugin("moodle").await["status"] == "serving" }).await;
-    let first = admin.plugin("moodle").await["serving"]["sha256"].as_str().unwrap().to_owned();
+    eventually("moodle to be served", Duration::from_secs(30), || async {
+        admin.plugin("moodle").await["status"] == "serving"
+    })
+    .await;
+    let first = admin.plugin("moodle").await["serving"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let link = admin.sync().await;
     assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
     assert_one_account_each(&h);
@@ -287,38 +363,76 @@ async fn plugins_dropped_in_are_used_by_the_next_sync_and_bad_ones_are_refused()
     // A broken file (a copy cut short) is refused; the old version serves on.
     let bytes = std::fs::read(&moodle).unwrap();
     std::fs::write(plugin_dir.join("moodle.wasm"), &bytes[..bytes.len() / 2]).unwrap();
-    eventually("the truncated file to be refused", Duration::from_secs(30), || async {
-        admin.plugin("moodle").await["refused"]["reason"].is_string()
-    })
+    eventually(
+        "the truncated file to be refused",
+        Duration::from_secs(30),
+        || async { admin.plugin("moodle").await["refused"]["reason"].is_string() },
+    )
     .await;
     let plugin = admin.plugin("moodle").await;
     assert_eq!(plugin["status"], "serving", "{plugin}");
     assert_eq!(plugin["serving"]["sha256"], first.as_str(), "{plugin}");
-    h.hris.update_employee(&h.hris.employees()[0].id, |e| e.first_name = "Renamed".into());
+    h.hris.update_employee(&h.hris.employees()[0].id, |e| {
+        e.first_name = "Renamed".into()
+    });
     let link = admin.sync().await;
-    assert_eq!(link["activity"]["last_outcome"], "ok", "the old version keeps serving: {link}");
-    assert!(link["activity"]["last_report"]["users_updated"].as_u64().unwrap() >= 1, "{link}");
+    assert_eq!(
+        link["activity"]["last_outcome"], "ok",
+        "the old version keeps serving: {link}"
+    );
+    assert!(
+        link["activity"]["last_report"]["users_updated"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{link}"
+    );
 
     // A valid component of the wrong world for this name is refused too.
-    std::fs::copy(plugins::build("bamboohr").unwrap(), plugin_dir.join("moodle.wasm")).unwrap();
-    eventually("the HRIS plugin under the LMS name to be refused", Duration::from_secs(30), || async {
-        admin.plugin("moodle").await["refused"]["reason"].as_str().is_some_and(|r| r.contains("needs lms-connector"))
-    })
+    std::fs::copy(
+        plugins::build("bamboohr").unwrap(),
+        plugin_dir.join("moodle.wasm"),
+    )
+    .unwrap();
+    eventually(
+        "the HRIS plugin under the LMS name to be refused",
+        Duration::from_secs(30),
+        || async {
+            admin.plugin("moodle").await["refused"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("needs lms-connector"))
+        },
+    )
     .await;
-    assert_eq!(admin.plugin("moodle").await["serving"]["sha256"], first.as_str());
+    assert_eq!(
+        admin.plugin("moodle").await["serving"]["sha256"],
+        first.as_str()
+    );
 
     // A new valid version replaces the old one, installed the atomic way.
     let hidden = plugin_dir.join(".moodle.wasm.part");
     std::fs::write(&hidden, variant_of(&moodle, "v2")).unwrap();
     std::fs::rename(&hidden, plugin_dir.join("moodle.wasm")).unwrap();
-    eventually("the new version to serve", Duration::from_secs(30), || async {
-        let p = admin.plugin("moodle").await;
-        p["serving"]["sha256"].as_str().is_some_and(|s| s != first) && p["refused"].is_null()
-    })
+    eventually(
+        "the new version to serve",
+        Duration::from_secs(30),
+        || async {
+            let p = admin.plugin("moodle").await;
+            p["serving"]["sha256"].as_str().is_some_and(|s| s != first) && p["refused"].is_null()
+        },
+    )
     .await;
-    let second = admin.plugin("moodle").await["serving"]["sha256"].as_str().unwrap().to_owned();
+    let second = admin.plugin("moodle").await["serving"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let connectors = admin.get("/v1/connectors").await;
-    let lms = connectors.as_array().unwrap().iter().find(|c| c["name"] == "lms").unwrap();
+    let lms = connectors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "lms")
+        .unwrap();
     assert_eq!(lms["sha256"], second.as_str(), "{connectors}");
     assert_eq!(lms["status"], "running");
     let link = admin.sync().await;
@@ -333,10 +447,19 @@ async fn plugins_dropped_in_are_used_by_the_next_sync_and_bad_ones_are_refused()
 
     // Removed: its connector pauses, and with it the link.
     std::fs::remove_file(plugin_dir.join("moodle.wasm")).unwrap();
-    eventually("moodle to be removed", Duration::from_secs(30), || async { admin.plugin("moodle").await["status"] == "removed" }).await;
+    eventually("moodle to be removed", Duration::from_secs(30), || async {
+        admin.plugin("moodle").await["status"] == "removed"
+    })
+    .await;
     let link = admin.sync().await;
     assert_eq!(link["activity"]["last_outcome"], "paused", "{link}");
-    assert!(link["activity"]["last_error"].as_str().unwrap().contains("removed"), "{link}");
+    assert!(
+        link["activity"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("removed"),
+        "{link}"
+    );
     assert_one_account_each(&h);
     daemon.shutdown().await.unwrap();
 }
@@ -350,20 +473,32 @@ async fn admin_api_needs_the_token_and_serves_every_documented_route() {
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 12, "{doc}");
     for (path, item) in paths {
-        let concrete = path.replace("{link}", LINK).replace("{connector}", "lms").replace("{id}", "999");
+        let concrete = path
+            .replace("{link}", LINK)
+            .replace("{connector}", "lms")
+            .replace("{id}", "999");
         for method in item.as_object().unwrap().keys() {
             let (status, _) = admin.send(method, &concrete, None).await;
             assert_eq!(status, 401, "{method} {path} without a token");
             let (status, _) = admin.send(method, &concrete, Some("not-the-token")).await;
             assert_eq!(status, 401, "{method} {path} with a wrong token");
             let (status, body) = admin.send(method, &concrete, Some(TOKEN)).await;
-            let documented: Vec<&String> = item[method]["responses"].as_object().unwrap().keys().collect();
+            let documented: Vec<&String> = item[method]["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect();
             assert!(
-                documented.iter().any(|code| code.as_str() == status.to_string()),
+                documented
+                    .iter()
+                    .any(|code| code.as_str() == status.to_string()),
                 "{method} {path}: status {status} is not documented ({documented:?}): {body}"
             );
             // An unknown route would be axum's bare 404/405.
-            assert!(status != 405 && !(status == 404 && body.is_empty()), "{method} {path} is not served");
+            assert!(
+                status != 405 && !(status == 404 && body.is_empty()),
+                "{method} {path} is not served"
+            );
         }
     }
     // Unknown names are 404 with a reason.
@@ -384,29 +519,56 @@ async fn admin_api_needs_the_token_and_serves_every_documented_route() {
     let link = admin.sync().await;
     assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
     assert!(link["last_run_finished"].is_string(), "{link}");
-    assert_eq!(link["counts"]["accounts"].as_u64().unwrap() as usize, expected_accounts(&h).len());
-    assert!(link["next_run"].is_null(), "no schedule, no next run: {link}");
+    assert_eq!(
+        link["counts"]["accounts"].as_u64().unwrap() as usize,
+        expected_accounts(&h).len()
+    );
+    assert!(
+        link["next_run"].is_null(),
+        "no schedule, no next run: {link}"
+    );
     let (status, body) = admin.post("/v1/connectors/lms/resume").await;
-    assert_eq!((status, &body["resumed"]), (200, &Value::Bool(false)), "{body}");
+    assert_eq!(
+        (status, &body["resumed"]),
+        (200, &Value::Bool(false)),
+        "{body}"
+    );
     // The audit trail through the API (the CLI cannot open the database
     // while the daemon holds it): admin actions name the token and address.
     let actions = admin.get("/v1/audit?kind=admin.trigger-sync").await;
     let actions = actions.as_array().unwrap();
     assert!(!actions.is_empty());
-    assert!(actions.iter().all(|a| a["actor"].as_str().unwrap().starts_with("admin token ")), "{actions:?}");
+    assert!(
+        actions
+            .iter()
+            .all(|a| a["actor"].as_str().unwrap().starts_with("admin token ")),
+        "{actions:?}"
+    );
     let (status, body) = admin.post("/v1/audit/forget/101").await;
-    assert_eq!((status, &body["forgotten"]["snapshots"]), (200, &Value::from(1)), "{body}");
-    let erased = admin.get("/v1/audit?employee=101&kind=subject.erased").await;
+    assert_eq!(
+        (status, &body["forgotten"]["snapshots"]),
+        (200, &Value::from(1)),
+        "{body}"
+    );
+    let erased = admin
+        .get("/v1/audit?employee=101&kind=subject.erased")
+        .await;
     assert_eq!(erased.as_array().unwrap().len(), 1, "{erased}");
     let verified = admin.get("/v1/audit/verify").await;
-    assert!(verified["broken"].is_null() && verified["records"].as_u64().unwrap() > 10, "{verified}");
+    assert!(
+        verified["broken"].is_null() && verified["records"].as_u64().unwrap() > 10,
+        "{verified}"
+    );
     daemon.shutdown().await.unwrap();
 }
 
 /// Parse the Prometheus text format: (name, labels) -> value.
 fn parse_metrics(text: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let (series, value) = line.rsplit_once(' ').unwrap();
         let (name, labels) = match series.split_once('{') {
             Some((name, rest)) => {
@@ -428,9 +590,18 @@ fn parse_metrics(text: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64
     out
 }
 
-fn metric(m: &BTreeMap<(String, BTreeMap<String, String>), f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+fn metric(
+    m: &BTreeMap<(String, BTreeMap<String, String>), f64>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
     m.iter()
-        .filter(|((n, l), _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|((n, l), _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|(_, v)| *v)
         .sum()
 }
@@ -450,23 +621,81 @@ async fn metrics_after_a_sync_count_what_it_did() {
     assert_eq!(status, 200);
     let m = parse_metrics(&text);
     let acme = [("link", LINK)];
-    assert!(metric(&m, "switchyard_link_runs_total", &[("link", LINK), ("outcome", "ok")]) >= 1.0, "{text}");
-    assert!(metric(&m, "switchyard_records_fetched_total", &[("link", LINK), ("kind", "employees")]) >= 20.0, "{text}");
     assert!(
-        metric(&m, "switchyard_operations_total", &[("link", LINK), ("kind", "upsert-user"), ("result", "ok")]) >= accounts,
+        metric(
+            &m,
+            "switchyard_link_runs_total",
+            &[("link", LINK), ("outcome", "ok")]
+        ) >= 1.0,
         "{text}"
     );
-    assert!(metric(&m, "switchyard_operations_total", &[("link", LINK), ("kind", "enroll"), ("result", "ok")]) >= accounts, "{text}");
     assert!(
-        metric(&m, "switchyard_plugin_call_duration_seconds_count", &[("connector", "hr"), ("operation", "fetch-employees")]) >= 1.0,
+        metric(
+            &m,
+            "switchyard_records_fetched_total",
+            &[("link", LINK), ("kind", "employees")]
+        ) >= 20.0,
         "{text}"
     );
-    assert!(metric(&m, "switchyard_plugin_calls_total", &[("connector", "lms"), ("operation", "upsert-user"), ("result", "ok")]) >= accounts);
+    assert!(
+        metric(
+            &m,
+            "switchyard_operations_total",
+            &[("link", LINK), ("kind", "upsert-user"), ("result", "ok")]
+        ) >= accounts,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &m,
+            "switchyard_operations_total",
+            &[("link", LINK), ("kind", "enroll"), ("result", "ok")]
+        ) >= accounts,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &m,
+            "switchyard_plugin_call_duration_seconds_count",
+            &[("connector", "hr"), ("operation", "fetch-employees")]
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &m,
+            "switchyard_plugin_calls_total",
+            &[
+                ("connector", "lms"),
+                ("operation", "upsert-user"),
+                ("result", "ok")
+            ]
+        ) >= accounts
+    );
     let last_success = metric(&m, "switchyard_link_last_success_timestamp_seconds", &acme);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!(last_success > now - 120.0 && last_success <= now + 1.0, "last success {last_success}, now {now}");
-    assert!(m.contains_key(&("switchyard_outbox_depth".to_owned(), BTreeMap::from([("link".to_owned(), LINK.to_owned())]))), "{text}");
-    assert!(metric(&m, "switchyard_plugin_reloads_total", &[("plugin", "moodle"), ("result", "loaded")]) >= 1.0, "{text}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        last_success > now - 120.0 && last_success <= now + 1.0,
+        "last success {last_success}, now {now}"
+    );
+    assert!(
+        m.contains_key(&(
+            "switchyard_outbox_depth".to_owned(),
+            BTreeMap::from([("link".to_owned(), LINK.to_owned())])
+        )),
+        "{text}"
+    );
+    assert!(
+        metric(
+            &m,
+            "switchyard_plugin_reloads_total",
+            &[("plugin", "moodle"), ("result", "loaded")]
+        ) >= 1.0,
+        "{text}"
+    );
     daemon.shutdown().await.unwrap();
 }
 
@@ -477,7 +706,10 @@ async fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled_not_trusted()
     let (daemon, _admin) = start_in_process(&h).await;
     daemon.shutdown().await.unwrap();
     let cache = h.dir.join("state/cache");
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     assert_eq!(entries.len(), 2, "one entry per plugin: {entries:?}");
     let good: Vec<Vec<u8>> = entries.iter().map(|p| std::fs::read(p).unwrap()).collect();
@@ -487,7 +719,11 @@ async fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled_not_trusted()
     tokio::time::sleep(Duration::from_millis(20)).await;
     let (daemon, _admin) = start_in_process(&h).await;
     daemon.shutdown().await.unwrap();
-    assert_eq!(entries.iter().map(modified).collect::<Vec<_>>(), before, "cache entries reused");
+    assert_eq!(
+        entries.iter().map(modified).collect::<Vec<_>>(),
+        before,
+        "cache entries reused"
+    );
     // Flip a byte in the middle of each compiled payload.
     for (path, bytes) in entries.iter().zip(&good) {
         let mut bad = bytes.clone();
@@ -504,7 +740,12 @@ async fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled_not_trusted()
     assert_one_account_each(&h);
     // The entries were rewritten from a fresh compilation.
     for (path, bytes) in entries.iter().zip(&good) {
-        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{} rewritten", path.display());
+        assert_eq!(
+            &std::fs::read(path).unwrap(),
+            bytes,
+            "{} rewritten",
+            path.display()
+        );
     }
     daemon.shutdown().await.unwrap();
 }
@@ -520,22 +761,43 @@ async fn plugin_inspect_shows_world_contract_imports_and_grants() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("world             lms-connector"), "{text}");
     assert!(text.contains("contract version  0.2.0"), "{text}");
     assert!(text.contains("switchyard:connector/http"), "{text}");
     assert!(text.contains("connector `lms`"), "{text}");
     let origin = h.lms.base_url().trim_end_matches('/').to_owned();
     let port = origin.rsplit(':').next().unwrap();
-    assert!(text.lines().any(|l| l.contains("may reach") && l.contains(port)), "{text}");
-    assert!(text.contains("query parameter (injected by the host"), "{text}");
-    assert!(!text.contains(&h.lms.token()), "no secret value is shown: {text}");
-    assert!(text.contains("used by          link `acme` as lms"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("may reach") && l.contains(port)),
+        "{text}"
+    );
+    assert!(
+        text.contains("query parameter (injected by the host"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&h.lms.token()),
+        "no secret value is shown: {text}"
+    );
+    assert!(
+        text.contains("used by          link `acme` as lms"),
+        "{text}"
+    );
 
     // Not a plugin: refused with exit code 2.
     let junk = h.dir.join("junk.wasm");
     std::fs::write(&junk, b"not wasm").unwrap();
-    let out = Command::new(switchyard_bin()).args(["plugin", "inspect"]).arg(&junk).output().unwrap();
+    let out = Command::new(switchyard_bin())
+        .args(["plugin", "inspect"])
+        .arg(&junk)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -561,9 +823,15 @@ fn every_subcommand_has_help() {
     ] {
         let out = Command::new(switchyard_bin()).args(args).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("Usage:"), "{args:?}: {text}");
+        assert!(
+            out.status.success() && text.contains("Usage:"),
+            "{args:?}: {text}"
+        );
     }
-    let out = Command::new(switchyard_bin()).args(["--help"]).output().unwrap();
+    let out = Command::new(switchyard_bin())
+        .args(["--help"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--log-format"));
 }
 
@@ -579,26 +847,49 @@ async fn dead_letters_are_listed_and_replayed_through_the_admin_api() {
     let letters = admin.get(&format!("/v1/links/{LINK}/dead-letters")).await;
     let letters = letters.as_array().unwrap().clone();
     assert!(letters.len() >= 2, "{letters:?}");
-    assert_eq!(link["counts"]["dead_letters"].as_u64().unwrap() as usize, letters.len());
-    let refused: BTreeSet<String> = letters.iter().map(|l| l["operation"]["employee_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        link["counts"]["dead_letters"].as_u64().unwrap() as usize,
+        letters.len()
+    );
+    let refused: BTreeSet<String> = letters
+        .iter()
+        .map(|l| l["operation"]["employee_id"].as_str().unwrap().to_owned())
+        .collect();
     for id in &refused {
         assert!(h.lms.user_by_idnumber(id).is_empty());
     }
     for letter in &letters {
         let id = letter["id"].as_u64().unwrap();
-        let (status, body) = admin.post(&format!("/v1/links/{LINK}/dead-letters/{id}/replay")).await;
+        let (status, body) = admin
+            .post(&format!("/v1/links/{LINK}/dead-letters/{id}/replay"))
+            .await;
         assert_eq!(status, 202, "{body}");
     }
     // A letter replayed twice is gone the second time.
     let id = letters[0]["id"].as_u64().unwrap();
-    let (status, _) = admin.post(&format!("/v1/links/{LINK}/dead-letters/{id}/replay")).await;
+    let (status, _) = admin
+        .post(&format!("/v1/links/{LINK}/dead-letters/{id}/replay"))
+        .await;
     assert_eq!(status, 404);
-    eventually("the replayed operations to be applied", Duration::from_secs(60), || async {
-        let link = admin.link().await;
-        link["counts"]["outbox"] == 0 && link["running"] == false && link["counts"]["dead_letters"] == 0
-    })
+    eventually(
+        "the replayed operations to be applied",
+        Duration::from_secs(60),
+        || async {
+            let link = admin.link().await;
+            link["counts"]["outbox"] == 0
+                && link["running"] == false
+                && link["counts"]["dead_letters"] == 0
+        },
+    )
     .await;
-    assert!(admin.get(&format!("/v1/links/{LINK}/dead-letters")).await.as_array().unwrap().is_empty());
+    assert!(
+        admin
+            .get(&format!("/v1/links/{LINK}/dead-letters"))
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     for id in &refused {
         assert_eq!(h.lms.user_by_idnumber(id).len(), 1, "{id} created once");
     }
@@ -619,10 +910,14 @@ async fn the_last_run_survives_a_restart_so_a_link_that_just_ran_is_not_run_agai
     add_daemon_table(&h, "127.0.0.1:0", "");
     // Never ran: it runs at start.
     let (daemon, admin) = start_in_process(&h).await;
-    eventually("the first scheduled run", Duration::from_secs(60), || async {
-        let link = admin.link().await;
-        link["activity"]["last_outcome"] == "ok" && link["running"] == false
-    })
+    eventually(
+        "the first scheduled run",
+        Duration::from_secs(60),
+        || async {
+            let link = admin.link().await;
+            link["activity"]["last_outcome"] == "ok" && link["running"] == false
+        },
+    )
     .await;
     let link = admin.link().await;
     let finished = link["last_run_finished"].as_str().unwrap().to_owned();
@@ -637,7 +932,9 @@ async fn the_last_run_survives_a_restart_so_a_link_that_just_ran_is_not_run_agai
     let link = admin.link().await;
     assert_eq!(link["activity"]["runs"], 0, "{link}");
     assert_eq!(link["last_run_finished"].as_str().unwrap(), finished);
-    let parse = |t: &str| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap();
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+    };
     assert_eq!(parse(link["next_run"].as_str().unwrap()), parse(&next));
     assert_eq!(parse(&next) - parse(&finished), time::Duration::hours(1));
     assert_eq!(h.lms.write_count(), writes);
@@ -662,11 +959,19 @@ async fn a_slow_copy_is_not_loaded_half_way() {
         file.write_all(chunk).unwrap();
         file.flush().unwrap();
         let p = admin.plugin("moodle").await;
-        assert!(p.is_null() || p["refused"].is_null(), "a partial file was evaluated: {p}");
+        assert!(
+            p.is_null() || p["refused"].is_null(),
+            "a partial file was evaluated: {p}"
+        );
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     drop(file);
-    eventually("the complete file to serve", Duration::from_secs(30), || async { admin.plugin("moodle").await["status"] == "serving" }).await;
+    eventually(
+        "the complete file to serve",
+        Duration::from_secs(30),
+        || async { admin.plugin("moodle").await["status"] == "serving" },
+    )
+    .await;
     let p = admin.plugin("moodle").await;
     assert!(p["refused"].is_null(), "{p}");
     let sha = {
@@ -691,11 +996,21 @@ async fn a_signed_webhook_to_the_daemon_is_written_back_by_the_run_it_triggers()
     let (daemon, admin) = start_in_process(&h).await;
     admin.sync().await;
     let learner = h.lms.users()[0].idnumber.clone();
-    let completion = h.lms.mark_completed(&learner, "CODE-OF-CONDUCT", Some(88.0), Some(true)).unwrap();
+    let completion = h
+        .lms
+        .mark_completed(&learner, "CODE-OF-CONDUCT", Some(88.0), Some(true))
+        .unwrap();
     let body = h.lms.completion_webhook_body(completion).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let headers = switchyard_testkit::lms::LmsSim::sign_webhook(SECRET, "msg_daemon_1", now, &body).unwrap();
-    let url = format!("http://{}/webhooks/lms", daemon.public_addr.expect("a public listener"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let headers =
+        switchyard_testkit::lms::LmsSim::sign_webhook(SECRET, "msg_daemon_1", now, &body).unwrap();
+    let url = format!(
+        "http://{}/webhooks/lms",
+        daemon.public_addr.expect("a public listener")
+    );
     let client = reqwest::Client::new();
     let send = |body: Vec<u8>| {
         let mut request = client.post(&url).body(body);
@@ -707,9 +1022,16 @@ async fn a_signed_webhook_to_the_daemon_is_written_back_by_the_run_it_triggers()
     assert_eq!(send(body.clone()).await.unwrap().status(), 200);
     // The delivery triggered the link's run, which writes the completion
     // back without waiting for a schedule or a poll.
-    eventually("the completion written to the HRIS", Duration::from_secs(20), || async {
-        h.hris.training_records().iter().any(|r| r.employee_id == learner)
-    })
+    eventually(
+        "the completion written to the HRIS",
+        Duration::from_secs(20),
+        || async {
+            h.hris
+                .training_records()
+                .iter()
+                .any(|r| r.employee_id == learner)
+        },
+    )
     .await;
     // A forged copy is refused; a replay is acknowledged and changes nothing.
     let mut forged = body.clone();
@@ -717,21 +1039,48 @@ async fn a_signed_webhook_to_the_daemon_is_written_back_by_the_run_it_triggers()
     assert_eq!(send(forged).await.unwrap().status(), 401);
     assert_eq!(send(body).await.unwrap().status(), 200);
     admin.sync().await;
-    assert_eq!(h.hris.training_records().iter().filter(|r| r.employee_id == learner).count(), 1);
+    assert_eq!(
+        h.hris
+            .training_records()
+            .iter()
+            .filter(|r| r.employee_id == learner)
+            .count(),
+        1
+    );
 
     // All three deliveries are in the audit trail, with the write-back.
     let state = daemon.shared.state.clone();
     let kinds: Vec<String> = state
         .audit()
-        .read(&switchyard::audit::Filter { kind: Some("webhook".into()), ..Default::default() }, None)
+        .read(
+            &switchyard::audit::Filter {
+                kind: Some("webhook".into()),
+                ..Default::default()
+            },
+            None,
+        )
         .unwrap()
         .into_iter()
         .map(|e| e.record.kind)
         .collect();
-    assert_eq!(kinds, ["webhook.accepted", "webhook.bad-signature", "webhook.replay"]);
+    assert_eq!(
+        kinds,
+        [
+            "webhook.accepted",
+            "webhook.bad-signature",
+            "webhook.replay"
+        ]
+    );
     let written = state
         .audit()
-        .read(&switchyard::audit::Filter { kind: Some("completion.written".into()), employee: Some(learner.clone()), ..Default::default() }, None)
+        .read(
+            &switchyard::audit::Filter {
+                kind: Some("completion.written".into()),
+                employee: Some(learner.clone()),
+                ..Default::default()
+            },
+            None,
+        )
         .unwrap();
     assert_eq!(written.len(), 1);
     assert_eq!(state.audit().verify().unwrap().broken, None);

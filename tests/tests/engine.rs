@@ -5,8 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use switchyard::sync::reconcile::DriftKind;
-use switchyard::sync::{LinkHalted, RunOptions};
+use switchyard::engine::reconcile::DriftKind;
+use switchyard::engine::{LinkHalted, RunOptions};
 use switchyard_testkit::harness::{Harness, LINK, Options};
 use switchyard_testkit::hris::SimEmployee;
 
@@ -38,7 +38,11 @@ fn full_time(h: &Harness, department: &str) -> SimEmployee {
 }
 
 fn courses_of(h: &Harness, id: &str) -> BTreeSet<String> {
-    h.lms.enrolments_of(id).into_iter().map(|(c, _)| c).collect()
+    h.lms
+        .enrolments_of(id)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect()
 }
 
 /// Three attempts at one course, synced one by one; returns the HRIS
@@ -49,7 +53,9 @@ async fn three_attempts(policy: &str) -> Vec<switchyard_testkit::hris::TrainingR
     service.sync_link(LINK).await.unwrap();
     let learner = full_time(&h, "Sales").id;
     for (grade, passed) in [(40.0, false), (80.0, true), (70.0, true)] {
-        h.lms.mark_completed(&learner, "CODE-OF-CONDUCT", Some(grade), Some(passed)).unwrap();
+        h.lms
+            .mark_completed(&learner, "CODE-OF-CONDUCT", Some(grade), Some(passed))
+            .unwrap();
         service.sync_link(LINK).await.unwrap();
     }
     h.hris
@@ -73,22 +79,35 @@ fn attempt_of(notes: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retake_policy_latest_keeps_one_record_with_the_last_attempt() {
     let records = three_attempts("latest").await;
-    assert_eq!(records.len(), 1, "a winning retake updates the record: {records:?}");
-    assert_eq!(attempt_of(records[0].notes.as_deref().unwrap()), ("passed".into(), "70".into()));
+    assert_eq!(
+        records.len(),
+        1,
+        "a winning retake updates the record: {records:?}"
+    );
+    assert_eq!(
+        attempt_of(records[0].notes.as_deref().unwrap()),
+        ("passed".into(), "70".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retake_policy_highest_score_keeps_the_best_attempt() {
     let records = three_attempts("highest-score").await;
     assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(attempt_of(records[0].notes.as_deref().unwrap()), ("passed".into(), "80".into()));
+    assert_eq!(
+        attempt_of(records[0].notes.as_deref().unwrap()),
+        ("passed".into(), "80".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retake_policy_first_pass_ignores_failures_and_later_passes() {
     let records = three_attempts("first-pass").await;
     assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(attempt_of(records[0].notes.as_deref().unwrap()), ("passed".into(), "80".into()));
+    assert_eq!(
+        attempt_of(records[0].notes.as_deref().unwrap()),
+        ("passed".into(), "80".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +141,10 @@ async fn mass_deactivation_halts_before_acting_until_approved() {
     assert!(service.sync_link(LINK).await.is_err());
 
     let today = time::OffsetDateTime::now_utc().date();
-    let options = RunOptions { approve_deactivations: true, ..RunOptions::default() };
+    let options = RunOptions {
+        approve_deactivations: true,
+        ..RunOptions::default()
+    };
     let report = service.sync_link_with(LINK, options, today).await.unwrap();
     assert_eq!(report.users_suspended, 5);
     for id in &active {
@@ -137,11 +159,15 @@ async fn leave_suspends_by_policy_and_return_reactivates() {
     let service = h.service().unwrap();
     service.sync_link(LINK).await.unwrap();
     let worker = full_time(&h, "Sales").id;
-    h.hris.update_employee(&worker, |e| e.employment_history_status = Some("Leave of Absence".into()));
+    h.hris.update_employee(&worker, |e| {
+        e.employment_history_status = Some("Leave of Absence".into())
+    });
     let report = service.sync_link(LINK).await.unwrap();
     assert_eq!(report.users_suspended, 1);
     assert!(h.lms.user_by_idnumber(&worker)[0].suspended);
-    h.hris.update_employee(&worker, |e| e.employment_history_status = Some("Full-Time".into()));
+    h.hris.update_employee(&worker, |e| {
+        e.employment_history_status = Some("Full-Time".into())
+    });
     let report = service.sync_link(LINK).await.unwrap();
     assert_eq!(report.users_reactivated, 1);
     assert_eq!(h.lms.user_by_idnumber(&worker).len(), 1);
@@ -179,14 +205,18 @@ async fn reassignment_withdraws_courses_no_longer_required_by_policy() {
     let courses = courses_of(&h, &mover);
     assert!(!courses.contains("SAFETY-2026"), "{courses:?}");
     assert!(!courses.contains("FORKLIFT-CERT"), "{courses:?}");
-    assert!(courses.contains("CODE-OF-CONDUCT"), "still required: {courses:?}");
+    assert!(
+        courses.contains("CODE-OF-CONDUCT"),
+        "still required: {courses:?}"
+    );
 
     // The default policy keeps them.
     let h = harness(10, "").await;
     let service = h.service().unwrap();
     service.sync_link(LINK).await.unwrap();
     let mover = full_time(&h, "Warehouse").id;
-    h.hris.update_employee(&mover, |e| e.department = Some("Finance".into()));
+    h.hris
+        .update_employee(&mover, |e| e.department = Some("Finance".into()));
     service.sync_link(LINK).await.unwrap();
     assert!(courses_of(&h, &mover).contains("SAFETY-2026"));
 }
@@ -199,12 +229,33 @@ async fn recertification_reassigns_once_before_expiry() {
 
     run(date(2025, 12, 1)).await.unwrap();
     let worker = full_time(&h, "Warehouse").id;
-    let first_due = h.lms.enrolments_of(&worker).into_iter().find(|(c, _)| c == "SAFETY-2026").unwrap().1.timeend;
+    let first_due = h
+        .lms
+        .enrolments_of(&worker)
+        .into_iter()
+        .find(|(c, _)| c == "SAFETY-2026")
+        .unwrap()
+        .1
+        .timeend;
     // The simulated LMS completes on 2026-01-01; the rule recertifies yearly.
-    h.lms.mark_completed(&worker, "SAFETY-2026", Some(90.0), Some(true)).unwrap();
+    h.lms
+        .mark_completed(&worker, "SAFETY-2026", Some(90.0), Some(true))
+        .unwrap();
     run(date(2026, 1, 2)).await.unwrap();
-    let record = h.hris.training_records().into_iter().find(|r| r.employee_id == worker).unwrap();
-    assert!(record.notes.as_deref().unwrap().contains("expires=2027-01-01"), "{record:?}");
+    let record = h
+        .hris
+        .training_records()
+        .into_iter()
+        .find(|r| r.employee_id == worker)
+        .unwrap();
+    assert!(
+        record
+            .notes
+            .as_deref()
+            .unwrap()
+            .contains("expires=2027-01-01"),
+        "{record:?}"
+    );
 
     // Outside the lead time: nothing.
     let early = run(date(2026, 11, 1)).await.unwrap();
@@ -212,11 +263,29 @@ async fn recertification_reassigns_once_before_expiry() {
     // Inside it: reassigned once, with a new due date.
     let due = run(date(2026, 12, 10)).await.unwrap();
     assert_eq!(due.enrollments, 1, "{due:?}");
-    let second_due = h.lms.enrolments_of(&worker).into_iter().find(|(c, _)| c == "SAFETY-2026").unwrap().1.timeend;
+    let second_due = h
+        .lms
+        .enrolments_of(&worker)
+        .into_iter()
+        .find(|(c, _)| c == "SAFETY-2026")
+        .unwrap()
+        .1
+        .timeend;
     assert_ne!(first_due, second_due);
-    assert_eq!(service.state.enrollment(LINK, &worker, "SAFETY-2026").unwrap().unwrap().cycle, 1);
+    assert_eq!(
+        service
+            .state
+            .enrollment(LINK, &worker, "SAFETY-2026")
+            .unwrap()
+            .unwrap()
+            .cycle,
+        1
+    );
     let again = run(date(2026, 12, 11)).await.unwrap();
-    assert_eq!(again.enrollments, 0, "one reassignment per expiring completion");
+    assert_eq!(
+        again.enrollments, 0,
+        "one reassignment per expiring completion"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +297,10 @@ async fn dead_letters_replay_in_order_and_finish_the_work() {
     let report = service.sync_link(LINK).await.unwrap();
     assert!(report.dead_lettered >= 2, "{report:?}");
     let letters = service.state.dead_letters(LINK).unwrap();
-    let refused: BTreeSet<String> = letters.iter().map(|l| l.operation.employee_id.clone()).collect();
+    let refused: BTreeSet<String> = letters
+        .iter()
+        .map(|l| l.operation.employee_id.clone())
+        .collect();
     for id in &refused {
         assert!(h.lms.user_by_idnumber(id).is_empty());
     }
@@ -241,7 +313,10 @@ async fn dead_letters_replay_in_order_and_finish_the_work() {
     assert!(service.state.dead_letters(LINK).unwrap().is_empty());
     for id in &refused {
         assert_eq!(h.lms.user_by_idnumber(id).len(), 1, "created once");
-        assert!(courses_of(&h, id).contains("CODE-OF-CONDUCT"), "enrolled after its account");
+        assert!(
+            courses_of(&h, id).contains("CODE-OF-CONDUCT"),
+            "enrolled after its account"
+        );
     }
     let next = service.sync_link(LINK).await.unwrap();
     assert_eq!(next.writes(), 0);
@@ -252,22 +327,43 @@ async fn dry_run_prints_the_plan_and_writes_nothing() {
     let h = harness(10, "").await;
     let service = h.service().unwrap();
     let today = time::OffsetDateTime::now_utc().date();
-    let dry = RunOptions { dry_run: true, ..RunOptions::default() };
+    let dry = RunOptions {
+        dry_run: true,
+        ..RunOptions::default()
+    };
     let plan = service.sync_link_with(LINK, dry, today).await.unwrap();
     assert_eq!(h.lms.write_count(), 0);
     assert!(h.lms.users().is_empty());
-    let creates = plan.plan.iter().filter(|p| p.operation == "upsert-user").count();
-    let expected = h.hris.employees().iter().filter(|e| e.status == "Active").count();
+    let creates = plan
+        .plan
+        .iter()
+        .filter(|p| p.operation == "upsert-user")
+        .count();
+    let expected = h
+        .hris
+        .employees()
+        .iter()
+        .filter(|e| e.status == "Active")
+        .count();
     assert_eq!(creates, expected);
-    assert!(plan.plan.iter().any(|p| p.operation == "enroll" && p.cause.contains("rule safety-warehouse matched")));
+    assert!(
+        plan.plan
+            .iter()
+            .any(|p| p.operation == "enroll" && p.cause.contains("rule safety-warehouse matched"))
+    );
 
     // Nothing was committed: the real run does exactly the plan.
     let real = service.sync_link(LINK).await.unwrap();
     assert_eq!(real.users_created, creates);
-    assert_eq!(real.enrollments, plan.plan.iter().filter(|p| p.operation == "enroll").count());
+    assert_eq!(
+        real.enrollments,
+        plan.plan.iter().filter(|p| p.operation == "enroll").count()
+    );
 
     let learner = h.lms.users()[0].idnumber.clone();
-    h.lms.mark_completed(&learner, "CODE-OF-CONDUCT", Some(99.0), Some(true)).unwrap();
+    h.lms
+        .mark_completed(&learner, "CODE-OF-CONDUCT", Some(99.0), Some(true))
+        .unwrap();
     let plan = service.sync_link_with(LINK, dry, today).await.unwrap();
     assert_eq!(plan.plan.len(), 1);
     assert_eq!(plan.plan[0].operation, "push-completion");
@@ -279,7 +375,10 @@ async fn reconcile_reports_drift_between_the_systems() {
     let h = harness(10, "").await;
     let service = h.service().unwrap();
     service.sync_link(LINK).await.unwrap();
-    assert!(service.reconcile(LINK).await.unwrap().is_empty(), "in sync after a run");
+    assert!(
+        service.reconcile(LINK).await.unwrap().is_empty(),
+        "in sync after a run"
+    );
 
     // Someone suspends an account by hand in the LMS, and a course is
     // completed after the last sync.
@@ -302,10 +401,15 @@ async fn reconcile_reports_drift_between_the_systems() {
         .unwrap();
     assert!(body.get("exception").is_none(), "{body}");
     let learner = h.lms.users()[1].idnumber.clone();
-    h.lms.mark_completed(&learner, "CODE-OF-CONDUCT", Some(75.0), Some(true)).unwrap();
+    h.lms
+        .mark_completed(&learner, "CODE-OF-CONDUCT", Some(75.0), Some(true))
+        .unwrap();
 
     let drifts = service.reconcile(LINK).await.unwrap();
-    let kinds: Vec<(DriftKind, String)> = drifts.iter().map(|d| (d.kind, d.employee_id.clone())).collect();
+    let kinds: Vec<(DriftKind, String)> = drifts
+        .iter()
+        .map(|d| (d.kind, d.employee_id.clone()))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -330,7 +434,10 @@ async fn an_employee_missing_from_a_full_listing_keeps_access() {
     let missing = full_time(&h, "Sales").id;
     h.hris.remove_employee(&missing);
     // Force the next run to list everyone (as after a lost changes cursor).
-    service.state.commit_plan(LINK, &[], Some(("employees", None))).unwrap();
+    service
+        .state
+        .commit_plan(LINK, &[], Some(("employees", None)))
+        .unwrap();
     let report = service.sync_link(LINK).await.unwrap();
     assert!(report.full_listing);
     assert_eq!(report.users_suspended, 0, "absence is not evidence");

@@ -5,22 +5,27 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard::config::{AuthConfig, ClientAuthConfig, ConnectorConfig, Limits, Origin, SecretSource};
+use switchyard::Config;
+use switchyard::config::{
+    AuthConfig, ClientAuthConfig, ConnectorConfig, Limits, Origin, SecretSource,
+};
 use switchyard::model::ConnectorError;
 use switchyard::runtime::{Connector, PluginError, Runtime, World};
-use switchyard::secrets::Credential;
-use switchyard::Config;
 use switchyard_testkit::harness::Harness;
 use switchyard_testkit::plugins;
 
 #[test]
 fn the_real_plugins_implement_their_worlds() {
     let runtime = Runtime::new().unwrap();
-    let hris = runtime.load_plugin(&plugins::build("bamboohr").unwrap()).unwrap();
+    let hris = runtime
+        .load_plugin(&plugins::build("bamboohr").unwrap())
+        .unwrap();
     assert_eq!(hris.world, World::Hris);
     assert_eq!(hris.contract_version, "0.2.0");
     assert!(hris.takes_webhooks());
-    let lms = runtime.load_plugin(&plugins::build("moodle").unwrap()).unwrap();
+    let lms = runtime
+        .load_plugin(&plugins::build("moodle").unwrap())
+        .unwrap();
     assert_eq!(lms.world, World::Lms);
     assert_eq!(lms.contract_version, "0.2.0");
     assert!(lms.takes_webhooks());
@@ -29,7 +34,11 @@ fn the_real_plugins_implement_their_worlds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_of_contract_0_1_still_loads_and_runs_without_webhooks() {
     let runtime = Runtime::new().unwrap();
-    let plugin = Arc::new(runtime.load_plugin(&plugins::build("contract-v0-1").unwrap()).unwrap());
+    let plugin = Arc::new(
+        runtime
+            .load_plugin(&plugins::build("contract-v0-1").unwrap())
+            .unwrap(),
+    );
     assert_eq!(plugin.world, World::Lms);
     assert_eq!(plugin.contract_version, "0.1.0");
     assert!(!plugin.takes_webhooks());
@@ -40,14 +49,17 @@ async fn a_plugin_of_contract_0_1_still_loads_and_runs_without_webhooks() {
         auth: None,
         limits: Limits::default(),
     };
-    let old = runtime.connector("old-lms", &config, plugin, None);
+    let old = runtime.connector("old-lms", &config.grants(), plugin, None);
     let page = old.fetch_completions(None).await.unwrap();
     assert_eq!(page.completions.len(), 1);
     assert_eq!(page.completions[0].course_id, "OLD-COURSE");
     old.set_active("old-7", false, "key-1").await.unwrap();
     let err = old.parse_webhook(&[], b"{}").await.unwrap_err();
     assert!(matches!(err, ConnectorError::Unsupported(_)), "{err}");
-    assert!(err.to_string().contains("0.1.0"), "names the contract: {err}");
+    assert!(
+        err.to_string().contains("0.1.0"),
+        "names the contract: {err}"
+    );
     assert_eq!(old.consecutive_faults(), 0, "not a plugin fault");
 }
 
@@ -86,7 +98,10 @@ fn a_component_of_no_connector_world_is_refused() {
     assert!(matches!(err, PluginError::NoWorld { .. }), "{err}");
     let message = err.to_string();
     assert!(message.contains("not_a_connector.wasm"), "{message}");
-    assert!(message.contains("example:greeter/greet@1.0.0"), "names what it exports: {message}");
+    assert!(
+        message.contains("example:greeter/greet@1.0.0"),
+        "names what it exports: {message}"
+    );
 }
 
 #[test]
@@ -95,17 +110,25 @@ fn an_unsupported_contract_version_is_refused() {
     let err = runtime
         .load_plugin(&plugins::build("future-contract").unwrap())
         .unwrap_err();
-    assert!(matches!(err, PluginError::UnsupportedVersion { .. }), "{err}");
+    assert!(
+        matches!(err, PluginError::UnsupportedVersion { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("9.0.0"), "{err}");
-    assert!(err.to_string().contains("0.1.0"), "says what is supported: {err}");
+    assert!(
+        err.to_string().contains("0.1.0"),
+        "says what is supported: {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_of_the_wrong_world_is_refused_for_its_role() {
     let h = Harness::start(3).await.unwrap();
-    let text = std::fs::read_to_string(&h.config_path)
-        .unwrap()
-        .replacen("plugin = \"bamboohr\"", "plugin = \"moodle\"", 1);
+    let text = std::fs::read_to_string(&h.config_path).unwrap().replacen(
+        "plugin = \"bamboohr\"",
+        "plugin = \"moodle\"",
+        1,
+    );
     std::fs::write(&h.config_path, text).unwrap();
     let err = h.service().err().unwrap();
     let message = format!("{err:#}");
@@ -137,13 +160,22 @@ fn a_config_with_an_unknown_key_is_refused_with_its_line() {
     let err = Config::load(&path).unwrap_err();
     assert_eq!(err.line, 5, "{err}");
     let message = err.to_string();
-    assert!(message.starts_with(&format!("{}:5:", path.display())), "{message}");
+    assert!(
+        message.starts_with(&format!("{}:5:", path.display())),
+        "{message}"
+    );
     assert!(message.contains("unknown field `allowed`"), "{message}");
 }
 
 // ---- containment ----
 
-fn hostile(runtime: &Runtime, mode: &str, target: &str, limits: Limits, auth: Option<AuthConfig>) -> Connector {
+fn hostile(
+    runtime: &Runtime,
+    mode: &str,
+    target: &str,
+    limits: Limits,
+    auth: Option<AuthConfig>,
+) -> Connector {
     hostile_with(runtime, mode, target, limits, auth, &[])
 }
 
@@ -155,14 +187,22 @@ fn hostile_with(
     auth: Option<AuthConfig>,
     extra: &[(&str, &str)],
 ) -> Connector {
-    let plugin = Arc::new(runtime.load_plugin(&plugins::build("hostile").unwrap()).unwrap());
+    let plugin = Arc::new(
+        runtime
+            .load_plugin(&plugins::build("hostile").unwrap())
+            .unwrap(),
+    );
     let mut settings = BTreeMap::new();
     settings.insert("mode".to_owned(), mode.to_owned());
     settings.insert("target".to_owned(), target.to_owned());
     for (k, v) in extra {
         settings.insert((*k).to_owned(), (*v).to_owned());
     }
-    let allow = if target.is_empty() { Vec::new() } else { vec![origin_of(target)] };
+    let allow = if target.is_empty() {
+        Vec::new()
+    } else {
+        vec![origin_of(target)]
+    };
     let config = ConnectorConfig {
         plugin: "hostile".into(),
         settings,
@@ -170,36 +210,57 @@ fn hostile_with(
         auth: auth.clone(),
         limits,
     };
-    let credential = auth.as_ref().map(|a| Credential::resolve(a).unwrap());
-    runtime.connector("evil", &config, plugin, credential)
+    let credential = auth
+        .as_ref()
+        .map(|a| switchyard::secrets::resolve_credential(a, None).unwrap());
+    runtime.connector("evil", &config.grants(), plugin, credential)
 }
 
 fn origin_of(url: &str) -> Origin {
     let u = url::Url::parse(url).unwrap();
-    Origin::parse(&format!("{}://{}:{}", u.scheme(), u.host_str().unwrap(), u.port_or_known_default().unwrap())).unwrap()
+    Origin::parse(&format!(
+        "{}://{}:{}",
+        u.scheme(),
+        u.host_str().unwrap(),
+        u.port_or_known_default().unwrap()
+    ))
+    .unwrap()
 }
 
 fn fault(result: Result<switchyard::model::EmployeePage, ConnectorError>) -> String {
     match result {
-        Err(ConnectorError::PluginFault(m)) => m,
+        Err(ConnectorError::PluginFault(f)) => f.message,
         other => panic!("expected a plugin fault, got {other:?}"),
     }
 }
 
 fn given_name(result: Result<switchyard::model::EmployeePage, ConnectorError>) -> String {
-    result.unwrap().employees[0].given_name.clone().unwrap_or_default()
+    result.unwrap().employees[0]
+        .given_name
+        .clone()
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_loop_hits_the_deadline_and_the_next_call_works() {
     let runtime = Runtime::new().unwrap();
-    let limits = Limits { call_timeout_ms: 300, ..Limits::default() };
+    let limits = Limits {
+        call_timeout_ms: 300,
+        ..Limits::default()
+    };
     let evil = hostile(&runtime, "loop", "", limits.clone(), None);
     let started = Instant::now();
     let message = fault(evil.fetch_employees(None).await);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(message.contains("deadline"), "{message}");
-    assert!(message.contains("connector `evil`") && message.contains("hostile"), "{message}");
+    assert!(
+        message.contains("connector `evil`") && message.contains("hostile"),
+        "{message}"
+    );
     // Contained: the same plugin serves the next call.
     let fine = hostile(&runtime, "ok", "", limits, None);
     assert_eq!(given_name(fine.fetch_employees(None).await), "ok");
@@ -208,7 +269,10 @@ async fn an_endless_loop_hits_the_deadline_and_the_next_call_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_hits_the_memory_budget() {
     let runtime = Runtime::new().unwrap();
-    let limits = Limits { memory_mib: 32, ..Limits::default() };
+    let limits = Limits {
+        memory_mib: 32,
+        ..Limits::default()
+    };
     let evil = hostile(&runtime, "memory", "", limits, None);
     let message = fault(evil.fetch_employees(None).await);
     assert!(message.contains("memory"), "{message}");
@@ -266,7 +330,11 @@ async fn egress_is_denied_unless_allowed_and_credentials_are_redacted() {
     let echo = echo_server().await;
 
     // Not on the allowlist: refused before any connection.
-    let plugin = Arc::new(runtime.load_plugin(&plugins::build("hostile").unwrap()).unwrap());
+    let plugin = Arc::new(
+        runtime
+            .load_plugin(&plugins::build("hostile").unwrap())
+            .unwrap(),
+    );
     let mut settings = BTreeMap::new();
     settings.insert("mode".to_owned(), "fetch".to_owned());
     settings.insert("target".to_owned(), format!("{echo}/steal"));
@@ -278,34 +346,75 @@ async fn egress_is_denied_unless_allowed_and_credentials_are_redacted() {
             allow: vec![Origin::parse("https://elsewhere.example").unwrap()],
             auth: None,
             limits: Limits::default(),
-        },
+        }
+        .grants(),
         plugin,
         None,
     );
     let seen = given_name(denied.fetch_employees(None).await);
-    assert!(seen.starts_with("refused: egress to http://127.0.0.1:"), "{seen}");
+    assert!(
+        seen.starts_with("refused: egress to http://127.0.0.1:"),
+        "{seen}"
+    );
 
     // Allowed, with credentials: the echo reflects them, the host redacts.
     let dir = tempfile::tempdir().unwrap();
     let secret_file = |name: &str, value: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, value).unwrap();
-        SecretSource::Reference { secret: format!("file:{}", path.display()) }
+        SecretSource::Reference {
+            secret: format!("file:{}", path.display()),
+        }
     };
     for (auth, secret) in [
-        (AuthConfig::Bearer { token: secret_file("t", "bearer-s3cret-value") }, "bearer-s3cret-value"),
-        (AuthConfig::Query { param: "wstoken".into(), value: secret_file("q", "query-s3cret-value") }, "query-s3cret-value"),
-        (AuthConfig::Header { name: "x-api-key".into(), value: secret_file("h", "header-s3cret-value") }, "header-s3cret-value"),
         (
-            AuthConfig::Basic { username: secret_file("u", "basic-s3cret-user"), password: SecretSource::Literal("x".into()) },
+            AuthConfig::Bearer {
+                token: secret_file("t", "bearer-s3cret-value"),
+            },
+            "bearer-s3cret-value",
+        ),
+        (
+            AuthConfig::Query {
+                param: "wstoken".into(),
+                value: secret_file("q", "query-s3cret-value"),
+            },
+            "query-s3cret-value",
+        ),
+        (
+            AuthConfig::Header {
+                name: "x-api-key".into(),
+                value: secret_file("h", "header-s3cret-value"),
+            },
+            "header-s3cret-value",
+        ),
+        (
+            AuthConfig::Basic {
+                username: secret_file("u", "basic-s3cret-user"),
+                password: SecretSource::Literal("x".into()),
+            },
             "basic-s3cret-user",
         ),
     ] {
-        let evil = hostile(&runtime, "fetch", &format!("{echo}/anything"), Limits::default(), Some(auth));
+        let evil = hostile(
+            &runtime,
+            "fetch",
+            &format!("{echo}/anything"),
+            Limits::default(),
+            Some(auth),
+        );
         let seen = given_name(evil.fetch_employees(None).await);
-        assert!(seen.starts_with("GET /anything"), "the request went out: {seen}");
-        assert!(seen.contains("[redacted]"), "the credential was injected: {seen}");
-        assert!(!seen.contains(secret), "the plugin never sees {secret}: {seen}");
+        assert!(
+            seen.starts_with("GET /anything"),
+            "the request went out: {seen}"
+        );
+        assert!(
+            seen.contains("[redacted]"),
+            "the credential was injected: {seen}"
+        );
+        assert!(
+            !seen.contains(secret),
+            "the plugin never sees {secret}: {seen}"
+        );
         if secret.starts_with("basic") {
             // The encoded header ("basic-s3cret-user:x") is redacted too.
             assert!(!seen.contains("YmFzaWMtczNjcmV0LXVzZXI6eA=="), "{seen}");
@@ -317,13 +426,19 @@ async fn egress_is_denied_unless_allowed_and_credentials_are_redacted() {
 async fn a_request_flood_is_cut_at_the_limit() {
     let runtime = Runtime::new().unwrap();
     let echo = echo_server().await;
-    let limits = Limits { max_requests: 20, ..Limits::default() };
+    let limits = Limits {
+        max_requests: 20,
+        ..Limits::default()
+    };
     let evil = hostile(&runtime, "flood", &format!("{echo}/x"), limits, None);
     // The plugin gives up on the refusal with an error of its own; the call
     // fails as a plugin fault whatever the plugin returns.
     let message = fault(evil.fetch_employees(None).await);
     assert!(message.contains("limit of 20 HTTP requests"), "{message}");
-    assert!(message.contains("connector `evil` (plugin hostile "), "{message}");
+    assert!(
+        message.contains("connector `evil` (plugin hostile "),
+        "{message}"
+    );
 }
 
 // ---- egress: addresses and redirects ----
@@ -335,36 +450,65 @@ async fn an_allowed_name_resolving_to_loopback_is_refused_unless_the_address_is_
     let port = url::Url::parse(&echo).unwrap().port().unwrap();
 
     // `localhost` is on the allowlist, but it resolves to a loopback address.
-    let by_name = hostile(&runtime, "fetch", &format!("http://localhost:{port}/inside"), Limits::default(), None);
+    let by_name = hostile(
+        &runtime,
+        "fetch",
+        &format!("http://localhost:{port}/inside"),
+        Limits::default(),
+        None,
+    );
     let seen = given_name(by_name.fetch_employees(None).await);
     assert!(seen.starts_with("refused: "), "{seen}");
-    assert!(seen.contains("`localhost` resolves to") && seen.contains("a loopback address"), "{seen}");
+    assert!(
+        seen.contains("`localhost` resolves to") && seen.contains("a loopback address"),
+        "{seen}"
+    );
 
     // The same server, allowed by naming the address itself.
-    let by_address = hostile(&runtime, "fetch", &format!("http://127.0.0.1:{port}/inside"), Limits::default(), None);
+    let by_address = hostile(
+        &runtime,
+        "fetch",
+        &format!("http://127.0.0.1:{port}/inside"),
+        Limits::default(),
+        None,
+    );
     let seen = given_name(by_address.fetch_employees(None).await);
     assert!(seen.starts_with("GET /inside"), "{seen}");
 
     // The metadata address is reachable only where it is named: a wildcard
     // or another address does not grant it.
-    let plugin = Arc::new(runtime.load_plugin(&plugins::build("hostile").unwrap()).unwrap());
+    let plugin = Arc::new(
+        runtime
+            .load_plugin(&plugins::build("hostile").unwrap())
+            .unwrap(),
+    );
     let mut settings = BTreeMap::new();
     settings.insert("mode".to_owned(), "fetch".to_owned());
-    settings.insert("target".to_owned(), "http://169.254.169.254/latest/meta-data/".to_owned());
+    settings.insert(
+        "target".to_owned(),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    );
     let metadata = runtime.connector(
         "evil",
         &ConnectorConfig {
             plugin: "hostile".into(),
             settings,
-            allow: vec![Origin::parse("http://*.254.169.254").unwrap(), Origin::parse("http://127.0.0.1").unwrap()],
+            allow: vec![
+                Origin::parse("http://*.254.169.254").unwrap(),
+                Origin::parse("http://127.0.0.1").unwrap(),
+            ],
             auth: None,
             limits: Limits::default(),
-        },
+        }
+        .grants(),
         plugin,
         None,
     );
     let seen = given_name(metadata.fetch_employees(None).await);
-    assert!(seen.starts_with("refused: egress to http://169.254.169.254:80 is not allowed"), "{seen}");
+    assert!(
+        seen.starts_with("refused: egress to http://169.254.169.254:80 is not allowed"),
+        "{seen}"
+    );
 }
 
 /// Counts requests; any request reaching it would be a followed redirect.
@@ -398,25 +542,59 @@ async fn redirects_are_not_followed_by_the_host() {
     let redirector = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let evil = hostile(&runtime, "status", &format!("{redirector}/go"), Limits::default(), None);
+    let evil = hostile(
+        &runtime,
+        "status",
+        &format!("{redirector}/go"),
+        Limits::default(),
+        None,
+    );
     let seen = given_name(evil.fetch_employees(None).await);
     // The plugin sees the 3xx; following it would be a new request, checked
     // against the allowlist (which does not name `elsewhere`).
     assert_eq!(seen, format!("307 {location}"));
-    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the redirect was not followed");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the redirect was not followed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_body_over_the_limit_is_refused_before_sending() {
     let runtime = Runtime::new().unwrap();
     let (server, hits) = counting_server().await;
-    let limits = Limits { max_request_kib: 64, ..Limits::default() };
-    let small = hostile_with(&runtime, "upload", &format!("{server}/in"), limits.clone(), None, &[("bytes", "1000")]);
+    let limits = Limits {
+        max_request_kib: 64,
+        ..Limits::default()
+    };
+    let small = hostile_with(
+        &runtime,
+        "upload",
+        &format!("{server}/in"),
+        limits.clone(),
+        None,
+        &[("bytes", "1000")],
+    );
     assert_eq!(given_name(small.fetch_employees(None).await), "reached");
-    let big = hostile_with(&runtime, "upload", &format!("{server}/in"), limits, None, &[("bytes", "200000")]);
+    let big = hostile_with(
+        &runtime,
+        "upload",
+        &format!("{server}/in"),
+        limits,
+        None,
+        &[("bytes", "200000")],
+    );
     let seen = given_name(big.fetch_employees(None).await);
-    assert!(seen.contains("exceeds the limit `max_request_kib` of 64 KiB"), "{seen}");
-    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "the big request was not sent");
+    assert!(
+        seen.contains("exceeds the limit `max_request_kib` of 64 KiB"),
+        "{seen}"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the big request was not sent"
+    );
 }
 
 // ---- output, fuel, stdio ----
@@ -424,35 +602,93 @@ async fn a_request_body_over_the_limit_is_refused_before_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_records_or_bytes_returned_is_an_output_fault() {
     let runtime = Runtime::new().unwrap();
-    let limits = Limits { max_records: 10, max_output_kib: 1024, ..Limits::default() };
+    let limits = Limits {
+        max_records: 10,
+        max_output_kib: 1024,
+        ..Limits::default()
+    };
 
-    let fine = hostile_with(&runtime, "records", "", limits.clone(), None, &[("count", "10")]);
-    assert_eq!(fine.fetch_employees(None).await.unwrap().employees.len(), 10);
+    let fine = hostile_with(
+        &runtime,
+        "records",
+        "",
+        limits.clone(),
+        None,
+        &[("count", "10")],
+    );
+    assert_eq!(
+        fine.fetch_employees(None).await.unwrap().employees.len(),
+        10
+    );
 
-    let many = hostile_with(&runtime, "records", "", limits.clone(), None, &[("count", "11")]);
+    let many = hostile_with(
+        &runtime,
+        "records",
+        "",
+        limits.clone(),
+        None,
+        &[("count", "11")],
+    );
     let message = fault(many.fetch_employees(None).await);
-    assert!(message.contains("output limit exceeded: 11 records returned, limit `max_records` is 10"), "{message}");
-    assert!(message.contains("connector `evil` (plugin hostile "), "{message}");
+    assert!(
+        message.contains("output limit exceeded: 11 records returned, limit `max_records` is 10"),
+        "{message}"
+    );
+    assert!(
+        message.contains("connector `evil` (plugin hostile "),
+        "{message}"
+    );
 
-    let big = hostile_with(&runtime, "big", "", limits.clone(), None, &[("bytes", &(2usize << 20).to_string())]);
+    let big = hostile_with(
+        &runtime,
+        "big",
+        "",
+        limits.clone(),
+        None,
+        &[("bytes", &(2usize << 20).to_string())],
+    );
     let message = fault(big.fetch_employees(None).await);
-    assert!(message.contains("limit `max_output_kib` is 1024"), "{message}");
+    assert!(
+        message.contains("limit `max_output_kib` is 1024"),
+        "{message}"
+    );
 
     // Ten million records with the default limits: stopped by a limit, not the host.
-    let flood = hostile_with(&runtime, "records", "", Limits::default(), None, &[("count", "10000000")]);
+    let flood = hostile_with(
+        &runtime,
+        "records",
+        "",
+        Limits::default(),
+        None,
+        &[("count", "10000000")],
+    );
     let message = fault(flood.fetch_employees(None).await);
-    assert!(message.contains("memory limit") || message.contains("output limit"), "{message}");
+    assert!(
+        message.contains("memory limit") || message.contains("output limit"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fuel_budget_stops_an_endless_loop_before_the_deadline() {
     let runtime = Runtime::new().unwrap();
-    let limits = Limits { fuel: Some(20_000_000), call_timeout_ms: 120_000, ..Limits::default() };
+    let limits = Limits {
+        fuel: Some(20_000_000),
+        call_timeout_ms: 120_000,
+        ..Limits::default()
+    };
     let evil = hostile(&runtime, "loop", "", limits.clone(), None);
     let started = Instant::now();
     let message = fault(evil.fetch_employees(None).await);
-    assert!(message.contains("fuel budget exhausted: limit `fuel` is 20000000"), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    assert!(
+        message.contains("fuel budget exhausted: limit `fuel` is 20000000"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
     // The same budget is enough for a well-behaved call.
     let fine = hostile(&runtime, "ok", "", limits, None);
     assert_eq!(given_name(fine.fetch_employees(None).await), "ok");
@@ -482,15 +718,41 @@ async fn plugin_stdout_and_stderr_go_to_the_log_bounded() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let runtime = Runtime::new().unwrap();
-    let chatty = hostile_with(&runtime, "print", "", Limits::default(), None, &[("lines", "100000")]);
+    let chatty = hostile_with(
+        &runtime,
+        "print",
+        "",
+        Limits::default(),
+        None,
+        &[("lines", "100000")],
+    );
     // A flood of output neither fails the call nor fills the host's memory.
     assert_eq!(given_name(chatty.fetch_employees(None).await), "printed");
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
-    let stdout_lines: Vec<&str> = text.lines().filter(|l| l.contains("hostile stdout line")).collect();
-    assert!(stdout_lines[0].contains("connector=\"evil\"") || stdout_lines[0].contains("connector=evil"), "{}", stdout_lines[0]);
-    assert!(stdout_lines[0].contains("hostile stdout line 0"), "{}", stdout_lines[0]);
-    assert_eq!(stdout_lines.len(), switchyard::capability::stdio::MAX_LINES_PER_CALL);
-    assert!(text.lines().any(|l| l.contains("hostile stderr line 0") && l.contains("WARN")), "{text}");
+    let stdout_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("hostile stdout line"))
+        .collect();
+    assert!(
+        stdout_lines[0].contains("connector=\"evil\"")
+            || stdout_lines[0].contains("connector=evil"),
+        "{}",
+        stdout_lines[0]
+    );
+    assert!(
+        stdout_lines[0].contains("hostile stdout line 0"),
+        "{}",
+        stdout_lines[0]
+    );
+    assert_eq!(
+        stdout_lines.len(),
+        switchyard::runtime::capability::stdio::MAX_LINES_PER_CALL
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("hostile stderr line 0") && l.contains("WARN")),
+        "{text}"
+    );
     assert!(text.contains("was dropped"), "{text}");
 }
 
@@ -533,16 +795,22 @@ async fn oauth_server() -> OAuthServer {
                 .collect();
             let line = format!("{} {}", req.method(), req.uri());
             if req.uri().path() == "/token" {
-                let body = axum::body::to_bytes(req.into_body(), 1 << 16).await.unwrap_or_default();
-                let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+                let body = axum::body::to_bytes(req.into_body(), 1 << 16)
+                    .await
+                    .unwrap_or_default();
+                let form: Vec<(String, String)> =
+                    url::form_urlencoded::parse(&body).into_owned().collect();
                 let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                 let basic = format!(
                     "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
                 );
                 let body_auth = field("client_id").as_deref() == Some(CLIENT_ID)
                     && field("client_secret").as_deref() == Some(CLIENT_SECRET);
-                if field("grant_type").as_deref() != Some("client_credentials") || !(auth == basic || body_auth) {
+                if field("grant_type").as_deref() != Some("client_credentials")
+                    || !(auth == basic || body_auth)
+                {
                     return (StatusCode::UNAUTHORIZED, "bad client".to_owned());
                 }
                 let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
@@ -558,7 +826,10 @@ async fn oauth_server() -> OAuthServer {
             }
             let expected = format!("Bearer {}", valid.lock().unwrap());
             if auth != expected {
-                return (StatusCode::UNAUTHORIZED, format!("bad token; you sent {auth}"));
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    format!("bad token; you sent {auth}"),
+                );
             }
             (StatusCode::OK, format!("{line}\n{}", headers.join("\n")))
         }
@@ -566,14 +837,25 @@ async fn oauth_server() -> OAuthServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    OAuthServer { url, issued, valid, expires_in }
+    OAuthServer {
+        url,
+        issued,
+        valid,
+        expires_in,
+    }
 }
 
-fn oauth2(token_url: String, secret: &std::path::Path, client_auth: ClientAuthConfig) -> AuthConfig {
+fn oauth2(
+    token_url: String,
+    secret: &std::path::Path,
+    client_auth: ClientAuthConfig,
+) -> AuthConfig {
     AuthConfig::OAuth2 {
         token_url,
         client_id: SecretSource::Literal(CLIENT_ID.into()),
-        client_secret: SecretSource::Reference { secret: format!("file:{}", secret.display()) },
+        client_secret: SecretSource::Reference {
+            secret: format!("file:{}", secret.display()),
+        },
         scope: Some("hris.read".into()),
         client_auth,
     }
@@ -587,19 +869,39 @@ async fn oauth2_tokens_are_fetched_cached_refreshed_on_401_and_never_seen() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("client-secret");
     std::fs::write(&secret, CLIENT_SECRET).unwrap();
-    let auth = oauth2(format!("{}/token", server.url), &secret, ClientAuthConfig::Basic);
-    let evil = hostile(&runtime, "fetch", &format!("{}/api", server.url), Limits::default(), Some(auth));
+    let auth = oauth2(
+        format!("{}/token", server.url),
+        &secret,
+        ClientAuthConfig::Basic,
+    );
+    let evil = hostile(
+        &runtime,
+        "fetch",
+        &format!("{}/api", server.url),
+        Limits::default(),
+        Some(auth),
+    );
 
     let check = |seen: &str| {
-        assert!(seen.starts_with("GET /api"), "the request was authorised: {seen}");
+        assert!(
+            seen.starts_with("GET /api"),
+            "the request was authorised: {seen}"
+        );
         assert!(seen.contains("authorization: Bearer [redacted]"), "{seen}");
-        assert!(!seen.contains("access-tok3n") && !seen.contains(CLIENT_SECRET), "{seen}");
+        assert!(
+            !seen.contains("access-tok3n") && !seen.contains(CLIENT_SECRET),
+            "{seen}"
+        );
     };
     check(&given_name(evil.fetch_employees(None).await));
     assert_eq!(server.issued.load(Ordering::SeqCst), 1);
     // A second call of the connector reuses the cached token.
     check(&given_name(evil.fetch_employees(None).await));
-    assert_eq!(server.issued.load(Ordering::SeqCst), 1, "cached across calls");
+    assert_eq!(
+        server.issued.load(Ordering::SeqCst),
+        1,
+        "cached across calls"
+    );
 
     // The provider revokes the token: one 401, one refresh, one retry.
     *server.valid.lock().unwrap() = "revoked".into();
@@ -615,8 +917,18 @@ async fn oauth2_tokens_are_fetched_cached_refreshed_on_401_and_never_seen() {
 
     // Client authentication in the body works too.
     server.expires_in.store(3600, Ordering::SeqCst);
-    let body_auth = oauth2(format!("{}/token", server.url), &secret, ClientAuthConfig::Body);
-    let other = hostile(&runtime, "fetch", &format!("{}/api", server.url), Limits::default(), Some(body_auth));
+    let body_auth = oauth2(
+        format!("{}/token", server.url),
+        &secret,
+        ClientAuthConfig::Body,
+    );
+    let other = hostile(
+        &runtime,
+        "fetch",
+        &format!("{}/api", server.url),
+        Limits::default(),
+        Some(body_auth),
+    );
     check(&given_name(other.fetch_employees(None).await));
 
     // Wrong client secret: the token request is refused and the plugin is told so.
@@ -626,10 +938,17 @@ async fn oauth2_tokens_are_fetched_cached_refreshed_on_401_and_never_seen() {
         "fetch",
         &format!("{}/api", server.url),
         Limits::default(),
-        Some(oauth2(format!("{}/token", server.url), &secret, ClientAuthConfig::Basic)),
+        Some(oauth2(
+            format!("{}/token", server.url),
+            &secret,
+            ClientAuthConfig::Basic,
+        )),
     );
     let seen = given_name(wrong.fetch_employees(None).await);
-    assert!(seen.contains("OAuth2 token request") && seen.contains("401"), "{seen}");
+    assert!(
+        seen.contains("OAuth2 token request") && seen.contains("401"),
+        "{seen}"
+    );
     assert!(!seen.contains("wrong-secret"), "{seen}");
 }
 
@@ -641,10 +960,23 @@ async fn an_oauth2_token_url_on_a_loopback_name_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("client-secret");
     std::fs::write(&secret, CLIENT_SECRET).unwrap();
-    let auth = oauth2(format!("http://localhost:{port}/token"), &secret, ClientAuthConfig::Basic);
-    let evil = hostile(&runtime, "fetch", &format!("{}/api", server.url), Limits::default(), Some(auth));
+    let auth = oauth2(
+        format!("http://localhost:{port}/token"),
+        &secret,
+        ClientAuthConfig::Basic,
+    );
+    let evil = hostile(
+        &runtime,
+        "fetch",
+        &format!("{}/api", server.url),
+        Limits::default(),
+        Some(auth),
+    );
     let seen = given_name(evil.fetch_employees(None).await);
-    assert!(seen.contains("OAuth2 token request") && seen.contains("a loopback address"), "{seen}");
+    assert!(
+        seen.contains("OAuth2 token request") && seen.contains("a loopback address"),
+        "{seen}"
+    );
     assert_eq!(server.issued.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
@@ -666,13 +998,20 @@ async fn a_connector_that_keeps_faulting_is_quarantined_until_resumed_or_replace
     let text = std::fs::read_to_string(&h.config_path)
         .unwrap()
         .replacen("plugin = \"bamboohr\"", "plugin = \"hostile\"", 1)
-        .replacen("config = { base_url", "config = { mode = \"trap\", base_url", 1);
+        .replacen(
+            "config = { base_url",
+            "config = { mode = \"trap\", base_url",
+            1,
+        );
     std::fs::write(&h.config_path, text).unwrap();
 
     let fault_run = async || {
         let service = h.service().unwrap();
         let err = service.sync_link(LINK).await.unwrap_err();
-        assert!(err.downcast_ref::<Quarantined>().is_none(), "not yet quarantined: {err:#}");
+        assert!(
+            err.downcast_ref::<Quarantined>().is_none(),
+            "not yet quarantined: {err:#}"
+        );
         assert!(format!("{err:#}").contains("plugin fault"), "{err:#}");
     };
     fault_run().await;
@@ -683,13 +1022,25 @@ async fn a_connector_that_keeps_faulting_is_quarantined_until_resumed_or_replace
     let service = h.service().unwrap();
     assert_eq!(service.connectors["hr"].consecutive_faults(), 2);
     let err = service.sync_link(LINK).await.unwrap_err();
-    let quarantined = err.downcast_ref::<Quarantined>().expect("a quarantine refusal");
+    let quarantined = err
+        .downcast_ref::<Quarantined>()
+        .expect("a quarantine refusal");
     assert_eq!(quarantined.connector, "hr");
     let message = err.to_string();
-    assert!(message.contains("link `acme` paused: connector `hr` (plugin hostile "), "{message}");
-    assert!(message.contains("after 2 plugin faults in a row") && message.contains("trap"), "{message}");
+    assert!(
+        message.contains("link `acme` paused: connector `hr` (plugin hostile "),
+        "{message}"
+    );
+    assert!(
+        message.contains("after 2 plugin faults in a row") && message.contains("trap"),
+        "{message}"
+    );
     assert!(message.contains("switchyard plugin resume hr"), "{message}");
-    assert_eq!(service.connectors["hr"].consecutive_faults(), 2, "the plugin was not called");
+    assert_eq!(
+        service.connectors["hr"].consecutive_faults(),
+        2,
+        "the plugin was not called"
+    );
     assert_eq!(service.state.quarantined().unwrap().len(), 1);
 
     // An operator resumes it: the link runs (and faults) again.
@@ -697,8 +1048,18 @@ async fn a_connector_that_keeps_faulting_is_quarantined_until_resumed_or_replace
     let err = service.sync_link(LINK).await.unwrap_err();
     assert!(err.downcast_ref::<Quarantined>().is_none(), "{err:#}");
     let err = service.sync_link(LINK).await.unwrap_err();
-    assert!(err.downcast_ref::<Quarantined>().is_none(), "the run that quarantines reports its fault: {err:#}");
-    assert!(service.sync_link(LINK).await.unwrap_err().downcast_ref::<Quarantined>().is_some());
+    assert!(
+        err.downcast_ref::<Quarantined>().is_none(),
+        "the run that quarantines reports its fault: {err:#}"
+    );
+    assert!(
+        service
+            .sync_link(LINK)
+            .await
+            .unwrap_err()
+            .downcast_ref::<Quarantined>()
+            .is_some()
+    );
     drop(service);
 
     // A different plugin file under the same name lifts the quarantine.
@@ -719,23 +1080,42 @@ async fn a_store_secret_is_resolved_and_a_wrong_key_is_refused() {
     let h = Harness::start(3).await.unwrap();
     let key_text = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
     let store = SecretStore::in_dir(&h.dir.join("state"));
-    store.set("moodle-token", &h.lms.token(), &StoreKey::from_base64(&key_text).unwrap()).unwrap();
+    store
+        .set(
+            "moodle-token",
+            &h.lms.token(),
+            &StoreKey::from_base64(&key_text).unwrap(),
+        )
+        .unwrap();
     let token_file = h.dir.join("moodle.token");
-    let text = std::fs::read_to_string(&h.config_path)
-        .unwrap()
-        .replace(&format!("file:{}", token_file.display()), "store:moodle-token");
+    let text = std::fs::read_to_string(&h.config_path).unwrap().replace(
+        &format!("file:{}", token_file.display()),
+        "store:moodle-token",
+    );
     std::fs::write(&h.config_path, text).unwrap();
     std::fs::remove_file(&token_file).unwrap();
 
     // SAFETY: only this test reads this variable.
-    unsafe { std::env::set_var("SWITCHYARD_SECRET_KEY", base64::engine::general_purpose::STANDARD.encode([1u8; 32])) };
+    unsafe {
+        std::env::set_var(
+            "SWITCHYARD_SECRET_KEY",
+            base64::engine::general_purpose::STANDARD.encode([1u8; 32]),
+        )
+    };
     let err = h.service().err().expect("a wrong key is refused");
-    assert!(format!("{err:#}").contains("secret `store:moodle-token`: the secret store key does not match"), "{err:#}");
+    assert!(
+        format!("{err:#}")
+            .contains("secret `store:moodle-token`: the secret store key does not match"),
+        "{err:#}"
+    );
 
     unsafe { std::env::set_var("SWITCHYARD_SECRET_KEY", &key_text) };
     let service = h.service().unwrap();
     let report = service.sync_link(LINK).await.unwrap();
-    assert!(report.users_created > 0, "the LMS accepted the token from the store");
+    assert!(
+        report.users_created > 0,
+        "the LMS accepted the token from the store"
+    );
     service.state.flush().unwrap();
     drop(service);
 
@@ -746,9 +1126,14 @@ async fn a_store_secret_is_resolved_and_a_wrong_key_is_refused() {
     while let Some(path) = files.pop() {
         if path.is_dir() {
             files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-        } else if path.extension().is_none_or(|x| x != "wasm") && path != h.dir.join("bamboohr.key") {
+        } else if path.extension().is_none_or(|x| x != "wasm") && path != h.dir.join("bamboohr.key")
+        {
             let bytes = std::fs::read(&path).unwrap();
-            assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()), "{} holds the token", path.display());
+            assert!(
+                !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+                "{} holds the token",
+                path.display()
+            );
             checked += 1;
         }
     }
@@ -760,7 +1145,13 @@ async fn after_the_hostile_suite_a_well_behaved_plugin_in_the_same_runtime_still
     use switchyard_testkit::harness::LINK;
     let runtime = Runtime::new().unwrap();
     let echo = echo_server().await;
-    let tight = Limits { call_timeout_ms: 300, memory_mib: 32, max_requests: 5, max_records: 10, ..Limits::default() };
+    let tight = Limits {
+        call_timeout_ms: 300,
+        memory_mib: 32,
+        max_requests: 5,
+        max_records: 10,
+        ..Limits::default()
+    };
     for (mode, extra) in [
         ("loop", vec![]),
         ("memory", vec![]),
@@ -768,18 +1159,33 @@ async fn after_the_hostile_suite_a_well_behaved_plugin_in_the_same_runtime_still
         ("flood", vec![]),
         ("records", vec![("count", "100000")]),
     ] {
-        let evil = hostile_with(&runtime, mode, &format!("{echo}/x"), tight.clone(), None, &extra);
+        let evil = hostile_with(
+            &runtime,
+            mode,
+            &format!("{echo}/x"),
+            tight.clone(),
+            None,
+            &extra,
+        );
         let message = fault(evil.fetch_employees(None).await);
-        assert!(message.contains("connector `evil` (plugin hostile "), "{mode}: {message}");
+        assert!(
+            message.contains("connector `evil` (plugin hostile "),
+            "{mode}: {message}"
+        );
     }
     // The real BambooHR plugin, on the same engine and client, against the
     // HRIS simulator.
     let h = Harness::start(30).await.unwrap();
     let service = h.service().unwrap();
     let hr_config = &service.config.connectors["hr"];
-    let plugin = Arc::new(runtime.load_plugin(&plugins::build("bamboohr").unwrap()).unwrap());
-    let credential = Credential::resolve(hr_config.auth.as_ref().unwrap()).unwrap();
-    let hr = runtime.connector("hr", hr_config, plugin, Some(credential));
+    let plugin = Arc::new(
+        runtime
+            .load_plugin(&plugins::build("bamboohr").unwrap())
+            .unwrap(),
+    );
+    let credential =
+        switchyard::secrets::resolve_credential(hr_config.auth.as_ref().unwrap(), None).unwrap();
+    let hr = runtime.connector("hr", &hr_config.grants(), plugin, Some(credential));
     let mut fetched = 0;
     let mut cursor = None;
     loop {
@@ -803,7 +1209,9 @@ async fn an_origin_budget_is_shared_by_every_connector_reaching_it() {
     let a = hostile(&runtime, "fetch", &target, Limits::default(), None);
     let b = hostile(&runtime, "fetch", &target, Limits::default(), None);
     let started = Instant::now();
-    let calls = (0..3).flat_map(|_| [a.clone(), b.clone()]).map(|c| async move { c.fetch_employees(None).await });
+    let calls = (0..3)
+        .flat_map(|_| [a.clone(), b.clone()])
+        .map(|c| async move { c.fetch_employees(None).await });
     for result in futures::future::join_all(calls).await {
         assert!(given_name(result).starts_with("GET /x"));
     }
@@ -814,10 +1222,20 @@ async fn an_origin_budget_is_shared_by_every_connector_reaching_it() {
 
     // Another origin is not slowed down.
     let other = echo_server().await;
-    let c = hostile(&runtime, "fetch", &format!("{other}/y"), Limits::default(), None);
+    let c = hostile(
+        &runtime,
+        "fetch",
+        &format!("{other}/y"),
+        Limits::default(),
+        None,
+    );
     let started = Instant::now();
     for _ in 0..6 {
         given_name(c.fetch_employees(None).await);
     }
-    assert!(started.elapsed() < Duration::from_millis(450), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
 }

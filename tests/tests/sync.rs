@@ -11,15 +11,18 @@ fn with_access(employees: &[SimEmployee]) -> BTreeSet<String> {
     employees
         .iter()
         .filter(|e| {
-            e.status == "Active"
-                && e.employment_history_status.as_deref() != Some("Terminated")
+            e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated")
         })
         .map(|e| e.id.clone())
         .collect()
 }
 
 fn courses_of(h: &Harness, id: &str) -> BTreeSet<String> {
-    h.lms.enrolments_of(id).into_iter().map(|(c, _)| c).collect()
+    h.lms
+        .enrolments_of(id)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,19 +50,46 @@ async fn full_sync_provisions_enrolls_and_writes_back_completions() {
         let courses = courses_of(&h, &e.id);
         let on_leave = e.employment_history_status.as_deref() == Some("Leave of Absence");
         if on_leave {
-            assert!(courses.is_empty(), "{} is on leave: no new assignments", e.id);
+            assert!(
+                courses.is_empty(),
+                "{} is on leave: no new assignments",
+                e.id
+            );
             continue;
         }
         assert!(courses.contains("CODE-OF-CONDUCT"), "{}: {courses:?}", e.id);
         let warehouse = matches!(e.department.as_deref(), Some("Warehouse" | "Operations"));
-        assert_eq!(courses.contains("SAFETY-2026"), warehouse, "{}: {courses:?}", e.id);
+        assert_eq!(
+            courses.contains("SAFETY-2026"),
+            warehouse,
+            "{}: {courses:?}",
+            e.id
+        );
         let forklift = e.job_title.as_deref() == Some("Forklift Operator");
-        assert_eq!(courses.contains("FORKLIFT-CERT"), forklift, "{}: {courses:?}", e.id);
+        assert_eq!(
+            courses.contains("FORKLIFT-CERT"),
+            forklift,
+            "{}: {courses:?}",
+            e.id
+        );
     }
-    let safety_course = h.lms.courses().into_iter().find(|c| c.idnumber == "SAFETY-2026").unwrap();
-    let safety: Vec<_> = h.lms.enrolments().into_iter().filter(|e| e.courseid == safety_course.id).collect();
+    let safety_course = h
+        .lms
+        .courses()
+        .into_iter()
+        .find(|c| c.idnumber == "SAFETY-2026")
+        .unwrap();
+    let safety: Vec<_> = h
+        .lms
+        .enrolments()
+        .into_iter()
+        .filter(|e| e.courseid == safety_course.id)
+        .collect();
     assert!(!safety.is_empty());
-    assert!(safety.iter().all(|e| e.timeend.is_some()), "due dates are sent");
+    assert!(
+        safety.iter().all(|e| e.timeend.is_some()),
+        "due dates are sent"
+    );
     assert_eq!(report.enrollments, h.lms.enrolments().len());
 
     // Completions flow back on the next run.
@@ -69,9 +99,17 @@ async fn full_sync_provisions_enrolls_and_writes_back_completions() {
         .unwrap()
         .id
         .clone();
-    let someone_else = expected.iter().find(|id| **id != warehouse_worker).unwrap().clone();
-    h.lms.mark_completed(&warehouse_worker, "SAFETY-2026", Some(88.0), Some(true)).unwrap();
-    h.lms.mark_completed(&someone_else, "CODE-OF-CONDUCT", None, None).unwrap();
+    let someone_else = expected
+        .iter()
+        .find(|id| **id != warehouse_worker)
+        .unwrap()
+        .clone();
+    h.lms
+        .mark_completed(&warehouse_worker, "SAFETY-2026", Some(88.0), Some(true))
+        .unwrap();
+    h.lms
+        .mark_completed(&someone_else, "CODE-OF-CONDUCT", None, None)
+        .unwrap();
     let second = service.sync_link(LINK).await.unwrap();
     assert_eq!(second.completions_written, 2);
     assert_eq!(second.writes(), 2, "nothing else changed: {second:?}");
@@ -80,13 +118,25 @@ async fn full_sync_provisions_enrolls_and_writes_back_completions() {
     let type_id = |name: &str| types.iter().find(|(_, n)| n == name).unwrap().0;
     let records = h.hris.training_records();
     assert_eq!(records.len(), 2);
-    let safety_record = records.iter().find(|r| r.employee_id == warehouse_worker).unwrap();
+    let safety_record = records
+        .iter()
+        .find(|r| r.employee_id == warehouse_worker)
+        .unwrap();
     assert_eq!(safety_record.type_id, type_id("SAFETY-2026"));
     assert_eq!(safety_record.completed.len(), 10, "yyyy-mm-dd");
     let notes = safety_record.notes.as_deref().unwrap();
-    assert!(notes.contains("status=passed") && notes.contains("score=88"), "{notes}");
-    assert!(notes.contains("expires="), "recertification sets an expiry: {notes}");
-    let coc_record = records.iter().find(|r| r.employee_id == someone_else).unwrap();
+    assert!(
+        notes.contains("status=passed") && notes.contains("score=88"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("expires="),
+        "recertification sets an expiry: {notes}"
+    );
+    let coc_record = records
+        .iter()
+        .find(|r| r.employee_id == someone_else)
+        .unwrap();
     assert_eq!(coc_record.type_id, type_id("CODE-OF-CONDUCT"));
     assert!(!coc_record.notes.as_deref().unwrap().contains("expires="));
 }
@@ -98,7 +148,9 @@ async fn a_second_run_without_changes_writes_nothing() {
     let first = service.sync_link(LINK).await.unwrap();
     assert!(first.writes() > 0);
     let someone = h.lms.users()[0].idnumber.clone();
-    h.lms.mark_completed(&someone, "CODE-OF-CONDUCT", Some(100.0), Some(true)).unwrap();
+    h.lms
+        .mark_completed(&someone, "CODE-OF-CONDUCT", Some(100.0), Some(true))
+        .unwrap();
     service.sync_link(LINK).await.unwrap();
     assert_eq!(h.hris.training_records().len(), 1);
 
@@ -106,8 +158,16 @@ async fn a_second_run_without_changes_writes_nothing() {
     h.lms.reset_request_log();
     let third = service.sync_link(LINK).await.unwrap();
     assert_eq!(third.writes(), 0, "{third:?}");
-    assert!(!third.full_listing, "the run resumes from the changes cursor");
-    assert_eq!(h.hris.write_count(), 0, "HRIS writes: {:?}", h.hris.requests());
+    assert!(
+        !third.full_listing,
+        "the run resumes from the changes cursor"
+    );
+    assert_eq!(
+        h.hris.write_count(),
+        0,
+        "HRIS writes: {:?}",
+        h.hris.requests()
+    );
     assert_eq!(h.lms.write_count(), 0, "LMS writes: {:?}", h.lms.calls());
     assert_eq!(h.hris.training_records().len(), 1);
 
@@ -131,7 +191,11 @@ async fn lifecycle_changes_reassign_suspend_and_reactivate_the_same_account() {
         .hris
         .employees()
         .into_iter()
-        .find(|e| e.status == "Active" && e.employment_history_status.as_deref() == Some("Full-Time") && e.department.as_deref() == Some("Sales"))
+        .find(|e| {
+            e.status == "Active"
+                && e.employment_history_status.as_deref() == Some("Full-Time")
+                && e.department.as_deref() == Some("Sales")
+        })
         .unwrap();
     assert!(!courses_of(&h, &mover.id).contains("SAFETY-2026"));
     h.hris.update_employee(&mover.id, |e| {
@@ -144,7 +208,11 @@ async fn lifecycle_changes_reassign_suspend_and_reactivate_the_same_account() {
     assert_eq!(report.users_updated, 1);
     assert!(courses_of(&h, &mover.id).contains("SAFETY-2026"));
     let accounts = h.lms.user_by_idnumber(&mover.id);
-    assert_eq!(accounts.len(), 1, "an email change never creates a second account");
+    assert_eq!(
+        accounts.len(),
+        1,
+        "an email change never creates a second account"
+    );
     assert_eq!(accounts[0].email, "moved@acme.example");
     let lms_id = accounts[0].id;
 
@@ -189,28 +257,47 @@ async fn throttling_is_retried_after_the_advertised_delay() {
 async fn a_rejected_record_is_dead_lettered_and_the_rest_go_through() {
     let h = Harness::start(10).await.unwrap();
     // Moodle requires an email: this employee cannot be provisioned.
-    let victim = h.hris.employees().into_iter().find(|e| e.status == "Active").unwrap();
+    let victim = h
+        .hris
+        .employees()
+        .into_iter()
+        .find(|e| e.status == "Active")
+        .unwrap();
     h.hris.update_employee(&victim.id, |e| e.work_email = None);
     let service = h.service().unwrap();
     let report = service.sync_link(LINK).await.unwrap();
     assert!(h.lms.user_by_idnumber(&victim.id).is_empty());
-    assert_eq!(h.lms.users().len(), with_access(&h.hris.employees()).len() - 1);
+    assert_eq!(
+        h.lms.users().len(),
+        with_access(&h.hris.employees()).len() - 1
+    );
     let letters = service.state.dead_letters(LINK).unwrap();
     assert_eq!(report.dead_lettered, letters.len());
     assert!(letters.iter().all(|l| l.operation.employee_id == victim.id));
     assert_eq!(letters[0].operation.kind.name(), "upsert-user");
-    assert!(letters[0].reason.contains("no email"), "{}", letters[0].reason);
+    assert!(
+        letters[0].reason.contains("no email"),
+        "{}",
+        letters[0].reason
+    );
     // The victim's enrollments depend on the account: dead-lettered after it,
     // in order, so a replay can apply them in the same order.
     assert!(letters.len() >= 2);
     for later in &letters[1..] {
         assert_eq!(later.operation.kind.name(), "enroll");
-        assert!(later.reason.starts_with("blocked: upsert-user"), "{}", later.reason);
+        assert!(
+            later.reason.starts_with("blocked: upsert-user"),
+            "{}",
+            later.reason
+        );
     }
     // A second run does not dead-letter the same operations again.
     let again = service.sync_link(LINK).await.unwrap();
     assert_eq!(again.dead_lettered, 0);
-    assert_eq!(service.state.dead_letters(LINK).unwrap().len(), letters.len());
+    assert_eq!(
+        service.state.dead_letters(LINK).unwrap().len(),
+        letters.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +308,10 @@ async fn a_wrong_credential_stops_the_link_without_hammering() {
     let err = service.sync_link(LINK).await.unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("unauthorized"), "{message}");
-    assert!(!message.contains("wrong-key"), "the credential never appears: {message}");
+    assert!(
+        !message.contains("wrong-key"),
+        "the credential never appears: {message}"
+    );
     assert_eq!(h.hris.requests().len(), 1, "no retries on 401");
     assert!(h.lms.users().is_empty());
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use switchyard::state::OpKind;
+use switchyard::model::OpKind;
 use switchyard::webhook::{Ingress, router};
 use switchyard_testkit::harness::{Harness, LINK, Options};
 use switchyard_testkit::lms::LmsSim;
@@ -20,7 +20,7 @@ const MAX_BODY_KIB: usize = 4;
 /// (employee, course, attempt) of every `push-completion` in the outbox.
 type Pushes = BTreeSet<(String, String, String)>;
 
-fn pushes(state: &switchyard::state::State) -> Pushes {
+fn pushes(state: &switchyard::store::State) -> Pushes {
     state
         .outbox(LINK)
         .unwrap()
@@ -346,7 +346,8 @@ async fn a_bamboohr_change_webhook_with_an_hmac_header_plans_the_employee_once()
     let h = Harness::start_with(Options {
         employees: 10,
         page_size: 25,
-        link_extra: r#"fields = ["email", "given_name", "family_name", "department", "job_title"]"#.into(),
+        link_extra: r#"fields = ["email", "given_name", "family_name", "department", "job_title"]"#
+            .into(),
         ..Options::default()
     })
     .await
@@ -412,7 +413,7 @@ signed_payload = "body-then-timestamp"
         headers
     };
     let ingress = Ingress::for_service(&service).unwrap();
-    let enrolls = |state: &switchyard::state::State| -> Vec<String> {
+    let enrolls = |state: &switchyard::store::State| -> Vec<String> {
         state
             .outbox(LINK)
             .unwrap()
@@ -440,11 +441,11 @@ signed_payload = "body-then-timestamp"
         .state
         .put_connector_health(
             "hr",
-            &switchyard::state::ConnectorHealth {
+            &switchyard::store::ConnectorHealth {
                 plugin: plugin.name.clone(),
                 sha256: plugin.sha256.clone(),
                 faults_in_a_row: 5,
-                quarantine: Some(switchyard::state::Quarantine {
+                quarantine: Some(switchyard::store::Quarantine {
                     reason: "test".into(),
                     faults: 5,
                     at: "now".into(),
@@ -469,7 +470,11 @@ signed_payload = "body-then-timestamp"
     assert_eq!(enrolls(&service.state), vec!["FORKLIFT-CERT".to_owned()]);
     let snapshot = service.state.snapshot(LINK, &id).unwrap().unwrap().employee;
     assert_eq!(snapshot.job_title.as_deref(), Some("Forklift Operator"));
-    assert_eq!((snapshot.location, snapshot.hire_date), (None, None), "dropped fields stored from a webhook");
+    assert_eq!(
+        (snapshot.location, snapshot.hire_date),
+        (None, None),
+        "dropped fields stored from a webhook"
+    );
     // The sender retries the same delivery: same signature, a replay.
     let again = ingress
         .handle("hr", &deliver("bamboo-private-key", t), body.clone().into())

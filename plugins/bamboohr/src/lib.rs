@@ -146,7 +146,9 @@ fn page_size() -> Result<u32, ConnectorError> {
             .parse()
             .ok()
             .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ConnectorError::InvalidConfig(format!("page_size `{v}` is not 1..=1000"))),
+            .ok_or_else(|| {
+                ConnectorError::InvalidConfig(format!("page_size `{v}` is not 1..=1000"))
+            }),
     }
 }
 
@@ -242,7 +244,11 @@ fn fetch_one(api: &str, id: &str) -> Result<Option<BambooEmployee>, ConnectorErr
     response.error_for_status()?.json().map(Some)
 }
 
-fn changes(since: &str, latest: Option<String>, offset: usize) -> Result<EmployeePage, ConnectorError> {
+fn changes(
+    since: &str,
+    latest: Option<String>,
+    offset: usize,
+) -> Result<EmployeePage, ConnectorError> {
     let api = api()?;
     let changed: Changed = Request::get(format!("{api}/employees/changed"))
         .query("since", since)
@@ -292,7 +298,11 @@ impl HrisConnector for BambooHr {
         let api = api()?;
         let mut events = Vec::new();
         for entry in body.employees {
-            if entry.action.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("deleted")) {
+            if entry
+                .action
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case("deleted"))
+            {
                 continue;
             }
             if let Some(employee) = fetch_one(&api, &entry.id)? {
@@ -370,7 +380,10 @@ impl HrisConnector for BambooHr {
         if let Some(expires) = &completion.expires_at {
             notes.push_str(&format!(" expires={expires}"));
         }
-        let date = completion.completed_at.get(..10).unwrap_or(&completion.completed_at);
+        let date = completion
+            .completed_at
+            .get(..10)
+            .unwrap_or(&completion.completed_at);
         let body = serde_json::json!({ "completed": date, "type": kind.id, "notes": notes });
 
         // A new winner under the retake policy replaces the record of the

@@ -152,7 +152,10 @@ fn find_by_idnumber(hris_id: &str) -> Result<Option<User>, ConnectorError> {
     const F: &str = "core_user_get_users_by_field";
     let users: Vec<User> = decode(
         F,
-        call(F, &[param("field", "idnumber"), param("values[0]", hris_id)])?,
+        call(
+            F,
+            &[param("field", "idnumber"), param("values[0]", hris_id)],
+        )?,
     )?;
     Ok(users.into_iter().next())
 }
@@ -164,12 +167,25 @@ fn parse_user_id(id: &str) -> Result<u64, ConnectorError> {
 
 /// Profile fields Moodle requires, from the employee record.
 fn profile(e: &Employee, prefix: &str) -> Result<Vec<(String, String)>, ConnectorError> {
-    let email = e.email.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
-        ConnectorError::Rejected(format!("employee {} has no email; Moodle requires one", e.id))
-    })?;
+    let email = e
+        .email
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ConnectorError::Rejected(format!(
+                "employee {} has no email; Moodle requires one",
+                e.id
+            ))
+        })?;
     let mut params = vec![
-        param(&format!("{prefix}[firstname]"), e.given_name.as_deref().unwrap_or("-")),
-        param(&format!("{prefix}[lastname]"), e.family_name.as_deref().unwrap_or("-")),
+        param(
+            &format!("{prefix}[firstname]"),
+            e.given_name.as_deref().unwrap_or("-"),
+        ),
+        param(
+            &format!("{prefix}[lastname]"),
+            e.family_name.as_deref().unwrap_or("-"),
+        ),
         param(&format!("{prefix}[email]"), email),
         param(&format!("{prefix}[idnumber]"), &e.id),
     ];
@@ -185,7 +201,10 @@ fn profile(e: &Employee, prefix: &str) -> Result<Vec<(String, String)>, Connecto
 
 fn course_id(key: &str) -> Result<u64, ConnectorError> {
     const F: &str = "core_course_get_courses_by_field";
-    let found: Courses = decode(F, call(F, &[param("field", "idnumber"), param("value", key)])?)?;
+    let found: Courses = decode(
+        F,
+        call(F, &[param("field", "idnumber"), param("value", key)])?,
+    )?;
     found
         .courses
         .first()
@@ -213,13 +232,23 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 /// `yyyy-mm-dd` as the Unix time of the end of that day (UTC).
 fn end_of_day(date: &str) -> Result<i64, ConnectorError> {
     let bad = || ConnectorError::Rejected(format!("due date `{date}` is not yyyy-mm-dd"));
-    let mut parts = date.splitn(3, '-').map(|p| p.parse::<i64>().map_err(|_| bad()));
+    let mut parts = date
+        .splitn(3, '-')
+        .map(|p| p.parse::<i64>().map_err(|_| bad()));
     let (y, m, d) = (
         parts.next().ok_or_else(bad)??,
         parts.next().ok_or_else(bad)??,
@@ -273,7 +302,10 @@ impl LmsConnector for Moodle {
         let row = body.completion.ok_or_else(|| {
             ConnectorError::Rejected("course_completed webhook without `completion`".into())
         })?;
-        Ok(completion(row).map(WebhookEvent::Completion).into_iter().collect())
+        Ok(completion(row)
+            .map(WebhookEvent::Completion)
+            .into_iter()
+            .collect())
     }
 
     fn upsert_user(
@@ -311,7 +343,10 @@ impl LmsConnector for Moodle {
         let id = parse_user_id(&lms_user_id)?;
         call(
             "core_user_update_users",
-            &[param("users[0][id]", id), param("users[0][suspended]", u8::from(!active))],
+            &[
+                param("users[0][id]", id),
+                param("users[0][suspended]", u8::from(!active)),
+            ],
         )?;
         Ok(())
     }
@@ -329,7 +364,10 @@ impl LmsConnector for Moodle {
         let course = course_id(&course)?;
         call(
             "enrol_manual_unenrol_users",
-            &[param("enrolments[0][userid]", user), param("enrolments[0][courseid]", course)],
+            &[
+                param("enrolments[0][userid]", user),
+                param("enrolments[0][courseid]", course),
+            ],
         )?;
         Ok(())
     }
@@ -370,7 +408,11 @@ impl LmsConnector for Moodle {
             call(F, &[param("afterid", after), param("limitnum", limit)])?,
         )?;
         let last = rows.completions.last().map(|r| r.id).unwrap_or(after);
-        let completions = rows.completions.into_iter().filter_map(completion).collect();
+        let completions = rows
+            .completions
+            .into_iter()
+            .filter_map(completion)
+            .collect();
         Ok(CompletionPage {
             completions,
             next_cursor: Some(last.to_string()),

@@ -80,7 +80,8 @@ async fn call_latency(calls: usize) -> anyhow::Result<()> {
             allow: vec![Origin::parse("https://unused.example").map_err(anyhow::Error::msg)?],
             auth: None,
             limits: Limits::default(),
-        },
+        }
+        .grants(),
         plugin,
         None,
     );
@@ -131,7 +132,10 @@ async fn call_latency(calls: usize) -> anyhow::Result<()> {
     println!("plugin call (fresh store + instantiate + call), {calls} calls");
     println!("  switchyard connector   median {om:>10.1?}   p99 {op:>10.1?}");
     println!("  floor: raw wasmtime    median {fm:>10.1?}   p99 {fp:>10.1?}");
-    println!("  overhead               {:.2}x median", om.as_secs_f64() / fm.as_secs_f64());
+    println!(
+        "  overhead               {:.2}x median",
+        om.as_secs_f64() / fm.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -182,7 +186,10 @@ async fn listing(employees: usize, page_size: usize) -> anyhow::Result<()> {
         loop {
             let page: Page = client
                 .post(format!("{}/api/v1/datasets/employee", h.hris.base_url()))
-                .query(&[("page", page_no.to_string()), ("page_size", page_size.to_string())])
+                .query(&[
+                    ("page", page_no.to_string()),
+                    ("page_size", page_size.to_string()),
+                ])
                 .basic_auth(h.hris.api_key(), Some("x"))
                 .json(&serde_json::json!({ "fields": ["id"] }))
                 .send()
@@ -201,9 +208,18 @@ async fn listing(employees: usize, page_size: usize) -> anyhow::Result<()> {
     }
     let rate = |d: Duration| employees as f64 / d.as_secs_f64();
     println!("employee listing, {employees} employees in pages of {page_size} (best of 3)");
-    println!("  switchyard + bamboohr plugin  {best_ours:>10.1?}   {:>9.0} employees/s", rate(best_ours));
-    println!("  floor: native reqwest + serde {best_floor:>10.1?}   {:>9.0} employees/s", rate(best_floor));
-    println!("  overhead                      {:.2}x", best_ours.as_secs_f64() / best_floor.as_secs_f64());
+    println!(
+        "  switchyard + bamboohr plugin  {best_ours:>10.1?}   {:>9.0} employees/s",
+        rate(best_ours)
+    );
+    println!(
+        "  floor: native reqwest + serde {best_floor:>10.1?}   {:>9.0} employees/s",
+        rate(best_floor)
+    );
+    println!(
+        "  overhead                      {:.2}x",
+        best_ours.as_secs_f64() / best_floor.as_secs_f64()
+    );
 
     let t = Instant::now();
     let report = service.sync_link(LINK).await?;
@@ -218,7 +234,11 @@ async fn listing(employees: usize, page_size: usize) -> anyhow::Result<()> {
     );
     let t = Instant::now();
     let again = service.sync_link(LINK).await?;
-    println!("  second run, no changes: {:>10.1?}, {} writes", t.elapsed(), again.writes());
+    println!(
+        "  second run, no changes: {:>10.1?}, {} writes",
+        t.elapsed(),
+        again.writes()
+    );
     let t = Instant::now();
     let v = service.state.audit().verify()?;
     let elapsed = t.elapsed();
@@ -235,7 +255,8 @@ async fn listing(employees: usize, page_size: usize) -> anyhow::Result<()> {
 /// personal path per call, one transaction each) versus inserting the same
 /// JSON into a sled tree with no chain, digest or transaction.
 fn audit_append(records: usize) -> anyhow::Result<()> {
-    use switchyard::audit::{Audit, Event};
+    use switchyard::audit::Event;
+    use switchyard::store::AuditLog as Audit;
     let dir = tempfile::tempdir()?;
     let db = sled::open(dir.path())?;
     let audit = Audit::open(&db)?;
@@ -272,9 +293,18 @@ fn audit_append(records: usize) -> anyhow::Result<()> {
     let floor = t.elapsed();
     let per = |d: Duration| d / records as u32;
     println!("audit append, {records} records (one transaction each)");
-    println!("  switchyard audit log          {ours:>10.1?}   {:>9.1?}/record", per(ours));
-    println!("  floor: plain sled insert      {floor:>10.1?}   {:>9.1?}/record", per(floor));
-    println!("  overhead                      {:.2}x", ours.as_secs_f64() / floor.as_secs_f64());
+    println!(
+        "  switchyard audit log          {ours:>10.1?}   {:>9.1?}/record",
+        per(ours)
+    );
+    println!(
+        "  floor: plain sled insert      {floor:>10.1?}   {:>9.1?}/record",
+        per(floor)
+    );
+    println!(
+        "  overhead                      {:.2}x",
+        ours.as_secs_f64() / floor.as_secs_f64()
+    );
     Ok(())
 }
 

@@ -37,11 +37,21 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
-    println!("Simulated BambooHR at {} with {} employees", h.hris.base_url(), args.employees);
+    println!(
+        "Simulated BambooHR at {} with {} employees",
+        h.hris.base_url(),
+        args.employees
+    );
     println!("Simulated Moodle    at {}", h.lms.base_url());
     let service = h.service()?;
     for plugin in service.plugins.values() {
-        println!("Loaded plugin {:<9} {} (contract {}, sha256 {})", plugin.name, plugin.world, plugin.contract_version, plugin.version());
+        println!(
+            "Loaded plugin {:<9} {} (contract {}, sha256 {})",
+            plugin.name,
+            plugin.world,
+            plugin.contract_version,
+            plugin.version()
+        );
     }
 
     println!("\n== Run 1: provision the LMS from the HRIS ==");
@@ -56,10 +66,23 @@ async fn main() -> anyhow::Result<()> {
     let mut marked = 0;
     for (i, user) in users.iter().take(8).enumerate() {
         let courses = h.lms.enrolments_of(&user.idnumber);
-        let Some((course, _)) = courses.first() else { continue };
-        let (grade, passed) = if i == 3 { (Some(41.0), Some(false)) } else { (Some(70.0 + i as f64 * 3.5), Some(true)) };
-        h.lms.mark_completed(&user.idnumber, course, grade, passed)?;
-        println!("  {} {} finished {course} (score {:?}, passed {:?})", user.firstname, user.lastname, grade.unwrap_or_default(), passed.unwrap_or_default());
+        let Some((course, _)) = courses.first() else {
+            continue;
+        };
+        let (grade, passed) = if i == 3 {
+            (Some(41.0), Some(false))
+        } else {
+            (Some(70.0 + i as f64 * 3.5), Some(true))
+        };
+        h.lms
+            .mark_completed(&user.idnumber, course, grade, passed)?;
+        println!(
+            "  {} {} finished {course} (score {:?}, passed {:?})",
+            user.firstname,
+            user.lastname,
+            grade.unwrap_or_default(),
+            passed.unwrap_or_default()
+        );
         marked += 1;
     }
 
@@ -69,11 +92,20 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .find(|e| e.status == "Active" && e.department.as_deref() == Some("Sales"))
         .map(|e| e.id.clone());
-    if let Some(mover) = employees.iter().find(|e| e.status == "Active" && e.department.as_deref() == Some("Sales")) {
-        h.hris.update_employee(&mover.id, |e| e.department = Some("Warehouse".into()));
-        println!("  {} {}: Sales -> Warehouse", mover.first_name, mover.last_name);
+    if let Some(mover) = employees
+        .iter()
+        .find(|e| e.status == "Active" && e.department.as_deref() == Some("Sales"))
+    {
+        h.hris
+            .update_employee(&mover.id, |e| e.department = Some("Warehouse".into()));
+        println!(
+            "  {} {}: Sales -> Warehouse",
+            mover.first_name, mover.last_name
+        );
     }
-    if let Some(leaver) = employees.iter().rev().find(|e| e.status == "Active" && e.employment_history_status.as_deref() == Some("Full-Time")) {
+    if let Some(leaver) = employees.iter().rev().find(|e| {
+        e.status == "Active" && e.employment_history_status.as_deref() == Some("Full-Time")
+    }) {
         h.hris.update_employee(&leaver.id, |e| {
             e.status = "Inactive".into();
             e.employment_history_status = Some("Terminated".into());
@@ -85,7 +117,12 @@ async fn main() -> anyhow::Result<()> {
     let second = service.sync_link(LINK).await?;
     println!(
         "fetched {} changed employees, updated {} users, suspended {}, made {} enrollments, wrote {} of {} completions back",
-        second.employees_fetched, second.users_updated, second.users_suspended, second.enrollments, second.completions_written, marked
+        second.employees_fetched,
+        second.users_updated,
+        second.users_suspended,
+        second.enrollments,
+        second.completions_written,
+        marked
     );
 
     println!("\n== Run 3: nothing changed ==");
@@ -103,14 +140,30 @@ async fn main() -> anyhow::Result<()> {
     let suspended = h.lms.users().iter().filter(|u| u.suspended).count();
     println!("\n== Summary ==");
     println!("  employees fetched           {}", first.employees_fetched);
-    println!("  LMS users created           {} ({} suspended)", h.lms.users().len(), suspended);
+    println!(
+        "  LMS users created           {} ({} suspended)",
+        h.lms.users().len(),
+        suspended
+    );
     println!("  enrollments                 {}", h.lms.enrolments().len());
-    println!("  completions written back    {} training records in the HRIS", records.len());
+    println!(
+        "  completions written back    {} training records in the HRIS",
+        records.len()
+    );
     for r in records.iter().take(3) {
-        println!("    employee {} type {} completed {} ({})", r.employee_id, r.type_id, r.completed, r.notes.as_deref().unwrap_or(""));
+        println!(
+            "    employee {} type {} completed {} ({})",
+            r.employee_id,
+            r.type_id,
+            r.completed,
+            r.notes.as_deref().unwrap_or("")
+        );
     }
     println!("  configuration               {}", h.config_path.display());
-    println!("  state (sled)                {}", service.config.data_dir.display());
+    println!(
+        "  state (sled)                {}",
+        service.config.data_dir.display()
+    );
     let counts = service.state.counts(LINK);
     println!(
         "  state holds                 {} employees, {} accounts, {} enrollments, {} completions",
@@ -121,7 +174,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  audit log                   {} records, chain {} (head {})",
         verification.records,
-        if verification.broken.is_none() { "verified" } else { "BROKEN" },
+        if verification.broken.is_none() {
+            "verified"
+        } else {
+            "BROKEN"
+        },
         verification.head
     );
     let why = switchyard::audit::Filter {
@@ -139,8 +196,15 @@ async fn main() -> anyhow::Result<()> {
             e.record.cause.as_deref().unwrap_or("")
         );
     }
-    println!("  try: switchyard audit tail --config {}", h.config_path.display());
-    if first.users_created == 0 || records.is_empty() || third.writes() != 0 || verification.broken.is_some() {
+    println!(
+        "  try: switchyard audit tail --config {}",
+        h.config_path.display()
+    );
+    if first.users_created == 0
+        || records.is_empty()
+        || third.writes() != 0
+        || verification.broken.is_some()
+    {
         anyhow::bail!("the demo did not reach the expected end state");
     }
     Ok(())

@@ -23,8 +23,13 @@ wit_bindgen::generate!({
 struct Future;
 
 impl exports::switchyard::connector::employee_source::Guest for Future {
-    fn fetch_employees(_cursor: Option<String>) -> exports::switchyard::connector::employee_source::EmployeePage {
-        exports::switchyard::connector::employee_source::EmployeePage { ids: Vec::new(), next_cursor: None }
+    fn fetch_employees(
+        _cursor: Option<String>,
+    ) -> exports::switchyard::connector::employee_source::EmployeePage {
+        exports::switchyard::connector::employee_source::EmployeePage {
+            ids: Vec::new(),
+            next_cursor: None,
+        }
     }
 }
 

@@ -21,7 +21,9 @@
 //! - `recursion`: recurse without end (stack limit).
 
 use switchyard_sdk::http::Request;
-use switchyard_sdk::{ConnectorError, Employee, EmployeePage, EmploymentStatus, HrisConnector, config};
+use switchyard_sdk::{
+    ConnectorError, Employee, EmployeePage, EmploymentStatus, HrisConnector, config,
+};
 
 struct Hostile;
 
@@ -74,7 +76,9 @@ impl HrisConnector for Hostile {
                 let args: Vec<String> = std::env::args().collect();
                 let file = std::fs::read_to_string("/etc/passwd").is_ok();
                 let dir = std::fs::read_dir("/").is_ok();
-                Ok(page(format!("env={env:?} args={args:?} file={file} dir={dir}")))
+                Ok(page(format!(
+                    "env={env:?} args={args:?} file={file} dir={dir}"
+                )))
             }
             "status" => match Request::get(&target).send() {
                 Ok(response) => Ok(page(format!(
@@ -104,7 +108,10 @@ impl HrisConnector for Hostile {
                 }
                 Ok(page("printed".into()))
             }
-            "upload" => match Request::post(&target).form(&[("data", "u".repeat(number("bytes")))]).send() {
+            "upload" => match Request::post(&target)
+                .form(&[("data", "u".repeat(number("bytes")))])
+                .send()
+            {
                 Ok(response) => Ok(page(response.text())),
                 Err(ConnectorError::Transient(refusal)) => Ok(page(format!("refused: {refusal}"))),
                 Err(e) => Err(e),
@@ -115,7 +122,9 @@ impl HrisConnector for Hostile {
                 }
                 Ok(page("ok".into()))
             }
-            other => Err(ConnectorError::InvalidConfig(format!("unknown mode `{other}`"))),
+            other => Err(ConnectorError::InvalidConfig(format!(
+                "unknown mode `{other}`"
+            ))),
         }
     }
 }

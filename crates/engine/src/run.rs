@@ -1,0 +1,964 @@
+//! One sync run of a link: the shell around the planner that fetches,
+//! stores and sends.
+//!
+//! A run is plan -> outbox -> apply:
+//!
+//! 1. finish what an earlier run left in the outbox (a crash, a stop);
+//! 2. list employees through the HRIS plugin and plan, per employee, the
+//!    operations that bring the LMS in line (`plan`); check the plan against
+//!    the mass-deactivation guard; commit snapshots, operations and the
+//!    employee cursor in sled transactions (the cursor with the last chunk);
+//! 3. apply the outbox: each employee's operations in order, employees in
+//!    parallel, each success recorded with its effect in one transaction;
+//! 4. list completions through the LMS plugin, let the retake policy pick
+//!    winners, commit them with their `push-completion` operations and the
+//!    completion cursor per page, and apply again.
+//!
+//! **Invariant:** every write goes out with a deterministic idempotency key
+//! and is recorded as done when it succeeds; a done key is never sent again.
+//!
+//! **Invariant:** a cursor advances only in the transaction that puts the
+//! operations its pages produced into the outbox.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+
+use switchyard_audit::Event;
+use switchyard_model::{
+    Account, Completion, ConnectorError, Effect, Enrollment, OpKind, Operation, PlannedEmployee,
+    Remedy, Winner, now_ms,
+};
+use switchyard_runtime::{CallContext, Connector};
+use switchyard_store::{LinkStatus, State};
+
+use crate::plan::{PlannedOperation, Planner};
+use crate::policy::LinkConfig;
+use crate::{retake, rules};
+
+/// Attempts of one operation before it is given up on.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// First backoff step; doubles per attempt, with full jitter.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Longest wait between two attempts, whatever Retry-After says.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Employees committed per transaction.
+const COMMIT_CHUNK: usize = 500;
+
+/// What one run did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    /// Link name.
+    pub link: String,
+    /// A dry run: nothing was written.
+    pub dry_run: bool,
+    /// Whether the employee listing was full (not changes only).
+    pub full_listing: bool,
+    /// Employee records fetched from the HRIS.
+    pub employees_fetched: usize,
+    /// Operations left by an earlier run and finished by this one.
+    pub resumed: usize,
+    /// LMS accounts created.
+    pub users_created: usize,
+    /// LMS accounts updated (name, email, department or location changed).
+    pub users_updated: usize,
+    /// LMS accounts suspended.
+    pub users_suspended: usize,
+    /// LMS accounts reactivated.
+    pub users_reactivated: usize,
+    /// Enrollments made.
+    pub enrollments: usize,
+    /// Enrollments withdrawn.
+    pub unenrollments: usize,
+    /// Completions fetched from the LMS.
+    pub completions_fetched: usize,
+    /// Completions written to the HRIS.
+    pub completions_written: usize,
+    /// Completions the retake policy did not pick.
+    pub completions_not_winning: usize,
+    /// Completions of people this link does not know.
+    pub completions_skipped: usize,
+    /// Operations given up on (see dead letters).
+    pub dead_lettered: usize,
+    /// Retries made.
+    pub retries: usize,
+    /// Operations still waiting in the outbox after the run.
+    pub pending: usize,
+    /// In a dry run: what would be done.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedOperation>,
+}
+
+impl RunReport {
+    fn add(&mut self, other: &RunReport) {
+        self.users_created += other.users_created;
+        self.users_updated += other.users_updated;
+        self.users_suspended += other.users_suspended;
+        self.users_reactivated += other.users_reactivated;
+        self.enrollments += other.enrollments;
+        self.unenrollments += other.unenrollments;
+        self.completions_written += other.completions_written;
+        self.dead_lettered += other.dead_lettered;
+        self.retries += other.retries;
+        self.resumed += other.resumed;
+    }
+
+    /// Write calls that succeeded.
+    pub fn writes(&self) -> usize {
+        self.users_created
+            + self.users_updated
+            + self.users_suspended
+            + self.users_reactivated
+            + self.enrollments
+            + self.unenrollments
+            + self.completions_written
+    }
+}
+
+/// A link run stopped and the link needs an operator.
+#[derive(Debug, thiserror::Error)]
+#[error("link `{link}` stopped: {operation} failed: {error}")]
+pub struct LinkStopped {
+    /// Link.
+    pub link: String,
+    /// Operation.
+    pub operation: String,
+    /// The error.
+    pub error: ConnectorError,
+}
+
+/// A run halted before acting because it would deactivate too many accounts.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "link `{link}` halted: the run would suspend {planned} accounts, more than max_deactivations = {limit} allows ({allowed}); nothing was changed. If this is right, run `switchyard sync --approve-deactivations {link}`"
+)]
+pub struct LinkHalted {
+    /// Link.
+    pub link: String,
+    /// Deactivations planned.
+    pub planned: usize,
+    /// Deactivations allowed.
+    pub allowed: usize,
+    /// The configured limit.
+    pub limit: String,
+}
+
+/// A run stopped at a checkpoint because the daemon is shutting down: no
+/// operation was abandoned half-way; what is left waits in the outbox for
+/// the next run.
+#[derive(Debug, thiserror::Error)]
+#[error("link `{link}`: run stopped at a checkpoint for shutdown; the outbox holds what is left")]
+pub struct Interrupted {
+    /// Link.
+    pub link: String,
+}
+
+/// How to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Plan and print; write nothing, call no write function.
+    pub dry_run: bool,
+    /// The operator approves deactivations past the guard for this run.
+    pub approve_deactivations: bool,
+    /// List every employee, not only the changes since the last run (also
+    /// notes who is gone from the HRIS, for retention).
+    pub full_listing: bool,
+}
+
+/// Everything one link needs to run.
+pub struct LinkRun<'a> {
+    /// Link name.
+    pub name: &'a str,
+    /// Its configuration.
+    pub link: &'a LinkConfig,
+    /// The HRIS connector.
+    pub hris: &'a Connector,
+    /// The LMS connector.
+    pub lms: &'a Connector,
+    /// State.
+    pub state: &'a State,
+    /// Today's date, for due dates and recertification.
+    pub today: time::Date,
+    /// Set when the run must stop at its next checkpoint: before the next
+    /// page is fetched or the next operation is sent (one in flight
+    /// finishes and is recorded).
+    pub stop: &'a AtomicBool,
+    /// Told the outcome of every operation attempt (metrics).
+    pub observer: &'a dyn RunObserver,
+}
+
+/// How one attempt at an outbox operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationResult {
+    /// Done and recorded.
+    Ok,
+    /// Failed; it will be retried.
+    Retry,
+    /// Given up on (dead letter).
+    DeadLetter,
+    /// Failed in a way that stops the link; it stays in the outbox.
+    Stopped,
+}
+
+impl OperationResult {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            OperationResult::Ok => "ok",
+            OperationResult::Retry => "retry",
+            OperationResult::DeadLetter => "dead-letter",
+            OperationResult::Stopped => "stopped",
+        }
+    }
+}
+
+/// Receives what a run does as it goes, besides its [`RunReport`]: the
+/// service turns it into metrics. The engine itself records nothing.
+pub trait RunObserver: Send + Sync {
+    /// One attempt at an outbox operation of `kind` (a contract function) ended.
+    fn operation(&self, link: &str, kind: &'static str, result: OperationResult);
+}
+
+/// An observer that ignores everything.
+pub struct Unobserved;
+
+impl RunObserver for Unobserved {
+    fn operation(&self, _: &str, _: &'static str, _: OperationResult) {}
+}
+
+/// A deterministic idempotency key for an effect.
+pub fn idempotency_key(parts: &[&str]) -> String {
+    let digest = Sha256::digest(parts.join("\0").as_bytes());
+    hex::encode(&digest[..16])
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Delay before retry `attempt` (1-based): Retry-After when given, else
+/// exponential backoff with full jitter.
+fn backoff(attempt: u32, after: Option<u32>) -> Duration {
+    match after {
+        Some(seconds) => Duration::from_secs(seconds.into()),
+        None => (BACKOFF_BASE * 2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+            .mul_f64(fastrand::f64()),
+    }
+    .min(MAX_WAIT)
+}
+
+impl LinkRun<'_> {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// A checkpoint: everything so far is durable; stop here if asked to.
+    fn checkpoint(&self) -> anyhow::Result<()> {
+        if self.stopping() {
+            return Err(Interrupted {
+                link: self.name.to_owned(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Wait before a retry, cut short by a stop request.
+    async fn pause(&self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while !self.stopping() {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(100))).await;
+        }
+    }
+
+    fn stopped(&self, operation: &str, error: ConnectorError) -> LinkStopped {
+        LinkStopped {
+            link: self.name.to_owned(),
+            operation: operation.to_owned(),
+            error,
+        }
+    }
+
+    /// Run the link once.
+    pub async fn run(&self, options: RunOptions) -> anyhow::Result<RunReport> {
+        let mut report = RunReport {
+            link: self.name.to_owned(),
+            dry_run: options.dry_run,
+            ..RunReport::default()
+        };
+        if !options.dry_run {
+            let mut resumed = RunReport::default();
+            self.apply_outbox(&mut resumed).await?;
+            resumed.resumed = resumed.writes() + resumed.dead_lettered;
+            report.add(&resumed);
+        }
+        self.checkpoint()?;
+        self.provision(options, &mut report).await?;
+        self.checkpoint()?;
+        self.completions(options, &mut report).await?;
+        self.checkpoint()?;
+        if !options.dry_run {
+            self.state.flush()?;
+            report.pending = self.state.counts(self.name).outbox;
+        }
+        Ok(report)
+    }
+
+    /// Apply the outbox only (after a dead-letter replay).
+    pub async fn drain(&self) -> anyhow::Result<RunReport> {
+        let mut report = RunReport {
+            link: self.name.to_owned(),
+            ..RunReport::default()
+        };
+        self.apply_outbox(&mut report).await?;
+        self.state.flush()?;
+        self.checkpoint()?;
+        report.pending = self.state.counts(self.name).outbox;
+        Ok(report)
+    }
+
+    /// Call a read function until it succeeds or its error says not to retry.
+    async fn read<T>(
+        &self,
+        operation: &str,
+        retries: &mut usize,
+        mut f: impl AsyncFnMut() -> Result<T, ConnectorError>,
+    ) -> Result<T, LinkStopped> {
+        let mut attempt = 0;
+        loop {
+            let error = match CallContext::link(self.name).scope(f()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            attempt += 1;
+            match error.remedy() {
+                Remedy::Retry(after) if attempt < MAX_ATTEMPTS => {
+                    let wait = backoff(attempt, after);
+                    tracing::info!(
+                        link = self.name,
+                        operation,
+                        attempt,
+                        ?wait,
+                        "retrying: {error}"
+                    );
+                    *retries += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Err(self.stopped(operation, error)),
+            }
+        }
+    }
+
+    async fn provision(&self, options: RunOptions, report: &mut RunReport) -> anyhow::Result<()> {
+        let last_full = self.state.cursor(self.name, "full-listing-at")?;
+        let full_due = last_full
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .is_none_or(|ms| {
+                now_ms().saturating_sub(ms) >= self.link.full_listing_every.as_millis() as u64
+            });
+        let resume = match options.full_listing || full_due {
+            true => None,
+            false => self.state.cursor(self.name, "employees")?,
+        };
+        report.full_listing = resume.is_none();
+        let mut cursor = resume;
+        let mut employees = Vec::new();
+        let final_cursor = loop {
+            self.checkpoint()?;
+            let page = self
+                .read("fetch-employees", &mut report.retries, async || {
+                    self.hris.fetch_employees(cursor.as_deref()).await
+                })
+                .await?;
+            // Privacy: whatever the allowlist drops is never planned,
+            // stored or sent to the LMS.
+            employees.extend(
+                page.employees
+                    .into_iter()
+                    .map(|e| self.link.fields.apply(e)),
+            );
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break page.changes_cursor,
+            }
+        };
+        report.employees_fetched = employees.len();
+
+        let planner = Planner {
+            link_name: self.name,
+            link: self.link,
+            state: self.state,
+            today: self.today,
+        };
+        // One plan per employee id: a listing that repeats an employee keeps
+        // the last record.
+        let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, e) in employees.iter().enumerate() {
+            by_id.insert(e.id.clone(), i);
+        }
+        let mut planned: Vec<PlannedEmployee> = Vec::with_capacity(by_id.len());
+        for &i in by_id.values() {
+            planned.push(planner.plan_employee(&employees[i])?);
+        }
+        if !report.full_listing {
+            // A changes-only listing leaves out whoever did not change; their
+            // stored record still counts for what time or a new rule brings
+            // (recertification, assignments added to the configuration).
+            // The allowlist applies to stored records too: a field dropped
+            // from `fields` since they were stored leaves the snapshot now.
+            for snapshot in self.state.snapshots(self.name)? {
+                if !by_id.contains_key(&snapshot.employee.id) {
+                    planned
+                        .push(planner.plan_employee(&self.link.fields.apply(snapshot.employee))?);
+                }
+            }
+        }
+
+        let deactivations = planned
+            .iter()
+            .flat_map(|p| &p.operations)
+            .filter(|op| matches!(op.kind, OpKind::SetActive { active: false }))
+            .count();
+        let active_accounts = self
+            .state
+            .accounts(self.name)?
+            .iter()
+            .filter(|(_, a)| a.active)
+            .count();
+        let allowed = self.link.max_deactivations.allowed(active_accounts);
+        let mut status = self.state.link_status(self.name)?;
+        if deactivations > allowed && !options.approve_deactivations {
+            let halted = LinkHalted {
+                link: self.name.to_owned(),
+                planned: deactivations,
+                allowed,
+                limit: self.link.max_deactivations.to_string(),
+            };
+            if !options.dry_run {
+                status.halted = Some(halted.to_string());
+                self.state.put_link_status(self.name, &status)?;
+            }
+            tracing::error!("{halted}");
+            return Err(halted.into());
+        }
+
+        if options.dry_run {
+            report.plan.extend(
+                planned
+                    .iter()
+                    .flat_map(|p| &p.operations)
+                    .map(PlannedOperation::from),
+            );
+            return Ok(());
+        }
+        if status != LinkStatus::default() {
+            self.state
+                .put_link_status(self.name, &LinkStatus::default())?;
+        }
+        let chunks: Vec<&[PlannedEmployee]> = planned.chunks(COMMIT_CHUNK).collect();
+        let last = chunks.len().saturating_sub(1);
+        let cursor_update = ("employees", final_cursor.as_deref());
+        if chunks.is_empty() {
+            self.state
+                .commit_plan(self.name, &[], Some(cursor_update))?;
+        }
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            self.state
+                .commit_plan(self.name, chunk, (i == last).then_some(cursor_update))?;
+        }
+        if report.full_listing {
+            let listed = by_id.into_keys().collect();
+            self.state.note_departures(self.name, &listed)?;
+            self.state
+                .put_cursor(self.name, "full-listing-at", &now_ms().to_string())?;
+        }
+        self.apply_outbox(report).await
+    }
+
+    async fn completions(&self, options: RunOptions, report: &mut RunReport) -> anyhow::Result<()> {
+        let mut cursor = self.state.cursor(self.name, "completions")?;
+        // Winners decided earlier in this run (a dry run commits nothing, so
+        // later pages must see them here).
+        let mut decided: BTreeMap<(String, String), Winner> = BTreeMap::new();
+        loop {
+            self.checkpoint()?;
+            let page = self
+                .read("fetch-completions", &mut report.retries, async || {
+                    self.lms.fetch_completions(cursor.as_deref()).await
+                })
+                .await?;
+            report.completions_fetched += page.completions.len();
+            let decisions = decide_completions(
+                self.name,
+                self.link,
+                self.state,
+                page.completions,
+                &mut decided,
+            )?;
+            report.completions_not_winning += decisions.not_winning;
+            report.completions_skipped += decisions.skipped;
+            let (seen, winners) = (decisions.seen, decisions.winners);
+            if options.dry_run {
+                report
+                    .plan
+                    .extend(winners.iter().map(|(_, op)| PlannedOperation::from(op)));
+            } else {
+                self.state.commit_completions(
+                    self.name,
+                    &seen,
+                    &winners,
+                    page.next_cursor.as_deref(),
+                )?;
+            }
+            if page.next_cursor.is_some() {
+                cursor = page.next_cursor;
+            }
+            if !page.more {
+                break;
+            }
+        }
+        if !options.dry_run {
+            self.apply_outbox(report).await?;
+        }
+        Ok(())
+    }
+
+    /// Apply everything in the outbox: employees in parallel, each
+    /// employee's operations in order.
+    async fn apply_outbox(&self, report: &mut RunReport) -> anyhow::Result<()> {
+        let groups = self.state.outbox(self.name)?;
+        let outcomes: Vec<RunReport> = futures::stream::iter(groups)
+            .map(|group| self.apply_group(group))
+            .buffer_unordered(self.link.concurrency)
+            .try_collect()
+            .await?;
+        for outcome in &outcomes {
+            report.add(outcome);
+        }
+        Ok(())
+    }
+
+    async fn apply_group(&self, group: Vec<Operation>) -> anyhow::Result<RunReport> {
+        let mut report = RunReport::default();
+        let mut blocked: Option<String> = None;
+        for mut op in group {
+            if let Some(reason) = &blocked {
+                // An earlier operation of this employee was given up on; the
+                // later ones depend on it and keep its order in the DLQ.
+                let reason = format!("blocked: {reason}");
+                let event = self
+                    .op_event(&op, "operation.dead-lettered")
+                    .personal(serde_json::json!({ "reason": reason }));
+                self.state
+                    .dead_letter(self.name, &op, &reason, &now_rfc3339(), event)?;
+                self.observer
+                    .operation(self.name, op.kind.name(), OperationResult::DeadLetter);
+                report.dead_lettered += 1;
+                continue;
+            }
+            if self.stopping() {
+                // A checkpoint: this operation and the rest of the
+                // employee's stay in the outbox, in order.
+                return Ok(report);
+            }
+            loop {
+                let context = CallContext::operation(self.name, &op.employee_id, &op.key);
+                let error = match context.scope(self.execute(&op, &mut report)).await? {
+                    Ok((effect, outcome)) => {
+                        self.state.complete(
+                            self.name,
+                            &op,
+                            &effect,
+                            self.op_event(&op, outcome),
+                        )?;
+                        self.observer
+                            .operation(self.name, op.kind.name(), OperationResult::Ok);
+                        break;
+                    }
+                    Err(error) => error,
+                };
+                op.attempts += 1;
+                op.last_error = Some(error.to_string());
+                match error.remedy() {
+                    Remedy::Retry(after) if op.attempts < MAX_ATTEMPTS => {
+                        let wait = backoff(op.attempts, after);
+                        op.next_attempt_at = now_ms() + wait.as_millis() as u64;
+                        self.state.reschedule(self.name, &op)?;
+                        self.observer
+                            .operation(self.name, op.kind.name(), OperationResult::Retry);
+                        tracing::info!(link = self.name, operation = op.kind.name(), employee = %op.employee_id, attempt = op.attempts, ?wait, "retrying: {error}");
+                        report.retries += 1;
+                        self.pause(wait).await;
+                        if self.stopping() {
+                            // Rescheduled above; the next run retries it.
+                            return Ok(report);
+                        }
+                    }
+                    Remedy::Retry(_) | Remedy::DeadLetter => {
+                        let reason = if error.remedy() == Remedy::DeadLetter {
+                            error.to_string()
+                        } else {
+                            format!("gave up after {} attempts: {error}", op.attempts)
+                        };
+                        let event = self
+                            .op_event(&op, "operation.dead-lettered")
+                            .personal(serde_json::json!({ "reason": reason }));
+                        let id = self.state.dead_letter(
+                            self.name,
+                            &op,
+                            &reason,
+                            &now_rfc3339(),
+                            event,
+                        )?;
+                        self.observer.operation(
+                            self.name,
+                            op.kind.name(),
+                            OperationResult::DeadLetter,
+                        );
+                        tracing::warn!(link = self.name, operation = op.kind.name(), employee = %op.employee_id, dead_letter = id, "dead-lettered: {reason}");
+                        report.dead_lettered += 1;
+                        blocked = Some(format!("{} (dead letter {id}) failed", op.kind.name()));
+                        break;
+                    }
+                    Remedy::Stop => {
+                        self.state.reschedule(self.name, &op)?;
+                        self.observer.operation(
+                            self.name,
+                            op.kind.name(),
+                            OperationResult::Stopped,
+                        );
+                        return Err(self.stopped(op.kind.name(), error).into());
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The audit record of an operation's outcome: what, about whom, why,
+    /// and the key that ties it to the outbox. Names, emails and completion
+    /// details are personal (erasable); course, rule and key are not.
+    fn op_event(&self, op: &Operation, kind: &str) -> Event {
+        let event = Event::new(kind)
+            .link(self.name)
+            .employee(&op.employee_id)
+            .key(&op.key)
+            .cause(&op.cause);
+        let event = match &op.kind {
+            OpKind::PushCompletion { .. } => event.connector(&self.link.hris),
+            _ => event.connector(&self.link.lms),
+        };
+        let detail = |mut d: serde_json::Value| {
+            d["operation"] = op.kind.name().into();
+            d["attempts"] = (op.attempts + 1).into();
+            d
+        };
+        match &op.kind {
+            OpKind::UpsertUser { employee } => event
+                .detail(detail(serde_json::json!({})))
+                .personal(serde_json::json!({
+                    "email": employee.email,
+                    "given_name": employee.given_name,
+                    "family_name": employee.family_name,
+                })),
+            OpKind::SetActive { active } => {
+                event.detail(detail(serde_json::json!({ "active": active })))
+            }
+            OpKind::Enroll {
+                course,
+                due,
+                cycle,
+                rule,
+                ..
+            } => event.course(course).detail(detail(
+                serde_json::json!({ "due": due, "cycle": cycle, "rule": rule }),
+            )),
+            OpKind::Unenroll { course } => {
+                event.course(course).detail(detail(serde_json::json!({})))
+            }
+            OpKind::PushCompletion {
+                completion: c,
+                supersedes,
+            } => event
+                .course(&c.course_id)
+                .detail(detail(
+                    serde_json::json!({ "attempt": c.attempt_id, "supersedes": supersedes }),
+                ))
+                .personal(serde_json::json!({
+                    "status": c.status,
+                    "completed_at": c.completed_at,
+                    "score": c.score,
+                    "expires_at": c.expires_at,
+                })),
+        }
+    }
+
+    /// Call the plugin for one operation; `Ok(Err)` is the plugin's error.
+    /// On success: the effect and the audit kind of the outcome.
+    async fn execute(
+        &self,
+        op: &Operation,
+        report: &mut RunReport,
+    ) -> anyhow::Result<Result<(Effect, &'static str), ConnectorError>> {
+        let account = self.state.account(self.name, &op.employee_id)?;
+        let needs_account = || {
+            ConnectorError::Rejected(format!(
+                "employee {} has no LMS account (upsert-user has not succeeded)",
+                op.employee_id
+            ))
+        };
+        let key = op.key.as_str();
+        Ok(match &op.kind {
+            OpKind::UpsertUser { employee } => {
+                let known = account.as_ref().map(|a| a.lms_user_id.as_str());
+                self.lms
+                    .upsert_user(employee, known, key)
+                    .await
+                    .map(|lms_user_id| {
+                        let outcome = match &account {
+                            None => {
+                                report.users_created += 1;
+                                "user.created"
+                            }
+                            Some(_) => {
+                                report.users_updated += 1;
+                                "user.updated"
+                            }
+                        };
+                        let effect = Effect::Account(Account {
+                            lms_user_id,
+                            active: account.as_ref().is_none_or(|a| a.active),
+                        });
+                        (effect, outcome)
+                    })
+            }
+            OpKind::SetActive { active } => match account {
+                None => Err(needs_account()),
+                Some(account) => self
+                    .lms
+                    .set_active(&account.lms_user_id, *active, key)
+                    .await
+                    .map(|()| {
+                        let outcome = if *active {
+                            report.users_reactivated += 1;
+                            "user.reactivated"
+                        } else {
+                            report.users_suspended += 1;
+                            "user.suspended"
+                        };
+                        let effect = Effect::Account(Account {
+                            active: *active,
+                            ..account
+                        });
+                        (effect, outcome)
+                    }),
+            },
+            OpKind::Enroll {
+                course,
+                due,
+                cycle,
+                rule,
+                assigned_on,
+            } => match account {
+                None => Err(needs_account()),
+                Some(account) => self
+                    .lms
+                    .enroll(&account.lms_user_id, course, due.as_deref(), key)
+                    .await
+                    .map(|()| {
+                        report.enrollments += 1;
+                        let effect = Effect::Enrolled {
+                            course: course.clone(),
+                            enrollment: Enrollment {
+                                due: due.clone(),
+                                rule: rule.clone(),
+                                cycle: *cycle,
+                                assigned_on: assigned_on.clone(),
+                            },
+                        };
+                        (effect, "course.enrolled")
+                    }),
+            },
+            OpKind::Unenroll { course } => match account {
+                None => Err(needs_account()),
+                Some(account) => self
+                    .lms
+                    .unenroll(&account.lms_user_id, course, key)
+                    .await
+                    .map(|()| {
+                        report.unenrollments += 1;
+                        (
+                            Effect::Unenrolled {
+                                course: course.clone(),
+                            },
+                            "course.unenrolled",
+                        )
+                    }),
+            },
+            OpKind::PushCompletion {
+                completion,
+                supersedes,
+            } => self
+                .hris
+                .push_completion(completion, key, supersedes.as_deref())
+                .await
+                .map(|()| {
+                    report.completions_written += 1;
+                    (Effect::None, "completion.written")
+                }),
+        })
+    }
+}
+
+/// What a link's retake policy makes of a batch of completions.
+#[derive(Debug, Default)]
+pub struct CompletionDecisions {
+    /// Attempts considered for the first time, to record as seen.
+    pub seen: Vec<Completion>,
+    /// New winners and the `push-completion` operations that write them.
+    pub winners: Vec<(Winner, Operation)>,
+    /// Attempts the policy did not pick.
+    pub not_winning: usize,
+    /// Attempts of employees the link does not know.
+    pub skipped: usize,
+}
+
+/// Apply `link`'s retake policy to `completions`: skip attempts seen before
+/// (by employee, course, attempt) and of unknown employees, compute the
+/// expiry, pick winners and plan their writes with deterministic keys.
+///
+/// The one place completions are decided: a poll (`LinkRun`) and a webhook
+/// (`webhook`) both come here, so an attempt that arrives both ways is
+/// decided once and written with one idempotency key. `decided` holds
+/// winners chosen earlier in the same batch of pages and not committed yet.
+pub fn decide_completions(
+    name: &str,
+    link: &LinkConfig,
+    state: &State,
+    completions: Vec<Completion>,
+    decided: &mut BTreeMap<(String, String), Winner>,
+) -> anyhow::Result<CompletionDecisions> {
+    let mut decisions = CompletionDecisions::default();
+    for c in completions {
+        if state.is_seen(name, &c)?
+            || decisions.seen.iter().any(|s: &Completion| {
+                s.employee_id == c.employee_id
+                    && s.course_id == c.course_id
+                    && s.attempt_id == c.attempt_id
+            })
+        {
+            continue;
+        }
+        decisions.seen.push(c.clone());
+        let Some(snapshot) = state.snapshot(name, &c.employee_id)? else {
+            tracing::debug!(link = name, employee = %c.employee_id, "completion of an unknown employee skipped");
+            decisions.skipped += 1;
+            continue;
+        };
+        let mut c = c;
+        if c.expires_at.is_none()
+            && let Some(days) =
+                rules::recertify_every_days(&link.rules, &snapshot.employee, &c.course_id)
+        {
+            c.expires_at = add_days(&c.completed_at, days);
+        }
+        let slot = (c.employee_id.clone(), c.course_id.clone());
+        let current = match decided.get(&slot) {
+            Some(w) => Some(w.clone()),
+            None => state.winner(name, &c.employee_id, &c.course_id)?,
+        };
+        if !retake::wins(
+            link.completion_policy,
+            &c,
+            current.as_ref().map(|w| &w.completion),
+        ) {
+            decisions.not_winning += 1;
+            continue;
+        }
+        let key = idempotency_key(&[
+            "push-completion",
+            name,
+            &c.employee_id,
+            &c.course_id,
+            &c.attempt_id,
+        ]);
+        let cause = match &current {
+            None => format!("completion of {} (attempt {})", c.course_id, c.attempt_id),
+            Some(w) => format!(
+                "attempt {} wins over attempt {} under completion_policy = {:?}",
+                c.attempt_id, w.completion.attempt_id, link.completion_policy
+            ),
+        };
+        let op = Operation {
+            key: key.clone(),
+            employee_id: c.employee_id.clone(),
+            kind: OpKind::PushCompletion {
+                completion: c.clone(),
+                supersedes: current.map(|w| w.idempotency_key),
+            },
+            cause,
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+        };
+        let winner = Winner {
+            idempotency_key: key,
+            completion: c,
+        };
+        decided.insert(slot, winner.clone());
+        decisions.winners.push((winner, op));
+    }
+    Ok(decisions)
+}
+
+/// `days` after an RFC 3339 timestamp (None if it does not parse).
+fn add_days(timestamp: &str, days: u32) -> Option<String> {
+    let t = time::OffsetDateTime::parse(timestamp, &Rfc3339).ok()?;
+    (t + time::Duration::days(days.into()))
+        .format(&Rfc3339)
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_deterministic_and_distinct() {
+        let a = idempotency_key(&["enroll", "acme", "101", "SAFETY"]);
+        assert_eq!(a, idempotency_key(&["enroll", "acme", "101", "SAFETY"]));
+        assert_ne!(a, idempotency_key(&["enroll", "acme", "1010", "SAFETY"]));
+        // The separator keeps ("ab","c") and ("a","bc") apart.
+        assert_ne!(idempotency_key(&["ab", "c"]), idempotency_key(&["a", "bc"]));
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn expiry_from_completion() {
+        assert_eq!(
+            add_days("2026-03-01T10:00:00Z", 365).as_deref(),
+            Some("2027-03-01T10:00:00Z")
+        );
+        assert_eq!(add_days("not a date", 1), None);
+    }
+
+    #[test]
+    fn backoff_honours_retry_after_and_caps() {
+        assert_eq!(backoff(1, Some(3)), Duration::from_secs(3));
+        assert_eq!(backoff(1, Some(3600)), MAX_WAIT);
+        for attempt in 1..10 {
+            assert!(backoff(attempt, None) <= BACKOFF_BASE * 2u32.pow(attempt - 1));
+        }
+    }
+}

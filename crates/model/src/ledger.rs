@@ -1,0 +1,166 @@
+//! What the host knows and plans: employee snapshots, LMS accounts and
+//! enrollments it made, winning completions, and the operations of the
+//! outbox with their effects and dead letters.
+//!
+//! These are values. The planner (`switchyard-engine`) produces them; the
+//! store (`switchyard-store`) keeps them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Completion, Employee};
+
+/// An employee snapshot and its revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The record as last seen.
+    pub employee: Employee,
+    /// Incremented each time the record changes.
+    pub rev: u64,
+}
+
+/// The LMS account of one employee.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    /// LMS user id returned by `upsert-user`.
+    pub lms_user_id: String,
+    /// False once suspended.
+    pub active: bool,
+}
+
+/// An enrollment the host made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// Due date sent with it.
+    pub due: Option<String>,
+    /// Rule that assigned it.
+    pub rule: Option<String>,
+    /// 0 for the first assignment, +1 per recertification.
+    pub cycle: u32,
+    /// yyyy-mm-dd the assignment was planned.
+    pub assigned_on: String,
+}
+
+/// A completion the retake policy chose for its (employee, course).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Winner {
+    /// Key of the `push-completion` that carries it.
+    pub idempotency_key: String,
+    /// The completion, with the expiry the host computed.
+    pub completion: Completion,
+}
+
+/// What an operation does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum OpKind {
+    /// Create or update the LMS account.
+    UpsertUser {
+        /// The record to provision.
+        employee: Employee,
+    },
+    /// Suspend or reactivate the LMS account.
+    SetActive {
+        /// Target state.
+        active: bool,
+    },
+    /// Enroll in a course.
+    Enroll {
+        /// Course key.
+        course: String,
+        /// Due date.
+        due: Option<String>,
+        /// Assignment cycle (recertification).
+        cycle: u32,
+        /// Rule that assigned it.
+        rule: Option<String>,
+        /// yyyy-mm-dd the assignment was planned.
+        assigned_on: String,
+    },
+    /// Withdraw from a course.
+    Unenroll {
+        /// Course key.
+        course: String,
+    },
+    /// Write a completion to the HRIS.
+    PushCompletion {
+        /// The completion.
+        completion: Completion,
+        /// Key of the completion it replaces.
+        supersedes: Option<String>,
+    },
+}
+
+impl OpKind {
+    /// The contract function this operation calls.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::UpsertUser { .. } => "upsert-user",
+            OpKind::SetActive { .. } => "set-active",
+            OpKind::Enroll { .. } => "enroll",
+            OpKind::Unenroll { .. } => "unenroll",
+            OpKind::PushCompletion { .. } => "push-completion",
+        }
+    }
+}
+
+/// A durable, planned write to a plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Deterministic idempotency key.
+    pub key: String,
+    /// HRIS employee id the operation is about.
+    pub employee_id: String,
+    /// What it does.
+    pub kind: OpKind,
+    /// Why it was planned (rule, policy or event).
+    pub cause: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix milliseconds before which it is not retried.
+    pub next_attempt_at: u64,
+    /// Last error, if an attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// An operation given up on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Id for `dlq show|replay|drop`.
+    pub id: u64,
+    /// The operation as it was.
+    pub operation: Operation,
+    /// Why it was given up on.
+    pub reason: String,
+    /// RFC 3339 time.
+    pub at: String,
+}
+
+/// The effect to record when an operation succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// The employee's LMS account.
+    Account(Account),
+    /// An enrollment made.
+    Enrolled {
+        /// Course.
+        course: String,
+        /// What was made.
+        enrollment: Enrollment,
+    },
+    /// An enrollment withdrawn.
+    Unenrolled {
+        /// Course.
+        course: String,
+    },
+    /// Nothing beyond the `done` record.
+    None,
+}
+
+/// One employee's part of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedEmployee {
+    /// The new snapshot (None: unchanged, keep the stored one).
+    pub snapshot: Option<Snapshot>,
+    /// Operations to enqueue, in order.
+    pub operations: Vec<Operation>,
+}

@@ -1,0 +1,361 @@
+//! Switchyard's records: the values every other crate passes around.
+//!
+//! The canonical records mirror the WIT contract's `types` interface
+//! (`switchyard-runtime` converts between them and the generated bindings,
+//! so nothing here depends on wasmtime); [`ledger`] holds what the host
+//! knows and plans. They derive serde because the store keeps them and the
+//! `--json` outputs print them as they are.
+//!
+//! **Invariant:** this crate does no I/O and depends on no other crate of
+//! the workspace.
+//!
+//! # Layout
+//!
+//! - this file: employees, completions, pages, webhook events, connector
+//!   errors and their remedies, personal-data erasure of a record;
+//! - [`ledger`]: snapshots, accounts, enrollments, winners, operations,
+//!   effects, dead letters.
+
+pub mod ledger;
+
+pub use ledger::*;
+
+use serde::{Deserialize, Serialize};
+
+/// Normalised employment status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmploymentStatus {
+    /// Hired, not started.
+    Pending,
+    /// Working.
+    Active,
+    /// On leave.
+    OnLeave,
+    /// Inactive for another reason.
+    Inactive,
+    /// Terminated.
+    Terminated,
+}
+
+/// One employee as the HRIS knows them; `id` is the identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Employee {
+    /// Stable HRIS id.
+    pub id: String,
+    /// Employer's employee number.
+    pub employee_number: Option<String>,
+    /// Work email.
+    pub email: Option<String>,
+    /// First name.
+    pub given_name: Option<String>,
+    /// Last name.
+    pub family_name: Option<String>,
+    /// Normalised status.
+    pub status: EmploymentStatus,
+    /// Vendor wording of the status.
+    pub raw_status: Option<String>,
+    /// Department.
+    pub department: Option<String>,
+    /// Job title.
+    pub job_title: Option<String>,
+    /// Location.
+    pub location: Option<String>,
+    /// Manager's HRIS id.
+    pub manager_id: Option<String>,
+    /// yyyy-mm-dd.
+    pub hire_date: Option<String>,
+    /// yyyy-mm-dd.
+    pub termination_date: Option<String>,
+    /// RFC 3339.
+    pub updated_at: Option<String>,
+    /// Further vendor fields.
+    pub custom: Vec<(String, String)>,
+}
+
+impl Employee {
+    /// The fields the LMS account is made of: a change in them means the
+    /// account must be updated.
+    pub fn profile(&self) -> [&Option<String>; 5] {
+        [
+            &self.email,
+            &self.given_name,
+            &self.family_name,
+            &self.department,
+            &self.location,
+        ]
+    }
+
+    /// The value of a custom field.
+    pub fn custom_field(&self, name: &str) -> Option<&str> {
+        self.custom
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Outcome of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompletionStatus {
+    /// Completed without verdict.
+    Completed,
+    /// Passed.
+    Passed,
+    /// Failed.
+    Failed,
+}
+
+/// One course attempt that ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// HRIS employee id.
+    pub employee_id: String,
+    /// Course key.
+    pub course_id: String,
+    /// Attempt id.
+    pub attempt_id: String,
+    /// Outcome.
+    pub status: CompletionStatus,
+    /// RFC 3339.
+    pub completed_at: String,
+    /// Percent.
+    pub score: Option<f64>,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+}
+
+/// An LMS account as the LMS reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmsUser {
+    /// LMS user id.
+    pub id: String,
+    /// False when suspended.
+    pub active: bool,
+    /// Email on the account.
+    pub email: Option<String>,
+}
+
+/// What a verified webhook delivery reported (contract `webhook-event`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum WebhookEvent {
+    /// A course attempt reached an end state (from an LMS).
+    Completion(Completion),
+    /// An employee's current record (from an HRIS).
+    EmployeeChanged(Employee),
+}
+
+/// A page of employees.
+#[derive(Debug, Clone)]
+pub struct EmployeePage {
+    /// Employees.
+    pub employees: Vec<Employee>,
+    /// Next page.
+    pub next_cursor: Option<String>,
+    /// Where the next run may resume with changes only.
+    pub changes_cursor: Option<String>,
+}
+
+/// A page of completions.
+#[derive(Debug, Clone)]
+pub struct CompletionPage {
+    /// Completions, oldest first.
+    pub completions: Vec<Completion>,
+    /// Where to resume.
+    pub next_cursor: Option<String>,
+    /// More pages are available now.
+    pub more: bool,
+}
+
+/// Why a call into a connector failed, phrased as what to do about it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConnectorError {
+    /// Retry with backoff.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retry after the given seconds, or back off.
+    #[error("rate limited{}", .0.map(|s| format!(" (retry after {s}s)")).unwrap_or_default())]
+    RateLimited(Option<u32>),
+    /// Credentials wrong or expired: stop the link.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// Configuration wrong: stop the link.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// This record was refused: dead-letter it.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The plugin does not implement the operation.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The plugin itself failed (trap, deadline, memory or another limit):
+    /// contained by the host, counted against the plugin.
+    #[error("plugin fault: {0}")]
+    PluginFault(PluginFault),
+}
+
+/// A plugin call the host cut short or refused: what kind of fault, and the
+/// message naming connector, plugin, version and limit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct PluginFault {
+    /// What went wrong.
+    pub kind: FaultKind,
+    /// For people: connector, plugin, version, operation and the limit.
+    pub message: String,
+}
+
+/// The kinds of plugin fault. Metrics and audit records are labelled from
+/// the variant ([`FaultKind::label`]), never from the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// The call ran past its wall-clock deadline.
+    Deadline,
+    /// Linear memory grew past the budget.
+    Memory,
+    /// The instruction budget (`fuel`) ran out.
+    Fuel,
+    /// The wasm call stack overflowed.
+    Stack,
+    /// What the call returned broke `max_records` or `max_output_kib`.
+    Output,
+    /// The call made more HTTP requests than `max_requests` allows.
+    HttpRequests,
+    /// A trap or another failure of the guest's code (malformed output
+    /// included) that is not a limit.
+    Trap,
+}
+
+impl FaultKind {
+    /// The label in metrics (`limit`) and audit details.
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultKind::Deadline => "deadline",
+            FaultKind::Memory => "memory",
+            FaultKind::Fuel => "fuel",
+            FaultKind::Stack => "stack",
+            FaultKind::Output => "output",
+            FaultKind::HttpRequests => "http-requests",
+            FaultKind::Trap => "trap",
+        }
+    }
+
+    /// Whether this fault is a limit the host enforces (all but a trap).
+    pub fn is_limit(self) -> bool {
+        self != FaultKind::Trap
+    }
+}
+
+/// What the host does about a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remedy {
+    /// Try again after a backoff (or the given delay).
+    Retry(Option<u32>),
+    /// Give up on this record; keep going with the others.
+    DeadLetter,
+    /// Stop the link until an operator acts.
+    Stop,
+}
+
+impl ConnectorError {
+    /// What to do about this error.
+    pub fn remedy(&self) -> Remedy {
+        match self {
+            ConnectorError::Transient(_) => Remedy::Retry(None),
+            ConnectorError::RateLimited(after) => Remedy::Retry(*after),
+            ConnectorError::Rejected(_) => Remedy::DeadLetter,
+            ConnectorError::Unauthorized(_)
+            | ConnectorError::InvalidConfig(_)
+            | ConnectorError::Unsupported(_)
+            | ConnectorError::PluginFault(_) => Remedy::Stop,
+        }
+    }
+}
+
+// ---- erasure ----
+
+/// Erase an employee record's personal fields in place: everything but the
+/// id, the status and the org context the engine plans with (department,
+/// job title, location). Returns the values removed (to scrub them from
+/// free text such as error messages).
+pub fn erase(e: &mut Employee) -> Vec<String> {
+    let mut removed = Vec::new();
+    for value in [
+        &mut e.employee_number,
+        &mut e.email,
+        &mut e.given_name,
+        &mut e.family_name,
+        &mut e.manager_id,
+        &mut e.hire_date,
+        &mut e.termination_date,
+    ] {
+        if let Some(v) = value.take() {
+            removed.push(v);
+        }
+    }
+    removed.extend(e.custom.drain(..).map(|(_, v)| v));
+    removed.retain(|v| v.trim().len() >= 2);
+    removed
+}
+
+/// Replace each of `values` in `text` with `[erased]`.
+pub fn scrub(text: &mut String, values: &[String]) {
+    for v in values {
+        if text.contains(v.as_str()) {
+            *text = text.replace(v.as_str(), "[erased]");
+        }
+    }
+}
+
+/// Unix milliseconds now (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn employee() -> Employee {
+        Employee {
+            id: "7".into(),
+            employee_number: Some("E7".into()),
+            email: Some("ann@example.com".into()),
+            given_name: Some("Ann".into()),
+            family_name: Some("Lee".into()),
+            status: EmploymentStatus::Active,
+            raw_status: Some("Active".into()),
+            department: Some("Warehouse".into()),
+            job_title: Some("Picker".into()),
+            location: Some("Leeds".into()),
+            manager_id: Some("3".into()),
+            hire_date: Some("2020-01-01".into()),
+            termination_date: None,
+            updated_at: None,
+            custom: vec![
+                ("ssn".into(), "123-45-6789".into()),
+                ("cost_center".into(), "CC1".into()),
+            ],
+        }
+    }
+
+    #[test]
+    fn erasure_removes_personal_fields_and_scrubs_text() {
+        let mut e = employee();
+        let removed = erase(&mut e);
+        assert_eq!(
+            (e.email.clone(), e.given_name.clone(), e.custom.len()),
+            (None, None, 0)
+        );
+        assert_eq!(e.department.as_deref(), Some("Warehouse"));
+        let mut text = "rejected: email ann@example.com is taken".to_owned();
+        scrub(&mut text, &removed);
+        assert_eq!(text, "rejected: email [erased] is taken");
+    }
+}

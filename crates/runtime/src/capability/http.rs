@@ -1,0 +1,768 @@
+//! The `http` import: the only way out of the sandbox.
+//!
+//! Every request is checked against the connector's allowed origins (denied
+//! by default), counted against the per-call limit, sent by the host's shared
+//! client with a timeout, and read with a size cap. The connector's
+//! credential is injected here, at the network boundary, and every sealed
+//! credential value is redacted from the response before the plugin sees it.
+//!
+//! Addresses are checked where the connection is made: the shared client
+//! resolves host names with [`PublicOnly`], which refuses loopback, private,
+//! link-local, unspecified and cloud-metadata addresses, and the connection
+//! goes to an address that passed the check (no second lookup a DNS
+//! rebinding could change). An IP address literal never reaches the resolver,
+//! and a URL with one passes the allowlist only if an origin names exactly
+//! that address, so writing `http://127.0.0.1:8080` in `allow` is how an
+//! operator grants an internal address.
+//!
+//! Redirects are not followed: the plugin sees the 3xx and must send a new
+//! request, which passes the same checks.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::HostState;
+use crate::bindings::hris::switchyard::connector::http::{Host, Request, Response};
+use crate::grants::{Limits, Origin};
+use crate::secret::{ClientAuth, Credential, OAuth2Client, Secret};
+
+/// What a connector may reach, and the credential bound to those origins.
+#[derive(Debug)]
+pub struct Egress {
+    /// Allowed origins.
+    pub allow: Vec<Origin>,
+    /// Injected into requests to allowed origins.
+    pub credential: Option<Credential>,
+    /// The OAuth2 access token, shared by every call of the connector.
+    token: tokio::sync::Mutex<Option<AccessToken>>,
+    /// Request budgets per origin, shared by every connector of the runtime.
+    budgets: Arc<OriginBudgets>,
+}
+
+impl Egress {
+    /// Grants for one connector.
+    pub fn new(
+        allow: Vec<Origin>,
+        credential: Option<Credential>,
+        budgets: Arc<OriginBudgets>,
+    ) -> Egress {
+        Egress {
+            allow,
+            credential,
+            token: tokio::sync::Mutex::new(None),
+            budgets,
+        }
+    }
+}
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Request budgets per origin (`[origins."https://x".requests_per_second]`),
+/// shared by all connectors that reach the same origin, so two connectors on
+/// one vendor tenant cannot together exceed its rate limit.
+#[derive(Default)]
+pub struct OriginBudgets {
+    limiters: std::sync::Mutex<std::collections::HashMap<String, Arc<Limiter>>>,
+}
+
+impl std::fmt::Debug for OriginBudgets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_set().entries(limiters.keys()).finish()
+    }
+}
+
+impl OriginBudgets {
+    /// Limit requests to `origin` to `per_second`, with bursts of `burst`.
+    pub fn limit(&self, origin: &Origin, per_second: u32, burst: u32) {
+        let (Some(rate), Some(burst)) = (
+            std::num::NonZeroU32::new(per_second),
+            std::num::NonZeroU32::new(burst.max(1)),
+        ) else {
+            return;
+        };
+        let quota = governor::Quota::per_second(rate).allow_burst(burst);
+        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        limiters.insert(
+            origin.to_string(),
+            Arc::new(governor::RateLimiter::direct(quota)),
+        );
+    }
+
+    /// Wait until the budget of `origin` (as `scheme://host:port`) allows one
+    /// more request; returns at once for an origin without a budget.
+    pub async fn acquire(&self, origin: &str) {
+        let limiter = {
+            let limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+            limiters.get(origin).cloned()
+        };
+        if let Some(limiter) = limiter {
+            limiter.until_ready().await;
+        }
+    }
+}
+
+/// An OAuth2 access token and when the host stops using it.
+#[derive(Debug, Clone)]
+struct AccessToken {
+    token: Secret,
+    renew_at: Instant,
+}
+
+/// Per-call HTTP state.
+pub struct HttpState {
+    client: reqwest::Client,
+    egress: Arc<Egress>,
+    connector: String,
+    requests: u32,
+    max_requests: u32,
+    max_body: usize,
+    max_request_body: usize,
+    timeout: Duration,
+    /// A per-call limit this call broke; the call fails with it even if
+    /// the plugin swallows the refusal.
+    pub(crate) limit_hit: Option<String>,
+    /// What this call's requests were, for the audit log.
+    exchanges: ExchangeLog,
+}
+
+/// The requests of one call, shared with the caller so that they survive a
+/// call cut off by its deadline.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeLog(Arc<std::sync::Mutex<(Vec<Exchange>, u32)>>);
+
+impl ExchangeLog {
+    fn push(&self, cap: usize, exchange: impl FnOnce() -> Exchange) {
+        let mut log = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if log.0.len() >= cap {
+            log.1 += 1;
+        } else {
+            log.0.push(exchange());
+        }
+    }
+
+    /// The requests kept, and how many more were not kept (past the cap).
+    pub fn take(&self) -> (Vec<Exchange>, u32) {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// One request a plugin made, as the audit log records it: never a header,
+/// a body or a query value (a query value may carry a credential).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Exchange {
+    /// HTTP method as asked.
+    pub method: String,
+    /// `scheme://host:port`, or the unparsable URL's scheme.
+    pub origin: String,
+    /// URL path.
+    pub path: String,
+    /// Names of the query parameters.
+    pub query: Vec<String>,
+    /// Response status, when there was a response.
+    pub status: Option<u16>,
+    /// Why there was no response (egress denied, limit, connection error).
+    pub error: Option<String>,
+    /// Milliseconds from the request to the end of the response body.
+    pub duration_ms: u64,
+    /// Request body bytes.
+    pub bytes_out: usize,
+    /// Response body bytes.
+    pub bytes_in: usize,
+}
+
+/// Headers the host controls.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+const REDACTED: &[u8] = b"[redacted]";
+
+/// The client every plugin request (and every OAuth2 token request) goes
+/// through: no redirects, no proxies from the environment, and host names
+/// resolved by [`PublicOnly`].
+pub fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(PublicOnly))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Resolves host names and keeps only addresses outside the host's own
+/// networks. The connection is made to the addresses returned here, so the
+/// check and the connection use the same lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct PublicOnly;
+
+/// A host name resolved only to addresses the host refuses to reach.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{host}` resolves to {address}, a {kind} address; to allow it, name the address itself in `allow`"
+)]
+pub struct AddressRefused {
+    /// The host name.
+    pub host: String,
+    /// The first refused address.
+    pub address: IpAddr,
+    /// Why it was refused ("loopback", "private", ...).
+    pub kind: &'static str,
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
+            let mut public = Vec::new();
+            for address in found {
+                match internal(address.ip()) {
+                    Some(kind) => {
+                        refused.get_or_insert((address.ip(), kind));
+                    }
+                    None => public.push(address),
+                }
+            }
+            if public.is_empty() {
+                if let Some((address, kind)) = refused {
+                    tracing::warn!(host, %address, kind, "egress refused");
+                    return Err(Box::new(AddressRefused {
+                        host,
+                        address,
+                        kind,
+                    }) as _);
+                }
+                return Err(format!("`{host}` resolves to no address").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// What kind of internal address `ip` is, or `None` for a public one.
+pub fn internal(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4 == Ipv4Addr::new(169, 254, 169, 254) {
+                Some("cloud-metadata")
+            } else if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_private() {
+                Some("private")
+            } else if v4.is_link_local() {
+                Some("link-local")
+            } else if a == 0 {
+                Some("unspecified")
+            } else if a == 100 && (64..128).contains(&b) {
+                Some("shared (carrier-grade NAT)")
+            } else if v4.is_broadcast() || v4.is_multicast() {
+                Some("broadcast or multicast")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return internal(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("private")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if v6.is_multicast() {
+                Some("broadcast or multicast")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The message for a failed send: the address refusal when that is the
+/// cause, else the error chain. Never the URL (it may carry a credential).
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    let mut chain = Vec::new();
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<AddressRefused>() {
+            return format!("address refused: {refused}");
+        }
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    chain.join(": ")
+}
+
+fn origin_of(url: &url::Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
+impl HttpState {
+    /// State for one call.
+    pub fn new(
+        client: reqwest::Client,
+        egress: Arc<Egress>,
+        limits: &Limits,
+        connector: &str,
+        exchanges: ExchangeLog,
+    ) -> Self {
+        HttpState {
+            client,
+            egress,
+            connector: connector.to_owned(),
+            requests: 0,
+            max_requests: limits.max_requests,
+            max_body: (limits.max_response_kib as usize) << 10,
+            max_request_body: (limits.max_request_kib as usize) << 10,
+            timeout: Duration::from_millis(limits.http_timeout_ms),
+            limit_hit: None,
+            exchanges,
+        }
+    }
+
+    /// [`HttpState::exchange`] one request and keep a note of it for the
+    /// audit log (up to the request limit plus a few refusals).
+    pub async fn send(&mut self, request: Request) -> Result<Response, String> {
+        let started = Instant::now();
+        let method = request.method.to_ascii_uppercase();
+        let bytes_out = request.body.len();
+        let parsed = url::Url::parse(&request.url);
+        let result = self.exchange(request).await;
+        self.exchanges.push(self.max_requests as usize + 8, || {
+            let (origin, path, query) = match &parsed {
+                Ok(url) => (
+                    origin_of(url),
+                    url.path().to_owned(),
+                    url.query_pairs().map(|(k, _)| k.into_owned()).collect(),
+                ),
+                Err(_) => ("(invalid URL)".to_owned(), String::new(), Vec::new()),
+            };
+            let (status, error, bytes_in) = match &result {
+                Ok(r) => (Some(r.status), None, r.body.len()),
+                Err(e) => (None, Some(e.clone()), 0),
+            };
+            Exchange {
+                method,
+                origin,
+                path,
+                query,
+                status,
+                error,
+                duration_ms: started.elapsed().as_millis() as u64,
+                bytes_out,
+                bytes_in,
+            }
+        });
+        result
+    }
+
+    /// Check, send, read, redact. `Err` carries a message for the plugin;
+    /// it never contains a credential.
+    async fn exchange(&mut self, request: Request) -> Result<Response, String> {
+        let url = url::Url::parse(&request.url)
+            .map_err(|e| format!("invalid URL `{}`: {e}", request.url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("scheme `{}` is not allowed", url.scheme()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("credentials in the URL are not allowed".into());
+        }
+        let origin = origin_of(&url);
+        if !self.egress.allow.iter().any(|o| o.matches(&url)) {
+            tracing::warn!(connector = %self.connector, %origin, "egress denied");
+            return Err(format!(
+                "egress to {origin} is not allowed for connector `{}`",
+                self.connector
+            ));
+        }
+        self.requests += 1;
+        if self.requests > self.max_requests {
+            let message = format!(
+                "limit of {} HTTP requests per call reached",
+                self.max_requests
+            );
+            self.limit_hit.get_or_insert_with(|| message.clone());
+            return Err(message);
+        }
+        let method = match request.method.to_ascii_uppercase().as_str() {
+            m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE") => {
+                reqwest::Method::from_bytes(m.as_bytes()).map_err(|e| e.to_string())?
+            }
+            other => return Err(format!("method `{other}` is not allowed")),
+        };
+        if request.body.len() > self.max_request_body {
+            return Err(format!(
+                "request body of {} KiB exceeds the limit `max_request_kib` of {} KiB",
+                request.body.len() >> 10,
+                self.max_request_body >> 10
+            ));
+        }
+
+        self.egress
+            .budgets
+            .acquire(&origin.to_ascii_lowercase())
+            .await;
+        let started = Instant::now();
+        let mut token = self.access_token(None).await?;
+        let mut response = self
+            .dispatch(&method, &url, &request, token.as_ref())
+            .await?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED && token.is_some() {
+            // The token may have been revoked before its expiry: fetch a new
+            // one and try once more.
+            tracing::info!(connector = %self.connector, %origin, "401 with a cached OAuth2 token; refreshing it once");
+            token = self.access_token(token.as_ref()).await?;
+            response = self
+                .dispatch(&method, &url, &request, token.as_ref())
+                .await?;
+        }
+        let status = response.status().as_u16();
+        let mut body = read_capped(&mut response, self.max_body, &origin).await?;
+        tracing::debug!(
+            connector = %self.connector,
+            method = %method,
+            %origin,
+            path = url.path(),
+            status,
+            bytes = body.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "http"
+        );
+        let mut headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut forms = self
+            .egress
+            .credential
+            .as_ref()
+            .map(Credential::revealing_forms)
+            .unwrap_or_default();
+        if let Some(token) = &token {
+            forms.push(token.expose().to_owned());
+        }
+        for form in forms {
+            redact(&mut body, form.as_bytes());
+            for (_, value) in &mut headers {
+                if value.contains(&form) {
+                    *value = value.replace(&form, "[redacted]");
+                }
+            }
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Build and send one request with the credential injected.
+    async fn dispatch(
+        &self,
+        method: &reqwest::Method,
+        url: &url::Url,
+        request: &Request,
+        token: Option<&Secret>,
+    ) -> Result<reqwest::Response, String> {
+        let mut url = url.clone();
+        let credential = self.egress.credential.as_ref();
+        if let Some(Credential::Query { param, value }) = credential {
+            // The host's value wins over anything the plugin put there.
+            let others: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| k != param.as_str())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            url.query_pairs_mut()
+                .clear()
+                .extend_pairs(others)
+                .append_pair(param, value.expose());
+        }
+        let origin = origin_of(&url);
+        let mut builder = self
+            .client
+            .request(method.clone(), url)
+            .timeout(self.timeout);
+        for (name, value) in &request.headers {
+            let lower = name.to_ascii_lowercase();
+            let owned_by_credential = match credential {
+                Some(Credential::Basic { .. } | Credential::Bearer(_) | Credential::OAuth2(_)) => {
+                    lower == "authorization"
+                }
+                Some(Credential::Header { name, .. }) => lower == name.to_ascii_lowercase(),
+                _ => false,
+            };
+            if RESERVED_HEADERS.contains(&lower.as_str()) || owned_by_credential {
+                continue;
+            }
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        builder = match credential {
+            Some(Credential::Basic { username, password }) => {
+                builder.basic_auth(username.expose(), Some(password.expose()))
+            }
+            Some(Credential::Bearer(token)) => builder.bearer_auth(token.expose()),
+            Some(Credential::Header { name, value }) => {
+                builder.header(name.as_str(), value.expose())
+            }
+            _ => builder,
+        };
+        if let Some(token) = token {
+            builder = builder.bearer_auth(token.expose());
+        }
+        if !request.body.is_empty() {
+            builder = builder.body(request.body.clone());
+        }
+        builder.send().await.map_err(|e| {
+            let message = format!("request to {origin} failed: {}", describe(e));
+            if message.contains("address refused") {
+                tracing::warn!(connector = %self.connector, %origin, "egress denied: {message}");
+            }
+            message
+        })
+    }
+
+    /// The connector's OAuth2 access token (`None` for other credentials):
+    /// the cached one, or a new one when there is none, it is due for
+    /// renewal, or it is `rejected` (the token a request just got a 401 with).
+    async fn access_token(&self, rejected: Option<&Secret>) -> Result<Option<Secret>, String> {
+        let Some(Credential::OAuth2(client)) = &self.egress.credential else {
+            return Ok(None);
+        };
+        // Held across the fetch: concurrent calls wait for one token request.
+        let mut cached = self.egress.token.lock().await;
+        if let Some(current) = cached.as_ref() {
+            let fresh = Instant::now() < current.renew_at;
+            if fresh && rejected.is_none_or(|r| r != &current.token) {
+                return Ok(Some(current.token.clone()));
+            }
+        }
+        *cached = None;
+        let token = self.fetch_token(client).await?;
+        let secret = token.token.clone();
+        *cached = Some(token);
+        Ok(Some(secret))
+    }
+
+    /// The client-credentials grant (RFC 6749 section 4.4).
+    async fn fetch_token(&self, client: &OAuth2Client) -> Result<AccessToken, String> {
+        let origin = origin_of(&client.token_url);
+        let form = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials");
+            if let Some(scope) = &client.scope {
+                form.append_pair("scope", scope);
+            }
+            if client.client_auth == ClientAuth::Body {
+                form.append_pair("client_id", client.client_id.expose());
+                form.append_pair("client_secret", client.client_secret.expose());
+            }
+            form.finish()
+        };
+        let mut builder = self
+            .client
+            .post(client.token_url.clone())
+            .timeout(self.timeout)
+            .header("accept", "application/json")
+            .header("content-type", "application/x-www-form-urlencoded");
+        if client.client_auth == ClientAuth::Basic {
+            builder = builder.basic_auth(
+                client.client_id.expose(),
+                Some(client.client_secret.expose()),
+            );
+        }
+        let requested = Instant::now();
+        let mut response = builder
+            .body(form)
+            .send()
+            .await
+            .map_err(|e| format!("OAuth2 token request to {origin} failed: {}", describe(e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            // The body is not passed on: a token endpoint may echo what it got.
+            tracing::warn!(connector = %self.connector, %origin, status = status.as_u16(), "OAuth2 token request refused");
+            return Err(format!(
+                "OAuth2 token request to {origin} was refused with status {status}"
+            ));
+        }
+        let body = read_capped(&mut response, self.max_body, &origin).await?;
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            access_token: String,
+            expires_in: Option<u64>,
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|_| format!("OAuth2 token response from {origin} is not a token (expected JSON with `access_token`)"))?;
+        if parsed.access_token.is_empty() {
+            return Err(format!(
+                "OAuth2 token response from {origin} has an empty `access_token`"
+            ));
+        }
+        // Renew a little before the server's expiry; without one, after a minute.
+        let lifetime = match parsed.expires_in {
+            Some(s) if s > 60 => s - 30,
+            Some(s) => s / 2,
+            None => 60,
+        };
+        tracing::debug!(connector = %self.connector, %origin, lifetime, "OAuth2 token fetched");
+        Ok(AccessToken {
+            token: Secret::sealed(parsed.access_token),
+            renew_at: requested + Duration::from_secs(lifetime),
+        })
+    }
+}
+
+/// Read a response body, refusing one larger than `max` bytes.
+async fn read_capped(
+    response: &mut reqwest::Response,
+    max: usize,
+    origin: &str,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading response from {origin} failed: {}", describe(e)))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(format!(
+                "response from {origin} exceeds the limit of {} KiB",
+                max >> 10
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Replace every occurrence of `needle` in `haystack` with `[redacted]`.
+fn redact(haystack: &mut Vec<u8>, needle: &[u8]) {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return;
+    }
+    if !haystack.windows(needle.len()).any(|w| w == needle) {
+        return;
+    }
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(needle) {
+            out.extend_from_slice(REDACTED);
+            i += needle.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    *haystack = out;
+}
+
+impl Host for HostState {
+    async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, String>> {
+        Ok(self.http.send(request).await)
+    }
+}
+
+/// Contract 0.1.0's `http`: the same records under the older package name.
+impl crate::bindings::v0_1::hris::switchyard::connector::http::Host for HostState {
+    async fn send(
+        &mut self,
+        request: crate::bindings::v0_1::hris::switchyard::connector::http::Request,
+    ) -> wasmtime::Result<
+        Result<crate::bindings::v0_1::hris::switchyard::connector::http::Response, String>,
+    > {
+        let request = Request {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+        };
+        Ok(self.http.send(request).await.map(|r| {
+            crate::bindings::v0_1::hris::switchyard::connector::http::Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_every_occurrence() {
+        let mut body = b"token=abc123&echo=abc123abc12".to_vec();
+        redact(&mut body, b"abc123");
+        assert_eq!(body, b"token=[redacted]&echo=[redacted]abc12".to_vec());
+    }
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for (ip, kind) in [
+            ("127.0.0.1", "loopback"),
+            ("127.9.9.9", "loopback"),
+            ("10.1.2.3", "private"),
+            ("172.16.0.1", "private"),
+            ("192.168.1.1", "private"),
+            ("169.254.169.254", "cloud-metadata"),
+            ("169.254.1.1", "link-local"),
+            ("0.0.0.0", "unspecified"),
+            ("100.64.0.1", "shared (carrier-grade NAT)"),
+            ("::1", "loopback"),
+            ("::", "unspecified"),
+            ("fd00:ec2::254", "private"),
+            ("fe80::1", "link-local"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:169.254.169.254", "cloud-metadata"),
+        ] {
+            assert_eq!(internal(ip.parse().unwrap()), Some(kind), "{ip}");
+        }
+        for ip in ["93.184.216.34", "172.32.0.1", "2606:4700::1111", "8.8.8.8"] {
+            assert_eq!(internal(ip.parse().unwrap()), None, "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_loopback_is_refused_by_the_resolver() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let Err(error) = PublicOnly.resolve(name).await else {
+            panic!("localhost resolved to something public");
+        };
+        let refused = error
+            .downcast_ref::<AddressRefused>()
+            .expect("an address refusal");
+        assert_eq!(refused.kind, "loopback");
+    }
+}

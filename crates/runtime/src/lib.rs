@@ -1,0 +1,674 @@
+//! The plugin runtime: one wasmtime `Engine`, plugins compiled once and
+//! pre-instantiated, and a fresh `Store` with limits for every call.
+//!
+//! **Invariant:** only this crate knows about wasmtime. Everything else sees
+//! [`Plugin`], [`Connector`] and the records of `switchyard-model`.
+//!
+//! **Invariant:** a plugin call cannot hurt the host. Each call runs in its
+//! own store under a wall-clock deadline (epoch interruption for wasm code,
+//! a timeout around everything), a linear-memory budget, and instance/table
+//! caps, an optional fuel budget, and limits on what it returns. A violation
+//! fails that call with `ConnectorError::PluginFault` naming the connector,
+//! the plugin and its version; consecutive faults are counted per connector
+//! (see [`Connector::consecutive_faults`]) for quarantine.
+
+//!
+//! # Layout
+//!
+//! - this file: [`Runtime`] (engine, linker, plugin loading with the
+//!   compiled-code cache, world and contract detection), [`Plugin`];
+//! - `connector.rs`: [`Connector`] and every call into a plugin;
+//! - [`capability`]: one module per host import (`http`, `log`, `config`,
+//!   captured stdio), each owning its linker wiring, state and denials;
+//! - [`bindings`]: the generated bindings, one file per contract version,
+//!   and conversions to and from `switchyard-model`;
+//! - [`grants`]: what a connector may reach and its limits;
+//! - [`secret`]: credentials as the runtime injects them;
+//! - [`observe`]: what a finished call reports, and to whom.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::{Engine, ResourceLimiter};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capability::http::HttpState;
+use crate::capability::log::LogState;
+
+pub mod bindings;
+pub mod capability;
+pub mod grants;
+pub mod observe;
+pub mod secret;
+
+pub use grants::{Grants, Limits, Origin, OriginBudget};
+pub use observe::{CallContext, CallObserver, CallOutcome, FinishedCall};
+pub use secret::{Credential, Secret};
+
+/// The contract package and the versions of it this host loads.
+pub const CONTRACT_PACKAGE: &str = "switchyard:connector";
+/// Supported contract versions (semver-compatible with these).
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
+
+/// Bound on the wasm call stack of a plugin.
+const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// Epoch tick: the granularity of wasm deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Which side of a link a plugin implements, read from its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `hris-connector`: employee-source + completion-sink.
+    Hris,
+    /// `lms-connector`: user-provisioning + enrollment + completion-source.
+    Lms,
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            World::Hris => "hris-connector",
+            World::Lms => "lms-connector",
+        })
+    }
+}
+
+/// A plugin file that was refused, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read.
+    #[error("{}: cannot read plugin: {reason}", path.display())]
+    Unreadable {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Not a WebAssembly component (a core module, or not wasm at all).
+    #[error("{}: not a WebAssembly component: {reason}", path.display())]
+    NotAComponent {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A component that implements no connector world.
+    #[error("{}: implements no Switchyard connector world ({reason})", path.display())]
+    NoWorld {
+        /// File.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// A contract version this host does not support.
+    #[error("{}: contract version {found} is not supported (this host supports {})", path.display(), SUPPORTED_VERSIONS.join(", "))]
+    UnsupportedVersion {
+        /// File.
+        path: PathBuf,
+        /// Version found.
+        found: String,
+    },
+    /// A valid connector of the other world than the configuration needs
+    /// of this plugin name (the daemon's plugin directory checks this).
+    #[error("{}: implements {found}, but {used_by} needs {needed}", path.display())]
+    WrongWorld {
+        /// File.
+        path: PathBuf,
+        /// The world the file implements.
+        found: World,
+        /// The world needed.
+        needed: World,
+        /// Which connector of which link needs it.
+        used_by: String,
+    },
+    /// Imports something the host does not provide.
+    #[error("{}: cannot be linked: {reason}", path.display())]
+    Link {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A compiled, pre-instantiated plugin.
+pub struct Plugin {
+    /// File stem: the name connectors refer to.
+    pub name: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// sha256 of the file, hex.
+    pub sha256: String,
+    /// The world it implements.
+    pub world: World,
+    /// Contract version it was built against.
+    pub contract_version: String,
+    /// What the component imports (interface names), for `plugin inspect`.
+    pub imports: Vec<String>,
+    pre: Pre,
+}
+
+enum Pre {
+    Hris(
+        Versioned<
+            bindings::hris::HrisConnectorPre<HostState>,
+            bindings::v0_1::hris::HrisConnectorPre<HostState>,
+        >,
+    ),
+    Lms(
+        Versioned<
+            bindings::lms::LmsConnectorPre<HostState>,
+            bindings::v0_1::lms::LmsConnectorPre<HostState>,
+        >,
+    ),
+}
+
+/// A pre-instantiated plugin of the current contract or of an older one.
+enum Versioned<Current, V0_1> {
+    /// Built against the current contract (`wit/`).
+    Current(Current),
+    /// Built against contract 0.1.x (`wit/since_v0.1.0`).
+    V0_1(V0_1),
+}
+
+/// Instantiate `$pre` (a `&Versioned`) in `$store` and evaluate `$call`
+/// with the instance bound to `$instance`: the same code for every contract
+/// version, whose generated bindings are distinct types with the same
+/// methods.
+macro_rules! with_instance {
+    ($pre:expr, $store:ident, |$instance:ident| $call:expr) => {
+        match $pre {
+            Versioned::Current(pre) => {
+                let $instance = pre.instantiate_async(&mut *$store).await?;
+                $call
+            }
+            Versioned::V0_1(pre) => {
+                let $instance = pre.instantiate_async(&mut *$store).await?;
+                $call
+            }
+        }
+    };
+}
+
+mod connector;
+pub use connector::Connector;
+
+impl Plugin {
+    /// Short version label: the first 12 hex digits of the file's sha256.
+    pub fn version(&self) -> &str {
+        &self.sha256[..12]
+    }
+
+    /// Whether the plugin exports `webhook-source` (contract 0.2.0 and later).
+    pub fn takes_webhooks(&self) -> bool {
+        matches!(
+            &self.pre,
+            Pre::Hris(Versioned::Current(_)) | Pre::Lms(Versioned::Current(_))
+        )
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("world", &self.world)
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+/// Per-store state: what a plugin's imports can reach during one call.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryBudget,
+    pub(crate) http: HttpState,
+    pub(crate) log: LogState,
+    pub(crate) settings: Arc<BTreeMap<String, String>>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps the total linear memory of all memories in a store, and the number
+/// of instances, tables and table elements.
+struct MemoryBudget {
+    limit: usize,
+    used: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryBudget {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        if self.used.saturating_add(growth) > self.limit {
+            self.exceeded = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} MiB exceeded",
+                self.limit >> 20
+            )));
+        }
+        self.used += growth;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+    fn tables(&self) -> usize {
+        64
+    }
+    fn memories(&self) -> usize {
+        16
+    }
+}
+
+/// The engine, the linker with the host's imports, and the shared HTTP client.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    /// The engine's compatibility hash (hex): part of compiled-code cache keys.
+    compatibility: Arc<str>,
+    linker: Arc<Linker<HostState>>,
+    http: reqwest::Client,
+    budgets: Arc<crate::capability::http::OriginBudgets>,
+}
+
+impl Runtime {
+    /// A runtime with its epoch ticker running.
+    pub fn new() -> anyhow::Result<Runtime> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        // Engine-wide; a store without a configured budget gets `u64::MAX`.
+        config.consume_fuel(true);
+        config.max_wasm_stack(MAX_WASM_STACK);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::hris::HrisConnector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+        // Contract 0.1.0 imports the same functions under 0.1.0 names.
+        bindings::v0_1::hris::HrisConnector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+
+        // The ticker holds only a weak reference: it ends with the engine.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("switchyard-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        let http = crate::capability::http::client()?;
+        let compatibility = {
+            use std::hash::Hash as _;
+            let mut hasher = Sha256Hasher(Sha256::new());
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            hex::encode(&hasher.0.finalize()[..16])
+        };
+        Ok(Runtime {
+            compatibility: Arc::from(compatibility),
+            engine,
+            linker: Arc::new(linker),
+            http,
+            budgets: Arc::default(),
+        })
+    }
+
+    /// Share a request budget for `origin` among every connector of this
+    /// runtime (see `config::OriginBudget`).
+    pub fn limit_origin(&self, origin: &Origin, per_second: u32, burst: u32) {
+        self.budgets.limit(origin, per_second, burst);
+    }
+
+    /// Compile and check one plugin file. CPU-heavy: call it off the async
+    /// runtime (`spawn_blocking`) in a server.
+    pub fn load_plugin(&self, path: &Path) -> Result<Plugin, PluginError> {
+        self.load_plugin_cached(path, None)
+    }
+
+    /// [`Runtime::load_plugin`], reusing compiled code from `cache` (a
+    /// directory the host owns) when it holds this file's.
+    pub fn load_plugin_cached(
+        &self,
+        path: &Path,
+        cache: Option<&Path>,
+    ) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Unreadable {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        self.load_plugin_bytes(path, &bytes, cache)
+    }
+
+    /// Compile (or take from `cache`) and check plugin bytes read from
+    /// `path`. CPU-heavy when not cached.
+    pub fn load_plugin_bytes(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        cache: Option<&Path>,
+    ) -> Result<Plugin, PluginError> {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        if !bytes.starts_with(b"\0asm") {
+            return Err(PluginError::NotAComponent {
+                path: path.to_owned(),
+                reason: "the file does not start with the wasm magic number".into(),
+            });
+        }
+        let component = match cache {
+            Some(dir) => self.compile_cached(path, bytes, &sha256, dir)?,
+            None => self.compile(path, bytes)?,
+        };
+        let (world, contract_version) = detect_world(path, &self.engine, &component)?;
+        let link_err = |e: wasmtime::Error| PluginError::Link {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
+        let v0_1 =
+            semver::Version::parse(&contract_version).is_ok_and(|v| v.major == 0 && v.minor == 1);
+        let pre = match (world, v0_1) {
+            (World::Hris, false) => Pre::Hris(Versioned::Current(
+                bindings::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+            (World::Hris, true) => Pre::Hris(Versioned::V0_1(
+                bindings::v0_1::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+            (World::Lms, false) => Pre::Lms(Versioned::Current(
+                bindings::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+            (World::Lms, true) => Pre::Lms(Versioned::V0_1(
+                bindings::v0_1::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+        };
+        let imports = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        Ok(Plugin {
+            name,
+            path: path.to_owned(),
+            sha256,
+            world,
+            contract_version,
+            imports,
+            pre,
+        })
+    }
+
+    fn compile(&self, path: &Path, bytes: &[u8]) -> Result<Component, PluginError> {
+        Component::new(&self.engine, bytes).map_err(|e| PluginError::NotAComponent {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })
+    }
+
+    /// The compiled-code cache: `{sha256 of the plugin}-{engine
+    /// compatibility hash}.cwasm`, each file `CACHE_MAGIC`, the sha256 of the
+    /// payload, then the payload (`Component::serialize`). An entry is used
+    /// only if its digest matches and wasmtime accepts it; anything else is
+    /// recompiled and rewritten (temporary file, then rename).
+    fn compile_cached(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        sha256: &str,
+        dir: &Path,
+    ) -> Result<Component, PluginError> {
+        let entry = dir.join(format!("{sha256}-{}.cwasm", self.compatibility));
+        if let Ok(cached) = std::fs::read(&entry) {
+            match cached_payload(&cached) {
+                Some(payload) => {
+                    // SAFETY: the payload was written by `Component::serialize`
+                    // of this host into the data directory, its digest matches,
+                    // its key includes the engine's compatibility hash, and
+                    // wasmtime checks its header against this engine again.
+                    match unsafe { Component::deserialize(&self.engine, payload) } {
+                        Ok(component) => {
+                            tracing::debug!(plugin = %path.display(), cache = %entry.display(), "compiled plugin taken from the cache");
+                            return Ok(component);
+                        }
+                        Err(e) => {
+                            tracing::warn!(cache = %entry.display(), "cache entry refused, recompiling: {e:#}")
+                        }
+                    }
+                }
+                None => {
+                    tracing::warn!(cache = %entry.display(), "cache entry is corrupt, recompiling")
+                }
+            }
+        }
+        let component = self.compile(path, bytes)?;
+        if let Err(e) = write_cache_entry(&entry, &component) {
+            tracing::warn!(cache = %entry.display(), "cannot write the compiled-code cache: {e:#}");
+        }
+        Ok(component)
+    }
+
+    /// Load every `*.wasm` in `dir`. Refused files are returned beside the
+    /// loaded ones; they never stop the others from loading.
+    pub fn load_dir(&self, dir: &Path) -> anyhow::Result<PluginSet> {
+        self.load_dir_cached(dir, None)
+    }
+
+    /// [`Runtime::load_dir`] with a compiled-code cache directory.
+    pub fn load_dir_cached(&self, dir: &Path, cache: Option<&Path>) -> anyhow::Result<PluginSet> {
+        let mut set = PluginSet::default();
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot read plugin directory {}: {e}", dir.display()))?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+            .collect();
+        paths.sort();
+        for path in paths {
+            match self.load_plugin_cached(&path, cache) {
+                Ok(plugin) => {
+                    tracing::info!(plugin = %plugin.name, world = %plugin.world, version = plugin.version(), "plugin loaded");
+                    set.plugins.insert(plugin.name.clone(), Arc::new(plugin));
+                }
+                Err(e) => {
+                    tracing::warn!("plugin refused: {e}");
+                    set.refused.push(e);
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// Marks a compiled-code cache entry (format version 1).
+const CACHE_MAGIC: &[u8] = b"switchyard-cwasm-1\n";
+
+/// The payload of a cache entry whose digest matches.
+fn cached_payload(entry: &[u8]) -> Option<&[u8]> {
+    let rest = entry.strip_prefix(CACHE_MAGIC)?;
+    let (digest, payload) = rest.split_at_checked(32)?;
+    (Sha256::digest(payload).as_slice() == digest).then_some(payload)
+}
+
+fn write_cache_entry(entry: &Path, component: &Component) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let payload = component
+        .serialize()
+        .map_err(|e| anyhow::anyhow!("failed to serialize: {e:#}"))?;
+    if let Some(dir) = entry.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    let mut bytes = Vec::with_capacity(CACHE_MAGIC.len() + 32 + payload.len());
+    bytes.extend_from_slice(CACHE_MAGIC);
+    bytes.extend_from_slice(&Sha256::digest(&payload));
+    bytes.extend_from_slice(&payload);
+    let temp = entry.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temp, &bytes).with_context(|| format!("failed to write {}", temp.display()))?;
+    std::fs::rename(&temp, entry)
+        .with_context(|| format!("failed to rename {}", temp.display()))?;
+    Ok(())
+}
+
+/// A `Hasher` feeding sha256, to turn the engine's compatibility hash into
+/// a stable hex string.
+struct Sha256Hasher(Sha256);
+
+impl std::hash::Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&self) -> u64 {
+        0
+    }
+}
+
+/// The plugins of a directory.
+#[derive(Default)]
+pub struct PluginSet {
+    /// Loaded plugins by name.
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Files that were refused.
+    pub refused: Vec<PluginError>,
+}
+
+/// Read the world and contract version from a component's exports.
+fn detect_world(
+    path: &Path,
+    engine: &Engine,
+    component: &Component,
+) -> Result<(World, String), PluginError> {
+    let ty = component.component_type();
+    let mut interfaces = Vec::new();
+    let mut versions = Vec::new();
+    let mut others = Vec::new();
+    for (name, item) in ty.exports(engine) {
+        let ours = name
+            .strip_prefix(CONTRACT_PACKAGE)
+            .and_then(|rest| rest.strip_prefix('/'));
+        match (ours, item.ty) {
+            (Some(rest), ComponentItem::ComponentInstance(_)) => {
+                let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+                interfaces.push(interface.to_owned());
+                versions.push(version.to_owned());
+            }
+            _ => others.push(name.to_owned()),
+        }
+    }
+    if interfaces.is_empty() {
+        let reason = if others.is_empty() {
+            "it exports nothing".to_owned()
+        } else {
+            format!("it exports {}", others.join(", "))
+        };
+        return Err(PluginError::NoWorld {
+            path: path.to_owned(),
+            reason,
+        });
+    }
+    versions.sort();
+    versions.dedup();
+    let version = versions.join(", ");
+    if versions.len() != 1 || !supported(&versions[0]) {
+        return Err(PluginError::UnsupportedVersion {
+            path: path.to_owned(),
+            found: version,
+        });
+    }
+    let has = |i: &str| interfaces.iter().any(|x| x == i);
+    let hris = ["employee-source", "completion-sink"];
+    let lms = ["user-provisioning", "enrollment", "completion-source"];
+    let world = match (hris.iter().all(|i| has(i)), lms.iter().all(|i| has(i))) {
+        (true, false) => World::Hris,
+        (false, true) => World::Lms,
+        (true, true) => {
+            return Err(PluginError::NoWorld {
+                path: path.to_owned(),
+                reason:
+                    "it exports both the HRIS and the LMS interfaces; a plugin implements one side"
+                        .into(),
+            });
+        }
+        (false, false) => {
+            return Err(PluginError::NoWorld {
+                path: path.to_owned(),
+                reason: format!(
+                    "it exports {} but hris-connector needs {} and lms-connector needs {}",
+                    interfaces.join(", "),
+                    hris.join(" + "),
+                    lms.join(" + ")
+                ),
+            });
+        }
+    };
+    Ok((world, version))
+}
+
+/// Whether a contract version is semver-compatible with one we support.
+fn supported(version: &str) -> bool {
+    let Ok(found) = semver::Version::parse(version) else {
+        return false;
+    };
+    SUPPORTED_VERSIONS.iter().any(|s| {
+        semver::Version::parse(s).is_ok_and(|s| {
+            s.major == found.major
+                && (s.major != 0 || s.minor == found.minor)
+                && found >= semver::Version::new(s.major, s.minor, 0)
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::supported;
+
+    #[test]
+    fn contract_versions() {
+        assert!(supported("0.1.0"));
+        assert!(supported("0.1.7"));
+        assert!(supported("0.2.0"));
+        assert!(supported("0.2.3"));
+        assert!(!supported("0.3.0"));
+        assert!(!supported("1.0.0"));
+        assert!(!supported(""));
+    }
+}

@@ -1,0 +1,1011 @@
+//! The configuration file: connectors, their plugins and grants, and links.
+//!
+//! A configuration is parsed strictly (unknown keys are errors) and then
+//! checked as a whole (links name existing connectors, origins parse, ...).
+//! Every error names the file and the line it is about.
+
+use std::collections::BTreeMap;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::daemon::scheduler::{Schedule, parse_duration};
+
+pub use crate::engine::fields::FieldAllowlist;
+pub use crate::engine::policy::{
+    CompletionPolicy, Conditions, DeactivationLimit, LeavePolicy, LinkConfig, ReassignmentPolicy,
+    Rule, TerminationPolicy,
+};
+pub use crate::runtime::{Grants, Limits, Origin, OriginBudget};
+
+/// A configuration that was refused: where, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}: {message}", file.display())]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// 1-based line the error is about (1 when the whole file is at fault).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration was read from; relative paths in it are
+    /// relative to this file's directory.
+    pub file: PathBuf,
+    /// Directory of `*.wasm` connector plugins.
+    pub plugin_dir: PathBuf,
+    /// Directory of the sled database.
+    pub data_dir: PathBuf,
+    /// Connectors by name.
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+    /// Links by name.
+    pub links: BTreeMap<String, LinkConfig>,
+    /// When the daemon runs each link, by link name (every link has one).
+    pub schedules: BTreeMap<String, LinkSchedule>,
+    /// Request budgets per origin, shared by all connectors reaching it.
+    pub origins: Vec<(Origin, OriginBudget)>,
+    /// How long audit records, dead letters and departed employees' snapshots are kept.
+    pub retention: Retention,
+    /// The long-running service (`[daemon]`).
+    pub daemon: DaemonConfig,
+    /// Webhook verification per connector (`[connectors.NAME.webhook]`), by
+    /// connector name. A connector without one takes no webhooks.
+    pub webhooks: BTreeMap<String, WebhookConfig>,
+}
+
+/// The daemon's listeners and timings (`[daemon]`).
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Admin API and `/metrics` (default `127.0.0.1:9180`).
+    pub admin_listen: SocketAddr,
+    /// Bearer token of the admin API; a secret reference. `switchyard run`
+    /// refuses to start without one.
+    pub admin_token: Option<SecretSource>,
+    /// The public listener (webhooks); `None`: not started.
+    pub public_listen: Option<SocketAddr>,
+    /// How often the plugin directory is rescanned besides file events.
+    pub plugin_rescan: Duration,
+    /// How long a plugin file's size and mtime must stay unchanged before
+    /// it is loaded (a copy in progress is never loaded half-way).
+    pub plugin_settle: Duration,
+    /// How long a run in progress at shutdown may take to finish before it
+    /// is stopped between operations.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            admin_token: None,
+            public_listen: None,
+            plugin_rescan: Duration::from_secs(2),
+            plugin_settle: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// How the host verifies a connector's webhooks (`[connectors.NAME.webhook]`).
+/// The secret stays in the host: plugins only see verified bodies.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// The signature scheme.
+    pub scheme: WebhookScheme,
+    /// The signing secret; always a sealed reference (`env:`, `file:`,
+    /// `store:`). For `standard`: `whsec_` followed by the base64 key.
+    pub secret: SecretSource,
+    /// Larger bodies are refused with 413 before anything else is done.
+    pub max_body_kib: u64,
+    /// Deliveries whose timestamp is further than this from now are refused.
+    pub tolerance_secs: u64,
+}
+
+/// A webhook signature scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookScheme {
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>`.
+    Standard,
+    /// HMAC-SHA256 in a vendor's header (BambooHR and the like).
+    Hmac(HmacScheme),
+}
+
+/// A vendor's HMAC-SHA256 signature header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacScheme {
+    /// Header carrying the signature (lower case).
+    pub signature_header: String,
+    /// Text before the signature in the header (`sha256=`), if any.
+    pub signature_prefix: Option<String>,
+    /// How the signature bytes are written.
+    pub signature_encoding: SignatureEncoding,
+    /// Header carrying the Unix timestamp, if the vendor signs one.
+    pub timestamp_header: Option<String>,
+    /// Header carrying a unique delivery id, if the vendor sends one;
+    /// without it, the signature itself identifies a delivery for replays.
+    pub id_header: Option<String>,
+    /// What the HMAC is computed over.
+    pub signed_payload: SignedPayload,
+}
+
+/// How a signature is written in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureEncoding {
+    /// Lower- or upper-case hex.
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// The bytes a vendor's HMAC covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignedPayload {
+    /// The body alone.
+    Body,
+    /// The body followed by the timestamp (BambooHR).
+    BodyThenTimestamp,
+    /// `timestamp.body`.
+    TimestampDotBody,
+}
+
+/// One connector: a plugin, its settings and what it may reach.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    /// Plugin file stem in the plugin directory (`bamboohr` for `bamboohr.wasm`).
+    pub plugin: String,
+    /// Non-secret settings the plugin reads through the `config` import.
+    pub settings: BTreeMap<String, String>,
+    /// Origins the plugin may send requests to.
+    pub allow: Vec<Origin>,
+    /// Credential the host injects into requests to `allow`ed origins.
+    pub auth: Option<AuthConfig>,
+    /// Per-call limits.
+    pub limits: Limits,
+}
+
+impl ConnectorConfig {
+    /// What the runtime grants this connector besides its credential.
+    pub fn grants(&self) -> Grants {
+        Grants {
+            settings: self.settings.clone(),
+            allow: self.allow.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// A credential and how the host injects it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// HTTP Basic.
+    Basic {
+        /// User name (BambooHR: the API key).
+        username: SecretSource,
+        /// Password (BambooHR: any value, conventionally "x").
+        password: SecretSource,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token.
+        token: SecretSource,
+    },
+    /// A named header.
+    Header {
+        /// Header name.
+        name: String,
+        /// Header value.
+        value: SecretSource,
+    },
+    /// A query parameter (Moodle's `wstoken`).
+    Query {
+        /// Parameter name.
+        param: String,
+        /// Parameter value.
+        value: SecretSource,
+    },
+    /// OAuth2 client credentials: the host fetches an access token from
+    /// `token_url`, caches it until it expires and sends it as a bearer token.
+    #[serde(rename = "oauth2")]
+    OAuth2 {
+        /// The token endpoint (`https://...`). The host reaches it itself;
+        /// it need not be in `allow`, and address checks apply to it as to
+        /// any request.
+        token_url: String,
+        /// Client id.
+        client_id: SecretSource,
+        /// Client secret.
+        client_secret: SecretSource,
+        /// Requested scope, if the provider needs one.
+        #[serde(default)]
+        scope: Option<String>,
+        /// How the client authenticates to the token endpoint.
+        #[serde(default)]
+        client_auth: ClientAuthConfig,
+    },
+}
+
+/// How an OAuth2 client sends its id and secret to the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuthConfig {
+    /// HTTP Basic (`client_secret_basic`), the default.
+    #[default]
+    Basic,
+    /// Form fields in the request body (`client_secret_post`).
+    Body,
+}
+
+/// Where a credential's value comes from: a literal (only for values that are
+/// not secret, such as BambooHR's "x" password) or `{ secret = "env:NAME" }`,
+/// `{ secret = "file:PATH" }` or `{ secret = "store:NAME" }` (the encrypted
+/// store in the data directory).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretSource {
+    /// A value written in the file.
+    Literal(String),
+    /// A reference resolved when the connector is loaded.
+    Reference {
+        /// `env:NAME`, `file:PATH` or `store:NAME`.
+        secret: String,
+    },
+}
+
+/// How long things are kept (`[retention]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Audit records older than this many days are pruned.
+    pub audit_days: u32,
+    /// Dead letters older than this many days are deleted.
+    pub dead_letter_days: u32,
+    /// Snapshots of employees absent from full HRIS listings for longer than
+    /// this many days are deleted.
+    pub departed_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            audit_days: 1095,
+            dead_letter_days: 90,
+            departed_days: 30,
+        }
+    }
+}
+
+/// When the daemon runs a link (`schedule`, `jitter` of `[links.NAME]`).
+#[derive(Debug, Clone, Default)]
+pub struct LinkSchedule {
+    /// When the daemon runs the link; `None`: only when triggered.
+    pub schedule: Option<Schedule>,
+    /// Random delay (stable per slot) added to each scheduled run.
+    pub jitter: Duration,
+}
+
+// ---- the file format ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    plugin_dir: Option<String>,
+    data_dir: Option<String>,
+    #[serde(default)]
+    connectors: BTreeMap<String, Spanned<RawConnector>>,
+    #[serde(default)]
+    links: BTreeMap<String, Spanned<RawLink>>,
+    #[serde(default)]
+    origins: BTreeMap<Spanned<String>, OriginBudget>,
+    #[serde(default)]
+    retention: Retention,
+    daemon: Option<Spanned<RawDaemon>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    admin_listen: Option<Spanned<String>>,
+    admin_token: Option<Spanned<SecretSource>>,
+    public_listen: Option<Spanned<String>>,
+    plugin_rescan: Option<Spanned<String>>,
+    plugin_settle: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnector {
+    plugin: String,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    auth: Option<AuthConfig>,
+    #[serde(default)]
+    limits: Limits,
+    webhook: Option<Spanned<RawWebhook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    scheme: RawWebhookScheme,
+    secret: SecretSource,
+    #[serde(default = "default_max_body_kib")]
+    max_body_kib: u64,
+    #[serde(default = "default_tolerance_secs")]
+    tolerance_secs: u64,
+    signature_header: Option<String>,
+    signature_prefix: Option<String>,
+    signature_encoding: Option<SignatureEncoding>,
+    timestamp_header: Option<String>,
+    id_header: Option<String>,
+    signed_payload: Option<SignedPayload>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum RawWebhookScheme {
+    Standard,
+    Hmac,
+}
+
+fn default_max_body_kib() -> u64 {
+    256
+}
+fn default_tolerance_secs() -> u64 {
+    300
+}
+
+impl RawWebhook {
+    /// Check the table as a whole; the message is prefixed by the caller.
+    fn check(self) -> Result<WebhookConfig, String> {
+        if matches!(self.secret, SecretSource::Literal(_)) {
+            return Err("`secret` must be a sealed reference ({ secret = \"env:NAME\" }, file: or store:), not a literal".into());
+        }
+        if self.max_body_kib == 0 || self.tolerance_secs == 0 {
+            return Err("`max_body_kib` and `tolerance_secs` must be at least 1".into());
+        }
+        let scheme = match self.scheme {
+            RawWebhookScheme::Standard => {
+                let hmac_only = [
+                    ("signature_header", self.signature_header.is_some()),
+                    ("signature_prefix", self.signature_prefix.is_some()),
+                    ("signature_encoding", self.signature_encoding.is_some()),
+                    ("timestamp_header", self.timestamp_header.is_some()),
+                    ("id_header", self.id_header.is_some()),
+                    ("signed_payload", self.signed_payload.is_some()),
+                ];
+                if let Some((key, _)) = hmac_only.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "`{key}` applies to scheme = \"hmac\" only (standard webhooks fix their headers)"
+                    ));
+                }
+                WebhookScheme::Standard
+            }
+            RawWebhookScheme::Hmac => {
+                let header = |name: Option<String>, key: &str| -> Result<Option<String>, String> {
+                    match name {
+                        Some(n)
+                            if n.trim().is_empty()
+                                || !n.bytes().all(|b| {
+                                    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+                                }) =>
+                        {
+                            Err(format!("`{key}` `{n}` is not a header name"))
+                        }
+                        other => Ok(other.map(|n| n.to_ascii_lowercase())),
+                    }
+                };
+                let signature_header = header(self.signature_header, "signature_header")?
+                    .ok_or("scheme = \"hmac\" needs `signature_header`")?;
+                let timestamp_header = header(self.timestamp_header, "timestamp_header")?;
+                let id_header = header(self.id_header, "id_header")?;
+                let signed_payload = self.signed_payload.unwrap_or(SignedPayload::Body);
+                match (signed_payload, &timestamp_header) {
+                    (SignedPayload::Body, Some(_)) => {
+                        return Err("`timestamp_header` is set but `signed_payload = \"body\"` does not sign it, so a replay could carry any timestamp; use \"body-then-timestamp\" or \"timestamp-dot-body\"".into());
+                    }
+                    (SignedPayload::BodyThenTimestamp | SignedPayload::TimestampDotBody, None) => {
+                        return Err(
+                            "`signed_payload` includes the timestamp: set `timestamp_header`"
+                                .into(),
+                        );
+                    }
+                    _ => {}
+                }
+                WebhookScheme::Hmac(HmacScheme {
+                    signature_header,
+                    signature_prefix: self.signature_prefix.filter(|p| !p.is_empty()),
+                    signature_encoding: self.signature_encoding.unwrap_or(SignatureEncoding::Hex),
+                    timestamp_header,
+                    id_header,
+                    signed_payload,
+                })
+            }
+        };
+        Ok(WebhookConfig {
+            scheme,
+            secret: self.secret,
+            max_body_kib: self.max_body_kib,
+            tolerance_secs: self.tolerance_secs,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    hris: Spanned<String>,
+    lms: Spanned<String>,
+    #[serde(default = "default_termination")]
+    on_termination: TerminationPolicy,
+    #[serde(default = "default_completion_policy")]
+    completion_policy: CompletionPolicy,
+    #[serde(default = "default_leave")]
+    on_leave: LeavePolicy,
+    #[serde(default = "default_reassignment")]
+    on_reassignment: ReassignmentPolicy,
+    #[serde(default = "default_max_deactivations")]
+    max_deactivations: DeactivationLimit,
+    #[serde(default = "default_lead_days")]
+    recertify_lead_days: u32,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+    #[serde(default)]
+    rules: Vec<Spanned<Rule>>,
+    fields: Option<Spanned<Vec<String>>>,
+    schedule: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+    full_listing_every: Option<Spanned<String>>,
+}
+
+fn default_leave() -> LeavePolicy {
+    LeavePolicy::Keep
+}
+fn default_reassignment() -> ReassignmentPolicy {
+    ReassignmentPolicy::Keep
+}
+fn default_max_deactivations() -> DeactivationLimit {
+    DeactivationLimit::Percent(10.0)
+}
+fn default_lead_days() -> u32 {
+    30
+}
+
+fn default_termination() -> TerminationPolicy {
+    TerminationPolicy::Suspend
+}
+fn default_completion_policy() -> CompletionPolicy {
+    CompletionPolicy::Latest
+}
+fn default_concurrency() -> usize {
+    4
+}
+
+impl Config {
+    /// Read and check the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 1,
+            message: format!("cannot read configuration: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parse and check configuration text; `path` names it in errors and
+    /// anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let at = |offset: usize, message: String| ConfigError {
+            file: path.to_owned(),
+            line: line_of(text, offset),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            at(
+                e.span().map_or(0, |s| s.start),
+                e.message().trim().to_owned(),
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut connectors = BTreeMap::new();
+        let mut webhooks = BTreeMap::new();
+        for (name, raw) in raw.connectors {
+            let span = raw.span().start;
+            let raw = raw.into_inner();
+            check_name(name.as_str()).map_err(|m| at(span, format!("connector `{name}`: {m}")))?;
+            let mut settings = BTreeMap::new();
+            for (key, value) in raw.config {
+                let value = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                        value.to_string()
+                    }
+                    _ => {
+                        return Err(at(
+                            span,
+                            format!(
+                                "connector `{name}`: config `{key}` must be a string, number or boolean"
+                            ),
+                        ));
+                    }
+                };
+                settings.insert(key, value);
+            }
+            let mut allow = Vec::new();
+            for origin in raw.allow {
+                let parsed = Origin::parse(origin.get_ref())
+                    .map_err(|m| at(origin.span().start, format!("connector `{name}`: {m}")))?;
+                allow.push(parsed);
+            }
+            if let Some(AuthConfig::OAuth2 { token_url, .. }) = &raw.auth {
+                let ok = url::Url::parse(token_url)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+                if !ok {
+                    return Err(at(
+                        span,
+                        format!(
+                            "connector `{name}`: oauth2 `token_url` `{token_url}` is not an http(s) URL"
+                        ),
+                    ));
+                }
+            }
+            if raw.limits.max_records == 0 || raw.limits.quarantine_after == 0 {
+                return Err(at(
+                    span,
+                    format!(
+                        "connector `{name}`: limits `max_records` and `quarantine_after` must be at least 1"
+                    ),
+                ));
+            }
+            if raw.auth.is_some() && allow.is_empty() {
+                return Err(at(
+                    span,
+                    format!(
+                        "connector `{name}`: `auth` is bound to the `allow`ed origins, but `allow` is empty"
+                    ),
+                ));
+            }
+            if let Some(webhook) = raw.webhook {
+                let line = webhook.span().start;
+                let checked = webhook
+                    .into_inner()
+                    .check()
+                    .map_err(|m| at(line, format!("connector `{name}`: webhook: {m}")))?;
+                webhooks.insert(name.clone(), checked);
+            }
+            connectors.insert(
+                name,
+                ConnectorConfig {
+                    plugin: raw.plugin,
+                    settings,
+                    allow,
+                    auth: raw.auth,
+                    limits: raw.limits,
+                },
+            );
+        }
+        let mut links = BTreeMap::new();
+        let mut schedules = BTreeMap::new();
+        for (name, raw) in raw.links {
+            let span = raw.span().start;
+            let raw = raw.into_inner();
+            check_name(name.as_str()).map_err(|m| at(span, format!("link `{name}`: {m}")))?;
+            for (role, connector) in [("hris", &raw.hris), ("lms", &raw.lms)] {
+                if !connectors.contains_key(connector.get_ref()) {
+                    return Err(at(
+                        connector.span().start,
+                        format!(
+                            "link `{name}`: {role} connector `{}` is not defined under [connectors]",
+                            connector.get_ref()
+                        ),
+                    ));
+                }
+            }
+            if raw.concurrency == 0 {
+                return Err(at(
+                    span,
+                    format!("link `{name}`: concurrency must be at least 1"),
+                ));
+            }
+            let mut rules = Vec::new();
+            for rule in raw.rules {
+                if rule.get_ref().courses.is_empty() {
+                    return Err(at(
+                        rule.span().start,
+                        format!("link `{name}`: a rule needs at least one course"),
+                    ));
+                }
+                rules.push(rule.into_inner());
+            }
+            let fields = match &raw.fields {
+                None => FieldAllowlist::default(),
+                Some(names) => FieldAllowlist::parse(names.get_ref())
+                    .map_err(|m| at(names.span().start, format!("link `{name}`: {m}")))?,
+            }
+            .with_rule_fields(&rules);
+            let schedule = raw
+                .schedule
+                .map(|s| {
+                    Schedule::parse(s.get_ref())
+                        .map_err(|m| at(s.span().start, format!("link `{name}`: {m}")))
+                })
+                .transpose()?;
+            let jitter = raw
+                .jitter
+                .map(|j| {
+                    parse_duration(j.get_ref())
+                        .map_err(|m| at(j.span().start, format!("link `{name}`: jitter: {m}")))
+                })
+                .transpose()?
+                .unwrap_or_default();
+            let full_listing_every = raw
+                .full_listing_every
+                .map(|d| {
+                    parse_duration(d.get_ref()).map_err(|m| {
+                        at(
+                            d.span().start,
+                            format!("link `{name}`: full_listing_every: {m}"),
+                        )
+                    })
+                })
+                .transpose()?
+                .unwrap_or(Duration::from_secs(7 * 86_400));
+            schedules.insert(name.clone(), LinkSchedule { schedule, jitter });
+            links.insert(
+                name,
+                LinkConfig {
+                    hris: raw.hris.into_inner(),
+                    lms: raw.lms.into_inner(),
+                    on_termination: raw.on_termination,
+                    completion_policy: raw.completion_policy,
+                    on_leave: raw.on_leave,
+                    on_reassignment: raw.on_reassignment,
+                    max_deactivations: raw.max_deactivations,
+                    recertify_lead_days: raw.recertify_lead_days,
+                    concurrency: raw.concurrency,
+                    rules,
+                    fields,
+                    full_listing_every,
+                },
+            );
+        }
+        let mut origins = Vec::new();
+        for (origin, budget) in raw.origins {
+            let parsed = Origin::parse(origin.get_ref())
+                .map_err(|m| at(origin.span().start, format!("origins: {m}")))?;
+            if budget.requests_per_second == 0 {
+                return Err(at(
+                    origin.span().start,
+                    format!(
+                        "origins: `{}` needs requests_per_second of at least 1",
+                        origin.get_ref()
+                    ),
+                ));
+            }
+            origins.push((parsed, budget));
+        }
+        let mut daemon = DaemonConfig::default();
+        if let Some(raw_daemon) = raw.daemon {
+            let d = raw_daemon.into_inner();
+            let address = |v: Spanned<String>, key: &str| {
+                v.get_ref().parse::<SocketAddr>().map_err(|e| {
+                    at(
+                        v.span().start,
+                        format!(
+                            "daemon: {key} `{}` is not an address:port: {e}",
+                            v.get_ref()
+                        ),
+                    )
+                })
+            };
+            let duration = |v: Spanned<String>, key: &str| {
+                parse_duration(v.get_ref())
+                    .map_err(|m| at(v.span().start, format!("daemon: {key}: {m}")))
+            };
+            if let Some(v) = d.admin_listen {
+                daemon.admin_listen = address(v, "admin_listen")?;
+            }
+            if let Some(v) = d.public_listen {
+                daemon.public_listen = Some(address(v, "public_listen")?);
+            }
+            if let Some(v) = d.plugin_rescan {
+                daemon.plugin_rescan = duration(v, "plugin_rescan")?.max(Duration::from_millis(50));
+            }
+            if let Some(v) = d.plugin_settle {
+                daemon.plugin_settle = duration(v, "plugin_settle")?;
+            }
+            if let Some(v) = d.shutdown_grace {
+                daemon.shutdown_grace = duration(v, "shutdown_grace")?;
+            }
+            if let Some(token) = d.admin_token {
+                if matches!(token.get_ref(), SecretSource::Literal(_)) {
+                    return Err(at(
+                        token.span().start,
+                        "daemon: admin_token must be a secret reference such as { secret = \"env:SWITCHYARD_ADMIN_TOKEN\" }, not a literal".into(),
+                    ));
+                }
+                daemon.admin_token = Some(token.into_inner());
+            }
+        }
+        Ok(Config {
+            daemon,
+            origins,
+            webhooks,
+            file: path.to_owned(),
+            plugin_dir: base.join(raw.plugin_dir.as_deref().unwrap_or("plugins.d")),
+            data_dir: base.join(raw.data_dir.as_deref().unwrap_or("switchyard-data")),
+            connectors,
+            links,
+            schedules,
+            retention: raw.retention,
+        })
+    }
+}
+
+/// Names are used in keys and paths: keep them plain.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err("names may use only letters, digits, '-' and '_'".into())
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/switchyard.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+[connectors.hr]
+plugin = "bamboohr"
+config = { base_url = "https://acme.bamboohr.com", page_size = 50 }
+allow = ["https://acme.bamboohr.com"]
+auth = { kind = "basic", username = { secret = "env:KEY" }, password = "x" }
+
+[connectors.lms]
+plugin = "moodle"
+allow = ["https://*.acme.example"]
+
+[links.acme]
+hris = "hr"
+lms = "lms"
+[[links.acme.rules]]
+courses = ["SAFETY"]
+when = { department = ["Warehouse"] }
+due_in_days = 30
+"#;
+
+    #[test]
+    fn parses_a_full_configuration() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.plugin_dir, Path::new("/etc/plugins.d"));
+        let hr = &config.connectors["hr"];
+        assert_eq!(hr.settings["page_size"], "50");
+        assert_eq!(hr.allow[0].port, 443);
+        let link = &config.links["acme"];
+        assert_eq!(link.on_termination, TerminationPolicy::Suspend);
+        assert_eq!(link.rules[0].due_in_days, Some(30));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let text = GOOD.replace("due_in_days = 30", "due_in_dayz = 30");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, 18, "{err}");
+        assert!(err.to_string().contains("due_in_dayz"), "{err}");
+        assert!(
+            err.to_string().starts_with("/etc/switchyard.toml:18:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn link_to_missing_connector_is_refused_with_its_line() {
+        let text = GOOD.replace("lms = \"lms\"", "lms = \"nope\"");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, 14, "{err}");
+        assert!(err.message.contains("`nope` is not defined"), "{err}");
+    }
+
+    #[test]
+    fn schedules_and_the_daemon_table_parse_and_bad_ones_name_their_line() {
+        let text = GOOD.replace(
+            "lms = \"lms\"\n",
+            "lms = \"lms\"\nschedule = \"every 15m\"\njitter = \"30s\"\n",
+        );
+        let text = format!(
+            "{text}\n[daemon]\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = {{ secret = \"env:TOKEN\" }}\nplugin_settle = \"250ms\"\n"
+        );
+        let config = parse(&text).unwrap();
+        let link = &config.schedules["acme"];
+        assert_eq!(link.schedule.as_ref().unwrap().to_string(), "every 15m");
+        assert_eq!(link.jitter, Duration::from_secs(30));
+        assert_eq!(config.daemon.plugin_settle, Duration::from_millis(250));
+        assert_eq!(config.daemon.admin_listen.port(), 0);
+
+        let bad = text.replace("every 15m", "61 * * * *");
+        let err = parse(&bad).unwrap_err();
+        assert_eq!(err.line, 15, "{err}");
+        assert!(err.message.contains("schedule `61 * * * *`"), "{err}");
+        let bad = text.replace("every 15m", "every 15 minutes");
+        assert_eq!(parse(&bad).unwrap_err().line, 15);
+        let bad = text.replace("{ secret = \"env:TOKEN\" }", "\"hunter2\"");
+        let err = parse(&bad).unwrap_err();
+        assert!(err.message.contains("secret reference"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn origin_budgets_parse_and_bad_ones_are_refused() {
+        let text =
+            format!("{GOOD}\n[origins.\"https://acme.bamboohr.com\"]\nrequests_per_second = 5\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.origins.len(), 1);
+        assert_eq!(config.origins[0].1.requests_per_second, 5);
+        let text = format!("{GOOD}\n[origins.\"acme.bamboohr.com\"]\nrequests_per_second = 5\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("no scheme"), "{err}");
+    }
+
+    #[test]
+    fn bad_origin_is_refused() {
+        let text = GOOD.replace("https://*.acme.example", "ftp://x");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, 10, "{err}");
+    }
+
+    #[test]
+    fn origins_match_scheme_host_and_port() {
+        let o = Origin::parse("https://*.acme.example").unwrap();
+        assert!(o.matches(&"https://lms.acme.example/x".parse().unwrap()));
+        assert!(!o.matches(&"https://acme.example/x".parse().unwrap()));
+        assert!(!o.matches(&"http://lms.acme.example/x".parse().unwrap()));
+        assert!(!o.matches(&"https://lms.acme.example:8443/x".parse().unwrap()));
+        assert!(!o.matches(&"https://evilacme.example/x".parse().unwrap()));
+        let v6 = Origin::parse("http://[::1]:9000").unwrap();
+        assert!(v6.matches(&"http://[::1]:9000/x".parse().unwrap()));
+        assert_eq!(Origin::parse("https://[::1]").unwrap().port, 443);
+        let local = Origin::parse("http://127.0.0.1:8080").unwrap();
+        assert!(local.matches(&"http://127.0.0.1:8080/api".parse().unwrap()));
+        assert!(!local.matches(&"http://127.0.0.1:8081/api".parse().unwrap()));
+    }
+
+    #[test]
+    fn wildcards_never_match_addresses() {
+        let o = Origin::parse("http://*.0.0.1:8080").unwrap();
+        assert!(!o.matches(&"http://127.0.0.1:8080/x".parse().unwrap()));
+        let o = Origin::parse("http://*.254.169.254").unwrap();
+        assert!(!o.matches(&"http://169.254.169.254/".parse().unwrap()));
+    }
+
+    #[test]
+    fn webhook_tables_parse_and_bad_ones_are_refused_with_their_line() {
+        let standard = GOOD.replace(
+            "allow = [\"https://*.acme.example\"]",
+            "allow = [\"https://*.acme.example\"]\n[connectors.lms.webhook]\nscheme = \"standard\"\nsecret = { secret = \"env:LMS_WEBHOOK\" }\nmax_body_kib = 64",
+        );
+        let config = parse(&standard).unwrap();
+        let hook = &config.webhooks["lms"];
+        assert_eq!(hook.scheme, WebhookScheme::Standard);
+        assert_eq!((hook.max_body_kib, hook.tolerance_secs), (64, 300));
+        assert!(!config.webhooks.contains_key("hr"));
+
+        let bamboo = GOOD.replace(
+            "password = \"x\" }",
+            "password = \"x\" }\n[connectors.hr.webhook]\nscheme = \"hmac\"\nsecret = { secret = \"file:/run/hook\" }\nsignature_header = \"X-BambooHR-Signature\"\ntimestamp_header = \"X-BambooHR-Timestamp\"\nsigned_payload = \"body-then-timestamp\"",
+        );
+        let config = parse(&bamboo).unwrap();
+        let WebhookScheme::Hmac(scheme) = &config.webhooks["hr"].scheme else {
+            panic!("hmac")
+        };
+        assert_eq!(scheme.signature_header, "x-bamboohr-signature");
+        assert_eq!(scheme.signature_encoding, SignatureEncoding::Hex);
+        assert_eq!(scheme.signed_payload, SignedPayload::BodyThenTimestamp);
+
+        for (bad, expect) in [
+            (
+                standard.replace("{ secret = \"env:LMS_WEBHOOK\" }", "\"whsec_abc\""),
+                "sealed reference",
+            ),
+            (
+                standard.replace("max_body_kib = 64", "signature_header = \"x-sig\""),
+                "scheme = \"hmac\" only",
+            ),
+            (
+                standard.replace("max_body_kib = 64", "max_body_kb = 64"),
+                "unknown field",
+            ),
+            (
+                standard.replace("scheme = \"standard\"", "scheme = \"rot13\""),
+                "unknown variant",
+            ),
+            (
+                bamboo.replace(
+                    "signed_payload = \"body-then-timestamp\"",
+                    "signed_payload = \"body\"",
+                ),
+                "does not sign it",
+            ),
+            (
+                bamboo.replace("signature_header = \"X-BambooHR-Signature\"\n", ""),
+                "needs `signature_header`",
+            ),
+        ] {
+            let err = parse(&bad).unwrap_err();
+            assert!(err.message.contains(expect), "{expect}: {err}");
+            assert!(err.line > 1, "names a line: {err}");
+        }
+        let err = parse(&standard.replace("{ secret = \"env:LMS_WEBHOOK\" }", "\"whsec_abc\""))
+            .unwrap_err();
+        assert_eq!(err.line, 11, "the webhook table's line: {err}");
+    }
+
+    #[test]
+    fn oauth2_and_new_limits_parse() {
+        let text = GOOD.replace(
+            "allow = [\"https://*.acme.example\"]",
+            "allow = [\"https://*.acme.example\"]\nauth = { kind = \"oauth2\", token_url = \"https://login.acme.example/token\", client_id = \"sy\", client_secret = { secret = \"store:lms-client\" }, scope = \"read\", client_auth = \"body\" }\n[connectors.lms.limits]\nmax_records = 500\nfuel = 1000000\nquarantine_after = 3",
+        );
+        let config = parse(&text).unwrap();
+        let lms = &config.connectors["lms"];
+        assert!(matches!(
+            lms.auth,
+            Some(AuthConfig::OAuth2 { client_auth: ClientAuthConfig::Body, ref scope, .. }) if scope.as_deref() == Some("read")
+        ));
+        assert_eq!(
+            (
+                lms.limits.max_records,
+                lms.limits.fuel,
+                lms.limits.quarantine_after
+            ),
+            (500, Some(1_000_000), 3)
+        );
+        let hr = &config.connectors["hr"];
+        assert_eq!(
+            (
+                hr.limits.max_records,
+                hr.limits.fuel,
+                hr.limits.quarantine_after
+            ),
+            (10_000, None, 5)
+        );
+
+        let bad = text.replace("https://login.acme.example/token", "login.acme.example");
+        let err = parse(&bad).unwrap_err();
+        assert!(err.message.contains("oauth2 `token_url`"), "{err}");
+        let zero = text.replace("quarantine_after = 3", "quarantine_after = 0");
+        assert!(parse(&zero).unwrap_err().message.contains("at least 1"));
+    }
+}

@@ -1,0 +1,864 @@
+//! `switchyard run`: the long-running service.
+//!
+//! One [`Daemon`] owns the configuration, the plugin runtime, the state
+//! database and the current [`Service`], held in an `ArcSwap`: the plugin
+//! watcher assembles a new `Service` when the plugin directory changes and
+//! swaps it in; a link run loads the current one when it starts and keeps it
+//! (its plugin versions) to the end.
+//!
+//! # Layout
+//!
+//! - [`scheduler`]: when each link runs (schedules, jitter, no overlap,
+//!   missed runs, manual triggers);
+//! - [`plugins`]: the watched plugin directory (settling, validation,
+//!   compiled-code cache, swap, refusal, removal);
+//! - [`admin`]: the admin API and its OpenAPI document, on its own listener
+//!   behind a bearer token; `/metrics` is served there too;
+//!
+//! The public listener ([`public_router`]) is where inbound traffic from
+//! other systems (webhooks) is served.
+//!
+//! Every event the audit trail wants goes through [`note`].
+//!
+//! **Shutdown** (SIGTERM/SIGINT): runs in progress are asked to stop at
+//! their next checkpoint (`Service::stop`: before the next page or the next
+//! operation; an operation in flight finishes and is recorded), the
+//! listeners stop accepting, the plugin watcher and the schedulers stop.
+//! A run that reaches no checkpoint within `shutdown_grace` is dropped at
+//! its next await point (safe too: the outbox was written before anything
+//! was applied and every effect carries its idempotency key). An
+//! interrupted run is not recorded as finished, so the next start runs the
+//! link at once and finishes the outbox. Then sled is flushed.
+
+pub mod admin;
+pub mod plugins;
+pub mod scheduler;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use arc_swap::ArcSwap;
+use axum::Router;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError};
+use crate::engine::{Interrupted, LinkHalted, LinkStopped, RunReport};
+use crate::runtime::Runtime;
+use crate::secrets::{SecretStore, resolve_secret};
+use crate::service::{Paused, Quarantined, Service};
+use crate::store::State;
+use plugins::{Change, PluginDir};
+use scheduler::{LinkRunner, LinkSlot, RunCause, RunEnd, WallClock};
+
+/// Something the audit trail records. Every such event goes through
+/// [`note`], which logs it and appends it to the audit log.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum DaemonEvent {
+    /// The daemon started with a configuration.
+    ConfigLoaded {
+        /// The configuration file.
+        file: String,
+    },
+    /// A plugin file was loaded (nothing of that name was serving).
+    PluginLoaded {
+        /// Plugin name.
+        plugin: String,
+        /// sha256 of the file.
+        sha256: String,
+        /// Its world.
+        world: String,
+    },
+    /// A new plugin file replaced the serving version.
+    PluginReplaced {
+        /// Plugin name.
+        plugin: String,
+        /// The version replaced.
+        old_sha256: String,
+        /// The version now serving.
+        new_sha256: String,
+    },
+    /// A plugin file was refused; `still_serving` keeps serving.
+    PluginRefused {
+        /// Plugin name.
+        plugin: String,
+        /// sha256 of the refused file.
+        sha256: Option<String>,
+        /// Why.
+        reason: String,
+        /// The version that keeps serving, if any.
+        still_serving: Option<String>,
+    },
+    /// A plugin file was removed; its connectors are paused.
+    PluginRemoved {
+        /// Plugin name.
+        plugin: String,
+        /// sha256 of the version that stopped serving.
+        sha256: String,
+    },
+    /// A connector cannot run (no usable plugin).
+    ConnectorPaused {
+        /// Connector.
+        connector: String,
+        /// Why.
+        reason: String,
+    },
+    /// A link run was triggered by hand.
+    ManualTrigger {
+        /// Link.
+        link: String,
+        /// Who: the admin token's fingerprint.
+        token: String,
+        /// From where.
+        remote: String,
+    },
+    /// A call to the admin API that changes something.
+    AdminAction {
+        /// What (`trigger-sync`, `replay-dead-letter`, `resume-connector`).
+        action: String,
+        /// On what (link, connector, dead letter).
+        target: String,
+        /// Fingerprint of the bearer token used (12 hex digits of the
+        /// sha256 of its sha256; never the token).
+        token: String,
+        /// Remote address.
+        remote: String,
+        /// Outcome.
+        outcome: String,
+    },
+    /// The daemon is shutting down.
+    ShuttingDown,
+}
+
+/// Record an event: in the log, and in the audit trail (see
+/// [`audit_event`]). An audit write that fails is logged, not fatal: the
+/// daemon keeps serving.
+pub fn note(audit: &crate::store::AuditLog, event: DaemonEvent) {
+    let fields = serde_json::to_string(&event).unwrap_or_default();
+    match &event {
+        DaemonEvent::PluginRefused { .. } | DaemonEvent::ConnectorPaused { .. } => {
+            tracing::warn!(target: "switchyard::audit", event = %fields, "{}", describe(&event));
+        }
+        _ => tracing::info!(target: "switchyard::audit", event = %fields, "{}", describe(&event)),
+    }
+    let Some(record) = audit_event(&event) else {
+        return;
+    };
+    if let Err(e) = audit.append(record) {
+        tracing::error!("failed to write the audit log: {e:#}");
+    }
+    // Remember what serves, so a later `Service::open` does not record the
+    // same plugin file again.
+    let remembered = match &event {
+        DaemonEvent::PluginLoaded { plugin, sha256, .. } => Some((plugin, sha256)),
+        DaemonEvent::PluginReplaced {
+            plugin, new_sha256, ..
+        } => Some((plugin, new_sha256)),
+        _ => None,
+    };
+    if let Some((plugin, sha256)) = remembered
+        && let Err(e) = audit.remember(&format!("plugin/{plugin}"), sha256)
+    {
+        tracing::error!("failed to write the audit log: {e:#}");
+    }
+}
+
+/// The audit record of a daemon event. A manual trigger is recorded as the
+/// admin action that caused it (`admin.trigger-sync`), not twice.
+fn audit_event(event: &DaemonEvent) -> Option<crate::audit::Event> {
+    use crate::audit::Event;
+    Some(match event {
+        DaemonEvent::ConfigLoaded { file } => {
+            let sha256 = std::fs::read(file).map(|b| hex::encode(Sha256::digest(&b))).unwrap_or_default();
+            Event::new("config.loaded").actor("daemon").detail(serde_json::json!({ "file": file, "sha256": sha256 }))
+        }
+        DaemonEvent::PluginLoaded { plugin, sha256, world } => Event::new("plugin.loaded")
+            .detail(serde_json::json!({ "plugin": plugin, "sha256": sha256, "world": world })),
+        DaemonEvent::PluginReplaced { plugin, old_sha256, new_sha256 } => Event::new("plugin.replaced")
+            .detail(serde_json::json!({ "plugin": plugin, "sha256": new_sha256, "previous_sha256": old_sha256 })),
+        DaemonEvent::PluginRefused { plugin, sha256, reason, still_serving } => Event::new("plugin.refused").detail(
+            serde_json::json!({ "plugin": plugin, "sha256": sha256, "reason": reason, "still_serving": still_serving }),
+        ),
+        DaemonEvent::PluginRemoved { plugin, sha256 } => {
+            Event::new("plugin.removed").detail(serde_json::json!({ "plugin": plugin, "sha256": sha256 }))
+        }
+        DaemonEvent::ConnectorPaused { connector, reason } => Event::new("connector.paused")
+            .connector(connector)
+            .detail(serde_json::json!({ "reason": reason })),
+        DaemonEvent::ManualTrigger { .. } => return None,
+        DaemonEvent::AdminAction { action, target, token, remote, outcome } => Event::new(format!("admin.{action}"))
+            .actor(format!("admin token {token} from {remote}"))
+            .detail(serde_json::json!({ "target": target, "outcome": outcome })),
+        DaemonEvent::ShuttingDown => Event::new("daemon.stopping").actor("daemon"),
+    })
+}
+
+fn describe(event: &DaemonEvent) -> String {
+    match event {
+        DaemonEvent::ConfigLoaded { file } => format!("configuration {file} loaded"),
+        DaemonEvent::PluginLoaded {
+            plugin,
+            sha256,
+            world,
+        } => format!("plugin `{plugin}` loaded ({world}, sha256 {sha256})"),
+        DaemonEvent::PluginReplaced {
+            plugin,
+            old_sha256,
+            new_sha256,
+        } => {
+            format!(
+                "plugin `{plugin}` replaced: {} -> {}",
+                short(old_sha256),
+                short(new_sha256)
+            )
+        }
+        DaemonEvent::PluginRefused {
+            plugin,
+            reason,
+            still_serving,
+            ..
+        } => match still_serving {
+            Some(old) => format!(
+                "plugin `{plugin}` refused, version {} keeps serving: {reason}",
+                short(old)
+            ),
+            None => format!("plugin `{plugin}` refused: {reason}"),
+        },
+        DaemonEvent::PluginRemoved { plugin, sha256 } => {
+            format!(
+                "plugin `{plugin}` ({}) removed; its connectors are paused",
+                short(sha256)
+            )
+        }
+        DaemonEvent::ConnectorPaused { connector, reason } => {
+            format!("connector `{connector}` paused: {reason}")
+        }
+        DaemonEvent::ManualTrigger { link, remote, .. } => {
+            format!("sync of link `{link}` triggered from {remote}")
+        }
+        DaemonEvent::AdminAction {
+            action,
+            target,
+            remote,
+            outcome,
+            ..
+        } => {
+            format!("admin {action} {target} from {remote}: {outcome}")
+        }
+        DaemonEvent::ShuttingDown => "shutting down".to_owned(),
+    }
+}
+
+fn short(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
+}
+
+/// What the daemon remembers of a link's runs (the last run time is also
+/// in sled, for the scheduler).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkActivity {
+    /// Runs since the daemon started.
+    pub runs: u64,
+    /// Start of the last run (RFC 3339).
+    pub last_started: Option<String>,
+    /// End of the last run (RFC 3339).
+    pub last_finished: Option<String>,
+    /// `ok`, `failed`, `stopped`, `halted`, `paused` or `interrupted`.
+    pub last_outcome: Option<String>,
+    /// What the last run reported, if it got that far.
+    pub last_report: Option<RunReport>,
+    /// The last run's error, if it failed.
+    pub last_error: Option<String>,
+    /// End of the last run that succeeded (RFC 3339).
+    pub last_success: Option<String>,
+}
+
+/// The daemon's shared parts.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// The plugin runtime (one engine for every version of every plugin).
+    pub runtime: Runtime,
+    /// Sync state.
+    pub state: State,
+    /// The service runs use; swapped when plugins change.
+    pub service: ArcSwap<Service>,
+    /// The plugin directory.
+    pub plugins: PluginDir,
+    /// One scheduler slot per link.
+    pub links: BTreeMap<String, Arc<LinkSlot>>,
+    activity: Mutex<BTreeMap<String, LinkActivity>>,
+    admin_token_sha256: [u8; 32],
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ready: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    /// Held by each run thread (see `sync_on_own_thread`).
+    in_flight: Arc<()>,
+    /// Shared with every assembled service: set at shutdown so runs stop at
+    /// their next checkpoint.
+    stop: Arc<AtomicBool>,
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Shared {
+    /// What the daemon remembers of a link's runs.
+    pub fn activity(&self, link: &str) -> LinkActivity {
+        self.activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(link)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Plugins scanned, service assembled, not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !*self.shutdown.borrow()
+    }
+
+    /// Ask a link's scheduler for a run now (after the one in progress, if
+    /// any). False if there is no such link.
+    pub fn trigger(&self, link: &str) -> bool {
+        match self.links.get(link) {
+            Some(slot) => {
+                slot.trigger.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Re-read the plugin directory and, if what serves changed, assemble
+    /// and swap in a new service.
+    async fn rescan(&self, initial: bool) {
+        let changes = self.plugins.scan(&self.runtime, initial).await;
+        for change in &changes {
+            note(
+                self.state.audit(),
+                match change.clone() {
+                    Change::Loaded {
+                        plugin,
+                        sha256,
+                        world,
+                    } => {
+                        crate::telemetry::plugin_reload(&plugin, "loaded");
+                        DaemonEvent::PluginLoaded {
+                            plugin,
+                            sha256,
+                            world,
+                        }
+                    }
+                    Change::Replaced {
+                        plugin,
+                        old_sha256,
+                        new_sha256,
+                    } => {
+                        crate::telemetry::plugin_reload(&plugin, "loaded");
+                        DaemonEvent::PluginReplaced {
+                            plugin,
+                            old_sha256,
+                            new_sha256,
+                        }
+                    }
+                    Change::Refused {
+                        plugin,
+                        sha256,
+                        reason,
+                        still_serving,
+                    } => {
+                        crate::telemetry::plugin_reload(&plugin, "refused");
+                        DaemonEvent::PluginRefused {
+                            plugin,
+                            sha256,
+                            reason,
+                            still_serving,
+                        }
+                    }
+                    Change::Removed { plugin, sha256 } => {
+                        crate::telemetry::plugin_reload(&plugin, "removed");
+                        DaemonEvent::PluginRemoved { plugin, sha256 }
+                    }
+                },
+            );
+        }
+        if !initial && changes.iter().any(Change::changes_serving) {
+            let previous = self.service.load_full();
+            match self.assemble(Some(&previous)) {
+                Ok(service) => self.service.store(Arc::new(service)),
+                Err(e) => tracing::error!(
+                    "plugins changed but the service could not be assembled; the previous one keeps running: {e:#}"
+                ),
+            }
+        }
+    }
+
+    fn assemble(&self, previous: Option<&Service>) -> anyhow::Result<Service> {
+        let missing = |plugin: &str| self.plugins.why_missing(plugin);
+        let service = Service::assemble(
+            self.config.clone(),
+            self.runtime.clone(),
+            self.state.clone(),
+            self.plugins.serving(),
+            &missing,
+            previous,
+            self.stop.clone(),
+        )?;
+        for (connector, reason) in &service.paused {
+            let was = previous.and_then(|p| p.paused.get(connector));
+            if was != Some(reason) {
+                note(
+                    self.state.audit(),
+                    DaemonEvent::ConnectorPaused {
+                        connector: connector.clone(),
+                        reason: reason.clone(),
+                    },
+                );
+            }
+        }
+        Ok(service)
+    }
+
+    /// Whether `token` is the admin token (constant time).
+    pub fn admin_token_matches(&self, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        // Comparing digests keeps the comparison constant-time whatever the
+        // lengths.
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        digest.ct_eq(&self.admin_token_sha256).into()
+    }
+
+    /// The admin token's fingerprint, for the audit trail.
+    pub fn admin_token_fingerprint(&self) -> String {
+        hex::encode(&Sha256::digest(self.admin_token_sha256)[..6])
+    }
+
+    /// The Prometheus exposition, if this process installed the recorder.
+    pub fn render_metrics(&self) -> Option<String> {
+        self.metrics.as_ref().map(crate::telemetry::render)
+    }
+}
+
+impl Shared {
+    /// Run a link's sync, driven on a thread of its own by the runtime's
+    /// handle. (rustc cannot yet prove the engine's future `Send` across its
+    /// async closures, so it cannot be spawned as a task.) Dropping the
+    /// returned future stops the sync at its next await point; shutdown
+    /// waits for such threads to let go of the state before flushing.
+    async fn sync_on_own_thread(
+        &self,
+        service: Arc<Service>,
+        link: &str,
+    ) -> anyhow::Result<RunReport> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let handle = tokio::runtime::Handle::current();
+        let link = link.to_owned();
+        let in_flight = self.in_flight.clone();
+        std::thread::Builder::new()
+            .name(format!("switchyard-run-{link}"))
+            .spawn(move || {
+                let mut tx = tx;
+                let result = handle.block_on(async {
+                    tokio::select! {
+                        result = service.sync_link(&link) => Some(result),
+                        () = tx.closed() => None,
+                    }
+                });
+                if let Some(result) = result {
+                    let _ = tx.send(result);
+                }
+                drop(in_flight);
+            })
+            .context("failed to start a thread for the run")?;
+        rx.await
+            .map_err(|_| anyhow!("the run's thread ended without a result"))?
+    }
+
+    /// Wait (up to `limit`) until no run thread holds the state.
+    async fn runs_released(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Arc::strong_count(&self.in_flight) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl LinkRunner for Shared {
+    fn last_run(&self, link: &str) -> Option<u64> {
+        self.state.last_run(link).unwrap_or_else(|e| {
+            tracing::warn!(link, "cannot read the last run time: {e:#}");
+            None
+        })
+    }
+
+    fn record_run(&self, link: &str, at_ms: u64) {
+        if let Err(e) = self.state.put_last_run(link, at_ms) {
+            tracing::error!(link, "cannot record the run time: {e:#}");
+        }
+    }
+
+    async fn run(&self, link: &str, cause: RunCause) -> RunEnd {
+        // The service as it is now: this run keeps these plugin versions to
+        // its end, whatever the watcher swaps in meanwhile.
+        let service = self.service.load_full();
+        let started = Instant::now();
+        let started_at = now_rfc3339();
+        tracing::info!(link, ?cause, "link run started");
+        {
+            let mut activity = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+            let a = activity.entry(link.to_owned()).or_default();
+            a.last_started = Some(started_at);
+        }
+        let result = self.sync_on_own_thread(service, link).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) if e.downcast_ref::<Interrupted>().is_some() => "interrupted",
+            Err(e) if e.downcast_ref::<LinkHalted>().is_some() => "halted",
+            Err(e) if e.downcast_ref::<LinkStopped>().is_some() => "stopped",
+            Err(e)
+                if e.downcast_ref::<Quarantined>().is_some()
+                    || e.downcast_ref::<Paused>().is_some() =>
+            {
+                "paused"
+            }
+            Err(_) => "failed",
+        };
+        let now_s = crate::store::now_ms() as f64 / 1000.0;
+        crate::telemetry::link_run(
+            link,
+            outcome,
+            started.elapsed(),
+            result.as_ref().ok(),
+            now_s,
+        );
+        let counts = self.state.counts(link);
+        crate::telemetry::depths(link, counts.outbox, counts.dead_letters);
+        match &result {
+            Ok(report) => tracing::info!(
+                link,
+                writes = report.writes(),
+                pending = report.pending,
+                "link run finished"
+            ),
+            Err(e) => tracing::warn!(link, outcome, "link run failed: {e:#}"),
+        }
+        let finished = now_rfc3339();
+        let mut activity = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        let a = activity.entry(link.to_owned()).or_default();
+        a.runs += 1;
+        a.last_finished = Some(finished.clone());
+        a.last_outcome = Some(outcome.to_owned());
+        match result {
+            Ok(report) => {
+                a.last_report = Some(report);
+                a.last_error = None;
+                a.last_success = Some(finished);
+            }
+            Err(e) => {
+                a.last_report = None;
+                a.last_error = Some(format!("{e:#}"));
+            }
+        }
+        if outcome == "interrupted" {
+            RunEnd::Interrupted
+        } else {
+            RunEnd::Finished
+        }
+    }
+}
+
+/// A started daemon.
+pub struct Daemon {
+    /// The shared parts (admin API, tests).
+    pub shared: Arc<Shared>,
+    /// Where the admin API listens.
+    pub admin_addr: SocketAddr,
+    /// Where the public listener listens, if configured.
+    pub public_addr: Option<SocketAddr>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+/// The public listener's routes: what other systems call: `/healthz` and
+/// the webhook ingress (`POST /webhooks/{connector}`). The ingress finds
+/// connectors in the service serving now (plugins may be swapped), and a
+/// delivery that queued work triggers the runs of the links it touched.
+pub fn public_router(shared: Arc<Shared>) -> anyhow::Result<Router> {
+    let store = SecretStore::in_dir(&shared.config.data_dir);
+    let source = shared.clone();
+    let trigger = shared.clone();
+    let ingress = crate::webhook::Ingress::new(
+        &shared.config,
+        shared.state.clone(),
+        move |name: &str| source.service.load().connectors.get(name).cloned(),
+        Some(&store),
+    )?
+    .on_accepted(move |links: &[String]| {
+        for link in links {
+            trigger.trigger(link);
+        }
+    });
+    Ok(Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .merge(crate::webhook::router(Arc::new(ingress))))
+}
+
+impl Daemon {
+    /// Start everything: load plugins, bind the listeners, start the plugin
+    /// watcher and one scheduler per link.
+    pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+        let token_source = config.daemon.admin_token.clone().ok_or_else(|| ConfigError {
+            file: config.file.clone(),
+            line: 1,
+            message: "`switchyard run` needs [daemon] admin_token = { secret = \"env:NAME\" } (the admin API's bearer token)".into(),
+        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
+        let token = resolve_secret(&token_source, Some(&SecretStore::in_dir(&config.data_dir)))
+            .map_err(|e| anyhow!("daemon admin_token: {e}"))?;
+        let runtime = Runtime::new().context("failed to start the plugin runtime")?;
+        Service::limit_origins(&config, &runtime);
+        let state = State::open(&config.data_dir)?;
+        note(
+            state.audit(),
+            DaemonEvent::ConfigLoaded {
+                file: config.file.display().to_string(),
+            },
+        );
+        let plugins = PluginDir::new(&config, config.data_dir.join("cache"));
+        if !config.plugin_dir.is_dir() {
+            return Err(anyhow!(
+                "plugin directory {} does not exist",
+                config.plugin_dir.display()
+            ));
+        }
+        let links = config
+            .schedules
+            .iter()
+            .map(|(name, when)| {
+                (
+                    name.clone(),
+                    Arc::new(LinkSlot::new(name, when.schedule.clone(), when.jitter)),
+                )
+            })
+            .collect();
+        let (shutdown, _) = watch::channel(false);
+        let stop = Arc::new(AtomicBool::new(false));
+        let placeholder = Service::assemble(
+            config.clone(),
+            runtime.clone(),
+            state.clone(),
+            BTreeMap::new(),
+            &|_| String::new(),
+            None,
+            stop.clone(),
+        )?;
+        let shared = Arc::new(Shared {
+            admin_token_sha256: Sha256::digest(token.expose().as_bytes()).into(),
+            service: ArcSwap::from_pointee(placeholder),
+            plugins,
+            links,
+            activity: Mutex::default(),
+            metrics: crate::telemetry::install(),
+            ready: AtomicBool::new(false),
+            in_flight: Arc::new(()),
+            stop,
+            shutdown,
+            config,
+            runtime,
+            state,
+        });
+        shared.rescan(true).await;
+        let service = shared.assemble(None)?;
+        shared.service.store(Arc::new(service));
+
+        let mut tasks = tokio::task::JoinSet::new();
+        let admin = tokio::net::TcpListener::bind(shared.config.daemon.admin_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (daemon admin_listen)",
+                    shared.config.daemon.admin_listen
+                )
+            })?;
+        let admin_addr = admin.local_addr()?;
+        let public = match shared.config.daemon.public_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (daemon public_listen)"))?,
+            ),
+            None => None,
+        };
+        let public_addr = public.as_ref().map(|l| l.local_addr()).transpose()?;
+        tracing::info!(%admin_addr, public = ?public_addr, "listening");
+
+        let router = admin::router(shared.clone());
+        let mut stop = shared.shutdown.subscribe();
+        tasks.spawn(async move {
+            let served = axum::serve(
+                admin,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+            if let Err(e) = served {
+                tracing::error!("admin listener failed: {e}");
+            }
+        });
+        if let Some(public) = public {
+            let router = public_router(shared.clone())?;
+            let mut stop = shared.shutdown.subscribe();
+            tasks.spawn(async move {
+                let served = axum::serve(
+                    public,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+                if let Err(e) = served {
+                    tracing::error!("public listener failed: {e}");
+                }
+            });
+        }
+        tasks.spawn(watch_plugins(shared.clone()));
+        let grace = shared.config.daemon.shutdown_grace;
+        for slot in shared.links.values() {
+            tasks.spawn(scheduler::run_link(
+                slot.clone(),
+                shared.clone(),
+                Arc::new(WallClock),
+                shared.shutdown.subscribe(),
+                grace,
+            ));
+        }
+        shared.ready.store(true, Ordering::SeqCst);
+        Ok(Daemon {
+            shared,
+            admin_addr,
+            public_addr,
+            tasks,
+        })
+    }
+
+    /// Stop: listeners, watcher, schedulers (a run in progress gets the
+    /// grace period), then flush the state.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        note(self.shared.state.audit(), DaemonEvent::ShuttingDown);
+        // Runs stop at their next checkpoint; then everything else stops.
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.shutdown.send_replace(true);
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!("a daemon task failed: {e}");
+            }
+        }
+        self.shared.runs_released(Duration::from_secs(10)).await;
+        self.shared.state.flush()?;
+        tracing::info!("stopped; state flushed");
+        Ok(())
+    }
+}
+
+/// Run until `stop` resolves, then shut down.
+pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let daemon = Daemon::start(config).await?;
+    stop.await;
+    daemon.shutdown().await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The plugin watcher: file events (notify) plus a periodic rescan; while a
+/// file settles, look again after `plugin_settle`.
+async fn watch_plugins(shared: Arc<Shared>) {
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watcher = {
+        use notify::Watcher as _;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = tx.send(());
+                }
+            });
+        if let Ok(w) = &mut watcher
+            && let Err(e) = w.watch(shared.plugins.dir(), notify::RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(
+                "cannot watch {} ({e}); rescanning every {:?}",
+                shared.plugins.dir().display(),
+                shared.config.daemon.plugin_rescan
+            );
+        }
+        watcher
+    };
+    if let Err(e) = &watcher {
+        tracing::warn!(
+            "no file watcher ({e}); rescanning every {:?}",
+            shared.config.daemon.plugin_rescan
+        );
+    }
+    let mut stop = shared.shutdown.subscribe();
+    let rescan = shared.config.daemon.plugin_rescan;
+    let settle = shared
+        .config
+        .daemon
+        .plugin_settle
+        .max(Duration::from_millis(20));
+    loop {
+        let wait = if shared.plugins.has_pending() {
+            settle.min(rescan)
+        } else {
+            rescan
+        };
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            Some(()) = events.recv() => {
+                while events.try_recv().is_ok() {}
+            }
+            () = tokio::time::sleep(wait) => {}
+        }
+        shared.rescan(false).await;
+    }
+    drop(watcher);
+}

@@ -1,0 +1,656 @@
+//! A configured Switchyard: configuration, runtime, plugins, connectors and
+//! state, assembled once and used by the CLI (and by embedders and tests).
+//!
+//! Quarantine lives here: after each link run the consecutive plugin faults
+//! of its connectors are persisted, a connector reaching its
+//! `quarantine_after` limit is quarantined, and a link using a quarantined
+//! connector is refused with [`Quarantined`] until an operator resumes the
+//! connector or a plugin file with a different sha256 is loaded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::audit::{Event, cli_actor};
+use crate::config::Config;
+use crate::engine::{LinkHalted, LinkRun, LinkStopped, RunOptions, RunReport};
+use crate::runtime::{Connector, Plugin, PluginError, Runtime, World};
+use crate::secrets::{SecretStore, resolve_credential};
+use crate::store::{ConnectorHealth, Forgotten, Quarantine, State};
+use crate::telemetry::Telemetry;
+
+/// A link was not run because a connector it uses is quarantined.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "link `{link}` paused: connector `{connector}` (plugin {plugin} {version}) is quarantined since {} after {} plugin faults in a row; last: {}; resume it with `switchyard plugin resume {connector}` or install a new version of the plugin",
+    quarantine.at, quarantine.faults, quarantine.reason
+)]
+pub struct Quarantined {
+    /// The link.
+    pub link: String,
+    /// The quarantined connector.
+    pub connector: String,
+    /// Its plugin.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+    /// Why and since when.
+    pub quarantine: Quarantine,
+}
+
+/// A link was not run because a connector it uses has no usable plugin (the
+/// daemon pauses connectors whose plugin file is removed or unfit).
+#[derive(Debug, thiserror::Error)]
+#[error("link `{link}` paused: connector `{connector}`: {reason}")]
+pub struct Paused {
+    /// The link.
+    pub link: String,
+    /// The paused connector.
+    pub connector: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Everything a configuration describes, loaded and checked.
+pub struct Service {
+    /// The configuration.
+    pub config: Config,
+    /// The plugin runtime.
+    pub runtime: Runtime,
+    /// Sync state.
+    pub state: State,
+    /// Loaded plugins by name.
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Plugin files that were refused.
+    pub refused: Vec<PluginError>,
+    /// Connectors by name.
+    pub connectors: BTreeMap<String, Connector>,
+    /// Connectors without a usable plugin, and why. [`Service::open`]
+    /// refuses to start with any; the daemon ([`Service::assemble`]) pauses
+    /// them and the links that use them.
+    pub paused: BTreeMap<String, String>,
+    /// Set to make runs in progress stop at their next checkpoint (the
+    /// daemon's shutdown); shared by every service a daemon assembles.
+    pub stop: Arc<AtomicBool>,
+    /// Who the audit log names for runs and actions started through this
+    /// service (default: the OS user and host, `via cli`).
+    pub actor: String,
+}
+
+/// What retention removed in one pass.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RetentionReport {
+    /// Audit records pruned.
+    pub audit_records: u64,
+    /// Dead letters deleted.
+    pub dead_letters: usize,
+    /// Snapshots of departed employees deleted.
+    pub snapshots: usize,
+}
+
+impl Service {
+    /// Load plugins, bind connectors and open the state database.
+    ///
+    /// A refused plugin file is reported in `refused`; it is an error only if
+    /// a connector needs it. A connector whose plugin implements the wrong
+    /// world for a link is an error naming both.
+    pub fn open(config: Config) -> anyhow::Result<Service> {
+        let runtime = Runtime::new().context("failed to start the plugin runtime")?;
+        // The compiled-code cache the daemon uses too: a one-shot run does
+        // not recompile unchanged plugins either.
+        let set =
+            runtime.load_dir_cached(&config.plugin_dir, Some(&config.data_dir.join("cache")))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
+        let state = State::open(&config.data_dir)?;
+        audit_startup(&state, &config, &set)?;
+        Service::limit_origins(&config, &runtime);
+        let missing = |plugin: &str| {
+            set.refused
+                .iter()
+                .find(|e| refused_name(e) == plugin)
+                .map(|e| format!(": {e}"))
+                .unwrap_or_else(|| format!(": no {plugin}.wasm in {}", config.plugin_dir.display()))
+        };
+        let (connectors, paused) = bind(&config, &runtime, &state, &set.plugins, &missing, None);
+        if let Some((_, reason)) = paused.into_iter().next() {
+            bail!("{reason}");
+        }
+        restore_health(&state, &connectors)?;
+        Ok(Service {
+            config,
+            runtime,
+            state,
+            plugins: set.plugins,
+            refused: set.refused,
+            connectors,
+            actor: cli_actor(),
+            paused: BTreeMap::new(),
+            stop: Arc::default(),
+        })
+    }
+
+    /// Apply the configuration's origin budgets to a runtime (once per
+    /// runtime).
+    pub fn limit_origins(config: &Config, runtime: &Runtime) {
+        for (origin, budget) in &config.origins {
+            runtime.limit_origin(
+                origin,
+                budget.requests_per_second,
+                budget.burst.unwrap_or(budget.requests_per_second),
+            );
+        }
+    }
+
+    /// Assemble a service from plugins loaded elsewhere (the daemon's plugin
+    /// directory), sharing `runtime` and `state` with earlier assemblies.
+    /// Never fails for a missing or unfit plugin: the connector is `paused`
+    /// with the reason (`missing` says why a plugin is not loaded). A
+    /// connector whose plugin file is unchanged since `previous` is carried
+    /// over, with its fault count. Runs stop at a checkpoint once `stop` is
+    /// set.
+    pub fn assemble(
+        config: Config,
+        runtime: Runtime,
+        state: State,
+        plugins: BTreeMap<String, Arc<Plugin>>,
+        missing: &dyn Fn(&str) -> String,
+        previous: Option<&Service>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Service> {
+        let (connectors, paused) = bind(&config, &runtime, &state, &plugins, missing, previous);
+        restore_health(&state, &connectors)?;
+        Ok(Service {
+            config,
+            runtime,
+            state,
+            plugins,
+            refused: Vec::new(),
+            connectors,
+            paused: paused.into_iter().collect(),
+            stop,
+            actor: "daemon".to_owned(),
+        })
+    }
+
+    /// Run one link once.
+    pub async fn sync_link(&self, name: &str) -> anyhow::Result<RunReport> {
+        self.sync_link_with(
+            name,
+            RunOptions::default(),
+            time::OffsetDateTime::now_utc().date(),
+        )
+        .await
+    }
+
+    /// Run one link once with options, as of `today`.
+    pub async fn sync_link_with(
+        &self,
+        name: &str,
+        options: RunOptions,
+        today: time::Date,
+    ) -> anyhow::Result<RunReport> {
+        let audit = self.state.audit();
+        let started = Event::new("run.started")
+            .link(name)
+            .actor(&self.actor)
+            .detail(serde_json::json!({
+                "dry_run": options.dry_run,
+                "approve_deactivations": options.approve_deactivations,
+                "full_listing": options.full_listing,
+            }));
+        let run = match self.link_run(name, today) {
+            Ok(run) => run,
+            Err(e) => {
+                audit.append_all(vec![started, run_failed(name, &e)])?;
+                return Err(e);
+            }
+        };
+        audit.append(started)?;
+        tracing::info!(link = name, dry_run = options.dry_run, "sync started");
+        let result = run.run(options).await;
+        for connector in [&run.link.hris, &run.link.lms] {
+            self.record_health(connector)?;
+        }
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                audit.append(run_failed(name, &e))?;
+                return Err(e);
+            }
+        };
+        let mut counts = serde_json::to_value(&report)?;
+        if let Some(map) = counts.as_object_mut() {
+            map.remove("plan");
+            map.remove("link");
+        }
+        audit.append(Event::new("run.finished").link(name).detail(counts))?;
+        if !options.dry_run {
+            self.apply_retention()?;
+        }
+        tracing::info!(link = name, writes = report.writes(), "sync finished");
+        Ok(report)
+    }
+
+    /// Apply the configured retention now (see [`apply_retention`]).
+    pub fn apply_retention(&self) -> anyhow::Result<RetentionReport> {
+        apply_retention(&self.config, &self.state)
+    }
+
+    /// Subject erasure (see [`State::forget`]), recorded with this
+    /// service's actor.
+    pub fn forget(&self, employee: &str) -> anyhow::Result<Forgotten> {
+        self.state.forget(employee, &self.actor)
+    }
+
+    /// Record an operator action (`admin.*`) in the audit log.
+    pub fn record_action(&self, event: Event) -> anyhow::Result<()> {
+        self.state.audit().append(event.actor(&self.actor))
+    }
+
+    /// Lift a connector's quarantine and reset its fault count; returns the
+    /// quarantine that was lifted.
+    pub fn resume(&self, connector: &str) -> anyhow::Result<Option<Quarantine>> {
+        // The caller records the action with its actor (the CLI as
+        // `user@host`, the admin API with the token and address).
+        let lifted = self.state.resume_connector(connector)?;
+        if let Some(c) = self.connectors.get(connector) {
+            c.restore_consecutive_faults(0);
+        }
+        Ok(lifted)
+    }
+
+    fn refuse_if_quarantined(&self, link: &str, name: &str) -> anyhow::Result<()> {
+        let connector = &self.connectors[name];
+        let Some(health) = self.state.connector_health(name)? else {
+            return Ok(());
+        };
+        match health.quarantine {
+            Some(quarantine) if health.sha256 == connector.plugin.sha256 => Err(Quarantined {
+                link: link.to_owned(),
+                connector: name.to_owned(),
+                plugin: connector.plugin.name.clone(),
+                version: connector.plugin.version().to_owned(),
+                quarantine,
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Persist a connector's faults in a row, and quarantine it when they
+    /// reach its limit.
+    fn record_health(&self, name: &str) -> anyhow::Result<()> {
+        let connector = &self.connectors[name];
+        let mut health = self
+            .state
+            .connector_health(name)?
+            .filter(|h| h.sha256 == connector.plugin.sha256)
+            .unwrap_or_else(|| ConnectorHealth {
+                plugin: connector.plugin.name.clone(),
+                sha256: connector.plugin.sha256.clone(),
+                ..ConnectorHealth::default()
+            });
+        let faults = connector.consecutive_faults();
+        let limit = connector.limits().quarantine_after;
+        if health.faults_in_a_row == faults && (faults < limit || health.quarantine.is_some()) {
+            return Ok(());
+        }
+        health.faults_in_a_row = faults;
+        if faults >= limit && health.quarantine.is_none() {
+            let reason = connector
+                .last_fault()
+                .unwrap_or_else(|| "plugin faults".to_owned());
+            tracing::error!(connector = %name, plugin = %connector.plugin.name, version = connector.plugin.version(), faults, "connector quarantined: {reason}");
+            self.state.audit().append(
+                Event::new("connector.quarantined")
+                    .connector(name)
+                    .cause(format!(
+                        "{faults} plugin faults in a row (quarantine_after = {limit})"
+                    ))
+                    .detail(serde_json::json!({
+                        "plugin": connector.plugin.name,
+                        "version": connector.plugin.version(),
+                        "sha256": connector.plugin.sha256,
+                    }))
+                    .personal(serde_json::json!({ "last_fault": reason })),
+            )?;
+            health.quarantine = Some(Quarantine {
+                reason,
+                faults,
+                at: time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            });
+        }
+        self.state.put_connector_health(name, &health)
+    }
+
+    /// Run every link once, in name order. Stops at the first link that fails.
+    pub async fn sync_all(&self, options: RunOptions) -> anyhow::Result<Vec<RunReport>> {
+        let today = time::OffsetDateTime::now_utc().date();
+        let mut reports = Vec::new();
+        for name in self.config.links.keys() {
+            reports.push(self.sync_link_with(name, options, today).await?);
+        }
+        Ok(reports)
+    }
+
+    /// Apply what waits in a link's outbox (after `dlq replay`).
+    pub async fn drain_outbox(&self, name: &str) -> anyhow::Result<RunReport> {
+        let run = self.link_run(name, time::OffsetDateTime::now_utc().date())?;
+        let result = run.drain().await;
+        for connector in [&run.link.hris, &run.link.lms] {
+            self.record_health(connector)?;
+        }
+        result
+    }
+
+    /// A run of a link, refused while one of its connectors is quarantined.
+    fn link_run<'a>(&'a self, name: &'a str, today: time::Date) -> anyhow::Result<LinkRun<'a>> {
+        let link = self.link(name)?;
+        for connector in [&link.hris, &link.lms] {
+            if let Some(reason) = self.paused.get(connector.as_str()) {
+                return Err(Paused {
+                    link: name.to_owned(),
+                    connector: connector.clone(),
+                    reason: reason.clone(),
+                }
+                .into());
+            }
+            self.refuse_if_quarantined(name, connector)?;
+        }
+        Ok(LinkRun {
+            name,
+            link,
+            hris: &self.connectors[&link.hris],
+            lms: &self.connectors[&link.lms],
+            state: &self.state,
+            today,
+            stop: &self.stop,
+            observer: &Telemetry::METRICS,
+        })
+    }
+
+    /// Compare the HRIS snapshot, the LMS and the completion ledger of a link.
+    pub async fn reconcile(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<Vec<crate::engine::reconcile::Drift>> {
+        let link = self.link(name)?;
+        let lms = self.connectors.get(&link.lms).ok_or_else(|| Paused {
+            link: name.to_owned(),
+            connector: link.lms.clone(),
+            reason: self.paused.get(&link.lms).cloned().unwrap_or_default(),
+        })?;
+        crate::engine::reconcile::reconcile(name, link, lms, &self.state).await
+    }
+
+    /// The link's configuration, or an error naming the file.
+    pub fn link(&self, name: &str) -> anyhow::Result<&crate::config::LinkConfig> {
+        self.config
+            .links
+            .get(name)
+            .ok_or_else(|| anyhow!("no link named `{name}` in {}", self.config.file.display()))
+    }
+}
+
+/// Apply the configured retention: prune old audit records and dead
+/// letters, delete the snapshots of long-departed employees. Each deletion
+/// is recorded in the audit log.
+pub fn apply_retention(config: &Config, state: &State) -> anyhow::Result<RetentionReport> {
+    let retention = &config.retention;
+    let now = time::OffsetDateTime::now_utc();
+    let days = |d: u32| now - time::Duration::days(d.into());
+    let ms =
+        |t: time::OffsetDateTime| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let audit = state.audit();
+    let mut report = RetentionReport::default();
+    let cause = |what: &str, d: u32| format!("retention: {what} older than {d} days");
+    for link in config.links.keys() {
+        let letters = state.prune_dead_letters(link, &days(retention.dead_letter_days))?;
+        let departed = state.prune_departed(link, ms(days(retention.departed_days)))?;
+        if letters > 0 {
+            audit.append(
+                Event::new("retention.dead-letters-deleted")
+                    .link(link)
+                    .cause(cause("dead letters", retention.dead_letter_days))
+                    .detail(serde_json::json!({ "count": letters })),
+            )?;
+        }
+        if !departed.is_empty() {
+            audit.append(
+                Event::new("retention.snapshots-deleted")
+                    .link(link)
+                    .cause(cause(
+                        "snapshots of employees absent from the HRIS",
+                        retention.departed_days,
+                    ))
+                    .detail(serde_json::json!({ "count": departed.len(), "employees": departed })),
+            )?;
+        }
+        report.dead_letters += letters;
+        report.snapshots += departed.len();
+    }
+    report.audit_records = audit
+        .prune(
+            ms(days(retention.audit_days)),
+            &cause("audit records", retention.audit_days),
+        )?
+        .records;
+    Ok(report)
+}
+
+/// The audit record of a run that failed: halted, stopped, refused or failed.
+fn run_failed(link: &str, e: &anyhow::Error) -> Event {
+    let kind = if e.downcast_ref::<LinkHalted>().is_some() {
+        "link.halted"
+    } else if e.downcast_ref::<LinkStopped>().is_some() {
+        "link.stopped"
+    } else if e.downcast_ref::<Quarantined>().is_some() {
+        "run.refused"
+    } else {
+        "run.failed"
+    };
+    // The error chain may quote a vendor's text: outside the hashed record.
+    Event::new(kind)
+        .link(link)
+        .personal(serde_json::json!({ "error": format!("{e:#}") }))
+}
+
+/// Record what changed since the last start: the configuration file and
+/// each plugin file (loaded, replaced or refused, with its sha256). A
+/// plugin or configuration seen before with the same hash is not recorded
+/// again.
+fn audit_startup(
+    state: &State,
+    config: &Config,
+    set: &crate::runtime::PluginSet,
+) -> anyhow::Result<()> {
+    use sha2::Digest;
+    let audit = state.audit();
+    let mut events = Vec::new();
+    let mut seen = Vec::new();
+    if let Ok(text) = std::fs::read(&config.file) {
+        let sha = hex::encode(sha2::Sha256::digest(&text));
+        let previous = audit.remembered("config")?;
+        if previous.as_deref() != Some(sha.as_str()) {
+            events.push(Event::new("config.loaded").detail(serde_json::json!({
+                "file": config.file.display().to_string(),
+                "sha256": sha,
+                "previous_sha256": previous,
+            })));
+            seen.push(("config".to_owned(), sha));
+        }
+    }
+    for plugin in set.plugins.values() {
+        let name = format!("plugin/{}", plugin.name);
+        let previous = audit.remembered(&name)?;
+        if previous.as_deref() != Some(plugin.sha256.as_str()) {
+            let kind = if previous.is_some() {
+                "plugin.replaced"
+            } else {
+                "plugin.loaded"
+            };
+            events.push(Event::new(kind).detail(serde_json::json!({
+                "plugin": plugin.name,
+                "world": plugin.world.to_string(),
+                "contract": plugin.contract_version,
+                "version": plugin.version(),
+                "sha256": plugin.sha256,
+                "previous_sha256": previous,
+            })));
+            seen.push((name, plugin.sha256.clone()));
+        }
+    }
+    for refused in &set.refused {
+        let path = refused_path(refused);
+        let sha = std::fs::read(path)
+            .map(|b| hex::encode(sha2::Sha256::digest(&b)))
+            .unwrap_or_default();
+        let name = format!("refused/{}", path.display());
+        if audit.remembered(&name)?.as_deref() != Some(sha.as_str()) {
+            events.push(Event::new("plugin.refused").detail(serde_json::json!({
+                "file": path.display().to_string(),
+                "sha256": sha,
+                "reason": refused.to_string(),
+            })));
+            seen.push((name, sha));
+        }
+    }
+    audit.append_all(events)?;
+    for (name, value) in seen {
+        audit.remember(&name, &value)?;
+    }
+    Ok(())
+}
+
+/// Bind each configured connector to its plugin, credential and the audit
+/// log, and check each link's connectors implement the right world. Returns the bound
+/// connectors and, for the others, why not (in the order `open` reports
+/// them: connectors by name, then links by name).
+fn bind(
+    config: &Config,
+    runtime: &Runtime,
+    state: &State,
+    plugins: &BTreeMap<String, Arc<Plugin>>,
+    missing: &dyn Fn(&str) -> String,
+    previous: Option<&Service>,
+) -> (BTreeMap<String, Connector>, Vec<(String, String)>) {
+    let store = SecretStore::in_dir(&config.data_dir);
+    let mut connectors = BTreeMap::new();
+    let mut paused = BTreeMap::new();
+    for (name, connector) in &config.connectors {
+        let Some(plugin) = plugins.get(&connector.plugin) else {
+            paused.insert(
+                name.clone(),
+                format!(
+                    "connector `{name}`: plugin `{}` is not available{}",
+                    connector.plugin,
+                    missing(&connector.plugin)
+                ),
+            );
+            continue;
+        };
+        if let Some(old) = previous
+            .and_then(|p| p.connectors.get(name))
+            .filter(|old| Arc::ptr_eq(&old.plugin, plugin) || old.plugin.sha256 == plugin.sha256)
+        {
+            connectors.insert(name.clone(), old.clone());
+            continue;
+        }
+        let credential = match connector
+            .auth
+            .as_ref()
+            .map(|auth| resolve_credential(auth, Some(&store)))
+            .transpose()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                paused.insert(name.clone(), format!("connector `{name}`: {e}"));
+                continue;
+            }
+        };
+        let mut bound = runtime.connector(name, &connector.grants(), plugin.clone(), credential);
+        bound.set_observer(Arc::new(Telemetry::with_audit(state.audit().clone())));
+        connectors.insert(name.clone(), bound);
+    }
+    let mut unfit = Vec::new();
+    for (name, link) in &config.links {
+        for (role, connector, world) in [
+            ("hris", &link.hris, World::Hris),
+            ("lms", &link.lms, World::Lms),
+        ] {
+            let Some(bound) = connectors.get(connector) else {
+                continue;
+            };
+            if bound.plugin.world != world {
+                unfit.push((
+                    connector.clone(),
+                    format!(
+                        "link `{name}`: {role} connector `{connector}` runs plugin `{}`, which implements {}, not {world}",
+                        bound.plugin.name, bound.plugin.world
+                    ),
+                ));
+            }
+        }
+    }
+    // Reported after every missing plugin, as `open` always did.
+    let mut paused: Vec<(String, String)> = paused.into_iter().collect();
+    for (connector, reason) in unfit {
+        connectors.remove(&connector);
+        if !paused.iter().any(|(c, _)| *c == connector) {
+            paused.push((connector, reason));
+        }
+    }
+    (connectors, paused)
+}
+
+/// Restore each connector's faults in a row, or reset them when its plugin
+/// file changed.
+fn restore_health(state: &State, connectors: &BTreeMap<String, Connector>) -> anyhow::Result<()> {
+    for (name, connector) in connectors {
+        let Some(health) = state.connector_health(name)? else {
+            continue;
+        };
+        if health.sha256 == connector.plugin.sha256 {
+            connector.restore_consecutive_faults(health.faults_in_a_row);
+        } else {
+            // A new plugin file: the count and any quarantine were about
+            // the old one.
+            if health.quarantine.is_some() {
+                tracing::info!(connector = %name, plugin = %connector.plugin.name, version = connector.plugin.version(), "quarantine lifted: a different plugin file is loaded");
+            }
+            state.put_connector_health(
+                name,
+                &ConnectorHealth {
+                    plugin: connector.plugin.name.clone(),
+                    sha256: connector.plugin.sha256.clone(),
+                    ..ConnectorHealth::default()
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn refused_path(e: &PluginError) -> &std::path::Path {
+    match e {
+        PluginError::Unreadable { path, .. }
+        | PluginError::NotAComponent { path, .. }
+        | PluginError::NoWorld { path, .. }
+        | PluginError::UnsupportedVersion { path, .. }
+        | PluginError::WrongWorld { path, .. }
+        | PluginError::Link { path, .. } => path,
+    }
+}
+
+fn refused_name(e: &PluginError) -> String {
+    refused_path(e)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned()
+}

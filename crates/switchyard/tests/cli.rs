@@ -1,0 +1,265 @@
+//! The `switchyard` binary: exit codes and messages scripts rely on.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine as _;
+
+fn switchyard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        "[connectors.hr]\nplugin = \"bamboohr\"\n\n[links.acme]\nhris = \"hr\"\nlms = \"missing\"\n",
+    )
+    .unwrap();
+    let out = switchyard()
+        .args(["sync", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:6:", config.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`missing` is not defined"), "{stderr}");
+}
+
+#[test]
+fn plugin_check_refuses_a_non_component_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fake.wasm");
+    std::fs::write(&file, "not wasm").unwrap();
+    let out = switchyard()
+        .args(["plugin", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("fake.wasm: not a WebAssembly component"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["sync", "--help"],
+        vec!["status", "--help"],
+        vec!["plugin", "check", "--help"],
+        vec!["plugin", "list", "--help"],
+        vec!["dlq", "list", "--help"],
+        vec!["dlq", "show", "--help"],
+        vec!["dlq", "replay", "--help"],
+        vec!["dlq", "drop", "--help"],
+        vec!["reconcile", "--help"],
+        vec!["plugin", "resume", "--help"],
+        vec!["secret", "set", "--help"],
+        vec!["secret", "list", "--help"],
+        vec!["secret", "rm", "--help"],
+        vec!["audit", "verify", "--help"],
+        vec!["audit", "head", "--help"],
+        vec!["audit", "tail", "--help"],
+        vec!["audit", "search", "--help"],
+        vec!["audit", "export", "--help"],
+        vec!["audit", "forget", "--help"],
+        vec!["audit", "prune", "--help"],
+    ] {
+        let out = switchyard().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{args:?}"
+        );
+    }
+}
+
+const KEY_A: [u8; 32] = [7; 32];
+const KEY_B: [u8; 32] = [9; 32];
+
+fn b64(key: [u8; 32]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// A configuration with one connector and its data directory.
+fn config_in(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("switchyard.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"data\"\n[connectors.hr]\nplugin = \"bamboohr\"\nallow = [\"https://acme.example\"]\nauth = { kind = \"bearer\", token = { secret = \"store:hr-token\" } }\n",
+    )
+    .unwrap();
+    config
+}
+
+fn secret_cmd(config: &Path, args: &[&str], key: Option<[u8; 32]>, stdin: &str) -> Output {
+    let mut cmd = switchyard();
+    cmd.arg("secret").args(args).arg("--config").arg(config);
+    cmd.env_remove("SWITCHYARD_SECRET_KEY")
+        .env_remove("SWITCHYARD_SECRET_KEY_FILE");
+    if let Some(key) = key {
+        cmd.env("SWITCHYARD_SECRET_KEY", b64(key));
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn secret_store_set_list_rm_never_prints_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let value = "cli-s3cret-value-123";
+
+    let out = secret_cmd(
+        &config,
+        &["set", "hr-token"],
+        Some(KEY_A),
+        &format!("{value}\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains(value), "{}", text(&out));
+    let store = dir.path().join("data").join("secrets.json");
+    let on_disk = std::fs::read_to_string(&store).unwrap();
+    assert!(
+        !on_disk.contains(value),
+        "the value is encrypted: {on_disk}"
+    );
+
+    // The value decrypts to what was given, newline trimmed.
+    let key = switchyard::secrets::StoreKey::from_base64(&b64(KEY_A)).unwrap();
+    let secret = switchyard::secrets::SecretStore::in_dir(&dir.path().join("data"))
+        .get("hr-token", &key)
+        .unwrap();
+    assert_eq!(secret.expose(), value);
+
+    // Listing needs no key and shows names only.
+    let out = secret_cmd(&config, &["list"], None, "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hr-token\n");
+
+    let out = secret_cmd(&config, &["rm", "hr-token"], None, "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = secret_cmd(&config, &["list"], None, "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let out = secret_cmd(&config, &["rm", "hr-token"], None, "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no secret named `hr-token`"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_wrong_or_missing_store_key_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let out = secret_cmd(&config, &["set", "a"], Some(KEY_A), "first-s3cret");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = secret_cmd(&config, &["set", "b"], Some(KEY_B), "second-s3cret");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("key does not match the store"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("first-s3cret"));
+
+    let out = secret_cmd(&config, &["set", "b"], None, "second-s3cret");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("SWITCHYARD_SECRET_KEY"),
+        "{}",
+        text(&out)
+    );
+
+    let out = secret_cmd(&config, &["set", "b"], Some(KEY_A), "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no secret value on stdin"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn plugin_resume_lifts_a_quarantine() {
+    use switchyard::store::{ConnectorHealth, Quarantine, State};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    {
+        let state = State::open(&dir.path().join("data")).unwrap();
+        state
+            .put_connector_health(
+                "hr",
+                &ConnectorHealth {
+                    plugin: "bamboohr".into(),
+                    sha256: "ab".repeat(32),
+                    faults_in_a_row: 5,
+                    quarantine: Some(Quarantine {
+                        reason: "trap: boom".into(),
+                        faults: 5,
+                        at: "2026-01-01T00:00:00Z".into(),
+                    }),
+                },
+            )
+            .unwrap();
+        state.flush().unwrap();
+    }
+    let resume = |connector: &str| {
+        switchyard()
+            .args(["plugin", "resume", connector, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = resume("hr");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "connector `hr` resumed (quarantined since 2026-01-01T00:00:00Z: trap: boom)"
+        ),
+        "{}",
+        text(&out)
+    );
+    let out = resume("hr");
+    assert!(text(&out).contains("was not quarantined"), "{}", text(&out));
+    let out = resume("nope");
+    assert_eq!(out.status.code(), Some(2));
+
+    let state = State::open(&dir.path().join("data")).unwrap();
+    let health = state.connector_health("hr").unwrap().unwrap();
+    assert_eq!(health.quarantine, None);
+    assert_eq!(health.faults_in_a_row, 0);
+}
