@@ -28,10 +28,15 @@
 //!
 //! # Layout
 //!
+//! - [`Kind`]: the catalogue of record kinds;
 //! - [`Event`]: something to record, built by the code that knows it;
 //! - [`seal`]: an event chained after a [`Head`] into a [`Sealed`] record;
 //! - [`Verifier`]: checks stored records one by one from an anchor;
 //! - [`Entry`], [`Filter`], [`Verification`], [`Pruned`]: what reads return.
+
+pub mod kind;
+
+pub use kind::Kind;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -99,9 +104,9 @@ pub struct Event {
 
 impl Event {
     /// An event of `kind`.
-    pub fn new(kind: impl Into<String>) -> Event {
+    pub fn new(kind: Kind) -> Event {
         Event {
-            kind: kind.into(),
+            kind: kind.as_str().to_owned(),
             ..Event::default()
         }
     }
@@ -524,7 +529,7 @@ mod tests {
         };
         let mut out = Vec::new();
         for i in 0..n {
-            let event = Event::new("user.created")
+            let event = Event::new(Kind::UserCreated)
                 .employee(i.to_string())
                 .personal(json!({"email": format!("{i}@x")}));
             let sealed = seal(&head, event, 1_000 + i).unwrap();
@@ -611,11 +616,11 @@ mod tests {
                 hash: GENESIS.into(),
                 at_ms: 0,
             },
-            Event::new("a"),
+            Event::new(Kind::RunStarted),
             5_000,
         )
         .unwrap();
-        let second = seal(&first.head, Event::new("b"), 1_000).unwrap();
+        let second = seal(&first.head, Event::new(Kind::RunFinished), 1_000).unwrap();
         assert_eq!(second.head.at_ms, 5_000);
         assert_eq!(
             open_record(&second.value).unwrap().1.at,
@@ -632,7 +637,7 @@ mod tests {
                     hash: GENESIS.into(),
                     at_ms: 0,
                 },
-                Event::new("user.created").link("a"),
+                Event::new(Kind::UserCreated).link("a"),
                 86_400_000,
             )
             .unwrap()

@@ -15,7 +15,9 @@
 //! # Layout
 //!
 //! - `run.rs`: [`LinkRun`] (one run), [`RunReport`], the errors that stop a
-//!   run, retries and dead letters, [`decide_completions`];
+//!   run, retries and dead letters;
+//! - [`ingest`]: the one path from records (polled or pushed) to planned
+//!   work: store reads, the guard, the retake policy;
 //! - [`plan`]: the planner (one employee + what the host knows -> operations);
 //! - [`rules`]: assignment rules; [`retake`]: which completion wins;
 //! - [`fields`]: the per-link field allowlist;
@@ -23,6 +25,7 @@
 //! - [`reconcile`]: drift between snapshot, LMS and ledger.
 
 pub mod fields;
+pub mod ingest;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
@@ -31,5 +34,6 @@ pub mod rules;
 mod run;
 
 pub use fields::FieldAllowlist;
+pub use ingest::{Deactivations, Ingest, decide_completions};
 pub use policy::LinkConfig;
 pub use run::*;

@@ -1,6 +1,7 @@
-//! Planning: from one employee's HRIS record and what the host knows, the
-//! operations that bring the LMS in line. Planning makes no call to a plugin
-//! and writes nothing; `state::commit_plan` makes a plan durable.
+//! Planning: from one employee's HRIS record and what the host knows
+//! ([`Known`]), the operations that bring the LMS in line. The planner is a
+//! pure function: it reads no store, calls no plugin and has no clock of its
+//! own; the store's `commit_plan` makes a plan durable.
 //!
 //! What the host knows is *projected*: the ledgers (accounts, enrollments)
 //! with the operations still waiting in the outbox folded in, so a plan made
@@ -10,11 +11,33 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use switchyard_model::{Employee, EmploymentStatus, OpKind, Operation, PlannedEmployee, Snapshot};
-use switchyard_store::State;
+use switchyard_model::{
+    Account, Employee, EmploymentStatus, Enrollment, OpKind, Operation, PlannedEmployee, Snapshot,
+    Winner,
+};
 
 use crate::policy::{LeavePolicy, LinkConfig, ReassignmentPolicy, TerminationPolicy};
 use crate::{idempotency_key, rules};
+
+/// What the host knows about one employee: the planner's input besides the
+/// record itself. The shell reads it from the store ([`crate::ingest`]);
+/// tests write it by hand.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Known {
+    /// The last snapshot of the employee's record, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The last revision of a snapshot that retention deleted (a returning
+    /// employee continues the numbering).
+    pub retired_rev: Option<u64>,
+    /// The LMS account the host made or adopted.
+    pub account: Option<Account>,
+    /// Enrollments the host made, by course.
+    pub enrollments: BTreeMap<String, Enrollment>,
+    /// Operations waiting in the outbox, in order.
+    pub pending: Vec<Operation>,
+    /// The winning completion of each course, by course (recertification).
+    pub winners: BTreeMap<String, Winner>,
+}
 
 /// What the host knows about one employee's LMS side, pending work included.
 #[derive(Debug, Default)]
@@ -25,40 +48,44 @@ struct Projection {
     enrolled: BTreeMap<String, (u32, String)>,
 }
 
-fn project(state: &State, link: &str, employee: &str) -> anyhow::Result<Projection> {
+/// The ledgers with the operations still waiting in the outbox folded in.
+fn project(known: &Known) -> Projection {
     let mut p = Projection::default();
-    if let Some(account) = state.account(link, employee)? {
+    if let Some(account) = &known.account {
         p.account = true;
         p.active = account.active;
     }
-    for (course, enrollment) in state.enrollments_of(link, employee)? {
-        p.enrolled
-            .insert(course, (enrollment.cycle, enrollment.assigned_on));
+    for (course, enrollment) in &known.enrollments {
+        p.enrolled.insert(
+            course.clone(),
+            (enrollment.cycle, enrollment.assigned_on.clone()),
+        );
     }
-    for op in state.pending_for(link, employee)? {
-        match op.kind {
+    for op in &known.pending {
+        match &op.kind {
             OpKind::UpsertUser { .. } => {
                 if !p.account {
                     p.account = true;
                     p.active = true;
                 }
             }
-            OpKind::SetActive { active } => p.active = active,
+            OpKind::SetActive { active } => p.active = *active,
             OpKind::Enroll {
                 course,
                 cycle,
                 assigned_on,
                 ..
             } => {
-                p.enrolled.insert(course, (cycle, assigned_on));
+                p.enrolled
+                    .insert(course.clone(), (*cycle, assigned_on.clone()));
             }
             OpKind::Unenroll { course } => {
-                p.enrolled.remove(&course);
+                p.enrolled.remove(course);
             }
             OpKind::PushCompletion { .. } => {}
         }
     }
-    Ok(p)
+    p
 }
 
 /// One line of a plan, for `--dry-run` output.
@@ -90,14 +117,13 @@ impl From<&Operation> for PlannedOperation {
     }
 }
 
-/// Plans for one link.
+/// Plans for one link. Pure: every input is an argument, nothing is read
+/// or written, no clock is consulted.
 pub struct Planner<'a> {
-    /// Link name.
+    /// Link name (part of every key).
     pub link_name: &'a str,
-    /// Link configuration.
+    /// Link configuration: rules and policies.
     pub link: &'a LinkConfig,
-    /// State.
-    pub state: &'a State,
     /// Today, for due dates and recertification.
     pub today: time::Date,
 }
@@ -128,22 +154,21 @@ impl Planner<'_> {
         }
     }
 
-    /// The plan for one employee record from the HRIS.
-    pub fn plan_employee(&self, e: &Employee) -> anyhow::Result<PlannedEmployee> {
-        let stored = self.state.snapshot(self.link_name, &e.id)?;
-        let (rev, changed) = match &stored {
+    /// The plan for one employee record from the HRIS, given what the host
+    /// knows about them: the new snapshot (if the record changed) and the
+    /// operations, in order, that bring the LMS in line. Operations already
+    /// waiting in the outbox are not planned again; the caller also drops
+    /// those already done or given up on ([`crate::ingest`]).
+    pub fn plan(&self, e: &Employee, known: &Known) -> PlannedEmployee {
+        let stored = known.snapshot.as_ref();
+        let (rev, changed) = match stored {
             Some(s) if s.employee == *e => (s.rev, false),
             Some(s) => (s.rev + 1, true),
             // A snapshot deleted by retention continues its numbering.
-            None => (
-                self.state
-                    .retired_rev(self.link_name, &e.id)?
-                    .map_or(1, |r| r + 1),
-                true,
-            ),
+            None => (known.retired_rev.map_or(1, |r| r + 1), true),
         };
         let rev_text = rev.to_string();
-        let p = project(self.state, self.link_name, &e.id)?;
+        let p = project(known);
         let status = status_name(e);
         let mut ops = Vec::new();
 
@@ -163,9 +188,7 @@ impl Planner<'_> {
         };
 
         if want_access == Some(true) {
-            let profile_changed = stored
-                .as_ref()
-                .is_none_or(|s| s.employee.profile() != e.profile());
+            let profile_changed = stored.is_none_or(|s| s.employee.profile() != e.profile());
             if !p.account || profile_changed {
                 let cause = if p.account {
                     "name, email, department or location changed in the HRIS".to_owned()
@@ -211,7 +234,7 @@ impl Planner<'_> {
                 let cycle = match p.enrolled.get(&a.course) {
                     None => 0,
                     Some((cycle, assigned_on)) => {
-                        if !self.recertification_due(e, &a.course, assigned_on)? {
+                        if !self.recertification_due(known.winners.get(&a.course), assigned_on) {
                             continue;
                         }
                         cycle + 1
@@ -255,52 +278,48 @@ impl Planner<'_> {
             }
         }
 
-        let mut operations = Vec::new();
-        for op in ops {
-            if self.state.is_done(self.link_name, &op.key)?
-                || self.state.is_pending(self.link_name, &op.key)?
-                || self.state.is_dead(self.link_name, &op.key)?
-            {
-                continue;
-            }
-            operations.push(op);
-        }
-        Ok(PlannedEmployee {
+        ops.retain(|op| known.pending.iter().all(|pending| pending.key != op.key));
+        PlannedEmployee {
             snapshot: changed.then(|| Snapshot {
                 employee: e.clone(),
                 rev,
             }),
-            operations,
-        })
+            operations: ops,
+        }
     }
 
     /// A course is due again when the winning completion expires within the
     /// lead time and was completed after the current assignment (so one
     /// expiring completion leads to one reassignment, not one per run).
-    fn recertification_due(
-        &self,
-        e: &Employee,
-        course: &str,
-        assigned_on: &str,
-    ) -> anyhow::Result<bool> {
-        let Some(winner) = self.state.winner(self.link_name, &e.id, course)? else {
-            return Ok(false);
+    fn recertification_due(&self, winner: Option<&Winner>, assigned_on: &str) -> bool {
+        let Some(winner) = winner else {
+            return false;
         };
-        let Some(expires) = winner.completion.expires_at.as_deref() else {
-            return Ok(false);
+        let rfc3339 = |text: &str| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
         };
-        let Ok(expires) =
-            time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
-        else {
-            return Ok(false);
+        let (Some(expires), Some(completed), Some(assigned)) = (
+            winner.completion.expires_at.as_deref().and_then(rfc3339),
+            rfc3339(&winner.completion.completed_at),
+            date(assigned_on),
+        ) else {
+            return false;
         };
-        let completed_on = winner.completion.completed_at.get(..10).unwrap_or("");
-        if completed_on < assigned_on {
-            return Ok(false);
+        if completed.date() < assigned {
+            return false;
         }
         let lead = time::Duration::days(self.link.recertify_lead_days.into());
-        Ok(self.today >= (expires - lead).date())
+        self.today >= (expires - lead).date()
     }
+}
+
+/// A `yyyy-mm-dd` date.
+pub fn date(text: &str) -> Option<time::Date> {
+    time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()
 }
 
 fn context(e: &Employee) -> String {

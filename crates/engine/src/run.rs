@@ -20,7 +20,7 @@
 //! **Invariant:** a cursor advances only in the transaction that puts the
 //! operations its pages produced into the outbox.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -29,17 +29,17 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 
-use switchyard_audit::Event;
+use switchyard_audit::{Event, Kind};
 use switchyard_model::{
-    Account, Completion, ConnectorError, Effect, Enrollment, OpKind, Operation, PlannedEmployee,
-    Remedy, Winner, now_ms,
+    Account, ConnectorError, Effect, Enrollment, OpKind, Operation, PlannedEmployee, Remedy,
+    Winner, now_ms,
 };
 use switchyard_runtime::{CallContext, Connector};
 use switchyard_store::{LinkStatus, State};
 
-use crate::plan::{PlannedOperation, Planner};
+use crate::ingest::{Ingest, decide_completions};
+use crate::plan::PlannedOperation;
 use crate::policy::LinkConfig;
-use crate::{retake, rules};
 
 /// Attempts of one operation before it is given up on.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -255,6 +255,15 @@ fn backoff(attempt: u32, after: Option<u32>) -> Duration {
 }
 
 impl LinkRun<'_> {
+    fn ingest(&self) -> Ingest<'_> {
+        Ingest {
+            link_name: self.name,
+            link: self.link,
+            state: self.state,
+            today: self.today,
+        }
+    }
+
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
@@ -381,36 +390,17 @@ impl LinkRun<'_> {
                     self.hris.fetch_employees(cursor.as_deref()).await
                 })
                 .await?;
-            // Privacy: whatever the allowlist drops is never planned,
-            // stored or sent to the LMS.
-            employees.extend(
-                page.employees
-                    .into_iter()
-                    .map(|e| self.link.fields.apply(e)),
-            );
+            employees.extend(page.employees);
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => break page.changes_cursor,
             }
         };
         report.employees_fetched = employees.len();
+        let listed: BTreeSet<String> = employees.iter().map(|e| e.id.clone()).collect();
 
-        let planner = Planner {
-            link_name: self.name,
-            link: self.link,
-            state: self.state,
-            today: self.today,
-        };
-        // One plan per employee id: a listing that repeats an employee keeps
-        // the last record.
-        let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
-        for (i, e) in employees.iter().enumerate() {
-            by_id.insert(e.id.clone(), i);
-        }
-        let mut planned: Vec<PlannedEmployee> = Vec::with_capacity(by_id.len());
-        for &i in by_id.values() {
-            planned.push(planner.plan_employee(&employees[i])?);
-        }
+        let ingest = self.ingest();
+        let mut planned = ingest.plan_employees(employees)?;
         if !report.full_listing {
             // A changes-only listing leaves out whoever did not change; their
             // stored record still counts for what time or a new rule brings
@@ -418,32 +408,20 @@ impl LinkRun<'_> {
             // The allowlist applies to stored records too: a field dropped
             // from `fields` since they were stored leaves the snapshot now.
             for snapshot in self.state.snapshots(self.name)? {
-                if !by_id.contains_key(&snapshot.employee.id) {
-                    planned
-                        .push(planner.plan_employee(&self.link.fields.apply(snapshot.employee))?);
+                if !listed.contains(&snapshot.employee.id) {
+                    planned.push(ingest.plan_one(&self.link.fields.apply(snapshot.employee))?);
                 }
             }
         }
 
-        let deactivations = planned
-            .iter()
-            .flat_map(|p| &p.operations)
-            .filter(|op| matches!(op.kind, OpKind::SetActive { active: false }))
-            .count();
-        let active_accounts = self
-            .state
-            .accounts(self.name)?
-            .iter()
-            .filter(|(_, a)| a.active)
-            .count();
-        let allowed = self.link.max_deactivations.allowed(active_accounts);
+        let deactivations = ingest.deactivations(&planned)?;
         let mut status = self.state.link_status(self.name)?;
-        if deactivations > allowed && !options.approve_deactivations {
+        if deactivations.exceeded() && !options.approve_deactivations {
             let halted = LinkHalted {
                 link: self.name.to_owned(),
-                planned: deactivations,
-                allowed,
-                limit: self.link.max_deactivations.to_string(),
+                planned: deactivations.planned,
+                allowed: deactivations.allowed,
+                limit: deactivations.limit.to_string(),
             };
             if !options.dry_run {
                 status.halted = Some(halted.to_string());
@@ -478,7 +456,6 @@ impl LinkRun<'_> {
                 .commit_plan(self.name, chunk, (i == last).then_some(cursor_update))?;
         }
         if report.full_listing {
-            let listed = by_id.into_keys().collect();
             self.state.note_departures(self.name, &listed)?;
             self.state
                 .put_cursor(self.name, "full-listing-at", &now_ms().to_string())?;
@@ -558,7 +535,7 @@ impl LinkRun<'_> {
                 // later ones depend on it and keep its order in the DLQ.
                 let reason = format!("blocked: {reason}");
                 let event = self
-                    .op_event(&op, "operation.dead-lettered")
+                    .op_event(&op, Kind::OperationDeadLettered)
                     .personal(serde_json::json!({ "reason": reason }));
                 self.state
                     .dead_letter(self.name, &op, &reason, &now_rfc3339(), event)?;
@@ -612,7 +589,7 @@ impl LinkRun<'_> {
                             format!("gave up after {} attempts: {error}", op.attempts)
                         };
                         let event = self
-                            .op_event(&op, "operation.dead-lettered")
+                            .op_event(&op, Kind::OperationDeadLettered)
                             .personal(serde_json::json!({ "reason": reason }));
                         let id = self.state.dead_letter(
                             self.name,
@@ -649,7 +626,7 @@ impl LinkRun<'_> {
     /// The audit record of an operation's outcome: what, about whom, why,
     /// and the key that ties it to the outbox. Names, emails and completion
     /// details are personal (erasable); course, rule and key are not.
-    fn op_event(&self, op: &Operation, kind: &str) -> Event {
+    fn op_event(&self, op: &Operation, kind: Kind) -> Event {
         let event = Event::new(kind)
             .link(self.name)
             .employee(&op.employee_id)
@@ -710,7 +687,7 @@ impl LinkRun<'_> {
         &self,
         op: &Operation,
         report: &mut RunReport,
-    ) -> anyhow::Result<Result<(Effect, &'static str), ConnectorError>> {
+    ) -> anyhow::Result<Result<(Effect, Kind), ConnectorError>> {
         let account = self.state.account(self.name, &op.employee_id)?;
         let needs_account = || {
             ConnectorError::Rejected(format!(
@@ -729,11 +706,11 @@ impl LinkRun<'_> {
                         let outcome = match &account {
                             None => {
                                 report.users_created += 1;
-                                "user.created"
+                                Kind::UserCreated
                             }
                             Some(_) => {
                                 report.users_updated += 1;
-                                "user.updated"
+                                Kind::UserUpdated
                             }
                         };
                         let effect = Effect::Account(Account {
@@ -752,10 +729,10 @@ impl LinkRun<'_> {
                     .map(|()| {
                         let outcome = if *active {
                             report.users_reactivated += 1;
-                            "user.reactivated"
+                            Kind::UserReactivated
                         } else {
                             report.users_suspended += 1;
-                            "user.suspended"
+                            Kind::UserSuspended
                         };
                         let effect = Effect::Account(Account {
                             active: *active,
@@ -787,7 +764,7 @@ impl LinkRun<'_> {
                                 assigned_on: assigned_on.clone(),
                             },
                         };
-                        (effect, "course.enrolled")
+                        (effect, Kind::CourseEnrolled)
                     }),
             },
             OpKind::Unenroll { course } => match account {
@@ -802,7 +779,7 @@ impl LinkRun<'_> {
                             Effect::Unenrolled {
                                 course: course.clone(),
                             },
-                            "course.unenrolled",
+                            Kind::CourseUnenrolled,
                         )
                     }),
             },
@@ -815,119 +792,10 @@ impl LinkRun<'_> {
                 .await
                 .map(|()| {
                     report.completions_written += 1;
-                    (Effect::None, "completion.written")
+                    (Effect::None, Kind::CompletionWritten)
                 }),
         })
     }
-}
-
-/// What a link's retake policy makes of a batch of completions.
-#[derive(Debug, Default)]
-pub struct CompletionDecisions {
-    /// Attempts considered for the first time, to record as seen.
-    pub seen: Vec<Completion>,
-    /// New winners and the `push-completion` operations that write them.
-    pub winners: Vec<(Winner, Operation)>,
-    /// Attempts the policy did not pick.
-    pub not_winning: usize,
-    /// Attempts of employees the link does not know.
-    pub skipped: usize,
-}
-
-/// Apply `link`'s retake policy to `completions`: skip attempts seen before
-/// (by employee, course, attempt) and of unknown employees, compute the
-/// expiry, pick winners and plan their writes with deterministic keys.
-///
-/// The one place completions are decided: a poll (`LinkRun`) and a webhook
-/// (`webhook`) both come here, so an attempt that arrives both ways is
-/// decided once and written with one idempotency key. `decided` holds
-/// winners chosen earlier in the same batch of pages and not committed yet.
-pub fn decide_completions(
-    name: &str,
-    link: &LinkConfig,
-    state: &State,
-    completions: Vec<Completion>,
-    decided: &mut BTreeMap<(String, String), Winner>,
-) -> anyhow::Result<CompletionDecisions> {
-    let mut decisions = CompletionDecisions::default();
-    for c in completions {
-        if state.is_seen(name, &c)?
-            || decisions.seen.iter().any(|s: &Completion| {
-                s.employee_id == c.employee_id
-                    && s.course_id == c.course_id
-                    && s.attempt_id == c.attempt_id
-            })
-        {
-            continue;
-        }
-        decisions.seen.push(c.clone());
-        let Some(snapshot) = state.snapshot(name, &c.employee_id)? else {
-            tracing::debug!(link = name, employee = %c.employee_id, "completion of an unknown employee skipped");
-            decisions.skipped += 1;
-            continue;
-        };
-        let mut c = c;
-        if c.expires_at.is_none()
-            && let Some(days) =
-                rules::recertify_every_days(&link.rules, &snapshot.employee, &c.course_id)
-        {
-            c.expires_at = add_days(&c.completed_at, days);
-        }
-        let slot = (c.employee_id.clone(), c.course_id.clone());
-        let current = match decided.get(&slot) {
-            Some(w) => Some(w.clone()),
-            None => state.winner(name, &c.employee_id, &c.course_id)?,
-        };
-        if !retake::wins(
-            link.completion_policy,
-            &c,
-            current.as_ref().map(|w| &w.completion),
-        ) {
-            decisions.not_winning += 1;
-            continue;
-        }
-        let key = idempotency_key(&[
-            "push-completion",
-            name,
-            &c.employee_id,
-            &c.course_id,
-            &c.attempt_id,
-        ]);
-        let cause = match &current {
-            None => format!("completion of {} (attempt {})", c.course_id, c.attempt_id),
-            Some(w) => format!(
-                "attempt {} wins over attempt {} under completion_policy = {:?}",
-                c.attempt_id, w.completion.attempt_id, link.completion_policy
-            ),
-        };
-        let op = Operation {
-            key: key.clone(),
-            employee_id: c.employee_id.clone(),
-            kind: OpKind::PushCompletion {
-                completion: c.clone(),
-                supersedes: current.map(|w| w.idempotency_key),
-            },
-            cause,
-            attempts: 0,
-            next_attempt_at: 0,
-            last_error: None,
-        };
-        let winner = Winner {
-            idempotency_key: key,
-            completion: c,
-        };
-        decided.insert(slot, winner.clone());
-        decisions.winners.push((winner, op));
-    }
-    Ok(decisions)
-}
-
-/// `days` after an RFC 3339 timestamp (None if it does not parse).
-fn add_days(timestamp: &str, days: u32) -> Option<String> {
-    let t = time::OffsetDateTime::parse(timestamp, &Rfc3339).ok()?;
-    (t + time::Duration::days(days.into()))
-        .format(&Rfc3339)
-        .ok()
 }
 
 #[cfg(test)]
@@ -942,15 +810,6 @@ mod tests {
         // The separator keeps ("ab","c") and ("a","bc") apart.
         assert_ne!(idempotency_key(&["ab", "c"]), idempotency_key(&["a", "bc"]));
         assert_eq!(a.len(), 32);
-    }
-
-    #[test]
-    fn expiry_from_completion() {
-        assert_eq!(
-            add_days("2026-03-01T10:00:00Z", 365).as_deref(),
-            Some("2027-03-01T10:00:00Z")
-        );
-        assert_eq!(add_days("not a date", 1), None);
     }
 
     #[test]

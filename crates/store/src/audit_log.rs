@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::{Context, anyhow};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use switchyard_audit::{
-    Entry, Event, Filter, GENESIS, Head, Pruned, Sealed, Verification, Verifier, open_payload,
-    open_record, rfc3339_ms, seal, time_key,
+    Entry, Event, Filter, GENESIS, Head, Kind, Pruned, Sealed, Verification, Verifier,
+    open_payload, open_record, rfc3339_ms, seal, time_key,
 };
 use switchyard_model::now_ms;
 
@@ -369,14 +369,16 @@ impl AuditLog {
         let Some(anchor) = anchor else {
             return Ok(Pruned::default());
         };
-        self.append(Event::new("audit.pruned").cause(cause.to_owned()).detail(
-            serde_json::json!({
-                "records": removed,
-                "through_seq": anchor.seq,
-                "anchor_hash": anchor.hash,
-                "older_than": cutoff,
-            }),
-        ))?;
+        self.append(
+            Event::new(Kind::AuditPruned)
+                .cause(cause.to_owned())
+                .detail(serde_json::json!({
+                    "records": removed,
+                    "through_seq": anchor.seq,
+                    "anchor_hash": anchor.hash,
+                    "older_than": cutoff,
+                })),
+        )?;
         Ok(Pruned {
             records: removed,
             through: anchor.seq,
@@ -434,7 +436,7 @@ mod tests {
         for i in 0..5 {
             audit
                 .append(
-                    Event::new("user.created")
+                    Event::new(Kind::UserCreated)
                         .link("acme")
                         .employee(format!("{i}"))
                         .personal(json!({"email": format!("{i}@x")})),
@@ -463,14 +465,14 @@ mod tests {
         let (_dir, audit) = audit();
         audit
             .append(
-                Event::new("user.created")
+                Event::new(Kind::UserCreated)
                     .employee("7")
                     .personal(json!({"email": "ann@x"})),
             )
             .unwrap();
         audit
             .append(
-                Event::new("user.created")
+                Event::new(Kind::UserCreated)
                     .employee("8")
                     .personal(json!({"email": "bob@x"})),
             )
@@ -487,12 +489,14 @@ mod tests {
     fn filters_match_kind_prefixes_and_fields() {
         let (_dir, audit) = audit();
         audit
-            .append(Event::new("user.created").link("a").employee("1"))
+            .append(Event::new(Kind::UserCreated).link("a").employee("1"))
             .unwrap();
         audit
-            .append(Event::new("user.suspended").link("b").employee("1"))
+            .append(Event::new(Kind::UserSuspended).link("b").employee("1"))
             .unwrap();
-        audit.append(Event::new("users.other").link("a")).unwrap();
+        audit
+            .append(Event::new(Kind::RunStarted).link("a"))
+            .unwrap();
         let f = Filter {
             kind: Some("user".into()),
             ..Filter::default()
@@ -520,12 +524,12 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         {
             let audit = AuditLog::open(&db).unwrap();
-            audit.append(Event::new("a")).unwrap();
-            audit.append(Event::new("b")).unwrap();
+            audit.append(Event::new(Kind::RunStarted)).unwrap();
+            audit.append(Event::new(Kind::RunFinished)).unwrap();
         }
         let audit = AuditLog::open(&db).unwrap();
         assert_eq!(audit.head().seq, 2);
-        audit.append(Event::new("c")).unwrap();
+        audit.append(Event::new(Kind::RunStarted)).unwrap();
         assert_eq!(audit.verify().unwrap().broken, None);
     }
 }

@@ -49,7 +49,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 pub use audit_log::{AuditLog, Writer};
-use switchyard_audit::Event;
+use switchyard_audit::{Event, Kind};
 pub use switchyard_model::now_ms;
 use switchyard_model::{
     Account, Completion, DeadLetter, Effect, Enrollment, OpKind, Operation, PlannedEmployee,
@@ -379,9 +379,17 @@ impl State {
         Self::get(&self.winners, &key(&[link, employee, course]))
     }
 
-    /// Every winning completion of a link.
-    pub fn winners(&self, link: &str) -> anyhow::Result<Vec<Winner>> {
-        Self::scan(&self.winners, prefix(&[link]))
+    /// The winning completions of one employee, by course.
+    pub fn winners_of(&self, link: &str, employee: &str) -> anyhow::Result<Vec<(String, Winner)>> {
+        let p = prefix(&[link, employee]);
+        self.winners
+            .scan_prefix(&p)
+            .map(|r| {
+                let (k, v) = r.context("failed to read state")?;
+                let course = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+                Ok((course, decode(&v)?))
+            })
+            .collect()
     }
 
     /// A cursor (`employees` or `completions`) of a link.
@@ -959,7 +967,7 @@ impl State {
             audit_payloads: self.audit.forget(employee)?,
         };
         self.audit.append(
-            Event::new("subject.erased")
+            Event::new(Kind::SubjectErased)
                 .employee(employee)
                 .actor(actor)
                 .detail(serde_json::to_value(&forgotten).context("failed to encode a report")?),
@@ -1061,7 +1069,12 @@ mod tests {
         );
 
         state
-            .complete("l", &groups[0][0], &Effect::None, Event::new("test.done"))
+            .complete(
+                "l",
+                &groups[0][0],
+                &Effect::None,
+                Event::new(Kind::CompletionWritten),
+            )
             .unwrap();
         assert!(state.is_done("l", "a").unwrap());
         assert!(!state.is_pending("l", "a").unwrap());
@@ -1073,7 +1086,7 @@ mod tests {
                 &groups[0][1],
                 "refused",
                 "now",
-                Event::new("test.dead"),
+                Event::new(Kind::OperationDeadLettered),
             )
             .unwrap();
         assert_eq!(state.dead_letters("l").unwrap().len(), 1);
@@ -1088,7 +1101,7 @@ mod tests {
             .into_iter()
             .map(|e| e.record.kind)
             .collect();
-        assert_eq!(kinds, vec!["test.done", "test.dead"]);
+        assert_eq!(kinds, vec!["completion.written", "operation.dead-lettered"]);
     }
 
     #[test]
@@ -1147,7 +1160,7 @@ mod tests {
                 "l",
                 &groups[0][0],
                 &Effect::None,
-                Event::new("completion.written"),
+                Event::new(Kind::CompletionWritten),
             )
             .unwrap();
         assert_eq!(

@@ -47,11 +47,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::audit::Kind;
 use crate::config::{Config, ConfigError};
-use crate::engine::{Interrupted, LinkHalted, LinkStopped, RunReport};
+use crate::engine::RunReport;
 use crate::runtime::Runtime;
 use crate::secrets::{SecretStore, resolve_secret};
-use crate::service::{Paused, Quarantined, Service};
+use crate::service::{RunOutcome, Service};
 use crate::store::State;
 use plugins::{Change, PluginDir};
 use scheduler::{LinkRunner, LinkSlot, RunCause, RunEnd, WallClock};
@@ -120,8 +121,8 @@ pub enum DaemonEvent {
     },
     /// A call to the admin API that changes something.
     AdminAction {
-        /// What (`trigger-sync`, `replay-dead-letter`, `resume-connector`).
-        action: String,
+        /// What (`admin.trigger-sync`, `admin.replay-dead-letter`, `admin.resume-connector`).
+        action: Kind,
         /// On what (link, connector, dead letter).
         target: String,
         /// Fingerprint of the bearer token used (12 hex digits of the
@@ -176,26 +177,26 @@ fn audit_event(event: &DaemonEvent) -> Option<crate::audit::Event> {
     Some(match event {
         DaemonEvent::ConfigLoaded { file } => {
             let sha256 = std::fs::read(file).map(|b| hex::encode(Sha256::digest(&b))).unwrap_or_default();
-            Event::new("config.loaded").actor("daemon").detail(serde_json::json!({ "file": file, "sha256": sha256 }))
+            Event::new(Kind::ConfigLoaded).actor("daemon").detail(serde_json::json!({ "file": file, "sha256": sha256 }))
         }
-        DaemonEvent::PluginLoaded { plugin, sha256, world } => Event::new("plugin.loaded")
+        DaemonEvent::PluginLoaded { plugin, sha256, world } => Event::new(Kind::PluginLoaded)
             .detail(serde_json::json!({ "plugin": plugin, "sha256": sha256, "world": world })),
-        DaemonEvent::PluginReplaced { plugin, old_sha256, new_sha256 } => Event::new("plugin.replaced")
+        DaemonEvent::PluginReplaced { plugin, old_sha256, new_sha256 } => Event::new(Kind::PluginReplaced)
             .detail(serde_json::json!({ "plugin": plugin, "sha256": new_sha256, "previous_sha256": old_sha256 })),
-        DaemonEvent::PluginRefused { plugin, sha256, reason, still_serving } => Event::new("plugin.refused").detail(
+        DaemonEvent::PluginRefused { plugin, sha256, reason, still_serving } => Event::new(Kind::PluginRefused).detail(
             serde_json::json!({ "plugin": plugin, "sha256": sha256, "reason": reason, "still_serving": still_serving }),
         ),
         DaemonEvent::PluginRemoved { plugin, sha256 } => {
-            Event::new("plugin.removed").detail(serde_json::json!({ "plugin": plugin, "sha256": sha256 }))
+            Event::new(Kind::PluginRemoved).detail(serde_json::json!({ "plugin": plugin, "sha256": sha256 }))
         }
-        DaemonEvent::ConnectorPaused { connector, reason } => Event::new("connector.paused")
+        DaemonEvent::ConnectorPaused { connector, reason } => Event::new(Kind::ConnectorPaused)
             .connector(connector)
             .detail(serde_json::json!({ "reason": reason })),
         DaemonEvent::ManualTrigger { .. } => return None,
-        DaemonEvent::AdminAction { action, target, token, remote, outcome } => Event::new(format!("admin.{action}"))
+        DaemonEvent::AdminAction { action, target, token, remote, outcome } => Event::new(*action)
             .actor(format!("admin token {token} from {remote}"))
             .detail(serde_json::json!({ "target": target, "outcome": outcome })),
-        DaemonEvent::ShuttingDown => Event::new("daemon.stopping").actor("daemon"),
+        DaemonEvent::ShuttingDown => Event::new(Kind::DaemonStopping).actor("daemon"),
     })
 }
 
@@ -249,7 +250,7 @@ fn describe(event: &DaemonEvent) -> String {
             outcome,
             ..
         } => {
-            format!("admin {action} {target} from {remote}: {outcome}")
+            format!("{action} {target} from {remote}: {outcome}")
         }
         DaemonEvent::ShuttingDown => "shutting down".to_owned(),
     }
@@ -520,23 +521,11 @@ impl LinkRunner for Shared {
             a.last_started = Some(started_at);
         }
         let result = self.sync_on_own_thread(service, link).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) if e.downcast_ref::<Interrupted>().is_some() => "interrupted",
-            Err(e) if e.downcast_ref::<LinkHalted>().is_some() => "halted",
-            Err(e) if e.downcast_ref::<LinkStopped>().is_some() => "stopped",
-            Err(e)
-                if e.downcast_ref::<Quarantined>().is_some()
-                    || e.downcast_ref::<Paused>().is_some() =>
-            {
-                "paused"
-            }
-            Err(_) => "failed",
-        };
+        let outcome = RunOutcome::of(&result);
         let now_s = crate::store::now_ms() as f64 / 1000.0;
         crate::telemetry::link_run(
             link,
-            outcome,
+            outcome.label(),
             started.elapsed(),
             result.as_ref().ok(),
             now_s,
@@ -550,14 +539,14 @@ impl LinkRunner for Shared {
                 pending = report.pending,
                 "link run finished"
             ),
-            Err(e) => tracing::warn!(link, outcome, "link run failed: {e:#}"),
+            Err(e) => tracing::warn!(link, outcome = outcome.label(), "link run failed: {e:#}"),
         }
         let finished = now_rfc3339();
         let mut activity = self.activity.lock().unwrap_or_else(|e| e.into_inner());
         let a = activity.entry(link.to_owned()).or_default();
         a.runs += 1;
         a.last_finished = Some(finished.clone());
-        a.last_outcome = Some(outcome.to_owned());
+        a.last_outcome = Some(outcome.label().to_owned());
         match result {
             Ok(report) => {
                 a.last_report = Some(report);
@@ -569,7 +558,7 @@ impl LinkRunner for Shared {
                 a.last_error = Some(format!("{e:#}"));
             }
         }
-        if outcome == "interrupted" {
+        if outcome == RunOutcome::Interrupted {
             RunEnd::Interrupted
         } else {
             RunEnd::Finished

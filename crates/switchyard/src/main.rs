@@ -10,13 +10,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use switchyard::audit::{Entry, Event, Filter, cli_actor};
+use switchyard::audit::{Entry, Event, Filter, Kind, cli_actor};
 use switchyard::config::{Config, ConfigError};
-use switchyard::engine::{LinkHalted, LinkStopped, RunOptions, RunReport};
+use switchyard::engine::{RunOptions, RunReport};
 use switchyard::model::{DeadLetter, OpKind};
 use switchyard::runtime::Runtime;
 use switchyard::secrets::{SecretStore, StoreKey};
-use switchyard::service::{Quarantined, Service};
+use switchyard::service::{RunOutcome, Service};
 use switchyard::store::State;
 
 #[derive(Parser)]
@@ -405,13 +405,8 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             if e.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(2)
-            } else if e.downcast_ref::<LinkStopped>().is_some()
-                || e.downcast_ref::<LinkHalted>().is_some()
-                || e.downcast_ref::<Quarantined>().is_some()
-            {
-                ExitCode::from(3)
             } else {
-                ExitCode::from(1)
+                ExitCode::from(RunOutcome::of_error(&e).exit_code())
             }
         }
     }
@@ -572,7 +567,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let lifted = state.resume_connector(&connector)?;
             record_action(
                 &state,
-                Event::new("admin.connector-resumed")
+                Event::new(Kind::AdminConnectorResumed)
                     .connector(&connector)
                     .detail(serde_json::json!({ "was_quarantined": lifted.is_some() })),
             )?;
@@ -805,7 +800,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             // An export carries personal data: who took it is on record.
             record_action(
                 &state,
-                Event::new("admin.audit-exported").detail(serde_json::json!({
+                Event::new(Kind::AdminAuditExported).detail(serde_json::json!({
                     "records": records,
                     "filter": filter,
                     "output": output.as_ref().map(|p| p.display().to_string()),
@@ -911,7 +906,7 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             for id in &ids {
                 let op = service.state.replay_dead_letter(&link, *id)?;
                 service.record_action(
-                    Event::new("admin.dlq-replayed")
+                    Event::new(Kind::AdminDlqReplayed)
                         .link(&link)
                         .employee(&op.employee_id)
                         .key(&op.key)
@@ -934,7 +929,7 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             service.link(&link)?;
             let letter = service.state.drop_dead_letter(&link, id)?;
             service.record_action(
-                Event::new("admin.dlq-dropped")
+                Event::new(Kind::AdminDlqDropped)
                     .link(&link)
                     .employee(&letter.operation.employee_id)
                     .key(&letter.operation.key)
@@ -964,7 +959,7 @@ fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
             }
             let store = SecretStore::in_dir(&config.data_dir);
             store.set(&name, value, &key)?;
-            audit_secret_change(&config, "admin.secret-set", &name);
+            audit_secret_change(&config, Kind::AdminSecretSet, &name);
             println!("secret `{name}` stored in {}", store.path().display());
         }
         SecretCommand::List { config } => {
@@ -979,7 +974,7 @@ fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
                 eprintln!("error: no secret named `{name}` in the store");
                 return Ok(ExitCode::from(1));
             }
-            audit_secret_change(&config, "admin.secret-removed", &name);
+            audit_secret_change(&config, Kind::AdminSecretRemoved, &name);
             println!("secret `{name}` removed");
         }
     }
@@ -989,7 +984,7 @@ fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
 /// Record a change to the secret store (its name, never its value). The
 /// store is a file of its own; if the state database cannot be opened (a
 /// running daemon holds it), say so rather than fail the change.
-fn audit_secret_change(config: &Config, kind: &str, name: &str) {
+fn audit_secret_change(config: &Config, kind: Kind, name: &str) {
     let recorded = std::fs::create_dir_all(&config.data_dir)
         .map_err(anyhow::Error::from)
         .and_then(|()| State::open(&config.data_dir))

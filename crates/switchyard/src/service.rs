@@ -13,9 +13,9 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::audit::{Event, cli_actor};
+use crate::audit::{Event, Kind, cli_actor};
 use crate::config::Config;
-use crate::engine::{LinkHalted, LinkRun, LinkStopped, RunOptions, RunReport};
+use crate::engine::{Interrupted, LinkHalted, LinkRun, LinkStopped, RunOptions, RunReport};
 use crate::runtime::{Connector, Plugin, PluginError, Runtime, World};
 use crate::secrets::{SecretStore, resolve_credential};
 use crate::store::{ConnectorHealth, Forgotten, Quarantine, State};
@@ -51,6 +51,95 @@ pub struct Paused {
     pub connector: String,
     /// Why.
     pub reason: String,
+}
+
+/// How a link run ended. The one classification of a run's result: the
+/// CLI's exit code, the daemon's metrics and status, and the audit record
+/// of a failed run all come from matching on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Finished.
+    Ok,
+    /// Failed for a reason not below (storage, a bug).
+    Failed,
+    /// Stopped on an error that needs an operator (credentials,
+    /// connector config, a plugin fault): [`LinkStopped`].
+    Stopped,
+    /// Halted at the mass-deactivation guard: [`LinkHalted`].
+    Halted,
+    /// Refused: a connector is quarantined ([`Quarantined`]).
+    Quarantined,
+    /// Refused: a connector has no usable plugin or credential ([`Paused`]).
+    Paused,
+    /// Stopped at a checkpoint for shutdown ([`Interrupted`]).
+    Interrupted,
+}
+
+impl RunOutcome {
+    /// The outcome of a run's result.
+    pub fn of<T>(result: &anyhow::Result<T>) -> RunOutcome {
+        match result {
+            Ok(_) => RunOutcome::Ok,
+            Err(e) => RunOutcome::of_error(e),
+        }
+    }
+
+    /// The outcome of a run that returned `e`.
+    pub fn of_error(e: &anyhow::Error) -> RunOutcome {
+        if e.downcast_ref::<Interrupted>().is_some() {
+            RunOutcome::Interrupted
+        } else if e.downcast_ref::<LinkHalted>().is_some() {
+            RunOutcome::Halted
+        } else if e.downcast_ref::<LinkStopped>().is_some() {
+            RunOutcome::Stopped
+        } else if e.downcast_ref::<Quarantined>().is_some() {
+            RunOutcome::Quarantined
+        } else if e.downcast_ref::<Paused>().is_some() {
+            RunOutcome::Paused
+        } else {
+            RunOutcome::Failed
+        }
+    }
+
+    /// The `outcome` label of `switchyard_link_runs_total` and the daemon's
+    /// status (a quarantined connector pauses its links: `paused`).
+    pub fn label(self) -> &'static str {
+        match self {
+            RunOutcome::Ok => "ok",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Stopped => "stopped",
+            RunOutcome::Halted => "halted",
+            RunOutcome::Quarantined | RunOutcome::Paused => "paused",
+            RunOutcome::Interrupted => "interrupted",
+        }
+    }
+
+    /// The CLI's exit code: 0 success, 3 a link needs an operator, 1 else.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunOutcome::Ok => 0,
+            RunOutcome::Stopped | RunOutcome::Halted | RunOutcome::Quarantined => 3,
+            RunOutcome::Failed | RunOutcome::Paused | RunOutcome::Interrupted => 1,
+        }
+    }
+
+    /// The audit record of a run that did not finish.
+    fn audit_kind(self) -> Kind {
+        match self {
+            RunOutcome::Halted => Kind::LinkHalted,
+            RunOutcome::Stopped => Kind::LinkStopped,
+            RunOutcome::Quarantined => Kind::RunRefused,
+            RunOutcome::Ok | RunOutcome::Failed | RunOutcome::Paused | RunOutcome::Interrupted => {
+                Kind::RunFailed
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 /// Everything a configuration describes, loaded and checked.
@@ -193,7 +282,7 @@ impl Service {
         today: time::Date,
     ) -> anyhow::Result<RunReport> {
         let audit = self.state.audit();
-        let started = Event::new("run.started")
+        let started = Event::new(Kind::RunStarted)
             .link(name)
             .actor(&self.actor)
             .detail(serde_json::json!({
@@ -226,7 +315,7 @@ impl Service {
             map.remove("plan");
             map.remove("link");
         }
-        audit.append(Event::new("run.finished").link(name).detail(counts))?;
+        audit.append(Event::new(Kind::RunFinished).link(name).detail(counts))?;
         if !options.dry_run {
             self.apply_retention()?;
         }
@@ -305,7 +394,7 @@ impl Service {
                 .unwrap_or_else(|| "plugin faults".to_owned());
             tracing::error!(connector = %name, plugin = %connector.plugin.name, version = connector.plugin.version(), faults, "connector quarantined: {reason}");
             self.state.audit().append(
-                Event::new("connector.quarantined")
+                Event::new(Kind::ConnectorQuarantined)
                     .connector(name)
                     .cause(format!(
                         "{faults} plugin faults in a row (quarantine_after = {limit})"
@@ -414,7 +503,7 @@ pub fn apply_retention(config: &Config, state: &State) -> anyhow::Result<Retenti
         let departed = state.prune_departed(link, ms(days(retention.departed_days)))?;
         if letters > 0 {
             audit.append(
-                Event::new("retention.dead-letters-deleted")
+                Event::new(Kind::RetentionDeadLettersDeleted)
                     .link(link)
                     .cause(cause("dead letters", retention.dead_letter_days))
                     .detail(serde_json::json!({ "count": letters })),
@@ -422,7 +511,7 @@ pub fn apply_retention(config: &Config, state: &State) -> anyhow::Result<Retenti
         }
         if !departed.is_empty() {
             audit.append(
-                Event::new("retention.snapshots-deleted")
+                Event::new(Kind::RetentionSnapshotsDeleted)
                     .link(link)
                     .cause(cause(
                         "snapshots of employees absent from the HRIS",
@@ -445,15 +534,7 @@ pub fn apply_retention(config: &Config, state: &State) -> anyhow::Result<Retenti
 
 /// The audit record of a run that failed: halted, stopped, refused or failed.
 fn run_failed(link: &str, e: &anyhow::Error) -> Event {
-    let kind = if e.downcast_ref::<LinkHalted>().is_some() {
-        "link.halted"
-    } else if e.downcast_ref::<LinkStopped>().is_some() {
-        "link.stopped"
-    } else if e.downcast_ref::<Quarantined>().is_some() {
-        "run.refused"
-    } else {
-        "run.failed"
-    };
+    let kind = RunOutcome::of_error(e).audit_kind();
     // The error chain may quote a vendor's text: outside the hashed record.
     Event::new(kind)
         .link(link)
@@ -477,7 +558,7 @@ fn audit_startup(
         let sha = hex::encode(sha2::Sha256::digest(&text));
         let previous = audit.remembered("config")?;
         if previous.as_deref() != Some(sha.as_str()) {
-            events.push(Event::new("config.loaded").detail(serde_json::json!({
+            events.push(Event::new(Kind::ConfigLoaded).detail(serde_json::json!({
                 "file": config.file.display().to_string(),
                 "sha256": sha,
                 "previous_sha256": previous,
@@ -490,9 +571,9 @@ fn audit_startup(
         let previous = audit.remembered(&name)?;
         if previous.as_deref() != Some(plugin.sha256.as_str()) {
             let kind = if previous.is_some() {
-                "plugin.replaced"
+                Kind::PluginReplaced
             } else {
-                "plugin.loaded"
+                Kind::PluginLoaded
             };
             events.push(Event::new(kind).detail(serde_json::json!({
                 "plugin": plugin.name,
@@ -512,7 +593,7 @@ fn audit_startup(
             .unwrap_or_default();
         let name = format!("refused/{}", path.display());
         if audit.remembered(&name)?.as_deref() != Some(sha.as_str()) {
-            events.push(Event::new("plugin.refused").detail(serde_json::json!({
+            events.push(Event::new(Kind::PluginRefused).detail(serde_json::json!({
                 "file": path.display().to_string(),
                 "sha256": sha,
                 "reason": refused.to_string(),

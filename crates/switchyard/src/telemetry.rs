@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::engine::{OperationResult, RunObserver, RunReport};
 use crate::model::FaultKind;
 use crate::runtime::{CallObserver, CallOutcome, FinishedCall};
@@ -125,7 +125,7 @@ impl RunObserver for Telemetry {
 /// happened either way.
 fn call_events(call: &FinishedCall<'_>) -> Vec<Event> {
     let context = call.context;
-    let event = |kind: &str| {
+    let event = |kind: Kind| {
         let mut e = Event::new(kind).connector(call.connector);
         if let Some(link) = &context.link {
             e = e.link(link);
@@ -151,7 +151,7 @@ fn call_events(call: &FinishedCall<'_>) -> Vec<Event> {
             "bytes_in": x.bytes_in,
         });
         events.push(
-            event("http.request")
+            event(Kind::HttpRequest)
                 .detail(detail)
                 .personal(serde_json::json!({ "path": x.path, "error": x.error })),
         );
@@ -171,7 +171,7 @@ fn call_events(call: &FinishedCall<'_>) -> Vec<Event> {
             "fault": fault,
         });
         events.push(
-            event("plugin.call-failed")
+            event(Kind::PluginCallFailed)
                 .detail(detail)
                 .personal(serde_json::json!({ "error": error })),
         );

@@ -16,7 +16,7 @@
 //!    or one that returns `unsupported` gets 422, a `rejected` body 400, a
 //!    fault or transient error 503 (the sender retries; nothing was recorded);
 //! 6. events become outbox work through the same code as a poll
-//!    (`sync::decide_completions`, the `Planner`), and the work and the
+//!    (the engine's `Ingest` and `decide_completions`), and the work and the
 //!    replay marker are committed in one sled transaction
 //!    (`State::commit_webhook`) and flushed to disk before the 200 is sent.
 //!
@@ -48,10 +48,10 @@ use axum::routing::post;
 use http_body_util::BodyExt;
 
 use crate::config::{Config, WebhookConfig, WebhookScheme};
+use crate::engine::Ingest;
 use crate::engine::LinkConfig;
-use crate::engine::plan::Planner;
+use crate::model::now_ms;
 use crate::model::{ConnectorError, WebhookEvent};
-use crate::model::{OpKind, now_ms};
 use crate::runtime::Connector;
 use crate::secrets::SecretStore;
 use crate::store::{DeliveryCommit, State, WebhookBatch};
@@ -179,6 +179,27 @@ impl Outcome {
             Outcome::Halted(_) => "halted",
             Outcome::Unavailable(_) => "unavailable",
         }
+    }
+
+    /// The audit record kind of this verdict. Deliveries for a connector
+    /// that takes no webhooks are not audited (the name is the sender's).
+    pub fn audit_kind(&self) -> Option<crate::audit::Kind> {
+        use crate::audit::Kind;
+        Some(match self {
+            Outcome::Accepted { .. } => Kind::WebhookAccepted,
+            Outcome::Replay => Kind::WebhookReplay,
+            Outcome::UnknownConnector | Outcome::NotConfigured => return None,
+            Outcome::TooLarge { .. } => Kind::WebhookTooLarge,
+            Outcome::Refused(Refusal::MissingHeader(_)) => Kind::WebhookMissingHeader,
+            Outcome::Refused(Refusal::MalformedHeader { .. }) => Kind::WebhookMalformedHeader,
+            Outcome::Refused(Refusal::BadSignature) => Kind::WebhookBadSignature,
+            Outcome::Refused(Refusal::Stale { .. }) => Kind::WebhookStale,
+            Outcome::Unreadable(_) => Kind::WebhookUnreadable,
+            Outcome::Unsupported(_) => Kind::WebhookUnsupported,
+            Outcome::MalformedBody(_) => Kind::WebhookMalformedBody,
+            Outcome::Halted(_) => Kind::WebhookHalted,
+            Outcome::Unavailable(_) => Kind::WebhookUnavailable,
+        })
     }
 
     /// What the sender is told. Internal failures are not described to it.
@@ -316,7 +337,7 @@ impl Ingress {
     /// plugin, are kept outside the chain. A name that is not a configured
     /// connector is only counted in the metric: anyone can send those.
     fn audit(&self, name: &str, headers: &HeaderMap, outcome: &Outcome) {
-        let Some(endpoint) = self.endpoints.get(name) else {
+        let (Some(endpoint), Some(kind)) = (self.endpoints.get(name), outcome.audit_kind()) else {
             return;
         };
         let verified = matches!(outcome, Outcome::Accepted { .. } | Outcome::Replay);
@@ -337,7 +358,7 @@ impl Ingress {
             Outcome::Unavailable(r) | Outcome::Halted(r) | Outcome::Unreadable(r) => r.clone(),
             other => other.detail(),
         };
-        let event = crate::audit::Event::new(format!("webhook.{}", outcome.verdict()))
+        let event = crate::audit::Event::new(kind)
             .connector(name)
             .detail(
                 serde_json::json!({ "status": outcome.status().as_u16(), "delivery": delivery }),
@@ -489,41 +510,24 @@ impl Ingress {
                 batch.winners = decisions.winners;
             }
             if link.hris == name {
-                // One plan per employee: the last record of a delivery wins.
-                // The link's field allowlist applies here as after a listing:
-                // a dropped field is never planned with, stored or sent.
-                let mut latest = BTreeMap::new();
-                for event in events {
-                    if let WebhookEvent::EmployeeChanged(e) = event {
-                        latest.insert(e.id.clone(), link.fields.apply(e.clone()));
-                    }
-                }
-                let planner = Planner {
+                // The same path as a poll's listing: allowlist, the last
+                // record of an id wins, plan, the mass-deactivation guard.
+                let ingest = Ingest {
                     link_name,
                     link,
                     state: &self.state,
                     today,
                 };
-                for employee in latest.values() {
-                    batch.planned.push(planner.plan_employee(employee)?);
-                }
-                let deactivations = batch
-                    .planned
-                    .iter()
-                    .flat_map(|p| &p.operations)
-                    .filter(|op| matches!(op.kind, OpKind::SetActive { active: false }))
-                    .count();
-                let active = self
-                    .state
-                    .accounts(link_name)?
-                    .iter()
-                    .filter(|(_, a)| a.active)
-                    .count();
-                let allowed = link.max_deactivations.allowed(active);
-                if deactivations > allowed {
+                let employees = events.iter().filter_map(|event| match event {
+                    WebhookEvent::EmployeeChanged(e) => Some(e.clone()),
+                    WebhookEvent::Completion(_) => None,
+                });
+                batch.planned = ingest.plan_employees(employees)?;
+                let deactivations = ingest.deactivations(&batch.planned)?;
+                if deactivations.exceeded() {
                     return Ok(Err(Outcome::Halted(format!(
-                        "link `{link_name}`: a webhook of `{name}` would suspend {deactivations} accounts, more than max_deactivations = {} allows ({allowed}); nothing was queued",
-                        link.max_deactivations
+                        "link `{link_name}`: a webhook of `{name}` would suspend {} accounts, more than max_deactivations = {} allows ({}); nothing was queued",
+                        deactivations.planned, deactivations.limit, deactivations.allowed
                     ))));
                 }
             }

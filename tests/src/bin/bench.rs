@@ -255,13 +255,13 @@ async fn listing(employees: usize, page_size: usize) -> anyhow::Result<()> {
 /// personal path per call, one transaction each) versus inserting the same
 /// JSON into a sled tree with no chain, digest or transaction.
 fn audit_append(records: usize) -> anyhow::Result<()> {
-    use switchyard::audit::Event;
+    use switchyard::audit::{Event, Kind};
     use switchyard::store::AuditLog as Audit;
     let dir = tempfile::tempdir()?;
     let db = sled::open(dir.path())?;
     let audit = Audit::open(&db)?;
     let event = |i: usize| {
-        Event::new("http.request")
+        Event::new(Kind::HttpRequest)
             .link("acme")
             .employee(format!("{}", 100 + i % 10_000))
             .connector("lms")

@@ -19,6 +19,7 @@ use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 
 use super::{DaemonEvent, Shared, note};
+use crate::audit::Kind;
 
 type SharedState = Arc<Shared>;
 
@@ -322,7 +323,7 @@ async fn trigger_sync(
     note(
         shared.state.audit(),
         DaemonEvent::AdminAction {
-            action: "trigger-sync".into(),
+            action: Kind::AdminTriggerSync,
             target: name.clone(),
             token: caller.token,
             remote: caller.remote,
@@ -364,7 +365,7 @@ async fn replay_dead_letter(
     note(
         shared.state.audit(),
         DaemonEvent::AdminAction {
-            action: "replay-dead-letter".into(),
+            action: Kind::AdminReplayDeadLetter,
             target: format!("{name}/{id}"),
             token: caller.token,
             remote: caller.remote,
@@ -396,7 +397,7 @@ async fn resume_connector(
     note(
         shared.state.audit(),
         DaemonEvent::AdminAction {
-            action: "resume-connector".into(),
+            action: Kind::AdminResumeConnector,
             target: name.clone(),
             token: caller.token,
             remote: caller.remote,

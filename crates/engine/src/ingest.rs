@@ -1,0 +1,243 @@
+//! One ingest path: employee records and completions become planned work
+//! here, whether a poll listed them ([`crate::LinkRun`]) or a webhook
+//! delivered them (the `switchyard` crate's webhook ingress). A second copy
+//! of this logic would be a second engine that could drift from the first.
+//!
+//! [`Ingest`] reads what the planner needs from the store ([`load_known`]),
+//! runs the pure [`Planner`], and drops what is already done or given up on;
+//! [`Ingest::deactivations`] is the mass-deactivation guard;
+//! [`decide_completions`] applies the retake policy.
+
+use std::collections::BTreeMap;
+
+use switchyard_model::{Completion, Employee, OpKind, Operation, PlannedEmployee, Winner};
+use switchyard_store::State;
+use time::format_description::well_known::Rfc3339;
+
+use crate::plan::{Known, Planner};
+use crate::policy::{DeactivationLimit, LinkConfig};
+use crate::{idempotency_key, retake, rules};
+
+/// What the store knows about one employee of a link, pending work included.
+pub fn load_known(state: &State, link: &str, employee: &str) -> anyhow::Result<Known> {
+    Ok(Known {
+        snapshot: state.snapshot(link, employee)?,
+        retired_rev: state.retired_rev(link, employee)?,
+        account: state.account(link, employee)?,
+        enrollments: state.enrollments_of(link, employee)?.into_iter().collect(),
+        pending: state.pending_for(link, employee)?,
+        winners: state.winners_of(link, employee)?.into_iter().collect(),
+    })
+}
+
+/// Plans the employee records of one link against its store.
+pub struct Ingest<'a> {
+    /// Link name.
+    pub link_name: &'a str,
+    /// Its configuration.
+    pub link: &'a LinkConfig,
+    /// The store.
+    pub state: &'a State,
+    /// Today, for due dates and recertification.
+    pub today: time::Date,
+}
+
+/// What a plan would deactivate, against what the link allows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deactivations {
+    /// Accounts the plan suspends.
+    pub planned: usize,
+    /// Accounts the link may suspend in one go.
+    pub allowed: usize,
+    /// The configured limit.
+    pub limit: DeactivationLimit,
+}
+
+impl Deactivations {
+    /// Whether the plan must halt for an operator.
+    pub fn exceeded(&self) -> bool {
+        self.planned > self.allowed
+    }
+}
+
+impl Ingest<'_> {
+    /// Plan employee records as the HRIS sent them: each passes the link's
+    /// field allowlist first (a dropped field is never planned with, stored
+    /// or sent), the last record of an id wins, and operations already done
+    /// or given up on are dropped. Plans come back ordered by employee id.
+    pub fn plan_employees(
+        &self,
+        employees: impl IntoIterator<Item = Employee>,
+    ) -> anyhow::Result<Vec<PlannedEmployee>> {
+        let mut latest = BTreeMap::new();
+        for e in employees {
+            latest.insert(e.id.clone(), self.link.fields.apply(e));
+        }
+        latest.values().map(|e| self.plan_one(e)).collect()
+    }
+
+    /// Plan one record (already through the allowlist).
+    pub fn plan_one(&self, e: &Employee) -> anyhow::Result<PlannedEmployee> {
+        let planner = Planner {
+            link_name: self.link_name,
+            link: self.link,
+            today: self.today,
+        };
+        let known = load_known(self.state, self.link_name, &e.id)?;
+        let mut planned = planner.plan(e, &known);
+        let mut operations = Vec::with_capacity(planned.operations.len());
+        for op in planned.operations {
+            if !self.state.is_done(self.link_name, &op.key)?
+                && !self.state.is_dead(self.link_name, &op.key)?
+            {
+                operations.push(op);
+            }
+        }
+        planned.operations = operations;
+        Ok(planned)
+    }
+
+    /// The mass-deactivation guard: how many accounts `planned` suspends
+    /// against what the link allows for the accounts now active.
+    pub fn deactivations(&self, planned: &[PlannedEmployee]) -> anyhow::Result<Deactivations> {
+        let suspends = planned
+            .iter()
+            .flat_map(|p| &p.operations)
+            .filter(|op| matches!(op.kind, OpKind::SetActive { active: false }))
+            .count();
+        let active = self
+            .state
+            .accounts(self.link_name)?
+            .iter()
+            .filter(|(_, a)| a.active)
+            .count();
+        Ok(Deactivations {
+            planned: suspends,
+            allowed: self.link.max_deactivations.allowed(active),
+            limit: self.link.max_deactivations,
+        })
+    }
+}
+
+/// What a link's retake policy makes of a batch of completions.
+#[derive(Debug, Default)]
+pub struct CompletionDecisions {
+    /// Attempts considered for the first time, to record as seen.
+    pub seen: Vec<Completion>,
+    /// New winners and the `push-completion` operations that write them.
+    pub winners: Vec<(Winner, Operation)>,
+    /// Attempts the policy did not pick.
+    pub not_winning: usize,
+    /// Attempts of employees the link does not know.
+    pub skipped: usize,
+}
+
+/// Apply `link`'s retake policy to `completions`: skip attempts seen before
+/// (by employee, course, attempt) and of unknown employees, compute the
+/// expiry, pick winners and plan their writes with deterministic keys.
+///
+/// The one place completions are decided: a poll (`LinkRun`) and a webhook
+/// (`webhook`) both come here, so an attempt that arrives both ways is
+/// decided once and written with one idempotency key. `decided` holds
+/// winners chosen earlier in the same batch of pages and not committed yet.
+pub fn decide_completions(
+    name: &str,
+    link: &LinkConfig,
+    state: &State,
+    completions: Vec<Completion>,
+    decided: &mut BTreeMap<(String, String), Winner>,
+) -> anyhow::Result<CompletionDecisions> {
+    let mut decisions = CompletionDecisions::default();
+    for c in completions {
+        if state.is_seen(name, &c)?
+            || decisions.seen.iter().any(|s: &Completion| {
+                s.employee_id == c.employee_id
+                    && s.course_id == c.course_id
+                    && s.attempt_id == c.attempt_id
+            })
+        {
+            continue;
+        }
+        decisions.seen.push(c.clone());
+        let Some(snapshot) = state.snapshot(name, &c.employee_id)? else {
+            tracing::debug!(link = name, employee = %c.employee_id, "completion of an unknown employee skipped");
+            decisions.skipped += 1;
+            continue;
+        };
+        let mut c = c;
+        if c.expires_at.is_none()
+            && let Some(days) =
+                rules::recertify_every_days(&link.rules, &snapshot.employee, &c.course_id)
+        {
+            c.expires_at = add_days(&c.completed_at, days);
+        }
+        let slot = (c.employee_id.clone(), c.course_id.clone());
+        let current = match decided.get(&slot) {
+            Some(w) => Some(w.clone()),
+            None => state.winner(name, &c.employee_id, &c.course_id)?,
+        };
+        if !retake::wins(
+            link.completion_policy,
+            &c,
+            current.as_ref().map(|w| &w.completion),
+        ) {
+            decisions.not_winning += 1;
+            continue;
+        }
+        let key = idempotency_key(&[
+            "push-completion",
+            name,
+            &c.employee_id,
+            &c.course_id,
+            &c.attempt_id,
+        ]);
+        let cause = match &current {
+            None => format!("completion of {} (attempt {})", c.course_id, c.attempt_id),
+            Some(w) => format!(
+                "attempt {} wins over attempt {} under completion_policy = {:?}",
+                c.attempt_id, w.completion.attempt_id, link.completion_policy
+            ),
+        };
+        let op = Operation {
+            key: key.clone(),
+            employee_id: c.employee_id.clone(),
+            kind: OpKind::PushCompletion {
+                completion: c.clone(),
+                supersedes: current.map(|w| w.idempotency_key),
+            },
+            cause,
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+        };
+        let winner = Winner {
+            idempotency_key: key,
+            completion: c,
+        };
+        decided.insert(slot, winner.clone());
+        decisions.winners.push((winner, op));
+    }
+    Ok(decisions)
+}
+
+/// `days` after an RFC 3339 timestamp (None if it does not parse).
+fn add_days(timestamp: &str, days: u32) -> Option<String> {
+    let t = time::OffsetDateTime::parse(timestamp, &Rfc3339).ok()?;
+    (t + time::Duration::days(days.into()))
+        .format(&Rfc3339)
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_from_completion() {
+        assert_eq!(
+            add_days("2026-03-01T10:00:00Z", 365).as_deref(),
+            Some("2027-03-01T10:00:00Z")
+        );
+        assert_eq!(add_days("not a date", 1), None);
+    }
+}
