@@ -495,3 +495,139 @@ signed_payload = "body-then-timestamp"
     assert_eq!(report.enrollments, 0, "{report:?}");
     assert_eq!(h.lms.write_count(), writes);
 }
+
+/// Point the HRIS connector `hr` at a BambooHR-style HMAC webhook and
+/// return a function that signs a body for it.
+fn hr_webhook(h: &Harness) -> impl Fn(&str) -> axum::http::HeaderMap + use<> {
+    use switchyard::config::{HmacScheme, SignatureEncoding, SignedPayload};
+    use switchyard::webhook::verify::{SigningKey, sign_hmac};
+
+    let secret_file = h.dir.join("hr-webhook.secret");
+    std::fs::write(&secret_file, "bamboo-private-key").unwrap();
+    let mut config = std::fs::read_to_string(&h.config_path).unwrap();
+    config.push_str(&format!(
+        r#"
+[connectors.hr.webhook]
+scheme = "hmac"
+secret = {{ secret = "file:{}" }}
+signature_header = "X-BambooHR-Signature"
+timestamp_header = "X-BambooHR-Timestamp"
+signed_payload = "body-then-timestamp"
+"#,
+        secret_file.display()
+    ));
+    std::fs::write(&h.config_path, config).unwrap();
+    let scheme = HmacScheme {
+        signature_header: "x-bamboohr-signature".into(),
+        signature_prefix: None,
+        signature_encoding: SignatureEncoding::Hex,
+        timestamp_header: Some("x-bamboohr-timestamp".into()),
+        id_header: None,
+        signed_payload: SignedPayload::BodyThenTimestamp,
+    };
+    move |body: &str| {
+        let t = now();
+        let signature = sign_hmac(
+            &scheme,
+            &SigningKey::raw("bamboo-private-key"),
+            body.as_bytes(),
+            Some(t),
+        );
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-bamboohr-signature", signature.parse().unwrap());
+        headers.insert("x-bamboohr-timestamp", t.to_string().parse().unwrap());
+        headers
+    }
+}
+
+/// Polls and webhooks share one ingest path: the same HR change, brought
+/// once by a changes-only listing and once by an `employee-changed` webhook
+/// to an identical twin of the state, plans the same operations with the
+/// same idempotency keys and causes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_change_by_poll_and_by_webhook_plans_the_same_operations() {
+    use switchyard::engine::RunOptions;
+    use switchyard::engine::plan::PlannedOperation;
+
+    // Ann (102) becomes a forklift operator in another department; Bob
+    // (103) leaves the company.
+    let change = |h: &Harness| {
+        h.hris.update_employee("102", |e| {
+            e.job_title = Some("Forklift Operator".into());
+            e.department = Some("Logistics".into());
+        });
+        h.hris.update_employee("103", |e| {
+            e.status = "Inactive".into();
+            e.employment_history_status = Some("Terminated".into());
+        });
+    };
+    let changed = ["102", "103"];
+    let today = time::OffsetDateTime::now_utc().date();
+
+    let by_poll = {
+        let h = Harness::start(10).await.unwrap();
+        let service = h.service().unwrap();
+        service.sync_link(LINK).await.unwrap();
+        change(&h);
+        let options = RunOptions {
+            dry_run: true,
+            ..RunOptions::default()
+        };
+        let report = service.sync_link_with(LINK, options, today).await.unwrap();
+        assert!(!report.full_listing, "the second run lists changes only");
+        report.plan
+    };
+    let by_webhook = {
+        let h = Harness::start(10).await.unwrap();
+        let sign = hr_webhook(&h);
+        let service = h.service().unwrap();
+        service.sync_link(LINK).await.unwrap();
+        change(&h);
+        let body = format!(
+            r#"{{"employees":[{}]}}"#,
+            changed
+                .map(|id| format!(
+                    r#"{{"id":"{id}","action":"Updated","changedFields":["jobTitle","status"]}}"#
+                ))
+                .join(",")
+        );
+        let ingress = Ingress::for_service(&service).unwrap();
+        let outcome = ingress
+            .handle("hr", &sign(&body), body.clone().into())
+            .await;
+        assert_eq!(outcome.verdict(), "accepted", "{outcome:?}");
+        service
+            .state
+            .outbox(LINK)
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(PlannedOperation::from)
+            .collect::<Vec<_>>()
+    };
+
+    let lines = |plan: &[PlannedOperation]| -> Vec<String> {
+        let mut lines: Vec<String> = plan
+            .iter()
+            .filter(|op| changed.contains(&op.employee_id.as_str()))
+            .map(|op| {
+                format!(
+                    "{} {} {:?} {} [{}]",
+                    op.employee_id, op.operation, op.course, op.key, op.cause
+                )
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let (poll, webhook) = (lines(&by_poll), lines(&by_webhook));
+    assert!(
+        poll.iter().any(|l| l.starts_with("102 enroll")),
+        "{poll:#?}"
+    );
+    assert!(
+        poll.iter().any(|l| l.starts_with("103 set-active")),
+        "{poll:#?}"
+    );
+    assert_eq!(poll, webhook);
+}

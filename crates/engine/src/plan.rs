@@ -99,6 +99,8 @@ pub struct PlannedOperation {
     pub course: Option<String>,
     /// Why.
     pub cause: String,
+    /// Its idempotency key (the audit record of the write will carry it).
+    pub key: String,
 }
 
 impl From<&Operation> for PlannedOperation {
@@ -113,6 +115,7 @@ impl From<&Operation> for PlannedOperation {
             employee_id: op.employee_id.clone(),
             course,
             cause: op.cause.clone(),
+            key: op.key.clone(),
         }
     }
 }
