@@ -258,7 +258,7 @@ async fn editing_one_stored_record_makes_verify_fail_at_exactly_that_record() {
     service
         .state
         .audit()
-        .tamper(target, |json| {
+        .tamper(target, &mut |json: &mut Vec<u8>| {
             let text = String::from_utf8(json.clone()).unwrap();
             let edited = text.replacen("\"at\":\"20", "\"at\":\"19", 1);
             assert_ne!(text, edited);

@@ -801,40 +801,6 @@ async fn plugin_inspect_shows_world_contract_imports_and_grants() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn every_subcommand_has_help() {
-    for args in [
-        &["--help"][..],
-        &["run", "--help"],
-        &["trigger", "--help"],
-        &["sync", "--help"],
-        &["status", "--help"],
-        &["reconcile", "--help"],
-        &["plugin", "--help"],
-        &["plugin", "check", "--help"],
-        &["plugin", "inspect", "--help"],
-        &["plugin", "list", "--help"],
-        &["plugin", "resume", "--help"],
-        &["dlq", "--help"],
-        &["dlq", "list", "--help"],
-        &["dlq", "replay", "--help"],
-        &["secret", "--help"],
-        &["secret", "set", "--help"],
-    ] {
-        let out = Command::new(switchyard_bin()).args(args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && text.contains("Usage:"),
-            "{args:?}: {text}"
-        );
-    }
-    let out = Command::new(switchyard_bin())
-        .args(["--help"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("--log-format"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_and_replayed_through_the_admin_api() {
     let h = Harness::start(10).await.unwrap();

@@ -20,7 +20,7 @@ const MAX_BODY_KIB: usize = 4;
 /// (employee, course, attempt) of every `push-completion` in the outbox.
 type Pushes = BTreeSet<(String, String, String)>;
 
-fn pushes(state: &switchyard::store::State) -> Pushes {
+fn pushes(state: &dyn switchyard::store::Store) -> Pushes {
     state
         .outbox(LINK)
         .unwrap()
@@ -91,7 +91,7 @@ secret = {{ secret = "file:{secret}" }}
 
     let service = h.service().unwrap();
     service.sync_link(LINK).await.unwrap();
-    assert!(pushes(&service.state).is_empty());
+    assert!(pushes(&*service.state).is_empty());
 
     // Two employees complete a course in Moodle.
     let learners: Vec<String> = h
@@ -264,7 +264,12 @@ secret = {{ secret = "file:{secret}" }}
         let answer: serde_json::Value = response.json().await.unwrap();
         assert_eq!(status, case.status, "{}: {answer}", case.name);
         assert_eq!(answer["verdict"], case.verdict, "{}: {answer}", case.name);
-        assert_eq!(pushes(&service.state), case.outbox, "{}: outbox", case.name);
+        assert_eq!(
+            pushes(&*service.state),
+            case.outbox,
+            "{}: outbox",
+            case.name
+        );
     }
     assert!(service.state.is_webhook_delivered("lms", "msg_1").unwrap());
     assert!(
@@ -275,7 +280,7 @@ secret = {{ secret = "file:{secret}" }}
     // The engine applies what the webhooks queued: one training record each.
     let writes_before = h.hris.write_count();
     service.drain_outbox(LINK).await.unwrap();
-    assert!(pushes(&service.state).is_empty());
+    assert!(pushes(&*service.state).is_empty());
     let records = |learner: &str| {
         h.hris
             .training_records()
@@ -329,7 +334,7 @@ async fn a_completion_polled_first_is_not_queued_again_by_its_webhook() {
     let outcome = ingress.handle("lms", &headers, body.into()).await;
     assert_eq!(outcome.verdict(), "accepted", "{outcome:?}");
     assert!(
-        pushes(&service.state).is_empty(),
+        pushes(&*service.state).is_empty(),
         "already written by the poll"
     );
     service.drain_outbox(LINK).await.unwrap();
@@ -413,7 +418,7 @@ signed_payload = "body-then-timestamp"
         headers
     };
     let ingress = Ingress::for_service(&service).unwrap();
-    let enrolls = |state: &switchyard::store::State| -> Vec<String> {
+    let enrolls = |state: &dyn switchyard::store::Store| -> Vec<String> {
         state
             .outbox(LINK)
             .unwrap()
@@ -433,7 +438,7 @@ signed_payload = "body-then-timestamp"
         (refused.status().as_u16(), refused.verdict()),
         (401, "bad-signature")
     );
-    assert!(enrolls(&service.state).is_empty());
+    assert!(enrolls(&*service.state).is_empty());
 
     // A quarantined connector's plugin is not called; the sender retries later.
     let plugin = &service.connectors["hr"].plugin;
@@ -460,14 +465,14 @@ signed_payload = "body-then-timestamp"
         (paused.status().as_u16(), paused.verdict()),
         (503, "unavailable")
     );
-    assert!(enrolls(&service.state).is_empty());
+    assert!(enrolls(&*service.state).is_empty());
     service.resume("hr").unwrap();
 
     let accepted = ingress
         .handle("hr", &deliver("bamboo-private-key", t), body.clone().into())
         .await;
     assert_eq!(accepted.verdict(), "accepted", "{accepted:?}");
-    assert_eq!(enrolls(&service.state), vec!["FORKLIFT-CERT".to_owned()]);
+    assert_eq!(enrolls(&*service.state), vec!["FORKLIFT-CERT".to_owned()]);
     let snapshot = service.state.snapshot(LINK, &id).unwrap().unwrap().employee;
     assert_eq!(snapshot.job_title.as_deref(), Some("Forklift Operator"));
     assert_eq!(
@@ -480,7 +485,7 @@ signed_payload = "body-then-timestamp"
         .handle("hr", &deliver("bamboo-private-key", t), body.clone().into())
         .await;
     assert_eq!(again.verdict(), "replay");
-    assert_eq!(enrolls(&service.state).len(), 1);
+    assert_eq!(enrolls(&*service.state).len(), 1);
 
     service.drain_outbox(LINK).await.unwrap();
     assert!(

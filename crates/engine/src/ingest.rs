@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use switchyard_model::{Completion, Employee, OpKind, Operation, PlannedEmployee, Winner};
-use switchyard_store::State;
+use switchyard_store::Store;
 use time::format_description::well_known::Rfc3339;
 
 use crate::plan::{Known, Planner};
@@ -19,7 +19,7 @@ use crate::policy::{DeactivationLimit, LinkConfig};
 use crate::{idempotency_key, retake, rules};
 
 /// What the store knows about one employee of a link, pending work included.
-pub fn load_known(state: &State, link: &str, employee: &str) -> anyhow::Result<Known> {
+pub fn load_known(state: &dyn Store, link: &str, employee: &str) -> anyhow::Result<Known> {
     Ok(Known {
         snapshot: state.snapshot(link, employee)?,
         retired_rev: state.retired_rev(link, employee)?,
@@ -37,7 +37,7 @@ pub struct Ingest<'a> {
     /// Its configuration.
     pub link: &'a LinkConfig,
     /// The store.
-    pub state: &'a State,
+    pub state: &'a dyn Store,
     /// Today, for due dates and recertification.
     pub today: time::Date,
 }
@@ -143,7 +143,7 @@ pub struct CompletionDecisions {
 pub fn decide_completions(
     name: &str,
     link: &LinkConfig,
-    state: &State,
+    state: &dyn Store,
     completions: Vec<Completion>,
     decided: &mut BTreeMap<(String, String), Winner>,
 ) -> anyhow::Result<CompletionDecisions> {

@@ -9,7 +9,7 @@ use crate::policy::{LeavePolicy, LinkConfig, TerminationPolicy};
 use crate::retake;
 use switchyard_model::{Completion, ConnectorError, EmploymentStatus};
 use switchyard_runtime::Connector;
-use switchyard_store::State;
+use switchyard_store::Store;
 
 /// Kinds of drift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -47,7 +47,7 @@ pub async fn reconcile(
     link_name: &str,
     link: &LinkConfig,
     lms: &Connector,
-    state: &State,
+    state: &dyn Store,
 ) -> anyhow::Result<Vec<Drift>> {
     let mut drifts = Vec::new();
     let snapshots = state.snapshots(link_name)?;

@@ -35,7 +35,7 @@ use switchyard_model::{
     Winner, now_ms,
 };
 use switchyard_runtime::{CallContext, Connector};
-use switchyard_store::{LinkStatus, State};
+use switchyard_store::{LinkStatus, Store};
 
 use crate::ingest::{Ingest, decide_completions};
 use crate::plan::PlannedOperation;
@@ -180,8 +180,8 @@ pub struct LinkRun<'a> {
     pub hris: &'a Connector,
     /// The LMS connector.
     pub lms: &'a Connector,
-    /// State.
-    pub state: &'a State,
+    /// The store.
+    pub state: &'a dyn Store,
     /// Today's date, for due dates and recertification.
     pub today: time::Date,
     /// Set when the run must stop at its next checkpoint: before the next

@@ -18,6 +18,8 @@ use switchyard_audit::{
 };
 use switchyard_model::now_ms;
 
+use crate::AuditStore;
+
 /// The audit log. Cheap to clone; clones share the chain head.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -158,9 +160,50 @@ impl AuditLog {
         Writer { head: self.lock() }
     }
 
+    fn entry(&self, key: &[u8], value: &[u8]) -> anyhow::Result<Entry> {
+        let (hash, record) =
+            open_record(value).with_context(|| format!("audit record {}", seq_of(key)))?;
+        let mut personal_data = None;
+        let mut erased = false;
+        if record.personal.is_some() {
+            match self
+                .tree
+                .get(payload_key(seq_of(key)))
+                .context("failed to read the audit log")?
+            {
+                Some(p) if p.len() >= 16 => personal_data = open_payload(&p),
+                _ => erased = true,
+            }
+        }
+        Ok(Entry {
+            record,
+            hash,
+            personal_data,
+            erased,
+        })
+    }
+}
+
+impl AuditStore for AuditLog {
+    /// Test support: overwrite the stored bytes of record `seq` (to show
+    /// that verification catches it). Not used by the product.
+    fn tamper(&self, seq: u64, edit: &mut dyn FnMut(&mut Vec<u8>)) -> anyhow::Result<()> {
+        let key = log_key(seq);
+        let mut value = self
+            .tree
+            .get(key)?
+            .ok_or_else(|| anyhow!("no audit record {seq}"))?
+            .to_vec();
+        let mut json = value.split_off(32);
+        edit(&mut json);
+        value.extend(json);
+        self.tree.insert(key, value)?;
+        Ok(())
+    }
+
     /// Append records on their own (not tied to a state change), in one
     /// transaction.
-    pub fn append_all(&self, events: Vec<Event>) -> anyhow::Result<()> {
+    fn append_all(&self, events: Vec<Event>) -> anyhow::Result<()> {
         if events.is_empty() {
             return Ok(());
         }
@@ -184,17 +227,17 @@ impl AuditLog {
     }
 
     /// Append one record on its own.
-    pub fn append(&self, event: Event) -> anyhow::Result<()> {
+    fn append(&self, event: Event) -> anyhow::Result<()> {
         self.append_all(vec![event])
     }
 
     /// The last record's position.
-    pub fn head(&self) -> Head {
+    fn head(&self) -> Head {
         self.lock().clone()
     }
 
     /// Where verification starts: the last pruned record, or genesis.
-    pub fn anchor(&self) -> anyhow::Result<Head> {
+    fn anchor(&self) -> anyhow::Result<Head> {
         Ok(
             match self
                 .tree
@@ -213,7 +256,7 @@ impl AuditLog {
 
     /// A value remembered by the audit log (e.g. the last configuration
     /// hash seen), to record changes only once.
-    pub fn remembered(&self, name: &str) -> anyhow::Result<Option<String>> {
+    fn remembered(&self, name: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .tree
             .get(meta_key(&format!("seen/{name}")))
@@ -222,56 +265,19 @@ impl AuditLog {
     }
 
     /// Remember a value (see [`Audit::remembered`]).
-    pub fn remember(&self, name: &str, value: &str) -> anyhow::Result<()> {
+    fn remember(&self, name: &str, value: &str) -> anyhow::Result<()> {
         self.tree
             .insert(meta_key(&format!("seen/{name}")), value.as_bytes())
             .context("failed to write the audit log")?;
         Ok(())
     }
 
-    fn entry(&self, key: &[u8], value: &[u8]) -> anyhow::Result<Entry> {
-        let (hash, record) =
-            open_record(value).with_context(|| format!("audit record {}", seq_of(key)))?;
-        let mut personal_data = None;
-        let mut erased = false;
-        if record.personal.is_some() {
-            match self
-                .tree
-                .get(payload_key(seq_of(key)))
-                .context("failed to read the audit log")?
-            {
-                Some(p) if p.len() >= 16 => personal_data = open_payload(&p),
-                _ => erased = true,
-            }
-        }
-        Ok(Entry {
-            record,
-            hash,
-            personal_data,
-            erased,
-        })
-    }
-
-    /// Records matching `filter`, oldest first; with `last`, only the last
-    /// that many.
-    pub fn read(&self, filter: &Filter, last: Option<usize>) -> anyhow::Result<Vec<Entry>> {
-        let mut out = std::collections::VecDeque::new();
-        self.scan(filter, |entry| {
-            out.push_back(entry);
-            if last.is_some_and(|n| out.len() > n) {
-                out.pop_front();
-            }
-            Ok(())
-        })?;
-        Ok(out.into())
-    }
-
     /// Call `f` with each record matching `filter`, oldest first, without
     /// holding them all in memory (exports). Returns how many matched.
-    pub fn scan(
+    fn scan(
         &self,
         filter: &Filter,
-        mut f: impl FnMut(Entry) -> anyhow::Result<()>,
+        f: &mut dyn FnMut(Entry) -> anyhow::Result<()>,
     ) -> anyhow::Result<usize> {
         let mut matched = 0;
         for item in self.tree.scan_prefix([LOG]) {
@@ -286,7 +292,7 @@ impl AuditLog {
     }
 
     /// Check the whole chain from the anchor; stop at the first break.
-    pub fn verify(&self) -> anyhow::Result<Verification> {
+    fn verify(&self) -> anyhow::Result<Verification> {
         let mut verifier = Verifier::new(self.anchor()?);
         for item in self.tree.scan_prefix([LOG]) {
             let (k, value) = item.context("failed to read the audit log")?;
@@ -303,7 +309,7 @@ impl AuditLog {
     }
 
     /// The hash of record `seq`, if it is still kept.
-    pub fn hash_of(&self, seq: u64) -> anyhow::Result<Option<String>> {
+    fn hash_of(&self, seq: u64) -> anyhow::Result<Option<String>> {
         Ok(self
             .tree
             .get(log_key(seq))
@@ -317,7 +323,7 @@ impl AuditLog {
 
     /// Delete records before `cutoff_ms`, move the anchor to the last one
     /// deleted, and record the pruning in the chain (`cause` says why).
-    pub fn prune(&self, cutoff_ms: u64, cause: &str) -> anyhow::Result<Pruned> {
+    fn prune(&self, cutoff_ms: u64, cause: &str) -> anyhow::Result<Pruned> {
         /// Records deleted per transaction (each moves the anchor).
         const CHUNK: usize = 10_000;
         let cutoff = rfc3339_ms(cutoff_ms);
@@ -386,7 +392,7 @@ impl AuditLog {
     }
 
     /// Erase the personal payloads of an employee. Returns how many.
-    pub fn forget(&self, employee: &str) -> anyhow::Result<u64> {
+    fn forget(&self, employee: &str) -> anyhow::Result<u64> {
         let mut batch = sled::Batch::default();
         let mut erased = 0;
         for item in self.tree.scan_prefix(subject_prefix(employee)) {
@@ -399,23 +405,6 @@ impl AuditLog {
             .apply_batch(batch)
             .context("failed to write the audit log")?;
         Ok(erased)
-    }
-
-    /// Test support: overwrite the stored bytes of record `seq` (to show
-    /// that verification catches it). Not used by the product.
-    #[doc(hidden)]
-    pub fn tamper(&self, seq: u64, edit: impl FnOnce(&mut Vec<u8>)) -> anyhow::Result<()> {
-        let key = log_key(seq);
-        let mut value = self
-            .tree
-            .get(key)?
-            .ok_or_else(|| anyhow!("no audit record {seq}"))?
-            .to_vec();
-        let mut json = value.split_off(32);
-        edit(&mut json);
-        value.extend(json);
-        self.tree.insert(key, value)?;
-        Ok(())
     }
 }
 
@@ -449,7 +438,7 @@ mod tests {
             (5, 5, 5, None)
         );
         audit
-            .tamper(3, |json| {
+            .tamper(3, &mut |json: &mut Vec<u8>| {
                 let text = String::from_utf8(json.clone())
                     .unwrap()
                     .replace("user.created", "user.updated");

@@ -53,7 +53,7 @@ use crate::engine::RunReport;
 use crate::runtime::Runtime;
 use crate::secrets::{SecretStore, resolve_secret};
 use crate::service::{RunOutcome, Service};
-use crate::store::State;
+use crate::store::{AuditStore, SledStore, Store};
 use plugins::{Change, PluginDir};
 use scheduler::{LinkRunner, LinkSlot, RunCause, RunEnd, WallClock};
 
@@ -140,7 +140,7 @@ pub enum DaemonEvent {
 /// Record an event: in the log, and in the audit trail (see
 /// [`audit_event`]). An audit write that fails is logged, not fatal: the
 /// daemon keeps serving.
-pub fn note(audit: &crate::store::AuditLog, event: DaemonEvent) {
+pub fn note(audit: &dyn AuditStore, event: DaemonEvent) {
     let fields = serde_json::to_string(&event).unwrap_or_default();
     match &event {
         DaemonEvent::PluginRefused { .. } | DaemonEvent::ConnectorPaused { .. } => {
@@ -287,7 +287,7 @@ pub struct Shared {
     /// The plugin runtime (one engine for every version of every plugin).
     pub runtime: Runtime,
     /// Sync state.
-    pub state: State,
+    pub state: Arc<dyn Store>,
     /// The service runs use; swapped when plugins change.
     pub service: ArcSwap<Service>,
     /// The plugin directory.
@@ -619,7 +619,7 @@ impl Daemon {
             .map_err(|e| anyhow!("daemon admin_token: {e}"))?;
         let runtime = Runtime::new().context("failed to start the plugin runtime")?;
         Service::limit_origins(&config, &runtime);
-        let state = State::open(&config.data_dir)?;
+        let state: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
         note(
             state.audit(),
             DaemonEvent::ConfigLoaded {

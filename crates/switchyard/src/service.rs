@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::engine::{Interrupted, LinkHalted, LinkRun, LinkStopped, RunOptions, RunReport};
 use crate::runtime::{Connector, Plugin, PluginError, Runtime, World};
 use crate::secrets::{SecretStore, resolve_credential};
-use crate::store::{ConnectorHealth, Forgotten, Quarantine, State};
+use crate::store::{ConnectorHealth, Forgotten, Quarantine, SledStore, Store};
 use crate::telemetry::Telemetry;
 
 /// A link was not run because a connector it uses is quarantined.
@@ -149,7 +149,7 @@ pub struct Service {
     /// The plugin runtime.
     pub runtime: Runtime,
     /// Sync state.
-    pub state: State,
+    pub state: Arc<dyn Store>,
     /// Loaded plugins by name.
     pub plugins: BTreeMap<String, Arc<Plugin>>,
     /// Plugin files that were refused.
@@ -193,8 +193,8 @@ impl Service {
             runtime.load_dir_cached(&config.plugin_dir, Some(&config.data_dir.join("cache")))?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
-        let state = State::open(&config.data_dir)?;
-        audit_startup(&state, &config, &set)?;
+        let state: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+        audit_startup(&*state, &config, &set)?;
         Service::limit_origins(&config, &runtime);
         let missing = |plugin: &str| {
             set.refused
@@ -207,7 +207,7 @@ impl Service {
         if let Some((_, reason)) = paused.into_iter().next() {
             bail!("{reason}");
         }
-        restore_health(&state, &connectors)?;
+        restore_health(&*state, &connectors)?;
         Ok(Service {
             config,
             runtime,
@@ -243,14 +243,14 @@ impl Service {
     pub fn assemble(
         config: Config,
         runtime: Runtime,
-        state: State,
+        state: Arc<dyn Store>,
         plugins: BTreeMap<String, Arc<Plugin>>,
         missing: &dyn Fn(&str) -> String,
         previous: Option<&Service>,
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Service> {
         let (connectors, paused) = bind(&config, &runtime, &state, &plugins, missing, previous);
-        restore_health(&state, &connectors)?;
+        restore_health(&*state, &connectors)?;
         Ok(Service {
             config,
             runtime,
@@ -325,10 +325,10 @@ impl Service {
 
     /// Apply the configured retention now (see [`apply_retention`]).
     pub fn apply_retention(&self) -> anyhow::Result<RetentionReport> {
-        apply_retention(&self.config, &self.state)
+        apply_retention(&self.config, &*self.state)
     }
 
-    /// Subject erasure (see [`State::forget`]), recorded with this
+    /// Subject erasure (see [`Store::forget`]), recorded with this
     /// service's actor.
     pub fn forget(&self, employee: &str) -> anyhow::Result<Forgotten> {
         self.state.forget(employee, &self.actor)
@@ -456,7 +456,7 @@ impl Service {
             link,
             hris: &self.connectors[&link.hris],
             lms: &self.connectors[&link.lms],
-            state: &self.state,
+            state: &*self.state,
             today,
             stop: &self.stop,
             observer: &Telemetry::METRICS,
@@ -474,7 +474,7 @@ impl Service {
             connector: link.lms.clone(),
             reason: self.paused.get(&link.lms).cloned().unwrap_or_default(),
         })?;
-        crate::engine::reconcile::reconcile(name, link, lms, &self.state).await
+        crate::engine::reconcile::reconcile(name, link, lms, &*self.state).await
     }
 
     /// The link's configuration, or an error naming the file.
@@ -489,7 +489,7 @@ impl Service {
 /// Apply the configured retention: prune old audit records and dead
 /// letters, delete the snapshots of long-departed employees. Each deletion
 /// is recorded in the audit log.
-pub fn apply_retention(config: &Config, state: &State) -> anyhow::Result<RetentionReport> {
+pub fn apply_retention(config: &Config, state: &dyn Store) -> anyhow::Result<RetentionReport> {
     let retention = &config.retention;
     let now = time::OffsetDateTime::now_utc();
     let days = |d: u32| now - time::Duration::days(d.into());
@@ -546,7 +546,7 @@ fn run_failed(link: &str, e: &anyhow::Error) -> Event {
 /// plugin or configuration seen before with the same hash is not recorded
 /// again.
 fn audit_startup(
-    state: &State,
+    state: &dyn Store,
     config: &Config,
     set: &crate::runtime::PluginSet,
 ) -> anyhow::Result<()> {
@@ -615,7 +615,7 @@ fn audit_startup(
 fn bind(
     config: &Config,
     runtime: &Runtime,
-    state: &State,
+    state: &Arc<dyn Store>,
     plugins: &BTreeMap<String, Arc<Plugin>>,
     missing: &dyn Fn(&str) -> String,
     previous: Option<&Service>,
@@ -655,7 +655,7 @@ fn bind(
             }
         };
         let mut bound = runtime.connector(name, &connector.grants(), plugin.clone(), credential);
-        bound.set_observer(Arc::new(Telemetry::with_audit(state.audit().clone())));
+        bound.set_observer(Arc::new(Telemetry::with_audit(state.clone())));
         connectors.insert(name.clone(), bound);
     }
     let mut unfit = Vec::new();
@@ -691,7 +691,10 @@ fn bind(
 
 /// Restore each connector's faults in a row, or reset them when its plugin
 /// file changed.
-fn restore_health(state: &State, connectors: &BTreeMap<String, Connector>) -> anyhow::Result<()> {
+fn restore_health(
+    state: &dyn Store,
+    connectors: &BTreeMap<String, Connector>,
+) -> anyhow::Result<()> {
     for (name, connector) in connectors {
         let Some(health) = state.connector_health(name)? else {
             continue;

@@ -35,7 +35,7 @@ use crate::audit::{Event, Kind};
 use crate::engine::{OperationResult, RunObserver, RunReport};
 use crate::model::FaultKind;
 use crate::runtime::{CallObserver, CallOutcome, FinishedCall};
-use crate::store::AuditLog;
+use crate::store::Store;
 
 /// Buckets for latency histograms, in seconds.
 const BUCKETS: &[f64] = &[
@@ -79,7 +79,7 @@ pub fn render(handle: &PrometheusHandle) -> String {
 /// Turns what the runtime and the engine report into metrics and, when it
 /// has the audit log, into `http.request` and `plugin.call-failed` records.
 pub struct Telemetry {
-    audit: Option<AuditLog>,
+    audit: Option<std::sync::Arc<dyn Store>>,
 }
 
 impl Telemetry {
@@ -87,8 +87,8 @@ impl Telemetry {
     pub const METRICS: Telemetry = Telemetry { audit: None };
 
     /// Metrics and the audit records of plugin calls.
-    pub fn with_audit(audit: AuditLog) -> Telemetry {
-        Telemetry { audit: Some(audit) }
+    pub fn with_audit(store: std::sync::Arc<dyn Store>) -> Telemetry {
+        Telemetry { audit: Some(store) }
     }
 }
 
@@ -105,8 +105,8 @@ impl CallObserver for Telemetry {
             call.elapsed,
             fault,
         );
-        if let Some(audit) = &self.audit
-            && let Err(e) = audit.append_all(call_events(call))
+        if let Some(store) = &self.audit
+            && let Err(e) = store.audit().append_all(call_events(call))
         {
             tracing::error!(connector = %call.connector, "failed to write the audit log: {e:#}");
         }

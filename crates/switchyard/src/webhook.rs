@@ -18,7 +18,7 @@
 //! 6. events become outbox work through the same code as a poll
 //!    (the engine's `Ingest` and `decide_completions`), and the work and the
 //!    replay marker are committed in one sled transaction
-//!    (`State::commit_webhook`) and flushed to disk before the 200 is sent.
+//!    (`Store::commit_webhook`) and flushed to disk before the 200 is sent.
 //!
 //! Every answer is a [`Outcome`], and every outcome goes through
 //! [`verdict`] (log + metric) and, for a configured connector, into the
@@ -54,7 +54,7 @@ use crate::model::now_ms;
 use crate::model::{ConnectorError, WebhookEvent};
 use crate::runtime::Connector;
 use crate::secrets::SecretStore;
-use crate::store::{DeliveryCommit, State, WebhookBatch};
+use crate::store::{DeliveryCommit, Store, WebhookBatch};
 use verify::{Refusal, SigningKey};
 
 /// The metric every verdict increments, labelled `connector` and `verdict`.
@@ -95,7 +95,7 @@ pub struct Ingress {
     endpoints: BTreeMap<String, Endpoint>,
     links: BTreeMap<String, LinkConfig>,
     connectors: Box<dyn ConnectorSource>,
-    state: State,
+    state: Arc<dyn Store>,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
     retention_secs: u64,
     last_prune: AtomicU64,
@@ -261,7 +261,7 @@ impl Ingress {
     /// is an error at start, naming the connector.
     pub fn new(
         config: &Config,
-        state: State,
+        state: Arc<dyn Store>,
         connectors: impl ConnectorSource,
         store: Option<&SecretStore>,
     ) -> anyhow::Result<Ingress> {
@@ -502,7 +502,7 @@ impl Ingress {
                 let decisions = crate::engine::decide_completions(
                     link_name,
                     link,
-                    &self.state,
+                    &*self.state,
                     completions,
                     &mut BTreeMap::new(),
                 )?;
@@ -515,7 +515,7 @@ impl Ingress {
                 let ingest = Ingest {
                     link_name,
                     link,
-                    state: &self.state,
+                    state: &*self.state,
                     today,
                 };
                 let employees = events.iter().filter_map(|event| match event {

@@ -256,7 +256,7 @@ async fn listing(employees: usize, page_size: usize) -> anyhow::Result<()> {
 /// JSON into a sled tree with no chain, digest or transaction.
 fn audit_append(records: usize) -> anyhow::Result<()> {
     use switchyard::audit::{Event, Kind};
-    use switchyard::store::AuditLog as Audit;
+    use switchyard::store::{AuditLog as Audit, AuditStore};
     let dir = tempfile::tempdir()?;
     let db = sled::open(dir.path())?;
     let audit = Audit::open(&db)?;

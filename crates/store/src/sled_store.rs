@@ -1,0 +1,1078 @@
+//! The embedded store: sled, one directory, one process.
+//!
+//! Trees:
+//! - `snapshots`: the last employee record seen from the HRIS, with a revision
+//!   counter that moves when the record changes (to diff, and to key effects);
+//! - `accounts`: HRIS id -> LMS user id and whether the account is active;
+//! - `enrollments`: enrollments the host made (employee, course) and their cycle;
+//! - `outbox`: operations planned but not yet done, `link\0employee\0seq`,
+//!   applied in seq order per employee; `outbox_keys` indexes them by
+//!   idempotency key so a plan never enqueues the same effect twice;
+//! - `done`: idempotency keys of operations that succeeded (never repeated);
+//! - `seen`: completions already considered (employee, course, attempt);
+//! - `winners`: the completion of each (employee, course) that the retake
+//!   policy chose and that was sent to the HRIS;
+//! - `cursors`: where each link's listings resume;
+//! - `dead_letters`: operations given up on, with the reason, replayable
+//!   (`dead_keys` indexes their idempotency keys);
+//! - `links`: per-link status (why a run halted);
+//! - `webhook_deliveries`: per connector, the ids of webhook deliveries
+//!   processed (`connector\0id` -> Unix ms), so a replay is acknowledged
+//!   without being processed twice; pruned by age;
+//! - `connector_health`: per connector (key: connector name), the plugin
+//!   faults in a row and the quarantine, if any, with the plugin's sha256 it
+//!   applies to;
+//! - `departed`: employees with a snapshot that the last full listing did
+//!   not include, and since when (Unix ms), for retention;
+//! - `retired`: the last revision of each snapshot retention deleted, so a
+//!   returning employee's record continues the numbering (effect keys
+//!   include it: a rehire's update must not reuse the first hire's key);
+//! - the audit tree, owned by [`AuditLog`] (`audit_log.rs`).
+//!
+//! Writes that belong together happen in one sled transaction: a plan's
+//! snapshots, operations and cursor; an operation's removal from the outbox,
+//! its `done` record, its effect and its audit record; a webhook
+//! delivery's replay marker with everything its events put into the outbox.
+//!
+//! Long because it is the whole sled implementation of [`Store`] (one
+//! method per operation of the trait) with its tests; the transactions are
+//! easier to check side by side.
+
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use switchyard_audit::{Event, Kind};
+use switchyard_model::{
+    Account, Completion, DeadLetter, Effect, Enrollment, OpKind, Operation, PlannedEmployee,
+    Snapshot, Winner, now_ms,
+};
+
+use crate::audit_log::{AuditLog, Writer};
+use crate::{
+    AuditStore, ConnectorHealth, DeliveryCommit, Forgotten, LinkCounts, LinkStatus, Quarantine,
+    Store, WebhookBatch,
+};
+
+/// The sled database: every tree above, and the audit log.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    snapshots: sled::Tree,
+    accounts: sled::Tree,
+    enrollments: sled::Tree,
+    outbox: sled::Tree,
+    outbox_keys: sled::Tree,
+    done: sled::Tree,
+    seen: sled::Tree,
+    winners: sled::Tree,
+    cursors: sled::Tree,
+    dead_letters: sled::Tree,
+    dead_keys: sled::Tree,
+    links: sled::Tree,
+    connector_health: sled::Tree,
+    departed: sled::Tree,
+    retired: sled::Tree,
+    audit: AuditLog,
+    webhook_deliveries: sled::Tree,
+}
+
+/// `link \0 part \0 part ...`
+pub fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+fn prefix(parts: &[&str]) -> Vec<u8> {
+    let mut p = key(parts);
+    p.push(0);
+    p
+}
+
+/// `link \0 id` (big-endian, so dead letters list oldest first).
+fn dead_letter_key(link: &str, id: u64) -> Vec<u8> {
+    let mut k = prefix(&[link]);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
+    serde_json::to_vec(value).context("failed to encode state record")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(bytes).context("corrupt state record")
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<anyhow::Error>>;
+
+fn tx_put<T: Serialize>(tree: &TransactionalTree, key: Vec<u8>, value: &T) -> TxResult<()> {
+    let bytes = encode(value).map_err(ConflictableTransactionError::Abort)?;
+    tree.insert(key, bytes)?;
+    Ok(())
+}
+
+pub(crate) fn tx_result<T>(
+    r: Result<T, sled::transaction::TransactionError<anyhow::Error>>,
+) -> anyhow::Result<T> {
+    r.map_err(|e| match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(e) => anyhow!("state storage error: {e}"),
+    })
+}
+
+impl SledStore {
+    /// Open (or create) the database in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<SledStore> {
+        let db = sled::open(dir)
+            .with_context(|| format!("failed to open the state database in {}", dir.display()))?;
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .with_context(|| format!("failed to open state tree `{name}`"))
+        };
+        Ok(SledStore {
+            snapshots: tree("snapshots")?,
+            accounts: tree("accounts")?,
+            enrollments: tree("enrollments")?,
+            outbox: tree("outbox")?,
+            outbox_keys: tree("outbox_keys")?,
+            done: tree("done")?,
+            seen: tree("seen")?,
+            winners: tree("winners")?,
+            cursors: tree("cursors")?,
+            dead_letters: tree("dead_letters")?,
+            dead_keys: tree("dead_keys")?,
+            links: tree("links")?,
+            connector_health: tree("connector_health")?,
+            departed: tree("departed")?,
+            retired: tree("retired")?,
+            audit: AuditLog::open(&db)?,
+            webhook_deliveries: tree("webhook_deliveries")?,
+            db,
+        })
+    }
+
+    fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> anyhow::Result<Option<T>> {
+        match tree.get(key).context("failed to read state")? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes).map(Some),
+        }
+    }
+
+    fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> anyhow::Result<()> {
+        tree.insert(key, encode(value)?)
+            .context("failed to write state")?;
+        Ok(())
+    }
+
+    /// Records under `prefix`, each with the rest of its key (an employee
+    /// id, a course).
+    fn scan_named<T: DeserializeOwned>(
+        tree: &sled::Tree,
+        prefix: Vec<u8>,
+    ) -> anyhow::Result<Vec<(String, T)>> {
+        tree.scan_prefix(&prefix)
+            .map(|r| {
+                let (k, v) = r.context("failed to read state")?;
+                Ok((
+                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                    decode(&v)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn scan<T: DeserializeOwned>(tree: &sled::Tree, prefix: Vec<u8>) -> anyhow::Result<Vec<T>> {
+        tree.scan_prefix(prefix)
+            .map(|r| decode(&r.context("failed to read state")?.1))
+            .collect()
+    }
+
+    /// Sequence numbers for `n` operations. Allocated before a transaction
+    /// starts: sled's id generator must not run inside one (it can wait on
+    /// the lock the transaction holds).
+    fn sequence(&self, n: usize) -> anyhow::Result<Vec<u64>> {
+        (0..n)
+            .map(|_| self.db.generate_id().context("failed to allocate an id"))
+            .collect()
+    }
+
+    fn enqueue(
+        tx_outbox: &TransactionalTree,
+        tx_keys: &TransactionalTree,
+        link: &str,
+        op: &Operation,
+        seq: u64,
+    ) -> TxResult<()> {
+        let index_key = key(&[link, &op.key]);
+        if tx_keys.get(&index_key)?.is_some() {
+            return Ok(());
+        }
+        let mut k = prefix(&[link, &op.employee_id]);
+        k.extend_from_slice(&seq.to_be_bytes());
+        tx_keys.insert(index_key, k.clone())?;
+        tx_put(tx_outbox, k, op)
+    }
+
+    fn outbox_key_of(&self, link: &str, op: &Operation) -> anyhow::Result<Vec<u8>> {
+        self.outbox_keys
+            .get(key(&[link, &op.key]))
+            .context("failed to read state")?
+            .map(|v| v.to_vec())
+            .ok_or_else(|| anyhow!("operation {} is not in the outbox", op.key))
+    }
+
+    // ---- the daemon's scheduler ----
+
+    fn schedule_tree(&self) -> anyhow::Result<sled::Tree> {
+        self.db
+            .open_tree("schedule")
+            .context("failed to open state tree `schedule`")
+    }
+}
+
+impl Store for SledStore {
+    /// The audit log.
+    fn audit(&self) -> &dyn AuditStore {
+        &self.audit
+    }
+
+    // ---- reads ----
+
+    /// The last snapshot of an employee.
+    fn snapshot(&self, link: &str, employee: &str) -> anyhow::Result<Option<Snapshot>> {
+        Self::get(&self.snapshots, &key(&[link, employee]))
+    }
+
+    /// Every snapshot of a link.
+    fn snapshots(&self, link: &str) -> anyhow::Result<Vec<Snapshot>> {
+        Self::scan(&self.snapshots, prefix(&[link]))
+    }
+
+    /// The LMS account of an employee.
+    fn account(&self, link: &str, employee: &str) -> anyhow::Result<Option<Account>> {
+        Self::get(&self.accounts, &key(&[link, employee]))
+    }
+
+    /// The accounts of a link, by HRIS id.
+    fn accounts(&self, link: &str) -> anyhow::Result<Vec<(String, Account)>> {
+        Self::scan_named(&self.accounts, prefix(&[link]))
+    }
+
+    /// The host's enrollment of an employee in a course.
+    fn enrollment(
+        &self,
+        link: &str,
+        employee: &str,
+        course: &str,
+    ) -> anyhow::Result<Option<Enrollment>> {
+        Self::get(&self.enrollments, &key(&[link, employee, course]))
+    }
+
+    /// The courses the host enrolled an employee in.
+    fn enrollments_of(
+        &self,
+        link: &str,
+        employee: &str,
+    ) -> anyhow::Result<Vec<(String, Enrollment)>> {
+        Self::scan_named(&self.enrollments, prefix(&[link, employee]))
+    }
+
+    /// Whether an operation with this key succeeded before.
+    fn is_done(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool> {
+        self.done
+            .contains_key(key(&[link, idempotency_key]))
+            .context("failed to read state")
+    }
+
+    /// Whether an operation with this key waits in the outbox.
+    fn is_pending(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool> {
+        self.outbox_keys
+            .contains_key(key(&[link, idempotency_key]))
+            .context("failed to read state")
+    }
+
+    /// Whether an operation with this key was given up on (and not replayed).
+    fn is_dead(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool> {
+        self.dead_keys
+            .contains_key(key(&[link, idempotency_key]))
+            .context("failed to read state")
+    }
+
+    /// The operations waiting for one employee, in order.
+    fn pending_for(&self, link: &str, employee: &str) -> anyhow::Result<Vec<Operation>> {
+        Self::scan(&self.outbox, prefix(&[link, employee]))
+    }
+
+    /// Every operation waiting in a link's outbox, grouped by employee, each
+    /// group in order.
+    fn outbox(&self, link: &str) -> anyhow::Result<Vec<Vec<Operation>>> {
+        let mut groups: Vec<Vec<Operation>> = Vec::new();
+        for op in Self::scan::<Operation>(&self.outbox, prefix(&[link]))? {
+            match groups.last_mut() {
+                Some(group) if group[0].employee_id == op.employee_id => group.push(op),
+                _ => groups.push(vec![op]),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Whether this attempt was considered before.
+    fn is_seen(&self, link: &str, c: &Completion) -> anyhow::Result<bool> {
+        self.seen
+            .contains_key(key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]))
+            .context("failed to read state")
+    }
+
+    /// The winning completion of (employee, course).
+    fn winner(&self, link: &str, employee: &str, course: &str) -> anyhow::Result<Option<Winner>> {
+        Self::get(&self.winners, &key(&[link, employee, course]))
+    }
+
+    /// The winning completions of one employee, by course.
+    fn winners_of(&self, link: &str, employee: &str) -> anyhow::Result<Vec<(String, Winner)>> {
+        Self::scan_named(&self.winners, prefix(&[link, employee]))
+    }
+
+    /// A cursor (`employees` or `completions`) of a link.
+    fn cursor(&self, link: &str, name: &str) -> anyhow::Result<Option<String>> {
+        Self::get(&self.cursors, &key(&[link, name]))
+    }
+
+    /// Set a cursor outside a plan (bookkeeping such as the time of the last
+    /// full listing).
+    fn put_cursor(&self, link: &str, name: &str, value: &str) -> anyhow::Result<()> {
+        Self::put(&self.cursors, &key(&[link, name]), &value)
+    }
+
+    /// One dead letter.
+    fn dead_letter_by_id(&self, link: &str, id: u64) -> anyhow::Result<Option<DeadLetter>> {
+        let dlq_key = dead_letter_key(link, id);
+        Self::get(&self.dead_letters, &dlq_key)
+    }
+
+    /// Dead letters of a link, oldest first.
+    fn dead_letters(&self, link: &str) -> anyhow::Result<Vec<DeadLetter>> {
+        Self::scan(&self.dead_letters, prefix(&[link]))
+    }
+
+    /// Status of a link.
+    fn link_status(&self, link: &str) -> anyhow::Result<LinkStatus> {
+        Ok(Self::get(&self.links, &key(&[link]))?.unwrap_or_default())
+    }
+
+    /// A connector's health record.
+    fn connector_health(&self, connector: &str) -> anyhow::Result<Option<ConnectorHealth>> {
+        Self::get(&self.connector_health, connector.as_bytes())
+    }
+
+    /// Record a connector's health.
+    fn put_connector_health(
+        &self,
+        connector: &str,
+        health: &ConnectorHealth,
+    ) -> anyhow::Result<()> {
+        Self::put(&self.connector_health, connector.as_bytes(), health)
+    }
+
+    /// Lift a connector's quarantine and reset its fault count. Returns the
+    /// quarantine that was lifted, if there was one.
+    fn resume_connector(&self, connector: &str) -> anyhow::Result<Option<Quarantine>> {
+        let Some(mut health) = self.connector_health(connector)? else {
+            return Ok(None);
+        };
+        let lifted = health.quarantine.take();
+        health.faults_in_a_row = 0;
+        self.put_connector_health(connector, &health)?;
+        Ok(lifted)
+    }
+
+    /// Quarantined connectors, by name.
+    fn quarantined(&self) -> anyhow::Result<Vec<(String, ConnectorHealth)>> {
+        let mut out = Vec::new();
+        for entry in self.connector_health.iter() {
+            let (k, v) = entry.context("failed to read state")?;
+            let health: ConnectorHealth =
+                serde_json::from_slice(&v).context("corrupt state record")?;
+            if health.quarantine.is_some() {
+                out.push((String::from_utf8_lossy(&k).into_owned(), health));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the state holds for a link.
+    fn counts(&self, link: &str) -> LinkCounts {
+        let count = |tree: &sled::Tree| tree.scan_prefix(prefix(&[link])).count();
+        LinkCounts {
+            employees: count(&self.snapshots),
+            accounts: count(&self.accounts),
+            enrollments: count(&self.enrollments),
+            completions: count(&self.winners),
+            outbox: count(&self.outbox),
+            dead_letters: count(&self.dead_letters),
+        }
+    }
+
+    // ---- writes ----
+
+    /// Set a link's status.
+    fn put_link_status(&self, link: &str, status: &LinkStatus) -> anyhow::Result<()> {
+        Self::put(&self.links, &key(&[link]), status)
+    }
+
+    /// Commit a plan: new snapshots, operations into the outbox (skipping
+    /// keys already pending) and, if given, a cursor, all in one transaction.
+    /// `cursor`: `Some((name, Some(value)))` sets it, `Some((name, None))` removes it.
+    fn commit_plan(
+        &self,
+        link: &str,
+        planned: &[PlannedEmployee],
+        cursor: Option<(&str, Option<&str>)>,
+    ) -> anyhow::Result<()> {
+        let seqs = self.sequence(planned.iter().map(|p| p.operations.len()).sum())?;
+        let trees = (
+            &self.snapshots,
+            &self.outbox,
+            &self.outbox_keys,
+            &self.cursors,
+        );
+        tx_result(trees.transaction(|(snapshots, outbox, keys, cursors)| {
+            let mut seq = seqs.iter();
+            for p in planned {
+                if let Some(s) = &p.snapshot {
+                    tx_put(snapshots, key(&[link, &s.employee.id]), s)?;
+                }
+                for (op, &n) in p.operations.iter().zip(&mut seq) {
+                    Self::enqueue(outbox, keys, link, op, n)?;
+                }
+            }
+            if let Some((name, value)) = cursor {
+                match value {
+                    Some(v) => tx_put(cursors, key(&[link, name]), &v)?,
+                    None => {
+                        cursors.remove(key(&[link, name]))?;
+                    }
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    /// Commit a page of completions: attempts seen, new winners, their
+    /// push operations, and the cursor, in one transaction.
+    fn commit_completions(
+        &self,
+        link: &str,
+        seen: &[Completion],
+        winners: &[(Winner, Operation)],
+        cursor: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let seqs = self.sequence(winners.len())?;
+        let trees = (
+            &self.seen,
+            &self.winners,
+            &self.outbox,
+            &self.outbox_keys,
+            &self.cursors,
+        );
+        tx_result(
+            trees.transaction(|(seen_tree, winners_tree, outbox, keys, cursors)| {
+                for c in seen {
+                    seen_tree.insert(
+                        key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]),
+                        &[][..],
+                    )?;
+                }
+                for ((winner, op), &n) in winners.iter().zip(&seqs) {
+                    let c = &winner.completion;
+                    tx_put(
+                        winners_tree,
+                        key(&[link, &c.employee_id, &c.course_id]),
+                        winner,
+                    )?;
+                    Self::enqueue(outbox, keys, link, op, n)?;
+                }
+                if let Some(cursor) = cursor {
+                    tx_put(cursors, key(&[link, "completions"]), &cursor)?;
+                }
+                Ok(())
+            }),
+        )
+    }
+
+    /// An operation succeeded: remove it from the outbox, record it done,
+    /// record its effect and append its audit record, in one transaction.
+    fn complete(
+        &self,
+        link: &str,
+        op: &Operation,
+        effect: &Effect,
+        audit: Event,
+    ) -> anyhow::Result<()> {
+        let outbox_key = self.outbox_key_of(link, op)?;
+        let writer = self.audit.writer();
+        let record = writer.prepare(audit)?;
+        let trees = (
+            &self.outbox,
+            &self.outbox_keys,
+            &self.done,
+            &self.accounts,
+            &self.enrollments,
+            self.audit.tree(),
+        );
+        tx_result(
+            trees.transaction(|(outbox, keys, done, accounts, enrollments, audit)| {
+                outbox.remove(outbox_key.clone())?;
+                keys.remove(key(&[link, &op.key]))?;
+                tx_put(done, key(&[link, &op.key]), &(op.kind.name(), now_ms()))?;
+                match effect {
+                    Effect::Account(a) => tx_put(accounts, key(&[link, &op.employee_id]), a)?,
+                    Effect::Enrolled { course, enrollment } => tx_put(
+                        enrollments,
+                        key(&[link, &op.employee_id, course]),
+                        enrollment,
+                    )?,
+                    Effect::Unenrolled { course } => {
+                        enrollments.remove(key(&[link, &op.employee_id, course]))?;
+                    }
+                    Effect::None => {}
+                }
+                Writer::write(audit, &record)
+            }),
+        )?;
+        writer.committed(record);
+        Ok(())
+    }
+
+    /// An attempt failed and will be retried: record the attempt.
+    fn reschedule(&self, link: &str, op: &Operation) -> anyhow::Result<()> {
+        let outbox_key = self.outbox_key_of(link, op)?;
+        Self::put(&self.outbox, &outbox_key, op)
+    }
+
+    /// Give up on an operation: move it from the outbox to the dead letters
+    /// and append the audit record (`audit` gets the dead letter's id as
+    /// `dead_letter` in its details), in one transaction.
+    fn dead_letter(
+        &self,
+        link: &str,
+        op: &Operation,
+        reason: &str,
+        at: &str,
+        audit: Event,
+    ) -> anyhow::Result<u64> {
+        let outbox_key = self.outbox_key_of(link, op)?;
+        let id = self.db.generate_id().context("failed to allocate an id")?;
+        let letter = DeadLetter {
+            id,
+            operation: op.clone(),
+            reason: reason.to_owned(),
+            at: at.to_owned(),
+        };
+        let dlq_key = dead_letter_key(link, id);
+        let writer = self.audit.writer();
+        let record = writer.prepare(audit.with_detail("dead_letter", id.into()))?;
+        let trees = (
+            &self.outbox,
+            &self.outbox_keys,
+            &self.dead_letters,
+            &self.dead_keys,
+            self.audit.tree(),
+        );
+        tx_result(trees.transaction(|(outbox, keys, dlq, dead_keys, audit)| {
+            outbox.remove(outbox_key.clone())?;
+            keys.remove(key(&[link, &op.key]))?;
+            dead_keys.insert(key(&[link, &op.key]), &id.to_be_bytes()[..])?;
+            tx_put(dlq, dlq_key.clone(), &letter)?;
+            Writer::write(audit, &record)
+        }))?;
+        writer.committed(record);
+        Ok(id)
+    }
+
+    /// Move a dead letter back into the outbox, attempts reset.
+    fn replay_dead_letter(&self, link: &str, id: u64) -> anyhow::Result<Operation> {
+        let dlq_key = dead_letter_key(link, id);
+        let letter: DeadLetter = Self::get(&self.dead_letters, &dlq_key)?
+            .ok_or_else(|| anyhow!("link `{link}` has no dead letter {id}"))?;
+        let mut op = letter.operation;
+        op.attempts = 0;
+        op.next_attempt_at = 0;
+        op.cause = format!("replayed dead letter {id}: {}", op.cause);
+        let seq = self.db.generate_id().context("failed to allocate an id")?;
+        let trees = (
+            &self.dead_letters,
+            &self.dead_keys,
+            &self.outbox,
+            &self.outbox_keys,
+        );
+        tx_result(trees.transaction(|(dlq, dead_keys, outbox, keys)| {
+            dlq.remove(dlq_key.clone())?;
+            dead_keys.remove(key(&[link, &op.key]))?;
+            Self::enqueue(outbox, keys, link, &op, seq)
+        }))?;
+        Ok(op)
+    }
+
+    /// Delete a dead letter.
+    fn drop_dead_letter(&self, link: &str, id: u64) -> anyhow::Result<DeadLetter> {
+        let dlq_key = dead_letter_key(link, id);
+        let letter: DeadLetter = Self::get(&self.dead_letters, &dlq_key)?
+            .ok_or_else(|| anyhow!("link `{link}` has no dead letter {id}"))?;
+        let trees = (&self.dead_letters, &self.dead_keys);
+        tx_result(trees.transaction(|(dlq, dead_keys)| {
+            dlq.remove(dlq_key.clone())?;
+            dead_keys.remove(key(&[link, &letter.operation.key]))?;
+            Ok(())
+        }))?;
+        Ok(letter)
+    }
+
+    /// After a full employee listing: note who has a snapshot but was not
+    /// listed (and since when), and clear the note of whoever was.
+    fn note_departures(
+        &self,
+        link: &str,
+        listed: &std::collections::BTreeSet<String>,
+    ) -> anyhow::Result<()> {
+        let p = prefix(&[link]);
+        let now = now_ms().to_be_bytes();
+        for item in self.snapshots.scan_prefix(&p) {
+            let (k, _) = item.context("failed to read state")?;
+            let id = String::from_utf8_lossy(&k[p.len()..]);
+            if listed.contains(id.as_ref()) {
+                self.departed.remove(&k).context("failed to write state")?;
+            } else {
+                self.departed
+                    .compare_and_swap(&k, None as Option<&[u8]>, Some(&now[..]))
+                    .context("failed to write state")?
+                    .ok();
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete the snapshots of employees absent from full listings since
+    /// before `cutoff_ms`. Accounts and enrollments stay (a rehire
+    /// reactivates the same account). Returns the employee ids.
+    fn prune_departed(&self, link: &str, cutoff_ms: u64) -> anyhow::Result<Vec<String>> {
+        let p = prefix(&[link]);
+        let mut removed = Vec::new();
+        for item in self.departed.scan_prefix(&p) {
+            let (k, v) = item.context("failed to read state")?;
+            let since = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            if since < cutoff_ms {
+                let rev = Self::get::<Snapshot>(&self.snapshots, &k)?.map_or(0, |s| s.rev);
+                let trees = (&self.snapshots, &self.departed, &self.retired);
+                tx_result(trees.transaction(|(snapshots, departed, retired)| {
+                    snapshots.remove(&k)?;
+                    departed.remove(&k)?;
+                    tx_put(retired, k.to_vec(), &rev)
+                }))?;
+                removed.push(String::from_utf8_lossy(&k[p.len()..]).into_owned());
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The last revision of an employee's snapshot that retention deleted.
+    fn retired_rev(&self, link: &str, employee: &str) -> anyhow::Result<Option<u64>> {
+        Self::get(&self.retired, &key(&[link, employee]))
+    }
+
+    /// Delete dead letters given up on before `cutoff` (RFC 3339). Returns
+    /// how many.
+    fn prune_dead_letters(
+        &self,
+        link: &str,
+        cutoff: &time::OffsetDateTime,
+    ) -> anyhow::Result<usize> {
+        let mut removed = 0;
+        for letter in self.dead_letters(link)? {
+            let at = time::OffsetDateTime::parse(
+                &letter.at,
+                &time::format_description::well_known::Rfc3339,
+            );
+            if at.is_ok_and(|at| at < *cutoff) {
+                self.drop_dead_letter(link, letter.id)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Whether a webhook delivery of `connector` with this id was processed.
+    fn is_webhook_delivered(&self, connector: &str, id: &str) -> anyhow::Result<bool> {
+        self.webhook_deliveries
+            .contains_key(key(&[connector, id]))
+            .context("failed to read state")
+    }
+
+    /// Record a webhook delivery and what its events add to each link, in
+    /// one transaction: the replay marker, attempts seen, winners, their
+    /// operations, employee snapshots and theirs. A delivery id recorded
+    /// before writes nothing (`Replay`), also when two copies race. An
+    /// attempt that a poll recorded as seen in the meantime is left out, and
+    /// so is an operation already done, so it is never written twice.
+    fn commit_webhook(
+        &self,
+        connector: &str,
+        delivery_id: &str,
+        batches: &[WebhookBatch],
+    ) -> anyhow::Result<DeliveryCommit> {
+        let ops: usize = batches
+            .iter()
+            .map(|b| b.winners.len() + b.planned.iter().map(|p| p.operations.len()).sum::<usize>())
+            .sum();
+        let seqs = self.sequence(ops)?;
+        let marker = key(&[connector, delivery_id]);
+        let at = now_ms();
+        let trees = (
+            &self.webhook_deliveries,
+            &self.seen,
+            &self.winners,
+            &self.outbox,
+            &self.outbox_keys,
+            &self.snapshots,
+            &self.done,
+        );
+        tx_result(trees.transaction(
+            |(deliveries, seen, winners, outbox, keys, snapshots, done)| {
+                if deliveries.get(&marker)?.is_some() {
+                    return Ok(DeliveryCommit::Replay);
+                }
+                deliveries.insert(marker.clone(), &at.to_be_bytes()[..])?;
+                let mut queued = 0;
+                let mut seq = seqs.iter();
+                for batch in batches {
+                    let link = batch.link.as_str();
+                    let mut known = Vec::new();
+                    for c in &batch.seen {
+                        let k = key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]);
+                        if seen.insert(k.clone(), &[][..])?.is_some() {
+                            known.push(k);
+                        }
+                    }
+                    for ((winner, op), &n) in batch.winners.iter().zip(&mut seq) {
+                        let c = &winner.completion;
+                        let attempt = key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]);
+                        if known.contains(&attempt) || done.get(key(&[link, &op.key]))?.is_some() {
+                            continue;
+                        }
+                        tx_put(winners, key(&[link, &c.employee_id, &c.course_id]), winner)?;
+                        queued += usize::from(keys.get(key(&[link, &op.key]))?.is_none());
+                        Self::enqueue(outbox, keys, link, op, n)?;
+                    }
+                    for p in &batch.planned {
+                        if let Some(snapshot) = &p.snapshot {
+                            tx_put(snapshots, key(&[link, &snapshot.employee.id]), snapshot)?;
+                        }
+                        for (op, &n) in p.operations.iter().zip(&mut seq) {
+                            if done.get(key(&[link, &op.key]))?.is_none() {
+                                queued += usize::from(keys.get(key(&[link, &op.key]))?.is_none());
+                                Self::enqueue(outbox, keys, link, op, n)?;
+                            }
+                        }
+                    }
+                }
+                Ok(DeliveryCommit::Recorded { queued })
+            },
+        ))
+    }
+
+    /// Forget webhook delivery ids recorded before `before_ms` (Unix ms).
+    /// Returns how many were removed.
+    fn prune_webhook_deliveries(&self, before_ms: u64) -> anyhow::Result<usize> {
+        let mut removed = 0;
+        for entry in self.webhook_deliveries.iter() {
+            let (k, v) = entry.context("failed to read state")?;
+            let at = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if at < before_ms {
+                self.webhook_deliveries
+                    .remove(k)
+                    .context("failed to write state")?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Subject erasure: remove an employee's personal fields from every
+    /// link's snapshot, dead letters and outbox (free text scrubbed of the
+    /// values removed), and their audit payloads.
+    /// The erasure itself is recorded (`subject.erased`, naming `actor`).
+    fn forget(&self, employee: &str, actor: &str) -> anyhow::Result<Forgotten> {
+        fn matching<T: DeserializeOwned>(
+            tree: &sled::Tree,
+            is: impl Fn(&T) -> bool,
+        ) -> anyhow::Result<Vec<(sled::IVec, T)>> {
+            let mut out = Vec::new();
+            for item in tree.iter() {
+                let (k, v) = item.context("failed to read state")?;
+                let value: T = decode(&v)?;
+                if is(&value) {
+                    out.push((k, value));
+                }
+            }
+            Ok(out)
+        }
+        let mut snapshots = matching(&self.snapshots, |s: &Snapshot| s.employee.id == employee)?;
+        let mut ops = matching(&self.outbox, |op: &Operation| op.employee_id == employee)?;
+        let mut letters = matching(&self.dead_letters, |l: &DeadLetter| {
+            l.operation.employee_id == employee
+        })?;
+
+        // Erase the fields, collecting the values to scrub from free text
+        // (a vendor's error message may quote an email).
+        let mut values = Vec::new();
+        for (_, s) in &mut snapshots {
+            values.extend(switchyard_model::erase(&mut s.employee));
+        }
+        let operations = ops
+            .iter_mut()
+            .map(|(_, op)| op)
+            .chain(letters.iter_mut().map(|(_, l)| &mut l.operation));
+        let operations: Vec<&mut Operation> = operations.collect();
+        for op in operations {
+            if let OpKind::UpsertUser { employee } = &mut op.kind {
+                values.extend(switchyard_model::erase(employee));
+            }
+        }
+        let scrub = |op: &mut Operation| {
+            switchyard_model::scrub(&mut op.cause, &values);
+            if let Some(e) = &mut op.last_error {
+                switchyard_model::scrub(e, &values);
+            }
+        };
+        for (_, op) in &mut ops {
+            scrub(op);
+        }
+        for (_, letter) in &mut letters {
+            scrub(&mut letter.operation);
+            switchyard_model::scrub(&mut letter.reason, &values);
+        }
+
+        let trees = (&self.snapshots, &self.outbox, &self.dead_letters);
+        tx_result(trees.transaction(|(snapshot_tree, outbox, dlq)| {
+            for (k, s) in &snapshots {
+                tx_put(snapshot_tree, k.to_vec(), s)?;
+            }
+            for (k, op) in &ops {
+                tx_put(outbox, k.to_vec(), op)?;
+            }
+            for (k, letter) in &letters {
+                tx_put(dlq, k.to_vec(), letter)?;
+            }
+            Ok(())
+        }))?;
+        let forgotten = Forgotten {
+            snapshots: snapshots.len(),
+            dead_letters: letters.len(),
+            outbox: ops.len(),
+            audit_payloads: self.audit.forget(employee)?,
+        };
+        self.audit.append(
+            Event::new(Kind::SubjectErased)
+                .employee(employee)
+                .actor(actor)
+                .detail(serde_json::to_value(&forgotten).context("failed to encode a report")?),
+        )?;
+        self.flush()?;
+        Ok(forgotten)
+    }
+
+    /// When the last scheduled or triggered run of a link finished (Unix ms).
+    fn last_run(&self, link: &str) -> anyhow::Result<Option<u64>> {
+        Self::get(&self.schedule_tree()?, link.as_bytes())
+    }
+
+    /// Record that a run of a link finished at `at_ms`.
+    fn put_last_run(&self, link: &str, at_ms: u64) -> anyhow::Result<()> {
+        Self::put(&self.schedule_tree()?, link.as_bytes(), &at_ms)
+    }
+
+    /// Make everything written so far durable.
+    fn flush(&self) -> anyhow::Result<()> {
+        self.db
+            .flush()
+            .context("failed to flush the state database")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_model::{CompletionStatus, Employee, EmploymentStatus};
+
+    fn op(employee: &str, key: &str) -> Operation {
+        Operation {
+            key: key.into(),
+            employee_id: employee.into(),
+            kind: OpKind::SetActive { active: false },
+            cause: "test".into(),
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn outbox_keeps_order_per_employee_and_dedupes_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = SledStore::open(dir.path()).unwrap();
+        let e = Employee {
+            id: "7".into(),
+            employee_number: None,
+            email: None,
+            given_name: None,
+            family_name: None,
+            status: EmploymentStatus::Active,
+            raw_status: None,
+            department: None,
+            job_title: None,
+            location: None,
+            manager_id: None,
+            hire_date: None,
+            termination_date: None,
+            updated_at: None,
+            custom: vec![],
+        };
+        let plan = vec![
+            PlannedEmployee {
+                snapshot: Some(Snapshot {
+                    employee: e,
+                    rev: 1,
+                }),
+                operations: vec![op("7", "a"), op("7", "b"), op("7", "a")],
+            },
+            PlannedEmployee {
+                snapshot: None,
+                operations: vec![op("8", "c")],
+            },
+        ];
+        state
+            .commit_plan("l", &plan, Some(("employees", Some("cur"))))
+            .unwrap();
+        let groups = state.outbox("l").unwrap();
+        let keys: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.iter().map(|o| o.key.as_str()).collect())
+            .collect();
+        assert_eq!(keys, vec![vec!["a", "b"], vec!["c"]]);
+        assert_eq!(
+            state.cursor("l", "employees").unwrap().as_deref(),
+            Some("cur")
+        );
+
+        state
+            .complete(
+                "l",
+                &groups[0][0],
+                &Effect::None,
+                Event::new(Kind::CompletionWritten),
+            )
+            .unwrap();
+        assert!(state.is_done("l", "a").unwrap());
+        assert!(!state.is_pending("l", "a").unwrap());
+        // A done key is never enqueued again by a later plan (the planner
+        // checks `is_done`); a pending one is deduplicated by the index.
+        let id = state
+            .dead_letter(
+                "l",
+                &groups[0][1],
+                "refused",
+                "now",
+                Event::new(Kind::OperationDeadLettered),
+            )
+            .unwrap();
+        assert_eq!(state.dead_letters("l").unwrap().len(), 1);
+        state.replay_dead_letter("l", id).unwrap();
+        assert!(state.is_pending("l", "b").unwrap());
+        assert!(state.dead_letters("l").unwrap().is_empty());
+        // Each outcome was audited in the same transaction.
+        let kinds: Vec<String> = state
+            .audit()
+            .read(&Default::default(), None)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.record.kind)
+            .collect();
+        assert_eq!(kinds, vec!["completion.written", "operation.dead-lettered"]);
+    }
+
+    #[test]
+    fn a_webhook_delivery_is_committed_once_with_its_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = SledStore::open(dir.path()).unwrap();
+        let completion = Completion {
+            employee_id: "7".into(),
+            course_id: "C".into(),
+            attempt_id: "1".into(),
+            status: CompletionStatus::Passed,
+            completed_at: "2026-01-01T00:00:00Z".into(),
+            score: None,
+            expires_at: None,
+        };
+        let push = Operation {
+            kind: OpKind::PushCompletion {
+                completion: completion.clone(),
+                supersedes: None,
+            },
+            ..op("7", "push-1")
+        };
+        let batch = WebhookBatch {
+            link: "l".into(),
+            seen: vec![completion.clone()],
+            winners: vec![(
+                Winner {
+                    idempotency_key: "push-1".into(),
+                    completion: completion.clone(),
+                },
+                push,
+            )],
+            planned: vec![],
+        };
+        assert_eq!(
+            state
+                .commit_webhook("lms", "msg_1", std::slice::from_ref(&batch))
+                .unwrap(),
+            DeliveryCommit::Recorded { queued: 1 }
+        );
+        assert!(state.is_webhook_delivered("lms", "msg_1").unwrap());
+        assert!(state.is_pending("l", "push-1").unwrap());
+        assert!(state.is_seen("l", &completion).unwrap());
+        assert_eq!(
+            state
+                .commit_webhook("lms", "msg_1", std::slice::from_ref(&batch))
+                .unwrap(),
+            DeliveryCommit::Replay
+        );
+        assert_eq!(state.counts("l").outbox, 1);
+
+        // Another delivery of an attempt already seen adds nothing.
+        let groups = state.outbox("l").unwrap();
+        state
+            .complete(
+                "l",
+                &groups[0][0],
+                &Effect::None,
+                Event::new(Kind::CompletionWritten),
+            )
+            .unwrap();
+        assert_eq!(
+            state.commit_webhook("lms", "msg_2", &[batch]).unwrap(),
+            DeliveryCommit::Recorded { queued: 0 }
+        );
+        assert_eq!(state.counts("l").outbox, 0);
+
+        assert_eq!(state.prune_webhook_deliveries(0).unwrap(), 0);
+        assert_eq!(state.prune_webhook_deliveries(now_ms() + 1).unwrap(), 2);
+        assert!(!state.is_webhook_delivered("lms", "msg_1").unwrap());
+    }
+}

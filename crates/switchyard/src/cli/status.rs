@@ -1,0 +1,47 @@
+//! `switchyard status`: what the state database holds for each link (counts,
+//! halted links) and which connectors are quarantined.
+
+use clap::Args;
+
+use super::common::{ConfigArg, Exit, open};
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+pub fn execute(args: StatusArgs) -> anyhow::Result<Exit> {
+    let service = open(&args.config)?;
+    println!(
+        "{:<16} {:>9} {:>9} {:>11} {:>11} {:>7} {:>12}  STATUS",
+        "LINK", "EMPLOYEES", "ACCOUNTS", "ENROLLMENTS", "COMPLETIONS", "OUTBOX", "DEAD LETTERS"
+    );
+    for link in service.config.links.keys() {
+        let c = service.state.counts(link);
+        let status = service.state.link_status(link)?;
+        println!(
+            "{link:<16} {:>9} {:>9} {:>11} {:>11} {:>7} {:>12}  {}",
+            c.employees,
+            c.accounts,
+            c.enrollments,
+            c.completions,
+            c.outbox,
+            c.dead_letters,
+            status.halted.as_deref().unwrap_or("ok")
+        );
+    }
+    for (connector, health) in service.state.quarantined()? {
+        if let Some(q) = health.quarantine {
+            println!(
+                "quarantined: connector `{connector}` (plugin {} {}) since {} after {} faults in a row: {}",
+                health.plugin,
+                health.sha256.get(..12).unwrap_or_default(),
+                q.at,
+                q.faults,
+                q.reason
+            );
+        }
+    }
+    Ok(Exit::Success)
+}

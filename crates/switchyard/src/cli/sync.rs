@@ -1,0 +1,133 @@
+//! `switchyard sync`: run one sync of one link, or of every link in turn,
+//! and print the reports (text or JSON); a progress bar on a terminal.
+
+use clap::Args;
+use switchyard::engine::{RunOptions, RunReport};
+
+use super::common::{ConfigArg, Exit, open, print_report};
+
+#[derive(Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Run once and exit: the default, so this flag has no effect (kept for
+    /// scripts; `switchyard run` runs on schedule).
+    #[arg(long)]
+    once: bool,
+    /// Print the plan; make no write call and change no state.
+    #[arg(long)]
+    dry_run: bool,
+    /// Go ahead with more deactivations than `max_deactivations` allows.
+    #[arg(long)]
+    approve_deactivations: bool,
+    /// List every employee instead of the changes since the last run
+    /// (notes who is gone from the HRIS, for retention).
+    #[arg(long)]
+    full: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The link to sync (default: all links).
+    link: Option<String>,
+}
+
+pub async fn execute(args: SyncArgs) -> anyhow::Result<Exit> {
+    let SyncArgs {
+        config,
+        // `sync` always runs once, with or without `--once`, for one link
+        // or all of them.
+        once: _,
+        dry_run,
+        approve_deactivations,
+        full,
+        json,
+        link,
+    } = args;
+    let service = open(&config)?;
+    let options = RunOptions {
+        dry_run,
+        approve_deactivations,
+        full_listing: full,
+    };
+    let links: Vec<String> = match link {
+        Some(link) => vec![link],
+        None => service.config.links.keys().cloned().collect(),
+    };
+    let today = time::OffsetDateTime::now_utc().date();
+    let progress = Progress::new(links.len() as u64);
+    let mut reports = Vec::new();
+    for link in &links {
+        progress.start(link);
+        let report = service.sync_link_with(link, options, today).await;
+        progress.finish(link, report.as_ref().ok());
+        reports.push(report?);
+    }
+    progress.done();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for report in &reports {
+            print_report(report);
+        }
+        if !dry_run {
+            println!("state: {}", service.config.data_dir.display());
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// Progress of a long command: a bar on a terminal (stderr), plain lines
+/// otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(steps: u64) -> Progress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(steps);
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed}] {bar:30} {pos}/{len} links  {msg}",
+            ) {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Progress { bar }
+    }
+
+    fn start(&self, link: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(format!("syncing {link}")),
+            None => eprintln!("syncing link {link}"),
+        }
+    }
+
+    fn finish(&self, link: &str, report: Option<&RunReport>) {
+        let line = match report {
+            Some(r) => format!(
+                "link {link}: {} writes, {} dead letters, {} pending",
+                r.writes(),
+                r.dead_lettered,
+                r.pending
+            ),
+            None => format!("link {link}: failed"),
+        };
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
