@@ -1,5 +1,9 @@
 //! In-memory HRIS simulator shaped like the [BambooHR REST API].
 //!
+//! Long on purpose: one file per simulated vendor, so that everything the
+//! simulator does the BambooHR way (auth, paging, errors, throttling, fault
+//! injection, the call log) can be checked against the vendor docs in one place.
+//!
 //! [`HrisSim::start`] binds `127.0.0.1:0`, serves the routes below from a tokio task and
 //! exposes the simulated company's state to tests (read it, mutate it, inject faults,
 //! inspect the request log). Dropping the [`HrisSim`] (or calling [`HrisSim::shutdown`])

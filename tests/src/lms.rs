@@ -1,5 +1,9 @@
 //! In-memory LMS simulator shaped like [Moodle web services] over the REST protocol.
 //!
+//! Long on purpose: one file per simulated vendor, so that everything the
+//! simulator does the Moodle way (auth, paging, errors, throttling, fault
+//! injection, the call log) can be checked against the vendor docs in one place.
+//!
 //! [`LmsSim::start`] binds `127.0.0.1:0`, serves `/webservice/rest/server.php` from a tokio
 //! task and exposes the simulated site's users, courses, enrolments and completions to
 //! tests, with fault injection and a call log. Dropping the [`LmsSim`] (or calling

@@ -14,8 +14,9 @@
 //!
 //! # Layout
 //!
-//! - `run.rs`: [`LinkRun`] (one run), [`RunReport`], the errors that stop a
-//!   run, retries and dead letters;
+//! - `run.rs`: [`LinkRun`] (one run): retries, dead letters, checkpoints;
+//! - `report.rs`: [`RunReport`], [`RunOptions`], the errors that stop a run,
+//!   and [`RunObserver`];
 //! - [`ingest`]: the one path from records (polled or pushed) to planned
 //!   work: store reads, the guard, the retake policy;
 //! - [`plan`]: the planner (one employee + what the host knows -> operations);
@@ -29,6 +30,7 @@ pub mod ingest;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
+mod report;
 pub mod retake;
 pub mod rules;
 mod run;
@@ -36,4 +38,5 @@ mod run;
 pub use fields::FieldAllowlist;
 pub use ingest::{Deactivations, Ingest, decide_completions};
 pub use policy::LinkConfig;
+pub use report::*;
 pub use run::*;

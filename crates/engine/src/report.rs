@@ -1,0 +1,168 @@
+//! What a run reports and how it ends: [`RunReport`] (counts, the plan of
+//! a dry run), the errors that stop a run ([`LinkStopped`], [`LinkHalted`],
+//! [`Interrupted`]), [`RunOptions`], and what it tells a [`RunObserver`] as
+//! it goes.
+
+use serde::Serialize;
+use switchyard_model::ConnectorError;
+
+use crate::plan::PlannedOperation;
+
+/// What one run did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    /// Link name.
+    pub link: String,
+    /// A dry run: nothing was written.
+    pub dry_run: bool,
+    /// Whether the employee listing was full (not changes only).
+    pub full_listing: bool,
+    /// Employee records fetched from the HRIS.
+    pub employees_fetched: usize,
+    /// Operations left by an earlier run and finished by this one.
+    pub resumed: usize,
+    /// LMS accounts created.
+    pub users_created: usize,
+    /// LMS accounts updated (name, email, department or location changed).
+    pub users_updated: usize,
+    /// LMS accounts suspended.
+    pub users_suspended: usize,
+    /// LMS accounts reactivated.
+    pub users_reactivated: usize,
+    /// Enrollments made.
+    pub enrollments: usize,
+    /// Enrollments withdrawn.
+    pub unenrollments: usize,
+    /// Completions fetched from the LMS.
+    pub completions_fetched: usize,
+    /// Completions written to the HRIS.
+    pub completions_written: usize,
+    /// Completions the retake policy did not pick.
+    pub completions_not_winning: usize,
+    /// Completions of people this link does not know.
+    pub completions_skipped: usize,
+    /// Operations given up on (see dead letters).
+    pub dead_lettered: usize,
+    /// Retries made.
+    pub retries: usize,
+    /// Operations still waiting in the outbox after the run.
+    pub pending: usize,
+    /// In a dry run: what would be done.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedOperation>,
+}
+
+impl RunReport {
+    pub(crate) fn add(&mut self, other: &RunReport) {
+        self.users_created += other.users_created;
+        self.users_updated += other.users_updated;
+        self.users_suspended += other.users_suspended;
+        self.users_reactivated += other.users_reactivated;
+        self.enrollments += other.enrollments;
+        self.unenrollments += other.unenrollments;
+        self.completions_written += other.completions_written;
+        self.dead_lettered += other.dead_lettered;
+        self.retries += other.retries;
+        self.resumed += other.resumed;
+    }
+
+    /// Write calls that succeeded.
+    pub fn writes(&self) -> usize {
+        self.users_created
+            + self.users_updated
+            + self.users_suspended
+            + self.users_reactivated
+            + self.enrollments
+            + self.unenrollments
+            + self.completions_written
+    }
+}
+
+/// A link run stopped and the link needs an operator.
+#[derive(Debug, thiserror::Error)]
+#[error("link `{link}` stopped: {operation} failed: {error}")]
+pub struct LinkStopped {
+    /// Link.
+    pub link: String,
+    /// Operation.
+    pub operation: String,
+    /// The error.
+    pub error: ConnectorError,
+}
+
+/// A run halted before acting because it would deactivate too many accounts.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "link `{link}` halted: the run would suspend {planned} accounts, more than max_deactivations = {limit} allows ({allowed}); nothing was changed. If this is right, run `switchyard sync --approve-deactivations {link}`"
+)]
+pub struct LinkHalted {
+    /// Link.
+    pub link: String,
+    /// Deactivations planned.
+    pub planned: usize,
+    /// Deactivations allowed.
+    pub allowed: usize,
+    /// The configured limit.
+    pub limit: String,
+}
+
+/// A run stopped at a checkpoint because the daemon is shutting down: no
+/// operation was abandoned half-way; what is left waits in the outbox for
+/// the next run.
+#[derive(Debug, thiserror::Error)]
+#[error("link `{link}`: run stopped at a checkpoint for shutdown; the outbox holds what is left")]
+pub struct Interrupted {
+    /// Link.
+    pub link: String,
+}
+
+/// How to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Plan and print; write nothing, call no write function.
+    pub dry_run: bool,
+    /// The operator approves deactivations past the guard for this run.
+    pub approve_deactivations: bool,
+    /// List every employee, not only the changes since the last run (also
+    /// notes who is gone from the HRIS, for retention).
+    pub full_listing: bool,
+}
+
+/// How one attempt at an outbox operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationResult {
+    /// Done and recorded.
+    Ok,
+    /// Failed; it will be retried.
+    Retry,
+    /// Given up on (dead letter).
+    DeadLetter,
+    /// Failed in a way that stops the link; it stays in the outbox.
+    Stopped,
+}
+
+impl OperationResult {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            OperationResult::Ok => "ok",
+            OperationResult::Retry => "retry",
+            OperationResult::DeadLetter => "dead-letter",
+            OperationResult::Stopped => "stopped",
+        }
+    }
+}
+
+/// Receives what a run does as it goes, besides its [`RunReport`]: the
+/// service turns it into metrics. The engine itself records nothing.
+pub trait RunObserver: Send + Sync {
+    /// One attempt at an outbox operation of `kind` (a contract function) ended.
+    fn operation(&self, link: &str, kind: &'static str, result: OperationResult);
+}
+
+/// An observer that ignores everything.
+pub struct Unobserved;
+
+impl RunObserver for Unobserved {
+    fn operation(&self, _: &str, _: &'static str, _: OperationResult) {}
+}
