@@ -343,9 +343,6 @@ async fn a_completion_polled_first_is_not_queued_again_by_its_webhook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bamboohr_change_webhook_with_an_hmac_header_plans_the_employee_once() {
-    use switchyard::config::{HmacScheme, SignatureEncoding, SignedPayload};
-    use switchyard::webhook::verify::{SigningKey, sign_hmac};
-
     // The link keeps no location: a webhook's record passes the field
     // allowlist like a listing's.
     let h = Harness::start_with(Options {
@@ -357,21 +354,7 @@ async fn a_bamboohr_change_webhook_with_an_hmac_header_plans_the_employee_once()
     })
     .await
     .unwrap();
-    let secret_file = h.dir.join("hr-webhook.secret");
-    std::fs::write(&secret_file, "bamboo-private-key").unwrap();
-    let mut config = std::fs::read_to_string(&h.config_path).unwrap();
-    config.push_str(&format!(
-        r#"
-[connectors.hr.webhook]
-scheme = "hmac"
-secret = {{ secret = "file:{}" }}
-signature_header = "X-BambooHR-Signature"
-timestamp_header = "X-BambooHR-Timestamp"
-signed_payload = "body-then-timestamp"
-"#,
-        secret_file.display()
-    ));
-    std::fs::write(&h.config_path, config).unwrap();
+    let sign = hr_webhook(&h);
     let service = h.service().unwrap();
     service.sync_link(LINK).await.unwrap();
 
@@ -390,33 +373,11 @@ signed_payload = "body-then-timestamp"
     h.hris
         .update_employee(&id, |e| e.job_title = Some("Forklift Operator".into()));
 
-    let scheme = HmacScheme {
-        signature_header: "x-bamboohr-signature".into(),
-        signature_prefix: None,
-        signature_encoding: SignatureEncoding::Hex,
-        timestamp_header: Some("x-bamboohr-timestamp".into()),
-        id_header: None,
-        signed_payload: SignedPayload::BodyThenTimestamp,
-    };
     let body = format!(
         r#"{{"employees":[{{"id":"{id}","action":"Updated","changedFields":["jobTitle"]}}]}}"#
     );
     let t = now();
-    let deliver = |key: &str, timestamp: i64| {
-        let signature = sign_hmac(
-            &scheme,
-            &SigningKey::raw(key),
-            body.as_bytes(),
-            Some(timestamp),
-        );
-        let mut headers = axum::http::HeaderMap::new();
-        headers.insert("x-bamboohr-signature", signature.parse().unwrap());
-        headers.insert(
-            "x-bamboohr-timestamp",
-            timestamp.to_string().parse().unwrap(),
-        );
-        headers
-    };
+    let deliver = |key: &str, timestamp: i64| sign(key, timestamp, &body);
     let ingress = Ingress::for_service(&service).unwrap();
     let enrolls = |state: &dyn switchyard::store::Store| -> Vec<String> {
         state
@@ -501,9 +462,10 @@ signed_payload = "body-then-timestamp"
     assert_eq!(h.lms.write_count(), writes);
 }
 
-/// Point the HRIS connector `hr` at a BambooHR-style HMAC webhook and
-/// return a function that signs a body for it.
-fn hr_webhook(h: &Harness) -> impl Fn(&str) -> axum::http::HeaderMap + use<> {
+/// Point the HRIS connector `hr` at a BambooHR-style HMAC webhook keyed
+/// `bamboo-private-key`, and return a function that signs a body with a key
+/// at a time.
+fn hr_webhook(h: &Harness) -> impl Fn(&str, i64, &str) -> axum::http::HeaderMap + use<> {
     use switchyard::config::{HmacScheme, SignatureEncoding, SignedPayload};
     use switchyard::webhook::verify::{SigningKey, sign_hmac};
 
@@ -530,14 +492,8 @@ signed_payload = "body-then-timestamp"
         id_header: None,
         signed_payload: SignedPayload::BodyThenTimestamp,
     };
-    move |body: &str| {
-        let t = now();
-        let signature = sign_hmac(
-            &scheme,
-            &SigningKey::raw("bamboo-private-key"),
-            body.as_bytes(),
-            Some(t),
-        );
+    move |key: &str, t: i64, body: &str| {
+        let signature = sign_hmac(&scheme, &SigningKey::raw(key), body.as_bytes(), Some(t));
         let mut headers = axum::http::HeaderMap::new();
         headers.insert("x-bamboohr-signature", signature.parse().unwrap());
         headers.insert("x-bamboohr-timestamp", t.to_string().parse().unwrap());
@@ -598,7 +554,11 @@ async fn the_same_change_by_poll_and_by_webhook_plans_the_same_operations() {
         );
         let ingress = Ingress::for_service(&service).unwrap();
         let outcome = ingress
-            .handle("hr", &sign(&body), body.clone().into())
+            .handle(
+                "hr",
+                &sign("bamboo-private-key", now(), &body),
+                body.clone().into(),
+            )
             .await;
         assert_eq!(outcome.verdict(), "accepted", "{outcome:?}");
         service
