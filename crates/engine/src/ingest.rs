@@ -20,9 +20,15 @@ use crate::{idempotency_key, retake, rules};
 
 /// What the store knows about one employee of a link, pending work included.
 pub fn load_known(state: &dyn Store, link: &str, employee: &str) -> anyhow::Result<Known> {
+    let snapshot = state.snapshot(link, employee)?;
+    // Only a record without a snapshot continues a retired numbering.
+    let retired_rev = match snapshot {
+        Some(_) => None,
+        None => state.retired_rev(link, employee)?,
+    };
     Ok(Known {
-        snapshot: state.snapshot(link, employee)?,
-        retired_rev: state.retired_rev(link, employee)?,
+        snapshot,
+        retired_rev,
         account: state.account(link, employee)?,
         enrollments: state.enrollments_of(link, employee)?.into_iter().collect(),
         pending: state.pending_for(link, employee)?,

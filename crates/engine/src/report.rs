@@ -159,10 +159,3 @@ pub trait RunObserver: Send + Sync {
     /// One attempt at an outbox operation of `kind` (a contract function) ended.
     fn operation(&self, link: &str, kind: &'static str, result: OperationResult);
 }
-
-/// An observer that ignores everything.
-pub struct Unobserved;
-
-impl RunObserver for Unobserved {
-    fn operation(&self, _: &str, _: &'static str, _: OperationResult) {}
-}
