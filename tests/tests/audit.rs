@@ -128,7 +128,7 @@ async fn a_sync_is_audited_with_its_causes_keys_and_requests() {
     assert!(
         service
             .state
-            .is_done(LINK, safety.record.key.as_deref().unwrap())
+            .is_done(&LINK.into(), safety.record.key.as_deref().unwrap())
             .unwrap()
     );
 
@@ -340,9 +340,21 @@ async fn retention_prunes_old_records_and_the_chain_still_verifies() {
     );
     // Dead letters and the departed employee's snapshot are gone, and that
     // is on record too.
-    assert!(service.state.dead_letters(LINK).unwrap().is_empty());
-    assert!(service.state.snapshot(LINK, "102").unwrap().is_none());
-    assert!(service.state.snapshot(LINK, "104").unwrap().is_some());
+    assert!(service.state.dead_letters(&LINK.into()).unwrap().is_empty());
+    assert!(
+        service
+            .state
+            .snapshot(&LINK.into(), &"102".into())
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        service
+            .state
+            .snapshot(&LINK.into(), &"104".into())
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(
         entries(&service, kind("retention.snapshots-deleted"))[0]
             .record
@@ -390,7 +402,7 @@ async fn a_field_not_on_the_allowlist_never_reaches_sled_or_the_lms() {
     .unwrap();
     let service = h.service().unwrap();
     service.sync_link(LINK).await.unwrap();
-    let snapshots = service.state.snapshots(LINK).unwrap();
+    let snapshots = service.state.snapshots(&LINK.into()).unwrap();
     assert_eq!(snapshots.len(), 9);
     for s in &snapshots {
         let e = &s.employee;
@@ -428,7 +440,7 @@ async fn a_field_not_on_the_allowlist_never_reaches_sled_or_the_lms() {
     assert!(
         service
             .state
-            .snapshots(LINK)
+            .snapshots(&LINK.into())
             .unwrap()
             .iter()
             .all(|s| s.employee.location.is_some())
@@ -447,7 +459,7 @@ async fn a_field_not_on_the_allowlist_never_reaches_sled_or_the_lms() {
     assert!(
         service
             .state
-            .snapshots(LINK)
+            .snapshots(&LINK.into())
             .unwrap()
             .iter()
             .all(|s| s.employee.location.is_none())
@@ -477,19 +489,23 @@ async fn forget_erases_personal_data_everywhere_and_verify_still_passes() {
             .as_ref()
             .is_some_and(|p| p.to_string().contains(&email)))
     );
-    let letters = service.state.dead_letters(LINK).unwrap();
+    let letters = service.state.dead_letters(&LINK.into()).unwrap();
     assert!(
         letters.iter().any(|l| l.reason.contains("not-an-email")),
         "{letters:?}"
     );
 
-    let forgotten = service.forget("101").unwrap();
+    let forgotten = service.forget(&"101".into()).unwrap();
     assert_eq!(forgotten.snapshots, 1);
     assert!(forgotten.audit_payloads >= 3, "{forgotten:?}");
-    service.forget("104").unwrap();
+    service.forget(&"104".into()).unwrap();
 
     // Snapshots: no personal field left; org context kept for the engine.
-    let s = service.state.snapshot(LINK, "101").unwrap().unwrap();
+    let s = service
+        .state
+        .snapshot(&LINK.into(), &"101".into())
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (
             &s.employee.email,
@@ -501,7 +517,8 @@ async fn forget_erases_personal_data_everywhere_and_verify_still_passes() {
     );
     assert_eq!(s.employee.department.as_deref(), Some("Warehouse"));
     // Dead letters: the record and the vendor text scrubbed.
-    let letters = serde_json::to_string(&service.state.dead_letters(LINK).unwrap()).unwrap();
+    let letters =
+        serde_json::to_string(&service.state.dead_letters(&LINK.into()).unwrap()).unwrap();
     assert!(
         letters.contains("104") && !letters.contains("not-an-email"),
         "{letters}"

@@ -344,6 +344,13 @@ async fn plugins_dropped_in_are_used_by_the_next_sync_and_bad_ones_are_refused()
     assert_eq!(lms["status"], "paused", "{connectors}");
     let link = admin.sync().await;
     assert_eq!(link["activity"]["last_outcome"], "paused", "{link}");
+    assert_eq!(link["status"], "paused", "{link}");
+    assert!(
+        link["status_detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("paused: connector `lms`")),
+        "{link}"
+    );
     assert!(h.lms.users().is_empty());
 
     // Copied in while the daemon runs: picked up and used by the next sync.

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 
 use switchyard::engine::reconcile::DriftKind;
-use switchyard::engine::{LinkHalted, RunOptions};
+use switchyard::engine::{RunError, RunOptions};
+use switchyard::service::SyncError;
 use switchyard_testkit::harness::{Harness, LINK, Options};
 use switchyard_testkit::hris::SimEmployee;
 
@@ -21,8 +22,10 @@ async fn harness(employees: usize, link_extra: &str) -> Harness {
     .unwrap()
 }
 
-fn date(y: i32, m: u8, d: u8) -> time::Date {
-    time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d).unwrap()
+fn date(y: i32, m: u8, d: u8) -> switchyard::model::Date {
+    time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d)
+        .unwrap()
+        .into()
 }
 
 fn full_time(h: &Harness, department: &str) -> SimEmployee {
@@ -130,17 +133,33 @@ async fn mass_deactivation_halts_before_acting_until_approved() {
     }
     h.lms.reset_request_log();
     let err = service.sync_link(LINK).await.unwrap_err();
-    let halted = err.downcast_ref::<LinkHalted>().expect("halted");
+    let SyncError::Run(RunError::Halted(halted)) = &err else {
+        panic!("halted, not {err:#}");
+    };
     assert_eq!((halted.planned, halted.allowed), (5, 2));
     assert!(err.to_string().contains("--approve-deactivations"), "{err}");
     assert_eq!(h.lms.write_count(), 0, "nothing changed");
     assert!(h.lms.users().iter().all(|u| !u.suspended));
-    assert!(service.state.link_status(LINK).unwrap().halted.is_some());
+    assert!(
+        service
+            .state
+            .link_status(&LINK.into())
+            .unwrap()
+            .halted
+            .is_some()
+    );
+
+    let state = service.link_state(&LINK.into()).unwrap();
+    assert_eq!(state.label(), "halted");
+    assert!(
+        state.to_string().contains("--approve-deactivations"),
+        "{state}"
+    );
 
     // The halt is sticky: the next run halts too, nothing was committed.
     assert!(service.sync_link(LINK).await.is_err());
 
-    let today = time::OffsetDateTime::now_utc().date();
+    let today = switchyard::model::Date::today();
     let options = RunOptions {
         approve_deactivations: true,
         ..RunOptions::default()
@@ -150,7 +169,14 @@ async fn mass_deactivation_halts_before_acting_until_approved() {
     for id in &active {
         assert!(h.lms.user_by_idnumber(id)[0].suspended);
     }
-    assert!(service.state.link_status(LINK).unwrap().halted.is_none());
+    assert!(
+        service
+            .state
+            .link_status(&LINK.into())
+            .unwrap()
+            .halted
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +301,7 @@ async fn recertification_reassigns_once_before_expiry() {
     assert_eq!(
         service
             .state
-            .enrollment(LINK, &worker, "SAFETY-2026")
+            .enrollment(&LINK.into(), &worker.as_str().into(), &"SAFETY-2026".into())
             .unwrap()
             .unwrap()
             .cycle,
@@ -296,21 +322,24 @@ async fn dead_letters_replay_in_order_and_finish_the_work() {
     h.lms.fail_next_with_exception(2, "invalidparameter");
     let report = service.sync_link(LINK).await.unwrap();
     assert!(report.dead_lettered >= 2, "{report:?}");
-    let letters = service.state.dead_letters(LINK).unwrap();
+    let letters = service.state.dead_letters(&LINK.into()).unwrap();
     let refused: BTreeSet<String> = letters
         .iter()
-        .map(|l| l.operation.employee_id.clone())
+        .map(|l| l.operation.employee_id.to_string())
         .collect();
     for id in &refused {
         assert!(h.lms.user_by_idnumber(id).is_empty());
     }
 
     for letter in &letters {
-        service.state.replay_dead_letter(LINK, letter.id).unwrap();
+        service
+            .state
+            .replay_dead_letter(&LINK.into(), letter.id)
+            .unwrap();
     }
     let replay = service.drain_outbox(LINK).await.unwrap();
     assert_eq!(replay.dead_lettered, 0, "{replay:?}");
-    assert!(service.state.dead_letters(LINK).unwrap().is_empty());
+    assert!(service.state.dead_letters(&LINK.into()).unwrap().is_empty());
     for id in &refused {
         assert_eq!(h.lms.user_by_idnumber(id).len(), 1, "created once");
         assert!(
@@ -326,7 +355,7 @@ async fn dead_letters_replay_in_order_and_finish_the_work() {
 async fn dry_run_prints_the_plan_and_writes_nothing() {
     let h = harness(10, "").await;
     let service = h.service().unwrap();
-    let today = time::OffsetDateTime::now_utc().date();
+    let today = switchyard::model::Date::today();
     let dry = RunOptions {
         dry_run: true,
         ..RunOptions::default()
@@ -408,7 +437,7 @@ async fn reconcile_reports_drift_between_the_systems() {
     let drifts = service.reconcile(LINK).await.unwrap();
     let kinds: Vec<(DriftKind, String)> = drifts
         .iter()
-        .map(|d| (d.kind, d.employee_id.clone()))
+        .map(|d| (d.kind, d.employee_id.to_string()))
         .collect();
     assert_eq!(
         kinds,
@@ -436,7 +465,7 @@ async fn an_employee_missing_from_a_full_listing_keeps_access() {
     // Force the next run to list everyone (as after a lost changes cursor).
     service
         .state
-        .commit_plan(LINK, &[], Some(("employees", None)))
+        .commit_plan(&LINK.into(), &[], Some(("employees", None)))
         .unwrap();
     let report = service.sync_link(LINK).await.unwrap();
     assert!(report.full_listing);

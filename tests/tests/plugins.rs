@@ -984,7 +984,7 @@ async fn an_oauth2_token_url_on_a_loopback_name_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connector_that_keeps_faulting_is_quarantined_until_resumed_or_replaced() {
-    use switchyard::service::Quarantined;
+    use switchyard::service::SyncError;
     use switchyard_testkit::harness::{LINK, Options};
     let h = Harness::start_with(Options {
         employees: 3,
@@ -1009,7 +1009,7 @@ async fn a_connector_that_keeps_faulting_is_quarantined_until_resumed_or_replace
         let service = h.service().unwrap();
         let err = service.sync_link(LINK).await.unwrap_err();
         assert!(
-            err.downcast_ref::<Quarantined>().is_none(),
+            !matches!(err, SyncError::Quarantined(_)),
             "not yet quarantined: {err:#}"
         );
         assert!(format!("{err:#}").contains("plugin fault"), "{err:#}");
@@ -1022,9 +1022,9 @@ async fn a_connector_that_keeps_faulting_is_quarantined_until_resumed_or_replace
     let service = h.service().unwrap();
     assert_eq!(service.connectors["hr"].consecutive_faults(), 2);
     let err = service.sync_link(LINK).await.unwrap_err();
-    let quarantined = err
-        .downcast_ref::<Quarantined>()
-        .expect("a quarantine refusal");
+    let SyncError::Quarantined(quarantined) = &err else {
+        panic!("a quarantine refusal, not {err:#}");
+    };
     assert_eq!(quarantined.connector, "hr");
     let message = err.to_string();
     assert!(
@@ -1044,22 +1044,18 @@ async fn a_connector_that_keeps_faulting_is_quarantined_until_resumed_or_replace
     assert_eq!(service.state.quarantined().unwrap().len(), 1);
 
     // An operator resumes it: the link runs (and faults) again.
-    assert!(service.resume("hr").unwrap().is_some());
+    assert!(service.resume(&"hr".into()).unwrap().is_some());
     let err = service.sync_link(LINK).await.unwrap_err();
-    assert!(err.downcast_ref::<Quarantined>().is_none(), "{err:#}");
+    assert!(!matches!(err, SyncError::Quarantined(_)), "{err:#}");
     let err = service.sync_link(LINK).await.unwrap_err();
     assert!(
-        err.downcast_ref::<Quarantined>().is_none(),
+        !matches!(err, SyncError::Quarantined(_)),
         "the run that quarantines reports its fault: {err:#}"
     );
-    assert!(
-        service
-            .sync_link(LINK)
-            .await
-            .unwrap_err()
-            .downcast_ref::<Quarantined>()
-            .is_some()
-    );
+    assert!(matches!(
+        service.sync_link(LINK).await.unwrap_err(),
+        SyncError::Quarantined(_)
+    ));
     drop(service);
 
     // A different plugin file under the same name lifts the quarantine.

@@ -271,7 +271,7 @@ async fn a_rejected_record_is_dead_lettered_and_the_rest_go_through() {
         h.lms.users().len(),
         with_access(&h.hris.employees()).len() - 1
     );
-    let letters = service.state.dead_letters(LINK).unwrap();
+    let letters = service.state.dead_letters(&LINK.into()).unwrap();
     assert_eq!(report.dead_lettered, letters.len());
     assert!(letters.iter().all(|l| l.operation.employee_id == victim.id));
     assert_eq!(letters[0].operation.kind.name(), "upsert-user");
@@ -295,7 +295,7 @@ async fn a_rejected_record_is_dead_lettered_and_the_rest_go_through() {
     let again = service.sync_link(LINK).await.unwrap();
     assert_eq!(again.dead_lettered, 0);
     assert_eq!(
-        service.state.dead_letters(LINK).unwrap().len(),
+        service.state.dead_letters(&LINK.into()).unwrap().len(),
         letters.len()
     );
 }

@@ -22,13 +22,13 @@ type Pushes = BTreeSet<(String, String, String)>;
 
 fn pushes(state: &dyn switchyard::store::Store) -> Pushes {
     state
-        .outbox(LINK)
+        .outbox(&LINK.into())
         .unwrap()
         .into_iter()
         .flatten()
         .filter_map(|op| match op.kind {
             OpKind::PushCompletion { completion: c, .. } => {
-                Some((c.employee_id, c.course_id, c.attempt_id))
+                Some((c.employee_id.into(), c.course_id.into(), c.attempt_id))
             }
             _ => None,
         })
@@ -271,9 +271,17 @@ secret = {{ secret = "file:{secret}" }}
             case.name
         );
     }
-    assert!(service.state.is_webhook_delivered("lms", "msg_1").unwrap());
     assert!(
-        !service.state.is_webhook_delivered("lms", "msg_a").unwrap(),
+        service
+            .state
+            .is_webhook_delivered(&"lms".into(), "msg_1")
+            .unwrap()
+    );
+    assert!(
+        !service
+            .state
+            .is_webhook_delivered(&"lms".into(), "msg_a")
+            .unwrap(),
         "refused deliveries leave no marker"
     );
 
@@ -381,12 +389,12 @@ async fn a_bamboohr_change_webhook_with_an_hmac_header_plans_the_employee_once()
     let ingress = Ingress::for_service(&service).unwrap();
     let enrolls = |state: &dyn switchyard::store::Store| -> Vec<String> {
         state
-            .outbox(LINK)
+            .outbox(&LINK.into())
             .unwrap()
             .into_iter()
             .flatten()
             .filter_map(|op| match op.kind {
-                OpKind::Enroll { course, .. } if op.employee_id == id => Some(course),
+                OpKind::Enroll { course, .. } if op.employee_id == id => Some(course.into()),
                 _ => None,
             })
             .collect()
@@ -406,7 +414,7 @@ async fn a_bamboohr_change_webhook_with_an_hmac_header_plans_the_employee_once()
     service
         .state
         .put_connector_health(
-            "hr",
+            &"hr".into(),
             &switchyard::store::ConnectorHealth {
                 plugin: plugin.name.clone(),
                 sha256: plugin.sha256.clone(),
@@ -414,7 +422,7 @@ async fn a_bamboohr_change_webhook_with_an_hmac_header_plans_the_employee_once()
                 quarantine: Some(switchyard::store::Quarantine {
                     reason: "test".into(),
                     faults: 5,
-                    at: "now".into(),
+                    at: switchyard::model::Timestamp::now(),
                 }),
             },
         )
@@ -427,14 +435,19 @@ async fn a_bamboohr_change_webhook_with_an_hmac_header_plans_the_employee_once()
         (503, "unavailable")
     );
     assert!(enrolls(&*service.state).is_empty());
-    service.resume("hr").unwrap();
+    service.resume(&"hr".into()).unwrap();
 
     let accepted = ingress
         .handle("hr", &deliver("bamboo-private-key", t), body.clone().into())
         .await;
     assert_eq!(accepted.verdict(), "accepted", "{accepted:?}");
     assert_eq!(enrolls(&*service.state), vec!["FORKLIFT-CERT".to_owned()]);
-    let snapshot = service.state.snapshot(LINK, &id).unwrap().unwrap().employee;
+    let snapshot = service
+        .state
+        .snapshot(&LINK.into(), &id.as_str().into())
+        .unwrap()
+        .unwrap()
+        .employee;
     assert_eq!(snapshot.job_title.as_deref(), Some("Forklift Operator"));
     assert_eq!(
         (snapshot.location, snapshot.hire_date),
@@ -523,7 +536,7 @@ async fn the_same_change_by_poll_and_by_webhook_plans_the_same_operations() {
         });
     };
     let changed = ["102", "103"];
-    let today = time::OffsetDateTime::now_utc().date();
+    let today = switchyard::model::Date::today();
 
     let by_poll = {
         let h = Harness::start(10).await.unwrap();
@@ -563,7 +576,7 @@ async fn the_same_change_by_poll_and_by_webhook_plans_the_same_operations() {
         assert_eq!(outcome.verdict(), "accepted", "{outcome:?}");
         service
             .state
-            .outbox(LINK)
+            .outbox(&LINK.into())
             .unwrap()
             .iter()
             .flatten()

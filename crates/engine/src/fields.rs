@@ -15,20 +15,7 @@ use crate::policy::Rule;
 /// Standard employee fields that an allowlist can name. The default
 /// allowlist keeps all of them (identity, status and org context) and drops
 /// every custom field.
-pub const STANDARD_FIELDS: &[&str] = &[
-    "employee_number",
-    "email",
-    "given_name",
-    "family_name",
-    "raw_status",
-    "department",
-    "job_title",
-    "location",
-    "manager_id",
-    "hire_date",
-    "termination_date",
-    "updated_at",
-];
+pub const STANDARD_FIELDS: &[&str] = &Employee::FIELDS;
 
 /// Which employee fields a link keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,23 +83,11 @@ impl FieldAllowlist {
 
     /// Drop what is not on the list.
     pub fn apply(&self, mut e: Employee) -> Employee {
-        let keep = |field: &str, value: &mut Option<String>| {
-            if !self.standard.contains(field) {
-                *value = None;
+        for (name, mut field) in e.fields_mut() {
+            if !self.standard.contains(name) {
+                field.take();
             }
-        };
-        keep("employee_number", &mut e.employee_number);
-        keep("email", &mut e.email);
-        keep("given_name", &mut e.given_name);
-        keep("family_name", &mut e.family_name);
-        keep("raw_status", &mut e.raw_status);
-        keep("department", &mut e.department);
-        keep("job_title", &mut e.job_title);
-        keep("location", &mut e.location);
-        keep("manager_id", &mut e.manager_id);
-        keep("hire_date", &mut e.hire_date);
-        keep("termination_date", &mut e.termination_date);
-        keep("updated_at", &mut e.updated_at);
+        }
         e.custom.retain(|(name, _)| self.custom.contains(name));
         e
     }
@@ -136,7 +111,7 @@ mod tests {
             job_title: Some("Picker".into()),
             location: Some("Leeds".into()),
             manager_id: Some("3".into()),
-            hire_date: Some("2020-01-01".into()),
+            hire_date: "2020-01-01".parse().ok(),
             termination_date: None,
             updated_at: None,
             custom: vec![

@@ -10,16 +10,22 @@
 
 use std::collections::BTreeMap;
 
-use switchyard_model::{Completion, Employee, OpKind, Operation, PlannedEmployee, Winner};
+use switchyard_model::{
+    Completion, CourseId, Date, Employee, EmployeeId, LinkName, OpKind, Operation, PlannedEmployee,
+    Winner,
+};
 use switchyard_store::Store;
-use time::format_description::well_known::Rfc3339;
 
 use crate::plan::{Known, Planner};
 use crate::policy::{DeactivationLimit, LinkConfig};
 use crate::{idempotency_key, retake, rules};
 
 /// What the store knows about one employee of a link, pending work included.
-pub fn load_known(state: &dyn Store, link: &str, employee: &str) -> anyhow::Result<Known> {
+pub fn load_known(
+    state: &dyn Store,
+    link: &LinkName,
+    employee: &EmployeeId,
+) -> anyhow::Result<Known> {
     let snapshot = state.snapshot(link, employee)?;
     // Only a record without a snapshot continues a retired numbering.
     let retired_rev = match snapshot {
@@ -39,13 +45,13 @@ pub fn load_known(state: &dyn Store, link: &str, employee: &str) -> anyhow::Resu
 /// Plans the employee records of one link against its store.
 pub struct Ingest<'a> {
     /// Link name.
-    pub link_name: &'a str,
+    pub link_name: &'a LinkName,
     /// Its configuration.
     pub link: &'a LinkConfig,
     /// The store.
     pub state: &'a dyn Store,
     /// Today, for due dates and recertification.
-    pub today: time::Date,
+    pub today: Date,
 }
 
 /// What a plan would deactivate, against what the link allows.
@@ -147,11 +153,11 @@ pub struct CompletionDecisions {
 /// decided once and written with one idempotency key. `decided` holds
 /// winners chosen earlier in the same batch of pages and not committed yet.
 pub fn decide_completions(
-    name: &str,
+    name: &LinkName,
     link: &LinkConfig,
     state: &dyn Store,
     completions: Vec<Completion>,
-    decided: &mut BTreeMap<(String, String), Winner>,
+    decided: &mut BTreeMap<(EmployeeId, CourseId), Winner>,
 ) -> anyhow::Result<CompletionDecisions> {
     let mut decisions = CompletionDecisions::default();
     for c in completions {
@@ -166,7 +172,7 @@ pub fn decide_completions(
         }
         decisions.seen.push(c.clone());
         let Some(snapshot) = state.snapshot(name, &c.employee_id)? else {
-            tracing::debug!(link = name, employee = %c.employee_id, "completion of an unknown employee skipped");
+            tracing::debug!(link = %name, employee = %c.employee_id, "completion of an unknown employee skipped");
             decisions.skipped += 1;
             continue;
         };
@@ -175,7 +181,7 @@ pub fn decide_completions(
             && let Some(days) =
                 rules::recertify_every_days(&link.rules, &snapshot.employee, &c.course_id)
         {
-            c.expires_at = add_days(&c.completed_at, days);
+            c.expires_at = Some(c.completed_at.plus_days(days.into()));
         }
         let slot = (c.employee_id.clone(), c.course_id.clone());
         let current = match decided.get(&slot) {
@@ -226,24 +232,11 @@ pub fn decide_completions(
     Ok(decisions)
 }
 
-/// `days` after an RFC 3339 timestamp (None if it does not parse).
-fn add_days(timestamp: &str, days: u32) -> Option<String> {
-    let t = time::OffsetDateTime::parse(timestamp, &Rfc3339).ok()?;
-    (t + time::Duration::days(days.into()))
-        .format(&Rfc3339)
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn expiry_from_completion() {
-        assert_eq!(
-            add_days("2026-03-01T10:00:00Z", 365).as_deref(),
-            Some("2027-03-01T10:00:00Z")
-        );
-        assert_eq!(add_days("not a date", 1), None);
+        let completed: switchyard_model::Timestamp = "2026-03-01T10:00:00Z".parse().unwrap();
+        assert_eq!(completed.plus_days(365).to_string(), "2027-03-01T10:00:00Z");
     }
 }

@@ -27,6 +27,7 @@
 
 pub mod fields;
 pub mod ingest;
+pub mod paging;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use switchyard_model::{
-    Account, Employee, EmploymentStatus, Enrollment, OpKind, Operation, PlannedEmployee, Snapshot,
-    Winner,
+    Account, CourseId, Date, Employee, EmployeeId, EmploymentStatus, Enrollment, LinkName, OpKind,
+    Operation, PlannedEmployee, Snapshot, Winner,
 };
 
 use crate::policy::{LeavePolicy, LinkConfig, ReassignmentPolicy, TerminationPolicy};
@@ -32,11 +32,11 @@ pub struct Known {
     /// The LMS account the host made or adopted.
     pub account: Option<Account>,
     /// Enrollments the host made, by course.
-    pub enrollments: BTreeMap<String, Enrollment>,
+    pub enrollments: BTreeMap<CourseId, Enrollment>,
     /// Operations waiting in the outbox, in order.
     pub pending: Vec<Operation>,
     /// The winning completion of each course, by course (recertification).
-    pub winners: BTreeMap<String, Winner>,
+    pub winners: BTreeMap<CourseId, Winner>,
 }
 
 /// What the host knows about one employee's LMS side, pending work included.
@@ -45,7 +45,7 @@ struct Projection {
     account: bool,
     active: bool,
     /// Course -> (assignment cycle, date assigned).
-    enrolled: BTreeMap<String, (u32, String)>,
+    enrolled: BTreeMap<CourseId, (u32, Date)>,
 }
 
 /// The ledgers with the operations still waiting in the outbox folded in.
@@ -56,10 +56,8 @@ fn project(known: &Known) -> Projection {
         p.active = account.active;
     }
     for (course, enrollment) in &known.enrollments {
-        p.enrolled.insert(
-            course.clone(),
-            (enrollment.cycle, enrollment.assigned_on.clone()),
-        );
+        p.enrolled
+            .insert(course.clone(), (enrollment.cycle, enrollment.assigned_on));
     }
     for op in &known.pending {
         match &op.kind {
@@ -76,8 +74,7 @@ fn project(known: &Known) -> Projection {
                 assigned_on,
                 ..
             } => {
-                p.enrolled
-                    .insert(course.clone(), (*cycle, assigned_on.clone()));
+                p.enrolled.insert(course.clone(), (*cycle, *assigned_on));
             }
             OpKind::Unenroll { course } => {
                 p.enrolled.remove(course);
@@ -94,9 +91,9 @@ pub struct PlannedOperation {
     /// Contract function.
     pub operation: &'static str,
     /// HRIS employee id.
-    pub employee_id: String,
+    pub employee_id: EmployeeId,
     /// Course, for enrollments and completions.
-    pub course: Option<String>,
+    pub course: Option<CourseId>,
     /// Why.
     pub cause: String,
     /// Its idempotency key (the audit record of the write will carry it).
@@ -124,11 +121,11 @@ impl From<&Operation> for PlannedOperation {
 /// or written, no clock is consulted.
 pub struct Planner<'a> {
     /// Link name (part of every key).
-    pub link_name: &'a str,
+    pub link_name: &'a LinkName,
     /// Link configuration: rules and policies.
     pub link: &'a LinkConfig,
     /// Today, for due dates and recertification.
-    pub today: time::Date,
+    pub today: Date,
 }
 
 fn status_name(e: &Employee) -> String {
@@ -144,7 +141,7 @@ fn status_name(e: &Employee) -> String {
 
 impl Planner<'_> {
     fn op(&self, e: &Employee, key_parts: &[&str], kind: OpKind, cause: String) -> Operation {
-        let mut parts = vec![kind.name(), self.link_name, e.id.as_str()];
+        let mut parts = vec![kind.name(), self.link_name.as_str(), e.id.as_str()];
         parts.extend_from_slice(key_parts);
         Operation {
             key: idempotency_key(&parts),
@@ -237,15 +234,13 @@ impl Planner<'_> {
                 let cycle = match p.enrolled.get(&a.course) {
                     None => 0,
                     Some((cycle, assigned_on)) => {
-                        if !self.recertification_due(known.winners.get(&a.course), assigned_on) {
+                        if !self.recertification_due(known.winners.get(&a.course), *assigned_on) {
                             continue;
                         }
                         cycle + 1
                     }
                 };
-                let due = a
-                    .due_in_days
-                    .map(|days| (self.today + time::Duration::days(days.into())).to_string());
+                let due = a.due_in_days.map(|days| self.today.plus_days(days.into()));
                 let rule = a.rule.clone().unwrap_or_else(|| "unnamed rule".into());
                 let cause = if cycle == 0 {
                     format!("rule {rule} matched ({})", context(e))
@@ -262,7 +257,7 @@ impl Planner<'_> {
                         due,
                         cycle,
                         rule: a.rule.clone(),
-                        assigned_on: self.today.to_string(),
+                        assigned_on: self.today,
                     },
                     cause,
                 ));
@@ -294,35 +289,19 @@ impl Planner<'_> {
     /// A course is due again when the winning completion expires within the
     /// lead time and was completed after the current assignment (so one
     /// expiring completion leads to one reassignment, not one per run).
-    fn recertification_due(&self, winner: Option<&Winner>, assigned_on: &str) -> bool {
+    fn recertification_due(&self, winner: Option<&Winner>, assigned_on: Date) -> bool {
         let Some(winner) = winner else {
             return false;
         };
-        let rfc3339 = |text: &str| {
-            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-        };
-        let (Some(expires), Some(completed), Some(assigned)) = (
-            winner.completion.expires_at.as_deref().and_then(rfc3339),
-            rfc3339(&winner.completion.completed_at),
-            date(assigned_on),
-        ) else {
+        let Some(expires) = winner.completion.expires_at else {
             return false;
         };
-        if completed.date() < assigned {
+        if winner.completion.completed_at.date() < assigned_on {
             return false;
         }
-        let lead = time::Duration::days(self.link.recertify_lead_days.into());
-        self.today >= (expires - lead).date()
+        let lead = -i64::from(self.link.recertify_lead_days);
+        self.today >= expires.plus_days(lead).date()
     }
-}
-
-/// A `yyyy-mm-dd` date.
-pub fn date(text: &str) -> Option<time::Date> {
-    time::Date::parse(
-        text,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .ok()
 }
 
 fn context(e: &Employee) -> String {

@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchyard_model::EmploymentStatus;
+use switchyard_model::{ConnectorName, CourseId, EmploymentStatus};
 
 use crate::fields::FieldAllowlist;
 
@@ -17,9 +17,9 @@ use crate::fields::FieldAllowlist;
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
     /// The HRIS connector's name.
-    pub hris: String,
+    pub hris: ConnectorName,
     /// The LMS connector's name.
-    pub lms: String,
+    pub lms: ConnectorName,
     /// What a termination does to the LMS account.
     pub on_termination: TerminationPolicy,
     /// Which completion of a course is written to the HRIS.
@@ -161,7 +161,7 @@ pub struct Rule {
     #[serde(default)]
     pub name: Option<String>,
     /// Course keys assigned.
-    pub courses: Vec<String>,
+    pub courses: Vec<CourseId>,
     /// Conditions that must all hold (an empty table matches everyone).
     #[serde(default)]
     pub when: Conditions,

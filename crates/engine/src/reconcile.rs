@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::paging::CompletionPages;
 use crate::policy::{LeavePolicy, LinkConfig, TerminationPolicy};
 use crate::retake;
-use switchyard_model::{Completion, ConnectorError, EmploymentStatus};
+use switchyard_model::{
+    Completion, ConnectorError, CourseId, EmployeeId, EmploymentStatus, LinkName,
+};
 use switchyard_runtime::Connector;
 use switchyard_store::Store;
 
@@ -34,9 +37,9 @@ pub struct Drift {
     /// What kind.
     pub kind: DriftKind,
     /// HRIS employee id.
-    pub employee_id: String,
+    pub employee_id: EmployeeId,
     /// Course, for completion drifts.
-    pub course: Option<String>,
+    pub course: Option<CourseId>,
     /// Details.
     pub detail: String,
 }
@@ -44,7 +47,7 @@ pub struct Drift {
 /// Compare and report. Reads the LMS through the plugin (`find-user`,
 /// `fetch-completions` from the start); writes nothing.
 pub async fn reconcile(
-    link_name: &str,
+    link_name: &LinkName,
     link: &LinkConfig,
     lms: &Connector,
     state: &dyn Store,
@@ -96,11 +99,11 @@ pub async fn reconcile(
         .iter()
         .map(|s| (s.employee.id.as_str(), ()))
         .collect();
-    let mut picked: BTreeMap<(String, String), Completion> = BTreeMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
+    let mut picked: BTreeMap<(EmployeeId, CourseId), Completion> = BTreeMap::new();
+    let mut pages = CompletionPages::from(None);
+    while pages.more() {
         let page = lms
-            .fetch_completions(cursor.as_deref())
+            .fetch_completions(pages.cursor())
             .await
             .map_err(|e| read_error("fetch-completions", e))?;
         for c in page.completions {
@@ -112,12 +115,7 @@ pub async fn reconcile(
                 picked.insert(slot, c);
             }
         }
-        if page.next_cursor.is_some() {
-            cursor = page.next_cursor;
-        }
-        if !page.more {
-            break;
-        }
+        pages.advance(page.next_cursor, page.more);
     }
     for ((employee, course), c) in picked {
         match state.winner(link_name, &employee, &course)? {
@@ -130,8 +128,8 @@ pub async fn reconcile(
                     c.attempt_id, c.completed_at
                 ),
             }),
-            Some(w) if w.completion.completed_at.get(..10) != c.completed_at.get(..10) => drifts
-                .push(Drift {
+            Some(w) if w.completion.completed_at.date() != c.completed_at.date() => {
+                drifts.push(Drift {
                     kind: DriftKind::MismatchedDate,
                     employee_id: employee,
                     course: Some(course),
@@ -142,7 +140,8 @@ pub async fn reconcile(
                         c.completed_at,
                         c.attempt_id
                     ),
-                }),
+                })
+            }
             Some(_) => {}
         }
     }

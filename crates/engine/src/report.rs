@@ -4,7 +4,7 @@
 //! it goes.
 
 use serde::Serialize;
-use switchyard_model::ConnectorError;
+use switchyard_model::{ConnectorError, LinkName};
 
 use crate::plan::PlannedOperation;
 
@@ -12,7 +12,7 @@ use crate::plan::PlannedOperation;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunReport {
     /// Link name.
-    pub link: String,
+    pub link: LinkName,
     /// A dry run: nothing was written.
     pub dry_run: bool,
     /// Whether the employee listing was full (not changes only).
@@ -78,12 +78,31 @@ impl RunReport {
     }
 }
 
+/// Why a run did not finish: the one error type of [`crate::LinkRun`].
+/// Callers match on it (exit codes, metrics, audit kinds); nothing searches
+/// its text.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An operation failed in a way that needs an operator.
+    #[error(transparent)]
+    Stopped(#[from] LinkStopped),
+    /// The mass-deactivation guard halted the run before it acted.
+    #[error(transparent)]
+    Halted(#[from] LinkHalted),
+    /// Stopped at a checkpoint for shutdown.
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+    /// Reading or writing the store failed (a damaged or full disk).
+    #[error("state storage: {0:#}")]
+    State(#[from] anyhow::Error),
+}
+
 /// A link run stopped and the link needs an operator.
 #[derive(Debug, thiserror::Error)]
 #[error("link `{link}` stopped: {operation} failed: {error}")]
 pub struct LinkStopped {
     /// Link.
-    pub link: String,
+    pub link: LinkName,
     /// Operation.
     pub operation: String,
     /// The error.
@@ -97,7 +116,7 @@ pub struct LinkStopped {
 )]
 pub struct LinkHalted {
     /// Link.
-    pub link: String,
+    pub link: LinkName,
     /// Deactivations planned.
     pub planned: usize,
     /// Deactivations allowed.
@@ -113,7 +132,7 @@ pub struct LinkHalted {
 #[error("link `{link}`: run stopped at a checkpoint for shutdown; the outbox holds what is left")]
 pub struct Interrupted {
     /// Link.
-    pub link: String,
+    pub link: LinkName,
 }
 
 /// How to run.

@@ -10,13 +10,9 @@ fn passing(c: &Completion) -> bool {
     )
 }
 
-/// Instant of a completion, for ordering (unparseable times sort first).
-fn when(c: &Completion) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(
-        &c.completed_at,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .ok()
+/// Instant of a completion, for ordering.
+fn when(c: &Completion) -> switchyard_model::Timestamp {
+    c.completed_at
 }
 
 /// Whether `candidate` replaces `current` (the completion written so far for
@@ -54,7 +50,7 @@ mod tests {
             course_id: "C".into(),
             attempt_id: at.into(),
             status,
-            completed_at: format!("2026-01-{at}T10:00:00Z"),
+            completed_at: format!("2026-01-{at}T10:00:00Z").parse().unwrap(),
             score,
             expires_at: None,
         }

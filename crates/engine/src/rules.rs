@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use crate::policy::{Conditions, Rule};
-use switchyard_model::Employee;
+use switchyard_model::{CourseId, Employee};
 
 /// A course an employee must be enrolled in, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     /// Course key.
-    pub course: String,
+    pub course: CourseId,
     /// Days from assignment to due date (the earliest over matching rules).
     pub due_in_days: Option<u32>,
     /// Name of the (first) rule that assigned it.

@@ -26,21 +26,22 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
-use time::format_description::well_known::Rfc3339;
 
 use switchyard_audit::{Event, Kind};
 use switchyard_model::{
-    Account, ConnectorError, Effect, Enrollment, OpKind, Operation, PlannedEmployee, Remedy,
-    Winner, now_ms,
+    Account, ConnectorError, CourseId, Date, Effect, EmployeeId, Enrollment, LinkName, OpKind,
+    Operation, PlannedEmployee, Remedy, Timestamp, Winner, now_ms,
 };
 use switchyard_runtime::{CallContext, Connector};
 use switchyard_store::{LinkStatus, Store};
 
 use crate::ingest::{Ingest, decide_completions};
+use crate::paging::CompletionPages;
 use crate::plan::PlannedOperation;
 use crate::policy::LinkConfig;
 use crate::report::{
-    Interrupted, LinkHalted, LinkStopped, OperationResult, RunObserver, RunOptions, RunReport,
+    Interrupted, LinkHalted, LinkStopped, OperationResult, RunError, RunObserver, RunOptions,
+    RunReport,
 };
 
 /// Attempts of one operation before it is given up on.
@@ -55,7 +56,7 @@ const COMMIT_CHUNK: usize = 500;
 /// Everything one link needs to run.
 pub struct LinkRun<'a> {
     /// Link name.
-    pub name: &'a str,
+    pub name: &'a LinkName,
     /// Its configuration.
     pub link: &'a LinkConfig,
     /// The HRIS connector.
@@ -65,7 +66,7 @@ pub struct LinkRun<'a> {
     /// The store.
     pub state: &'a dyn Store,
     /// Today's date, for due dates and recertification.
-    pub today: time::Date,
+    pub today: Date,
     /// Set when the run must stop at its next checkpoint: before the next
     /// page is fetched or the next operation is sent (one in flight
     /// finishes and is recorded).
@@ -78,12 +79,6 @@ pub struct LinkRun<'a> {
 pub fn idempotency_key(parts: &[&str]) -> String {
     let digest = Sha256::digest(parts.join("\0").as_bytes());
     hex::encode(&digest[..16])
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Delay before retry `attempt` (1-based): Retry-After when given, else
@@ -112,7 +107,7 @@ impl LinkRun<'_> {
     }
 
     /// A checkpoint: everything so far is durable; stop here if asked to.
-    fn checkpoint(&self) -> anyhow::Result<()> {
+    fn checkpoint(&self) -> Result<(), RunError> {
         if self.stopping() {
             return Err(Interrupted {
                 link: self.name.to_owned(),
@@ -143,7 +138,7 @@ impl LinkRun<'_> {
     }
 
     /// Run the link once.
-    pub async fn run(&self, options: RunOptions) -> anyhow::Result<RunReport> {
+    pub async fn run(&self, options: RunOptions) -> Result<RunReport, RunError> {
         let mut report = RunReport {
             link: self.name.to_owned(),
             dry_run: options.dry_run,
@@ -168,7 +163,7 @@ impl LinkRun<'_> {
     }
 
     /// Apply the outbox only (after a dead-letter replay).
-    pub async fn drain(&self) -> anyhow::Result<RunReport> {
+    pub async fn drain(&self) -> Result<RunReport, RunError> {
         let mut report = RunReport {
             link: self.name.to_owned(),
             ..RunReport::default()
@@ -198,7 +193,7 @@ impl LinkRun<'_> {
                 Remedy::Retry(after) if attempt < MAX_ATTEMPTS => {
                     let wait = backoff(attempt, after);
                     tracing::info!(
-                        link = self.name,
+                        link = %self.name,
                         operation,
                         attempt,
                         ?wait,
@@ -212,7 +207,7 @@ impl LinkRun<'_> {
         }
     }
 
-    async fn provision(&self, options: RunOptions, report: &mut RunReport) -> anyhow::Result<()> {
+    async fn provision(&self, options: RunOptions, report: &mut RunReport) -> Result<(), RunError> {
         let last_full = self.state.cursor(self.name, "full-listing-at")?;
         let full_due = last_full
             .and_then(|ms| ms.parse::<u64>().ok())
@@ -240,7 +235,7 @@ impl LinkRun<'_> {
             }
         };
         report.employees_fetched = employees.len();
-        let listed: BTreeSet<String> = employees.iter().map(|e| e.id.clone()).collect();
+        let listed: BTreeSet<EmployeeId> = employees.iter().map(|e| e.id.clone()).collect();
 
         let ingest = self.ingest();
         let mut planned = ingest.plan_employees(employees)?;
@@ -306,16 +301,20 @@ impl LinkRun<'_> {
         self.apply_outbox(report).await
     }
 
-    async fn completions(&self, options: RunOptions, report: &mut RunReport) -> anyhow::Result<()> {
-        let mut cursor = self.state.cursor(self.name, "completions")?;
+    async fn completions(
+        &self,
+        options: RunOptions,
+        report: &mut RunReport,
+    ) -> Result<(), RunError> {
+        let mut pages = CompletionPages::from(self.state.cursor(self.name, "completions")?);
         // Winners decided earlier in this run (a dry run commits nothing, so
         // later pages must see them here).
-        let mut decided: BTreeMap<(String, String), Winner> = BTreeMap::new();
-        loop {
+        let mut decided: BTreeMap<(EmployeeId, CourseId), Winner> = BTreeMap::new();
+        while pages.more() {
             self.checkpoint()?;
             let page = self
                 .read("fetch-completions", &mut report.retries, async || {
-                    self.lms.fetch_completions(cursor.as_deref()).await
+                    self.lms.fetch_completions(pages.cursor()).await
                 })
                 .await?;
             report.completions_fetched += page.completions.len();
@@ -341,12 +340,7 @@ impl LinkRun<'_> {
                     page.next_cursor.as_deref(),
                 )?;
             }
-            if page.next_cursor.is_some() {
-                cursor = page.next_cursor;
-            }
-            if !page.more {
-                break;
-            }
+            pages.advance(page.next_cursor, page.more);
         }
         if !options.dry_run {
             self.apply_outbox(report).await?;
@@ -356,7 +350,7 @@ impl LinkRun<'_> {
 
     /// Apply everything in the outbox: employees in parallel, each
     /// employee's operations in order.
-    async fn apply_outbox(&self, report: &mut RunReport) -> anyhow::Result<()> {
+    async fn apply_outbox(&self, report: &mut RunReport) -> Result<(), RunError> {
         let groups = self.state.outbox(self.name)?;
         let outcomes: Vec<RunReport> = futures::stream::iter(groups)
             .map(|group| self.apply_group(group))
@@ -369,7 +363,7 @@ impl LinkRun<'_> {
         Ok(())
     }
 
-    async fn apply_group(&self, group: Vec<Operation>) -> anyhow::Result<RunReport> {
+    async fn apply_group(&self, group: Vec<Operation>) -> Result<RunReport, RunError> {
         let mut report = RunReport::default();
         let mut blocked: Option<String> = None;
         for mut op in group {
@@ -381,7 +375,7 @@ impl LinkRun<'_> {
                     .op_event(&op, Kind::OperationDeadLettered)
                     .personal(serde_json::json!({ "reason": reason }));
                 self.state
-                    .dead_letter(self.name, &op, &reason, &now_rfc3339(), event)?;
+                    .dead_letter(self.name, &op, &reason, Timestamp::now(), event)?;
                 self.observer
                     .operation(self.name, op.kind.name(), OperationResult::DeadLetter);
                 report.dead_lettered += 1;
@@ -417,7 +411,7 @@ impl LinkRun<'_> {
                         self.state.reschedule(self.name, &op)?;
                         self.observer
                             .operation(self.name, op.kind.name(), OperationResult::Retry);
-                        tracing::info!(link = self.name, operation = op.kind.name(), employee = %op.employee_id, attempt = op.attempts, ?wait, "retrying: {error}");
+                        tracing::info!(link = %self.name, operation = op.kind.name(), employee = %op.employee_id, attempt = op.attempts, ?wait, "retrying: {error}");
                         report.retries += 1;
                         self.pause(wait).await;
                         if self.stopping() {
@@ -438,7 +432,7 @@ impl LinkRun<'_> {
                             self.name,
                             &op,
                             &reason,
-                            &now_rfc3339(),
+                            Timestamp::now(),
                             event,
                         )?;
                         self.observer.operation(
@@ -446,7 +440,7 @@ impl LinkRun<'_> {
                             op.kind.name(),
                             OperationResult::DeadLetter,
                         );
-                        tracing::warn!(link = self.name, operation = op.kind.name(), employee = %op.employee_id, dead_letter = id, "dead-lettered: {reason}");
+                        tracing::warn!(link = %self.name, operation = op.kind.name(), employee = %op.employee_id, dead_letter = id, "dead-lettered: {reason}");
                         report.dead_lettered += 1;
                         blocked = Some(format!("{} (dead letter {id}) failed", op.kind.name()));
                         break;
@@ -557,7 +551,7 @@ impl LinkRun<'_> {
                             }
                         };
                         let effect = Effect::Account(Account {
-                            lms_user_id,
+                            lms_user_id: lms_user_id.into(),
                             active: account.as_ref().is_none_or(|a| a.active),
                         });
                         (effect, outcome)
@@ -594,17 +588,22 @@ impl LinkRun<'_> {
                 None => Err(needs_account()),
                 Some(account) => self
                     .lms
-                    .enroll(&account.lms_user_id, course, due.as_deref(), key)
+                    .enroll(
+                        &account.lms_user_id,
+                        course,
+                        due.map(|d| d.to_string()).as_deref(),
+                        key,
+                    )
                     .await
                     .map(|()| {
                         report.enrollments += 1;
                         let effect = Effect::Enrolled {
                             course: course.clone(),
                             enrollment: Enrollment {
-                                due: due.clone(),
+                                due: *due,
                                 rule: rule.clone(),
                                 cycle: *cycle,
-                                assigned_on: assigned_on.clone(),
+                                assigned_on: *assigned_on,
                             },
                         };
                         (effect, Kind::CourseEnrolled)

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Completion, Employee};
+use crate::{Completion, CourseId, Date, Employee, EmployeeId, LmsUserId, Timestamp};
 
 /// An employee snapshot and its revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,7 +22,7 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     /// LMS user id returned by `upsert-user`.
-    pub lms_user_id: String,
+    pub lms_user_id: LmsUserId,
     /// False once suspended.
     pub active: bool,
 }
@@ -31,13 +31,13 @@ pub struct Account {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Enrollment {
     /// Due date sent with it.
-    pub due: Option<String>,
+    pub due: Option<Date>,
     /// Rule that assigned it.
     pub rule: Option<String>,
     /// 0 for the first assignment, +1 per recertification.
     pub cycle: u32,
-    /// yyyy-mm-dd the assignment was planned.
-    pub assigned_on: String,
+    /// The day the assignment was planned.
+    pub assigned_on: Date,
 }
 
 /// A completion the retake policy chose for its (employee, course).
@@ -66,20 +66,20 @@ pub enum OpKind {
     /// Enroll in a course.
     Enroll {
         /// Course key.
-        course: String,
+        course: CourseId,
         /// Due date.
-        due: Option<String>,
+        due: Option<Date>,
         /// Assignment cycle (recertification).
         cycle: u32,
         /// Rule that assigned it.
         rule: Option<String>,
-        /// yyyy-mm-dd the assignment was planned.
-        assigned_on: String,
+        /// The day the assignment was planned.
+        assigned_on: Date,
     },
     /// Withdraw from a course.
     Unenroll {
         /// Course key.
-        course: String,
+        course: CourseId,
     },
     /// Write a completion to the HRIS.
     PushCompletion {
@@ -109,7 +109,7 @@ pub struct Operation {
     /// Deterministic idempotency key.
     pub key: String,
     /// HRIS employee id the operation is about.
-    pub employee_id: String,
+    pub employee_id: EmployeeId,
     /// What it does.
     pub kind: OpKind,
     /// Why it was planned (rule, policy or event).
@@ -131,8 +131,8 @@ pub struct DeadLetter {
     pub operation: Operation,
     /// Why it was given up on.
     pub reason: String,
-    /// RFC 3339 time.
-    pub at: String,
+    /// When it was given up on.
+    pub at: Timestamp,
 }
 
 /// The effect to record when an operation succeeds.
@@ -143,14 +143,14 @@ pub enum Effect {
     /// An enrollment made.
     Enrolled {
         /// Course.
-        course: String,
+        course: CourseId,
         /// What was made.
         enrollment: Enrollment,
     },
     /// An enrollment withdrawn.
     Unenrolled {
         /// Course.
-        course: String,
+        course: CourseId,
     },
     /// Nothing beyond the `done` record.
     None,

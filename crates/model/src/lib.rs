@@ -16,8 +16,12 @@
 //! - [`ledger`]: snapshots, accounts, enrollments, winners, operations,
 //!   effects, dead letters.
 
+mod date;
+mod id;
 pub mod ledger;
 
+pub use date::{Date, DateError, Timestamp};
+pub use id::{ConnectorName, CourseId, EmployeeId, LinkName, LmsUserId};
 pub use ledger::*;
 
 use serde::{Deserialize, Serialize};
@@ -42,7 +46,7 @@ pub enum EmploymentStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Employee {
     /// Stable HRIS id.
-    pub id: String,
+    pub id: EmployeeId,
     /// Employer's employee number.
     pub employee_number: Option<String>,
     /// Work email.
@@ -62,18 +66,97 @@ pub struct Employee {
     /// Location.
     pub location: Option<String>,
     /// Manager's HRIS id.
-    pub manager_id: Option<String>,
-    /// yyyy-mm-dd.
-    pub hire_date: Option<String>,
-    /// yyyy-mm-dd.
-    pub termination_date: Option<String>,
-    /// RFC 3339.
-    pub updated_at: Option<String>,
+    pub manager_id: Option<EmployeeId>,
+    /// First day of work.
+    pub hire_date: Option<Date>,
+    /// Last day of work.
+    pub termination_date: Option<Date>,
+    /// When the HRIS last changed the record.
+    pub updated_at: Option<Timestamp>,
     /// Further vendor fields.
     pub custom: Vec<(String, String)>,
 }
 
+/// One optional field of an employee record, whatever its type: how the
+/// field allowlist and erasure walk a record without listing its fields.
+#[derive(Debug)]
+pub enum FieldMut<'a> {
+    /// Free text.
+    Text(&'a mut Option<String>),
+    /// Another employee's id.
+    Id(&'a mut Option<EmployeeId>),
+    /// A calendar date.
+    Date(&'a mut Option<Date>),
+    /// An instant.
+    Instant(&'a mut Option<Timestamp>),
+}
+
+impl FieldMut<'_> {
+    /// Clear the field; returns the value it held, as text.
+    pub fn take(&mut self) -> Option<String> {
+        match self {
+            FieldMut::Text(v) => v.take(),
+            FieldMut::Id(v) => v.take().map(String::from),
+            FieldMut::Date(v) => v.take().map(|d| d.to_string()),
+            FieldMut::Instant(v) => v.take().map(|t| t.to_string()),
+        }
+    }
+}
+
 impl Employee {
+    /// The optional standard fields, by their names in configuration
+    /// (`fields = [...]`). `id` and `status` are not optional; custom fields
+    /// are named `custom.NAME`.
+    pub const FIELDS: [&'static str; 12] = [
+        "employee_number",
+        "email",
+        "given_name",
+        "family_name",
+        "raw_status",
+        "department",
+        "job_title",
+        "location",
+        "manager_id",
+        "hire_date",
+        "termination_date",
+        "updated_at",
+    ];
+
+    /// The fields that identify a person, removed by erasure. Status and
+    /// org context (department, job title, location) stay: the engine plans
+    /// with them and they name no one.
+    pub const PERSONAL: [&'static str; 7] = [
+        "employee_number",
+        "email",
+        "given_name",
+        "family_name",
+        "manager_id",
+        "hire_date",
+        "termination_date",
+    ];
+
+    /// Each optional standard field with its name, in [`Employee::FIELDS`]
+    /// order.
+    pub fn fields_mut(&mut self) -> [(&'static str, FieldMut<'_>); 12] {
+        [
+            ("employee_number", FieldMut::Text(&mut self.employee_number)),
+            ("email", FieldMut::Text(&mut self.email)),
+            ("given_name", FieldMut::Text(&mut self.given_name)),
+            ("family_name", FieldMut::Text(&mut self.family_name)),
+            ("raw_status", FieldMut::Text(&mut self.raw_status)),
+            ("department", FieldMut::Text(&mut self.department)),
+            ("job_title", FieldMut::Text(&mut self.job_title)),
+            ("location", FieldMut::Text(&mut self.location)),
+            ("manager_id", FieldMut::Id(&mut self.manager_id)),
+            ("hire_date", FieldMut::Date(&mut self.hire_date)),
+            (
+                "termination_date",
+                FieldMut::Date(&mut self.termination_date),
+            ),
+            ("updated_at", FieldMut::Instant(&mut self.updated_at)),
+        ]
+    }
+
     /// The fields the LMS account is made of: a change in them means the
     /// account must be updated.
     pub fn profile(&self) -> [&Option<String>; 5] {
@@ -111,26 +194,26 @@ pub enum CompletionStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
     /// HRIS employee id.
-    pub employee_id: String,
+    pub employee_id: EmployeeId,
     /// Course key.
-    pub course_id: String,
+    pub course_id: CourseId,
     /// Attempt id.
     pub attempt_id: String,
     /// Outcome.
     pub status: CompletionStatus,
-    /// RFC 3339.
-    pub completed_at: String,
+    /// When the attempt ended.
+    pub completed_at: Timestamp,
     /// Percent.
     pub score: Option<f64>,
-    /// RFC 3339.
-    pub expires_at: Option<String>,
+    /// When the completion stops counting.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// An LMS account as the LMS reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LmsUser {
     /// LMS user id.
-    pub id: String,
+    pub id: LmsUserId,
     /// False when suspended.
     pub active: bool,
     /// Email on the account.
@@ -283,17 +366,9 @@ impl ConnectorError {
 /// free text such as error messages).
 pub fn erase(e: &mut Employee) -> Vec<String> {
     let mut removed = Vec::new();
-    for value in [
-        &mut e.employee_number,
-        &mut e.email,
-        &mut e.given_name,
-        &mut e.family_name,
-        &mut e.manager_id,
-        &mut e.hire_date,
-        &mut e.termination_date,
-    ] {
-        if let Some(v) = value.take() {
-            removed.push(v);
+    for (name, mut field) in e.fields_mut() {
+        if Employee::PERSONAL.contains(&name) {
+            removed.extend(field.take());
         }
     }
     removed.extend(e.custom.drain(..).map(|(_, v)| v));
@@ -335,7 +410,7 @@ mod tests {
             job_title: Some("Picker".into()),
             location: Some("Leeds".into()),
             manager_id: Some("3".into()),
-            hire_date: Some("2020-01-01".into()),
+            hire_date: "2020-01-01".parse().ok(),
             termination_date: None,
             updated_at: None,
             custom: vec![
@@ -343,6 +418,18 @@ mod tests {
                 ("cost_center".into(), "CC1".into()),
             ],
         }
+    }
+
+    #[test]
+    fn the_field_walk_names_every_field_in_order() {
+        let mut e = employee();
+        let names: Vec<_> = e.fields_mut().map(|(name, _)| name).into_iter().collect();
+        assert_eq!(names, Employee::FIELDS);
+        assert!(
+            Employee::PERSONAL
+                .iter()
+                .all(|p| Employee::FIELDS.contains(p))
+        );
     }
 
     #[test]
@@ -354,6 +441,8 @@ mod tests {
             (None, None, 0)
         );
         assert_eq!(e.department.as_deref(), Some("Warehouse"));
+        assert_eq!((e.manager_id.clone(), e.hire_date), (None, None));
+        assert!(removed.contains(&"2020-01-01".to_owned()));
         let mut text = "rejected: email ann@example.com is taken".to_owned();
         scrub(&mut text, &removed);
         assert_eq!(text, "rejected: email [erased] is taken");

@@ -127,14 +127,12 @@ impl Output for model::EmployeePage {
                         &e.department,
                         &e.job_title,
                         &e.location,
-                        &e.manager_id,
-                        &e.hire_date,
-                        &e.termination_date,
-                        &e.updated_at,
                     ]
                     .into_iter()
                     .map(opt_len)
                     .sum::<usize>()
+                    + e.manager_id.as_ref().map_or(0, |m| m.len())
+                    + 3 * 32
                     + e.custom
                         .iter()
                         .map(|(k, v)| k.len() + v.len())
@@ -154,14 +152,7 @@ impl Output for model::CompletionPage {
         let completions: usize = self
             .completions
             .iter()
-            .map(|c| {
-                c.employee_id.len()
-                    + c.course_id.len()
-                    + c.attempt_id.len()
-                    + c.completed_at.len()
-                    + opt_len(&c.expires_at)
-                    + 16
-            })
+            .map(|c| c.employee_id.len() + c.course_id.len() + c.attempt_id.len() + 2 * 32 + 16)
             .sum();
         completions + opt_len(&self.next_cursor)
     }
@@ -175,12 +166,7 @@ impl Output for Vec<model::WebhookEvent> {
         self.iter()
             .map(|event| match event {
                 model::WebhookEvent::Completion(c) => {
-                    c.employee_id.len()
-                        + c.course_id.len()
-                        + c.attempt_id.len()
-                        + c.completed_at.len()
-                        + opt_len(&c.expires_at)
-                        + 16
+                    c.employee_id.len() + c.course_id.len() + c.attempt_id.len() + 2 * 32 + 16
                 }
                 model::WebhookEvent::EmployeeChanged(e) => model::EmployeePage {
                     employees: vec![e.clone()],
@@ -422,7 +408,10 @@ impl Connector {
                     .switchyard_connector_employee_source()
                     .call_fetch_employees(&mut *store, cursor)
                     .await?;
-                Ok(page.map(Into::into))
+                Ok(match page {
+                    Ok(page) => Ok(page.try_into()?),
+                    Err(e) => Err(e),
+                })
             })
         })
         .await
@@ -501,7 +490,7 @@ impl Connector {
                     .await?;
                 Ok(user.map(|u| {
                     u.map(|u| model::LmsUser {
-                        id: u.id,
+                        id: u.id.into(),
                         active: u.active,
                         email: u.email,
                     })
@@ -562,7 +551,10 @@ impl Connector {
                     .switchyard_connector_completion_source()
                     .call_fetch_completions(&mut *store, cursor)
                     .await?;
-                Ok(page.map(Into::into))
+                Ok(match page {
+                    Ok(page) => Ok(page.try_into()?),
+                    Err(e) => Err(e),
+                })
             })
         })
         .await
@@ -578,7 +570,12 @@ impl Connector {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<Vec<model::WebhookEvent>, ConnectorError> {
-        let events = |events: Vec<wit::WebhookEvent>| events.into_iter().map(Into::into).collect();
+        let events = |events: Vec<wit::WebhookEvent>| {
+            events
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<Vec<model::WebhookEvent>, _>>()
+        };
         match &self.plugin.pre {
             Pre::Hris(Versioned::Current(pre)) => {
                 self.call("parse-webhook", async |store| {
@@ -587,7 +584,10 @@ impl Connector {
                         .switchyard_connector_webhook_source()
                         .call_parse_webhook(&mut *store, headers, body)
                         .await?;
-                    Ok(parsed.map(events))
+                    Ok(match parsed {
+                        Ok(parsed) => Ok(events(parsed)?),
+                        Err(e) => Err(e),
+                    })
                 })
                 .await
             }
@@ -598,7 +598,10 @@ impl Connector {
                         .switchyard_connector_webhook_source()
                         .call_parse_webhook(&mut *store, headers, body)
                         .await?;
-                    Ok(parsed.map(events))
+                    Ok(match parsed {
+                        Ok(parsed) => Ok(events(parsed)?),
+                        Err(e) => Err(e),
+                    })
                 })
                 .await
             }

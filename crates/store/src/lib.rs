@@ -21,8 +21,8 @@
 use serde::{Deserialize, Serialize};
 use switchyard_audit::{Entry, Event, Filter, Head, Pruned, Verification};
 use switchyard_model::{
-    Account, Completion, DeadLetter, Effect, Enrollment, Operation, PlannedEmployee, Snapshot,
-    Winner,
+    Account, Completion, ConnectorName, CourseId, DeadLetter, Effect, EmployeeId, Enrollment,
+    LinkName, Operation, PlannedEmployee, Snapshot, Timestamp, Winner,
 };
 
 pub use audit_log::{AuditLog, Writer};
@@ -60,7 +60,7 @@ pub struct Quarantine {
     /// Faults in a row that triggered it.
     pub faults: u32,
     /// RFC 3339 time.
-    pub at: String,
+    pub at: Timestamp,
 }
 
 /// Counts of what a link's state holds.
@@ -97,7 +97,7 @@ pub struct Forgotten {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WebhookBatch {
     /// The link.
-    pub link: String,
+    pub link: LinkName,
     /// Completion attempts considered (see the engine's `decide_completions`).
     pub seen: Vec<Completion>,
     /// Winning completions and their `push-completion` operations.
@@ -129,101 +129,117 @@ pub trait Store: Send + Sync {
     // ---- reads ----
 
     /// The last snapshot of an employee.
-    fn snapshot(&self, link: &str, employee: &str) -> anyhow::Result<Option<Snapshot>>;
+    fn snapshot(&self, link: &LinkName, employee: &EmployeeId) -> anyhow::Result<Option<Snapshot>>;
 
     /// Every snapshot of a link.
-    fn snapshots(&self, link: &str) -> anyhow::Result<Vec<Snapshot>>;
+    fn snapshots(&self, link: &LinkName) -> anyhow::Result<Vec<Snapshot>>;
 
     /// The LMS account of an employee.
-    fn account(&self, link: &str, employee: &str) -> anyhow::Result<Option<Account>>;
+    fn account(&self, link: &LinkName, employee: &EmployeeId) -> anyhow::Result<Option<Account>>;
 
     /// The accounts of a link, by HRIS id.
-    fn accounts(&self, link: &str) -> anyhow::Result<Vec<(String, Account)>>;
+    fn accounts(&self, link: &LinkName) -> anyhow::Result<Vec<(EmployeeId, Account)>>;
 
     /// The host's enrollment of an employee in a course.
     fn enrollment(
         &self,
-        link: &str,
-        employee: &str,
-        course: &str,
+        link: &LinkName,
+        employee: &EmployeeId,
+        course: &CourseId,
     ) -> anyhow::Result<Option<Enrollment>>;
 
     /// The courses the host enrolled an employee in.
     fn enrollments_of(
         &self,
-        link: &str,
-        employee: &str,
-    ) -> anyhow::Result<Vec<(String, Enrollment)>>;
+        link: &LinkName,
+        employee: &EmployeeId,
+    ) -> anyhow::Result<Vec<(CourseId, Enrollment)>>;
 
     /// Whether an operation with this key succeeded before.
-    fn is_done(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool>;
+    fn is_done(&self, link: &LinkName, idempotency_key: &str) -> anyhow::Result<bool>;
 
     /// Whether an operation with this key waits in the outbox.
-    fn is_pending(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool>;
+    fn is_pending(&self, link: &LinkName, idempotency_key: &str) -> anyhow::Result<bool>;
 
     /// Whether an operation with this key was given up on (and not replayed).
-    fn is_dead(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool>;
+    fn is_dead(&self, link: &LinkName, idempotency_key: &str) -> anyhow::Result<bool>;
 
     /// The operations waiting for one employee, in order.
-    fn pending_for(&self, link: &str, employee: &str) -> anyhow::Result<Vec<Operation>>;
+    fn pending_for(&self, link: &LinkName, employee: &EmployeeId)
+    -> anyhow::Result<Vec<Operation>>;
 
     /// Every operation waiting in a link's outbox, grouped by employee, each
     /// group in order.
-    fn outbox(&self, link: &str) -> anyhow::Result<Vec<Vec<Operation>>>;
+    fn outbox(&self, link: &LinkName) -> anyhow::Result<Vec<Vec<Operation>>>;
 
     /// Whether this attempt was considered before.
-    fn is_seen(&self, link: &str, c: &Completion) -> anyhow::Result<bool>;
+    fn is_seen(&self, link: &LinkName, c: &Completion) -> anyhow::Result<bool>;
 
     /// The winning completion of (employee, course).
-    fn winner(&self, link: &str, employee: &str, course: &str) -> anyhow::Result<Option<Winner>>;
+    fn winner(
+        &self,
+        link: &LinkName,
+        employee: &EmployeeId,
+        course: &CourseId,
+    ) -> anyhow::Result<Option<Winner>>;
 
     /// The winning completions of one employee, by course.
-    fn winners_of(&self, link: &str, employee: &str) -> anyhow::Result<Vec<(String, Winner)>>;
+    fn winners_of(
+        &self,
+        link: &LinkName,
+        employee: &EmployeeId,
+    ) -> anyhow::Result<Vec<(CourseId, Winner)>>;
 
     /// A cursor (`employees` or `completions`) of a link.
-    fn cursor(&self, link: &str, name: &str) -> anyhow::Result<Option<String>>;
+    fn cursor(&self, link: &LinkName, name: &str) -> anyhow::Result<Option<String>>;
 
     /// Set a cursor outside a plan (bookkeeping such as the time of the last
     /// full listing).
-    fn put_cursor(&self, link: &str, name: &str, value: &str) -> anyhow::Result<()>;
+    fn put_cursor(&self, link: &LinkName, name: &str, value: &str) -> anyhow::Result<()>;
 
     /// One dead letter.
-    fn dead_letter_by_id(&self, link: &str, id: u64) -> anyhow::Result<Option<DeadLetter>>;
+    fn dead_letter_by_id(&self, link: &LinkName, id: u64) -> anyhow::Result<Option<DeadLetter>>;
 
     /// Dead letters of a link, oldest first.
-    fn dead_letters(&self, link: &str) -> anyhow::Result<Vec<DeadLetter>>;
+    fn dead_letters(&self, link: &LinkName) -> anyhow::Result<Vec<DeadLetter>>;
 
     /// Status of a link.
-    fn link_status(&self, link: &str) -> anyhow::Result<LinkStatus>;
+    fn link_status(&self, link: &LinkName) -> anyhow::Result<LinkStatus>;
 
     /// A connector's health record.
-    fn connector_health(&self, connector: &str) -> anyhow::Result<Option<ConnectorHealth>>;
+    fn connector_health(
+        &self,
+        connector: &ConnectorName,
+    ) -> anyhow::Result<Option<ConnectorHealth>>;
 
     /// Record a connector's health.
-    fn put_connector_health(&self, connector: &str, health: &ConnectorHealth)
-    -> anyhow::Result<()>;
+    fn put_connector_health(
+        &self,
+        connector: &ConnectorName,
+        health: &ConnectorHealth,
+    ) -> anyhow::Result<()>;
 
     /// Lift a connector's quarantine and reset its fault count. Returns the
     /// quarantine that was lifted, if there was one.
-    fn resume_connector(&self, connector: &str) -> anyhow::Result<Option<Quarantine>>;
+    fn resume_connector(&self, connector: &ConnectorName) -> anyhow::Result<Option<Quarantine>>;
 
     /// Quarantined connectors, by name.
-    fn quarantined(&self) -> anyhow::Result<Vec<(String, ConnectorHealth)>>;
+    fn quarantined(&self) -> anyhow::Result<Vec<(ConnectorName, ConnectorHealth)>>;
 
     /// What the state holds for a link.
-    fn counts(&self, link: &str) -> LinkCounts;
+    fn counts(&self, link: &LinkName) -> LinkCounts;
 
     // ---- writes ----
 
     /// Set a link's status.
-    fn put_link_status(&self, link: &str, status: &LinkStatus) -> anyhow::Result<()>;
+    fn put_link_status(&self, link: &LinkName, status: &LinkStatus) -> anyhow::Result<()>;
 
     /// Commit a plan: new snapshots, operations into the outbox (skipping
     /// keys already pending) and, if given, a cursor, all in one transaction.
     /// `cursor`: `Some((name, Some(value)))` sets it, `Some((name, None))` removes it.
     fn commit_plan(
         &self,
-        link: &str,
+        link: &LinkName,
         planned: &[PlannedEmployee],
         cursor: Option<(&str, Option<&str>)>,
     ) -> anyhow::Result<()>;
@@ -232,7 +248,7 @@ pub trait Store: Send + Sync {
     /// push operations, and the cursor, in one transaction.
     fn commit_completions(
         &self,
-        link: &str,
+        link: &LinkName,
         seen: &[Completion],
         winners: &[(Winner, Operation)],
         cursor: Option<&str>,
@@ -242,59 +258,55 @@ pub trait Store: Send + Sync {
     /// record its effect and append its audit record, in one transaction.
     fn complete(
         &self,
-        link: &str,
+        link: &LinkName,
         op: &Operation,
         effect: &Effect,
         audit: Event,
     ) -> anyhow::Result<()>;
 
     /// An attempt failed and will be retried: record the attempt.
-    fn reschedule(&self, link: &str, op: &Operation) -> anyhow::Result<()>;
+    fn reschedule(&self, link: &LinkName, op: &Operation) -> anyhow::Result<()>;
 
     /// Give up on an operation: move it from the outbox to the dead letters
     /// and append the audit record (`audit` gets the dead letter's id as
     /// `dead_letter` in its details), in one transaction.
     fn dead_letter(
         &self,
-        link: &str,
+        link: &LinkName,
         op: &Operation,
         reason: &str,
-        at: &str,
+        at: Timestamp,
         audit: Event,
     ) -> anyhow::Result<u64>;
 
     /// Move a dead letter back into the outbox, attempts reset.
-    fn replay_dead_letter(&self, link: &str, id: u64) -> anyhow::Result<Operation>;
+    fn replay_dead_letter(&self, link: &LinkName, id: u64) -> anyhow::Result<Operation>;
 
     /// Delete a dead letter.
-    fn drop_dead_letter(&self, link: &str, id: u64) -> anyhow::Result<DeadLetter>;
+    fn drop_dead_letter(&self, link: &LinkName, id: u64) -> anyhow::Result<DeadLetter>;
 
     /// After a full employee listing: note who has a snapshot but was not
     /// listed (and since when), and clear the note of whoever was.
     fn note_departures(
         &self,
-        link: &str,
-        listed: &std::collections::BTreeSet<String>,
+        link: &LinkName,
+        listed: &std::collections::BTreeSet<EmployeeId>,
     ) -> anyhow::Result<()>;
 
     /// Delete the snapshots of employees absent from full listings since
     /// before `cutoff_ms`. Accounts and enrollments stay (a rehire
     /// reactivates the same account). Returns the employee ids.
-    fn prune_departed(&self, link: &str, cutoff_ms: u64) -> anyhow::Result<Vec<String>>;
+    fn prune_departed(&self, link: &LinkName, cutoff_ms: u64) -> anyhow::Result<Vec<EmployeeId>>;
 
     /// The last revision of an employee's snapshot that retention deleted.
-    fn retired_rev(&self, link: &str, employee: &str) -> anyhow::Result<Option<u64>>;
+    fn retired_rev(&self, link: &LinkName, employee: &EmployeeId) -> anyhow::Result<Option<u64>>;
 
     /// Delete dead letters given up on before `cutoff` (RFC 3339). Returns
     /// how many.
-    fn prune_dead_letters(
-        &self,
-        link: &str,
-        cutoff: &time::OffsetDateTime,
-    ) -> anyhow::Result<usize>;
+    fn prune_dead_letters(&self, link: &LinkName, cutoff: Timestamp) -> anyhow::Result<usize>;
 
     /// Whether a webhook delivery of `connector` with this id was processed.
-    fn is_webhook_delivered(&self, connector: &str, id: &str) -> anyhow::Result<bool>;
+    fn is_webhook_delivered(&self, connector: &ConnectorName, id: &str) -> anyhow::Result<bool>;
 
     /// Record a webhook delivery and what its events add to each link, in
     /// one transaction: the replay marker, attempts seen, winners, their
@@ -304,7 +316,7 @@ pub trait Store: Send + Sync {
     /// so is an operation already done, so it is never written twice.
     fn commit_webhook(
         &self,
-        connector: &str,
+        connector: &ConnectorName,
         delivery_id: &str,
         batches: &[WebhookBatch],
     ) -> anyhow::Result<DeliveryCommit>;
@@ -317,13 +329,13 @@ pub trait Store: Send + Sync {
     /// link's snapshot, dead letters and outbox (free text scrubbed of the
     /// values removed), and their audit payloads.
     /// The erasure itself is recorded (`subject.erased`, naming `actor`).
-    fn forget(&self, employee: &str, actor: &str) -> anyhow::Result<Forgotten>;
+    fn forget(&self, employee: &EmployeeId, actor: &str) -> anyhow::Result<Forgotten>;
 
     /// When the last scheduled or triggered run of a link finished (Unix ms).
-    fn last_run(&self, link: &str) -> anyhow::Result<Option<u64>>;
+    fn last_run(&self, link: &LinkName) -> anyhow::Result<Option<u64>>;
 
     /// Record that a run of a link finished at `at_ms`.
-    fn put_last_run(&self, link: &str, at_ms: u64) -> anyhow::Result<()>;
+    fn put_last_run(&self, link: &LinkName, at_ms: u64) -> anyhow::Result<()>;
 
     /// Make everything written so far durable.
     fn flush(&self) -> anyhow::Result<()>;

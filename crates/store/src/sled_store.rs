@@ -47,8 +47,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use switchyard_audit::{Event, Kind};
 use switchyard_model::{
-    Account, Completion, DeadLetter, Effect, Enrollment, OpKind, Operation, PlannedEmployee,
-    Snapshot, Winner, now_ms,
+    Account, Completion, ConnectorName, CourseId, DeadLetter, Effect, EmployeeId, Enrollment,
+    LinkName, OpKind, Operation, PlannedEmployee, Snapshot, Timestamp, Winner, now_ms,
 };
 
 use crate::audit_log::{AuditLog, Writer};
@@ -169,15 +169,17 @@ impl SledStore {
 
     /// Records under `prefix`, each with the rest of its key (an employee
     /// id, a course).
-    fn scan_named<T: DeserializeOwned>(
+    fn scan_named<K: From<String>, T: DeserializeOwned>(
         tree: &sled::Tree,
         prefix: Vec<u8>,
-    ) -> anyhow::Result<Vec<(String, T)>> {
+    ) -> anyhow::Result<Vec<(K, T)>> {
         tree.scan_prefix(&prefix)
             .map(|r| {
                 let (k, v) = r.context("failed to read state")?;
                 Ok((
-                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                    String::from_utf8_lossy(&k[prefix.len()..])
+                        .into_owned()
+                        .into(),
                     decode(&v)?,
                 ))
             })
@@ -242,75 +244,85 @@ impl Store for SledStore {
     // ---- reads ----
 
     /// The last snapshot of an employee.
-    fn snapshot(&self, link: &str, employee: &str) -> anyhow::Result<Option<Snapshot>> {
-        Self::get(&self.snapshots, &key(&[link, employee]))
+    fn snapshot(&self, link: &LinkName, employee: &EmployeeId) -> anyhow::Result<Option<Snapshot>> {
+        Self::get(&self.snapshots, &key(&[link.as_str(), employee.as_str()]))
     }
 
     /// Every snapshot of a link.
-    fn snapshots(&self, link: &str) -> anyhow::Result<Vec<Snapshot>> {
-        Self::scan(&self.snapshots, prefix(&[link]))
+    fn snapshots(&self, link: &LinkName) -> anyhow::Result<Vec<Snapshot>> {
+        Self::scan(&self.snapshots, prefix(&[link.as_str()]))
     }
 
     /// The LMS account of an employee.
-    fn account(&self, link: &str, employee: &str) -> anyhow::Result<Option<Account>> {
-        Self::get(&self.accounts, &key(&[link, employee]))
+    fn account(&self, link: &LinkName, employee: &EmployeeId) -> anyhow::Result<Option<Account>> {
+        Self::get(&self.accounts, &key(&[link.as_str(), employee.as_str()]))
     }
 
     /// The accounts of a link, by HRIS id.
-    fn accounts(&self, link: &str) -> anyhow::Result<Vec<(String, Account)>> {
-        Self::scan_named(&self.accounts, prefix(&[link]))
+    fn accounts(&self, link: &LinkName) -> anyhow::Result<Vec<(EmployeeId, Account)>> {
+        Self::scan_named(&self.accounts, prefix(&[link.as_str()]))
     }
 
     /// The host's enrollment of an employee in a course.
     fn enrollment(
         &self,
-        link: &str,
-        employee: &str,
-        course: &str,
+        link: &LinkName,
+        employee: &EmployeeId,
+        course: &CourseId,
     ) -> anyhow::Result<Option<Enrollment>> {
-        Self::get(&self.enrollments, &key(&[link, employee, course]))
+        Self::get(
+            &self.enrollments,
+            &key(&[link.as_str(), employee.as_str(), course.as_str()]),
+        )
     }
 
     /// The courses the host enrolled an employee in.
     fn enrollments_of(
         &self,
-        link: &str,
-        employee: &str,
-    ) -> anyhow::Result<Vec<(String, Enrollment)>> {
-        Self::scan_named(&self.enrollments, prefix(&[link, employee]))
+        link: &LinkName,
+        employee: &EmployeeId,
+    ) -> anyhow::Result<Vec<(CourseId, Enrollment)>> {
+        Self::scan_named(
+            &self.enrollments,
+            prefix(&[link.as_str(), employee.as_str()]),
+        )
     }
 
     /// Whether an operation with this key succeeded before.
-    fn is_done(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool> {
+    fn is_done(&self, link: &LinkName, idempotency_key: &str) -> anyhow::Result<bool> {
         self.done
-            .contains_key(key(&[link, idempotency_key]))
+            .contains_key(key(&[link.as_str(), idempotency_key]))
             .context("failed to read state")
     }
 
     /// Whether an operation with this key waits in the outbox.
-    fn is_pending(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool> {
+    fn is_pending(&self, link: &LinkName, idempotency_key: &str) -> anyhow::Result<bool> {
         self.outbox_keys
-            .contains_key(key(&[link, idempotency_key]))
+            .contains_key(key(&[link.as_str(), idempotency_key]))
             .context("failed to read state")
     }
 
     /// Whether an operation with this key was given up on (and not replayed).
-    fn is_dead(&self, link: &str, idempotency_key: &str) -> anyhow::Result<bool> {
+    fn is_dead(&self, link: &LinkName, idempotency_key: &str) -> anyhow::Result<bool> {
         self.dead_keys
-            .contains_key(key(&[link, idempotency_key]))
+            .contains_key(key(&[link.as_str(), idempotency_key]))
             .context("failed to read state")
     }
 
     /// The operations waiting for one employee, in order.
-    fn pending_for(&self, link: &str, employee: &str) -> anyhow::Result<Vec<Operation>> {
-        Self::scan(&self.outbox, prefix(&[link, employee]))
+    fn pending_for(
+        &self,
+        link: &LinkName,
+        employee: &EmployeeId,
+    ) -> anyhow::Result<Vec<Operation>> {
+        Self::scan(&self.outbox, prefix(&[link.as_str(), employee.as_str()]))
     }
 
     /// Every operation waiting in a link's outbox, grouped by employee, each
     /// group in order.
-    fn outbox(&self, link: &str) -> anyhow::Result<Vec<Vec<Operation>>> {
+    fn outbox(&self, link: &LinkName) -> anyhow::Result<Vec<Vec<Operation>>> {
         let mut groups: Vec<Vec<Operation>> = Vec::new();
-        for op in Self::scan::<Operation>(&self.outbox, prefix(&[link]))? {
+        for op in Self::scan::<Operation>(&self.outbox, prefix(&[link.as_str()]))? {
             match groups.last_mut() {
                 Some(group) if group[0].employee_id == op.employee_id => group.push(op),
                 _ => groups.push(vec![op]),
@@ -320,58 +332,78 @@ impl Store for SledStore {
     }
 
     /// Whether this attempt was considered before.
-    fn is_seen(&self, link: &str, c: &Completion) -> anyhow::Result<bool> {
+    fn is_seen(&self, link: &LinkName, c: &Completion) -> anyhow::Result<bool> {
         self.seen
-            .contains_key(key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]))
+            .contains_key(key(&[
+                link.as_str(),
+                &c.employee_id,
+                &c.course_id,
+                &c.attempt_id,
+            ]))
             .context("failed to read state")
     }
 
     /// The winning completion of (employee, course).
-    fn winner(&self, link: &str, employee: &str, course: &str) -> anyhow::Result<Option<Winner>> {
-        Self::get(&self.winners, &key(&[link, employee, course]))
+    fn winner(
+        &self,
+        link: &LinkName,
+        employee: &EmployeeId,
+        course: &CourseId,
+    ) -> anyhow::Result<Option<Winner>> {
+        Self::get(
+            &self.winners,
+            &key(&[link.as_str(), employee.as_str(), course.as_str()]),
+        )
     }
 
     /// The winning completions of one employee, by course.
-    fn winners_of(&self, link: &str, employee: &str) -> anyhow::Result<Vec<(String, Winner)>> {
-        Self::scan_named(&self.winners, prefix(&[link, employee]))
+    fn winners_of(
+        &self,
+        link: &LinkName,
+        employee: &EmployeeId,
+    ) -> anyhow::Result<Vec<(CourseId, Winner)>> {
+        Self::scan_named(&self.winners, prefix(&[link.as_str(), employee.as_str()]))
     }
 
     /// A cursor (`employees` or `completions`) of a link.
-    fn cursor(&self, link: &str, name: &str) -> anyhow::Result<Option<String>> {
-        Self::get(&self.cursors, &key(&[link, name]))
+    fn cursor(&self, link: &LinkName, name: &str) -> anyhow::Result<Option<String>> {
+        Self::get(&self.cursors, &key(&[link.as_str(), name]))
     }
 
     /// Set a cursor outside a plan (bookkeeping such as the time of the last
     /// full listing).
-    fn put_cursor(&self, link: &str, name: &str, value: &str) -> anyhow::Result<()> {
-        Self::put(&self.cursors, &key(&[link, name]), &value)
+    fn put_cursor(&self, link: &LinkName, name: &str, value: &str) -> anyhow::Result<()> {
+        Self::put(&self.cursors, &key(&[link.as_str(), name]), &value)
     }
 
     /// One dead letter.
-    fn dead_letter_by_id(&self, link: &str, id: u64) -> anyhow::Result<Option<DeadLetter>> {
-        let dlq_key = dead_letter_key(link, id);
+    fn dead_letter_by_id(&self, link: &LinkName, id: u64) -> anyhow::Result<Option<DeadLetter>> {
+        let dlq_key = dead_letter_key(link.as_str(), id);
         Self::get(&self.dead_letters, &dlq_key)
     }
 
     /// Dead letters of a link, oldest first.
-    fn dead_letters(&self, link: &str) -> anyhow::Result<Vec<DeadLetter>> {
-        Self::scan(&self.dead_letters, prefix(&[link]))
+    fn dead_letters(&self, link: &LinkName) -> anyhow::Result<Vec<DeadLetter>> {
+        Self::scan(&self.dead_letters, prefix(&[link.as_str()]))
     }
 
     /// Status of a link.
-    fn link_status(&self, link: &str) -> anyhow::Result<LinkStatus> {
-        Ok(Self::get(&self.links, &key(&[link]))?.unwrap_or_default())
+    fn link_status(&self, link: &LinkName) -> anyhow::Result<LinkStatus> {
+        Ok(Self::get(&self.links, &key(&[link.as_str()]))?.unwrap_or_default())
     }
 
     /// A connector's health record.
-    fn connector_health(&self, connector: &str) -> anyhow::Result<Option<ConnectorHealth>> {
+    fn connector_health(
+        &self,
+        connector: &ConnectorName,
+    ) -> anyhow::Result<Option<ConnectorHealth>> {
         Self::get(&self.connector_health, connector.as_bytes())
     }
 
     /// Record a connector's health.
     fn put_connector_health(
         &self,
-        connector: &str,
+        connector: &ConnectorName,
         health: &ConnectorHealth,
     ) -> anyhow::Result<()> {
         Self::put(&self.connector_health, connector.as_bytes(), health)
@@ -379,7 +411,7 @@ impl Store for SledStore {
 
     /// Lift a connector's quarantine and reset its fault count. Returns the
     /// quarantine that was lifted, if there was one.
-    fn resume_connector(&self, connector: &str) -> anyhow::Result<Option<Quarantine>> {
+    fn resume_connector(&self, connector: &ConnectorName) -> anyhow::Result<Option<Quarantine>> {
         let Some(mut health) = self.connector_health(connector)? else {
             return Ok(None);
         };
@@ -390,22 +422,22 @@ impl Store for SledStore {
     }
 
     /// Quarantined connectors, by name.
-    fn quarantined(&self) -> anyhow::Result<Vec<(String, ConnectorHealth)>> {
+    fn quarantined(&self) -> anyhow::Result<Vec<(ConnectorName, ConnectorHealth)>> {
         let mut out = Vec::new();
         for entry in self.connector_health.iter() {
             let (k, v) = entry.context("failed to read state")?;
             let health: ConnectorHealth =
                 serde_json::from_slice(&v).context("corrupt state record")?;
             if health.quarantine.is_some() {
-                out.push((String::from_utf8_lossy(&k).into_owned(), health));
+                out.push((String::from_utf8_lossy(&k).into_owned().into(), health));
             }
         }
         Ok(out)
     }
 
     /// What the state holds for a link.
-    fn counts(&self, link: &str) -> LinkCounts {
-        let count = |tree: &sled::Tree| tree.scan_prefix(prefix(&[link])).count();
+    fn counts(&self, link: &LinkName) -> LinkCounts {
+        let count = |tree: &sled::Tree| tree.scan_prefix(prefix(&[link.as_str()])).count();
         LinkCounts {
             employees: count(&self.snapshots),
             accounts: count(&self.accounts),
@@ -419,8 +451,8 @@ impl Store for SledStore {
     // ---- writes ----
 
     /// Set a link's status.
-    fn put_link_status(&self, link: &str, status: &LinkStatus) -> anyhow::Result<()> {
-        Self::put(&self.links, &key(&[link]), status)
+    fn put_link_status(&self, link: &LinkName, status: &LinkStatus) -> anyhow::Result<()> {
+        Self::put(&self.links, &key(&[link.as_str()]), status)
     }
 
     /// Commit a plan: new snapshots, operations into the outbox (skipping
@@ -428,7 +460,7 @@ impl Store for SledStore {
     /// `cursor`: `Some((name, Some(value)))` sets it, `Some((name, None))` removes it.
     fn commit_plan(
         &self,
-        link: &str,
+        link: &LinkName,
         planned: &[PlannedEmployee],
         cursor: Option<(&str, Option<&str>)>,
     ) -> anyhow::Result<()> {
@@ -443,7 +475,7 @@ impl Store for SledStore {
             let mut seq = seqs.iter();
             for p in planned {
                 if let Some(s) = &p.snapshot {
-                    tx_put(snapshots, key(&[link, &s.employee.id]), s)?;
+                    tx_put(snapshots, key(&[link.as_str(), &s.employee.id]), s)?;
                 }
                 for (op, &n) in p.operations.iter().zip(&mut seq) {
                     Self::enqueue(outbox, keys, link, op, n)?;
@@ -451,9 +483,9 @@ impl Store for SledStore {
             }
             if let Some((name, value)) = cursor {
                 match value {
-                    Some(v) => tx_put(cursors, key(&[link, name]), &v)?,
+                    Some(v) => tx_put(cursors, key(&[link.as_str(), name]), &v)?,
                     None => {
-                        cursors.remove(key(&[link, name]))?;
+                        cursors.remove(key(&[link.as_str(), name]))?;
                     }
                 }
             }
@@ -465,7 +497,7 @@ impl Store for SledStore {
     /// push operations, and the cursor, in one transaction.
     fn commit_completions(
         &self,
-        link: &str,
+        link: &LinkName,
         seen: &[Completion],
         winners: &[(Winner, Operation)],
         cursor: Option<&str>,
@@ -482,7 +514,7 @@ impl Store for SledStore {
             trees.transaction(|(seen_tree, winners_tree, outbox, keys, cursors)| {
                 for c in seen {
                     seen_tree.insert(
-                        key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]),
+                        key(&[link.as_str(), &c.employee_id, &c.course_id, &c.attempt_id]),
                         &[][..],
                     )?;
                 }
@@ -490,13 +522,13 @@ impl Store for SledStore {
                     let c = &winner.completion;
                     tx_put(
                         winners_tree,
-                        key(&[link, &c.employee_id, &c.course_id]),
+                        key(&[link.as_str(), &c.employee_id, &c.course_id]),
                         winner,
                     )?;
                     Self::enqueue(outbox, keys, link, op, n)?;
                 }
                 if let Some(cursor) = cursor {
-                    tx_put(cursors, key(&[link, "completions"]), &cursor)?;
+                    tx_put(cursors, key(&[link.as_str(), "completions"]), &cursor)?;
                 }
                 Ok(())
             }),
@@ -507,7 +539,7 @@ impl Store for SledStore {
     /// record its effect and append its audit record, in one transaction.
     fn complete(
         &self,
-        link: &str,
+        link: &LinkName,
         op: &Operation,
         effect: &Effect,
         audit: Event,
@@ -526,17 +558,27 @@ impl Store for SledStore {
         tx_result(
             trees.transaction(|(outbox, keys, done, accounts, enrollments, audit)| {
                 outbox.remove(outbox_key.clone())?;
-                keys.remove(key(&[link, &op.key]))?;
-                tx_put(done, key(&[link, &op.key]), &(op.kind.name(), now_ms()))?;
+                keys.remove(key(&[link.as_str(), &op.key]))?;
+                tx_put(
+                    done,
+                    key(&[link.as_str(), &op.key]),
+                    &(op.kind.name(), now_ms()),
+                )?;
                 match effect {
-                    Effect::Account(a) => tx_put(accounts, key(&[link, &op.employee_id]), a)?,
+                    Effect::Account(a) => {
+                        tx_put(accounts, key(&[link.as_str(), &op.employee_id]), a)?
+                    }
                     Effect::Enrolled { course, enrollment } => tx_put(
                         enrollments,
-                        key(&[link, &op.employee_id, course]),
+                        key(&[link.as_str(), &op.employee_id, course.as_str()]),
                         enrollment,
                     )?,
                     Effect::Unenrolled { course } => {
-                        enrollments.remove(key(&[link, &op.employee_id, course]))?;
+                        enrollments.remove(key(&[
+                            link.as_str(),
+                            &op.employee_id,
+                            course.as_str(),
+                        ]))?;
                     }
                     Effect::None => {}
                 }
@@ -548,7 +590,7 @@ impl Store for SledStore {
     }
 
     /// An attempt failed and will be retried: record the attempt.
-    fn reschedule(&self, link: &str, op: &Operation) -> anyhow::Result<()> {
+    fn reschedule(&self, link: &LinkName, op: &Operation) -> anyhow::Result<()> {
         let outbox_key = self.outbox_key_of(link, op)?;
         Self::put(&self.outbox, &outbox_key, op)
     }
@@ -558,10 +600,10 @@ impl Store for SledStore {
     /// `dead_letter` in its details), in one transaction.
     fn dead_letter(
         &self,
-        link: &str,
+        link: &LinkName,
         op: &Operation,
         reason: &str,
-        at: &str,
+        at: Timestamp,
         audit: Event,
     ) -> anyhow::Result<u64> {
         let outbox_key = self.outbox_key_of(link, op)?;
@@ -572,7 +614,7 @@ impl Store for SledStore {
             reason: reason.to_owned(),
             at: at.to_owned(),
         };
-        let dlq_key = dead_letter_key(link, id);
+        let dlq_key = dead_letter_key(link.as_str(), id);
         let writer = self.audit.writer();
         let record = writer.prepare(audit.with_detail("dead_letter", id.into()))?;
         let trees = (
@@ -584,8 +626,8 @@ impl Store for SledStore {
         );
         tx_result(trees.transaction(|(outbox, keys, dlq, dead_keys, audit)| {
             outbox.remove(outbox_key.clone())?;
-            keys.remove(key(&[link, &op.key]))?;
-            dead_keys.insert(key(&[link, &op.key]), &id.to_be_bytes()[..])?;
+            keys.remove(key(&[link.as_str(), &op.key]))?;
+            dead_keys.insert(key(&[link.as_str(), &op.key]), &id.to_be_bytes()[..])?;
             tx_put(dlq, dlq_key.clone(), &letter)?;
             Writer::write(audit, &record)
         }))?;
@@ -594,8 +636,8 @@ impl Store for SledStore {
     }
 
     /// Move a dead letter back into the outbox, attempts reset.
-    fn replay_dead_letter(&self, link: &str, id: u64) -> anyhow::Result<Operation> {
-        let dlq_key = dead_letter_key(link, id);
+    fn replay_dead_letter(&self, link: &LinkName, id: u64) -> anyhow::Result<Operation> {
+        let dlq_key = dead_letter_key(link.as_str(), id);
         let letter: DeadLetter = Self::get(&self.dead_letters, &dlq_key)?
             .ok_or_else(|| anyhow!("link `{link}` has no dead letter {id}"))?;
         let mut op = letter.operation;
@@ -611,21 +653,21 @@ impl Store for SledStore {
         );
         tx_result(trees.transaction(|(dlq, dead_keys, outbox, keys)| {
             dlq.remove(dlq_key.clone())?;
-            dead_keys.remove(key(&[link, &op.key]))?;
+            dead_keys.remove(key(&[link.as_str(), &op.key]))?;
             Self::enqueue(outbox, keys, link, &op, seq)
         }))?;
         Ok(op)
     }
 
     /// Delete a dead letter.
-    fn drop_dead_letter(&self, link: &str, id: u64) -> anyhow::Result<DeadLetter> {
-        let dlq_key = dead_letter_key(link, id);
+    fn drop_dead_letter(&self, link: &LinkName, id: u64) -> anyhow::Result<DeadLetter> {
+        let dlq_key = dead_letter_key(link.as_str(), id);
         let letter: DeadLetter = Self::get(&self.dead_letters, &dlq_key)?
             .ok_or_else(|| anyhow!("link `{link}` has no dead letter {id}"))?;
         let trees = (&self.dead_letters, &self.dead_keys);
         tx_result(trees.transaction(|(dlq, dead_keys)| {
             dlq.remove(dlq_key.clone())?;
-            dead_keys.remove(key(&[link, &letter.operation.key]))?;
+            dead_keys.remove(key(&[link.as_str(), &letter.operation.key]))?;
             Ok(())
         }))?;
         Ok(letter)
@@ -635,10 +677,10 @@ impl Store for SledStore {
     /// listed (and since when), and clear the note of whoever was.
     fn note_departures(
         &self,
-        link: &str,
-        listed: &std::collections::BTreeSet<String>,
+        link: &LinkName,
+        listed: &std::collections::BTreeSet<EmployeeId>,
     ) -> anyhow::Result<()> {
-        let p = prefix(&[link]);
+        let p = prefix(&[link.as_str()]);
         let now = now_ms().to_be_bytes();
         for item in self.snapshots.scan_prefix(&p) {
             let (k, _) = item.context("failed to read state")?;
@@ -658,8 +700,8 @@ impl Store for SledStore {
     /// Delete the snapshots of employees absent from full listings since
     /// before `cutoff_ms`. Accounts and enrollments stay (a rehire
     /// reactivates the same account). Returns the employee ids.
-    fn prune_departed(&self, link: &str, cutoff_ms: u64) -> anyhow::Result<Vec<String>> {
-        let p = prefix(&[link]);
+    fn prune_departed(&self, link: &LinkName, cutoff_ms: u64) -> anyhow::Result<Vec<EmployeeId>> {
+        let p = prefix(&[link.as_str()]);
         let mut removed = Vec::new();
         for item in self.departed.scan_prefix(&p) {
             let (k, v) = item.context("failed to read state")?;
@@ -672,31 +714,23 @@ impl Store for SledStore {
                     departed.remove(&k)?;
                     tx_put(retired, k.to_vec(), &rev)
                 }))?;
-                removed.push(String::from_utf8_lossy(&k[p.len()..]).into_owned());
+                removed.push(String::from_utf8_lossy(&k[p.len()..]).into_owned().into());
             }
         }
         Ok(removed)
     }
 
     /// The last revision of an employee's snapshot that retention deleted.
-    fn retired_rev(&self, link: &str, employee: &str) -> anyhow::Result<Option<u64>> {
-        Self::get(&self.retired, &key(&[link, employee]))
+    fn retired_rev(&self, link: &LinkName, employee: &EmployeeId) -> anyhow::Result<Option<u64>> {
+        Self::get(&self.retired, &key(&[link.as_str(), employee.as_str()]))
     }
 
     /// Delete dead letters given up on before `cutoff` (RFC 3339). Returns
     /// how many.
-    fn prune_dead_letters(
-        &self,
-        link: &str,
-        cutoff: &time::OffsetDateTime,
-    ) -> anyhow::Result<usize> {
+    fn prune_dead_letters(&self, link: &LinkName, cutoff: Timestamp) -> anyhow::Result<usize> {
         let mut removed = 0;
         for letter in self.dead_letters(link)? {
-            let at = time::OffsetDateTime::parse(
-                &letter.at,
-                &time::format_description::well_known::Rfc3339,
-            );
-            if at.is_ok_and(|at| at < *cutoff) {
+            if letter.at < cutoff {
                 self.drop_dead_letter(link, letter.id)?;
                 removed += 1;
             }
@@ -705,9 +739,9 @@ impl Store for SledStore {
     }
 
     /// Whether a webhook delivery of `connector` with this id was processed.
-    fn is_webhook_delivered(&self, connector: &str, id: &str) -> anyhow::Result<bool> {
+    fn is_webhook_delivered(&self, connector: &ConnectorName, id: &str) -> anyhow::Result<bool> {
         self.webhook_deliveries
-            .contains_key(key(&[connector, id]))
+            .contains_key(key(&[connector.as_str(), id]))
             .context("failed to read state")
     }
 
@@ -719,7 +753,7 @@ impl Store for SledStore {
     /// so is an operation already done, so it is never written twice.
     fn commit_webhook(
         &self,
-        connector: &str,
+        connector: &ConnectorName,
         delivery_id: &str,
         batches: &[WebhookBatch],
     ) -> anyhow::Result<DeliveryCommit> {
@@ -728,7 +762,7 @@ impl Store for SledStore {
             .map(|b| b.winners.len() + b.planned.iter().map(|p| p.operations.len()).sum::<usize>())
             .sum();
         let seqs = self.sequence(ops)?;
-        let marker = key(&[connector, delivery_id]);
+        let marker = key(&[connector.as_str(), delivery_id]);
         let at = now_ms();
         let trees = (
             &self.webhook_deliveries,
@@ -748,31 +782,44 @@ impl Store for SledStore {
                 let mut queued = 0;
                 let mut seq = seqs.iter();
                 for batch in batches {
-                    let link = batch.link.as_str();
+                    let link = &batch.link;
                     let mut known = Vec::new();
                     for c in &batch.seen {
-                        let k = key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]);
+                        let k = key(&[link.as_str(), &c.employee_id, &c.course_id, &c.attempt_id]);
                         if seen.insert(k.clone(), &[][..])?.is_some() {
                             known.push(k);
                         }
                     }
                     for ((winner, op), &n) in batch.winners.iter().zip(&mut seq) {
                         let c = &winner.completion;
-                        let attempt = key(&[link, &c.employee_id, &c.course_id, &c.attempt_id]);
-                        if known.contains(&attempt) || done.get(key(&[link, &op.key]))?.is_some() {
+                        let attempt =
+                            key(&[link.as_str(), &c.employee_id, &c.course_id, &c.attempt_id]);
+                        if known.contains(&attempt)
+                            || done.get(key(&[link.as_str(), &op.key]))?.is_some()
+                        {
                             continue;
                         }
-                        tx_put(winners, key(&[link, &c.employee_id, &c.course_id]), winner)?;
-                        queued += usize::from(keys.get(key(&[link, &op.key]))?.is_none());
+                        tx_put(
+                            winners,
+                            key(&[link.as_str(), &c.employee_id, &c.course_id]),
+                            winner,
+                        )?;
+                        queued += usize::from(keys.get(key(&[link.as_str(), &op.key]))?.is_none());
                         Self::enqueue(outbox, keys, link, op, n)?;
                     }
                     for p in &batch.planned {
                         if let Some(snapshot) = &p.snapshot {
-                            tx_put(snapshots, key(&[link, &snapshot.employee.id]), snapshot)?;
+                            tx_put(
+                                snapshots,
+                                key(&[link.as_str(), &snapshot.employee.id]),
+                                snapshot,
+                            )?;
                         }
                         for (op, &n) in p.operations.iter().zip(&mut seq) {
-                            if done.get(key(&[link, &op.key]))?.is_none() {
-                                queued += usize::from(keys.get(key(&[link, &op.key]))?.is_none());
+                            if done.get(key(&[link.as_str(), &op.key]))?.is_none() {
+                                queued += usize::from(
+                                    keys.get(key(&[link.as_str(), &op.key]))?.is_none(),
+                                );
                                 Self::enqueue(outbox, keys, link, op, n)?;
                             }
                         }
@@ -806,7 +853,7 @@ impl Store for SledStore {
     /// link's snapshot, dead letters and outbox (free text scrubbed of the
     /// values removed), and their audit payloads.
     /// The erasure itself is recorded (`subject.erased`, naming `actor`).
-    fn forget(&self, employee: &str, actor: &str) -> anyhow::Result<Forgotten> {
+    fn forget(&self, employee: &EmployeeId, actor: &str) -> anyhow::Result<Forgotten> {
         fn matching<T: DeserializeOwned>(
             tree: &sled::Tree,
             is: impl Fn(&T) -> bool,
@@ -821,10 +868,10 @@ impl Store for SledStore {
             }
             Ok(out)
         }
-        let mut snapshots = matching(&self.snapshots, |s: &Snapshot| s.employee.id == employee)?;
-        let mut ops = matching(&self.outbox, |op: &Operation| op.employee_id == employee)?;
+        let mut snapshots = matching(&self.snapshots, |s: &Snapshot| s.employee.id == *employee)?;
+        let mut ops = matching(&self.outbox, |op: &Operation| op.employee_id == *employee)?;
         let mut letters = matching(&self.dead_letters, |l: &DeadLetter| {
-            l.operation.employee_id == employee
+            l.operation.employee_id == *employee
         })?;
 
         // Erase the fields, collecting the values to scrub from free text
@@ -887,12 +934,12 @@ impl Store for SledStore {
     }
 
     /// When the last scheduled or triggered run of a link finished (Unix ms).
-    fn last_run(&self, link: &str) -> anyhow::Result<Option<u64>> {
+    fn last_run(&self, link: &LinkName) -> anyhow::Result<Option<u64>> {
         Self::get(&self.schedule_tree()?, link.as_bytes())
     }
 
     /// Record that a run of a link finished at `at_ms`.
-    fn put_last_run(&self, link: &str, at_ms: u64) -> anyhow::Result<()> {
+    fn put_last_run(&self, link: &LinkName, at_ms: u64) -> anyhow::Result<()> {
         Self::put(&self.schedule_tree()?, link.as_bytes(), &at_ms)
     }
 
@@ -926,6 +973,7 @@ mod tests {
     fn outbox_keeps_order_per_employee_and_dedupes_keys() {
         let dir = tempfile::tempdir().unwrap();
         let state = SledStore::open(dir.path()).unwrap();
+        let l = LinkName::from("l");
         let e = Employee {
             id: "7".into(),
             employee_number: None,
@@ -957,44 +1005,44 @@ mod tests {
             },
         ];
         state
-            .commit_plan("l", &plan, Some(("employees", Some("cur"))))
+            .commit_plan(&l, &plan, Some(("employees", Some("cur"))))
             .unwrap();
-        let groups = state.outbox("l").unwrap();
+        let groups = state.outbox(&l).unwrap();
         let keys: Vec<Vec<&str>> = groups
             .iter()
             .map(|g| g.iter().map(|o| o.key.as_str()).collect())
             .collect();
         assert_eq!(keys, vec![vec!["a", "b"], vec!["c"]]);
         assert_eq!(
-            state.cursor("l", "employees").unwrap().as_deref(),
+            state.cursor(&l, "employees").unwrap().as_deref(),
             Some("cur")
         );
 
         state
             .complete(
-                "l",
+                &l,
                 &groups[0][0],
                 &Effect::None,
                 Event::new(Kind::CompletionWritten),
             )
             .unwrap();
-        assert!(state.is_done("l", "a").unwrap());
-        assert!(!state.is_pending("l", "a").unwrap());
+        assert!(state.is_done(&l, "a").unwrap());
+        assert!(!state.is_pending(&l, "a").unwrap());
         // A done key is never enqueued again by a later plan (the planner
         // checks `is_done`); a pending one is deduplicated by the index.
         let id = state
             .dead_letter(
-                "l",
+                &l,
                 &groups[0][1],
                 "refused",
-                "now",
+                Timestamp::now(),
                 Event::new(Kind::OperationDeadLettered),
             )
             .unwrap();
-        assert_eq!(state.dead_letters("l").unwrap().len(), 1);
-        state.replay_dead_letter("l", id).unwrap();
-        assert!(state.is_pending("l", "b").unwrap());
-        assert!(state.dead_letters("l").unwrap().is_empty());
+        assert_eq!(state.dead_letters(&l).unwrap().len(), 1);
+        state.replay_dead_letter(&l, id).unwrap();
+        assert!(state.is_pending(&l, "b").unwrap());
+        assert!(state.dead_letters(&l).unwrap().is_empty());
         // Each outcome was audited in the same transaction.
         let kinds: Vec<String> = state
             .audit()
@@ -1010,12 +1058,13 @@ mod tests {
     fn a_webhook_delivery_is_committed_once_with_its_operations() {
         let dir = tempfile::tempdir().unwrap();
         let state = SledStore::open(dir.path()).unwrap();
+        let (l, lms) = (LinkName::from("l"), ConnectorName::from("lms"));
         let completion = Completion {
             employee_id: "7".into(),
             course_id: "C".into(),
             attempt_id: "1".into(),
             status: CompletionStatus::Passed,
-            completed_at: "2026-01-01T00:00:00Z".into(),
+            completed_at: "2026-01-01T00:00:00Z".parse().unwrap(),
             score: None,
             expires_at: None,
         };
@@ -1040,39 +1089,39 @@ mod tests {
         };
         assert_eq!(
             state
-                .commit_webhook("lms", "msg_1", std::slice::from_ref(&batch))
+                .commit_webhook(&lms, "msg_1", std::slice::from_ref(&batch))
                 .unwrap(),
             DeliveryCommit::Recorded { queued: 1 }
         );
-        assert!(state.is_webhook_delivered("lms", "msg_1").unwrap());
-        assert!(state.is_pending("l", "push-1").unwrap());
-        assert!(state.is_seen("l", &completion).unwrap());
+        assert!(state.is_webhook_delivered(&lms, "msg_1").unwrap());
+        assert!(state.is_pending(&l, "push-1").unwrap());
+        assert!(state.is_seen(&l, &completion).unwrap());
         assert_eq!(
             state
-                .commit_webhook("lms", "msg_1", std::slice::from_ref(&batch))
+                .commit_webhook(&lms, "msg_1", std::slice::from_ref(&batch))
                 .unwrap(),
             DeliveryCommit::Replay
         );
-        assert_eq!(state.counts("l").outbox, 1);
+        assert_eq!(state.counts(&l).outbox, 1);
 
         // Another delivery of an attempt already seen adds nothing.
-        let groups = state.outbox("l").unwrap();
+        let groups = state.outbox(&l).unwrap();
         state
             .complete(
-                "l",
+                &l,
                 &groups[0][0],
                 &Effect::None,
                 Event::new(Kind::CompletionWritten),
             )
             .unwrap();
         assert_eq!(
-            state.commit_webhook("lms", "msg_2", &[batch]).unwrap(),
+            state.commit_webhook(&lms, "msg_2", &[batch]).unwrap(),
             DeliveryCommit::Recorded { queued: 0 }
         );
-        assert_eq!(state.counts("l").outbox, 0);
+        assert_eq!(state.counts(&l).outbox, 0);
 
         assert_eq!(state.prune_webhook_deliveries(0).unwrap(), 0);
         assert_eq!(state.prune_webhook_deliveries(now_ms() + 1).unwrap(), 2);
-        assert!(!state.is_webhook_delivered("lms", "msg_1").unwrap());
+        assert!(!state.is_webhook_delivered(&lms, "msg_1").unwrap());
     }
 }

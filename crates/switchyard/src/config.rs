@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_model::{ConnectorName, LinkName};
 
 use crate::daemon::scheduler::Schedule;
 
@@ -52,11 +53,11 @@ pub struct Config {
     /// Directory of the sled database.
     pub data_dir: PathBuf,
     /// Connectors by name.
-    pub connectors: BTreeMap<String, ConnectorConfig>,
+    pub connectors: BTreeMap<ConnectorName, ConnectorConfig>,
     /// Links by name.
-    pub links: BTreeMap<String, LinkConfig>,
+    pub links: BTreeMap<LinkName, LinkConfig>,
     /// When the daemon runs each link, by link name (every link has one).
-    pub schedules: BTreeMap<String, LinkSchedule>,
+    pub schedules: BTreeMap<LinkName, LinkSchedule>,
     /// Request budgets per origin, shared by all connectors reaching it.
     pub origins: Vec<(Origin, OriginBudget)>,
     /// How long audit records, dead letters and departed employees' snapshots are kept.

@@ -54,9 +54,10 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::RunReport;
+use crate::model::LinkName;
 use crate::runtime::Runtime;
 use crate::secrets::{SecretStore, resolve_secret};
-use crate::service::{RunOutcome, Service};
+use crate::service::{RunOutcome, Service, SyncError};
 use crate::store::{SledStore, Store};
 use plugins::{Change, PluginDir};
 use scheduler::{LinkRunner, LinkSlot, RunCause, RunEnd, WallClock};
@@ -94,7 +95,7 @@ pub struct Shared {
     /// The plugin directory.
     pub plugins: PluginDir,
     /// One scheduler slot per link.
-    pub links: BTreeMap<String, Arc<LinkSlot>>,
+    pub links: BTreeMap<LinkName, Arc<LinkSlot>>,
     activity: Mutex<BTreeMap<String, LinkActivity>>,
     admin_token_sha256: [u8; 32],
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -222,7 +223,7 @@ impl Shared {
                 note(
                     self.state.audit(),
                     DaemonEvent::ConnectorPaused {
-                        connector: connector.clone(),
+                        connector: connector.to_string(),
                         reason: reason.clone(),
                     },
                 );
@@ -261,7 +262,7 @@ impl Shared {
         &self,
         service: Arc<Service>,
         link: &str,
-    ) -> anyhow::Result<RunReport> {
+    ) -> Result<RunReport, SyncError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let handle = tokio::runtime::Handle::current();
         let link = link.to_owned();
@@ -297,14 +298,16 @@ impl Shared {
 
 impl LinkRunner for Shared {
     fn last_run(&self, link: &str) -> Option<u64> {
-        self.state.last_run(link).unwrap_or_else(|e| {
-            tracing::warn!(link, "cannot read the last run time: {e:#}");
-            None
-        })
+        self.state
+            .last_run(&LinkName::from(link))
+            .unwrap_or_else(|e| {
+                tracing::warn!(link, "cannot read the last run time: {e:#}");
+                None
+            })
     }
 
     fn record_run(&self, link: &str, at_ms: u64) {
-        if let Err(e) = self.state.put_last_run(link, at_ms) {
+        if let Err(e) = self.state.put_last_run(&LinkName::from(link), at_ms) {
             tracing::error!(link, "cannot record the run time: {e:#}");
         }
     }
@@ -321,7 +324,7 @@ impl LinkRunner for Shared {
             let a = activity.entry(link.to_owned()).or_default();
             a.last_started = Some(started_at);
         }
-        let result = self.sync_on_own_thread(service, link).await;
+        let result = self.sync_on_own_thread(service.clone(), link).await;
         let outcome = RunOutcome::of(&result);
         let now_s = crate::store::now_ms() as f64 / 1000.0;
         crate::telemetry::link_run(
@@ -331,7 +334,7 @@ impl LinkRunner for Shared {
             result.as_ref().ok(),
             now_s,
         );
-        let counts = self.state.counts(link);
+        let counts = self.state.counts(&LinkName::from(link));
         crate::telemetry::depths(link, counts.outbox, counts.dead_letters);
         match &result {
             Ok(report) => tracing::info!(
@@ -340,7 +343,12 @@ impl LinkRunner for Shared {
                 pending = report.pending,
                 "link run finished"
             ),
-            Err(e) => tracing::warn!(link, outcome = outcome.label(), "link run failed: {e:#}"),
+            Err(e) => {
+                let state = service
+                    .link_state(&LinkName::from(link))
+                    .map_or_else(|e| format!("unknown ({e:#})"), |s| s.to_string());
+                tracing::warn!(link, outcome = outcome.label(), status = %state, "link run failed: {e:#}");
+            }
         }
         let finished = now_rfc3339();
         let mut activity = self.activity.lock().unwrap_or_else(|e| e.into_inner());

@@ -15,7 +15,8 @@ use anyhow::{Context, anyhow, bail};
 
 use crate::audit::{Event, Kind, cli_actor};
 use crate::config::Config;
-use crate::engine::{Interrupted, LinkHalted, LinkRun, LinkStopped, RunOptions, RunReport};
+use crate::engine::{LinkRun, RunError, RunOptions, RunReport};
+use crate::model::{ConnectorName, Date, EmployeeId, LinkName, Timestamp};
 use crate::runtime::{Connector, Plugin, PluginError, Runtime, World};
 use crate::secrets::{SecretStore, resolve_credential};
 use crate::store::{ConnectorHealth, Forgotten, Quarantine, SledStore, Store};
@@ -53,6 +54,84 @@ pub struct Paused {
     pub reason: String,
 }
 
+/// Why a link run did not finish, as the service sees it: the engine's
+/// [`RunError`], or a refusal before the run began. [`RunOutcome::of_error`]
+/// classifies it by matching, never by its text.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The run itself stopped, halted, was interrupted or lost its store.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A connector of the link is quarantined.
+    #[error(transparent)]
+    Quarantined(Box<Quarantined>),
+    /// A connector of the link has no usable plugin.
+    #[error(transparent)]
+    Paused(#[from] Paused),
+    /// The run could not be set up or recorded (an unknown link, storage).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The state a link is in between runs, rendered one way everywhere
+/// ([`Service::link_state`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkState {
+    /// Nothing stops the next run.
+    Ok,
+    /// The mass-deactivation guard halted it; an operator must approve.
+    Halted {
+        /// The halt's message, with the command that approves.
+        reason: String,
+    },
+    /// A connector has no usable plugin or credential.
+    Paused {
+        /// The connector.
+        connector: ConnectorName,
+        /// Why.
+        reason: String,
+    },
+    /// A connector is quarantined after plugin faults in a row.
+    Quarantined {
+        /// The connector.
+        connector: ConnectorName,
+        /// Why and since when.
+        quarantine: Quarantine,
+    },
+}
+
+impl LinkState {
+    /// One word: `ok`, `halted`, `paused` or `quarantined`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            LinkState::Ok => "ok",
+            LinkState::Halted { .. } => "halted",
+            LinkState::Paused { .. } => "paused",
+            LinkState::Quarantined { .. } => "quarantined",
+        }
+    }
+}
+
+impl std::fmt::Display for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkState::Ok => f.write_str("ok"),
+            LinkState::Halted { reason } => write!(f, "halted: {reason}"),
+            LinkState::Paused { connector, reason } => {
+                write!(f, "paused: connector `{connector}`: {reason}")
+            }
+            LinkState::Quarantined {
+                connector,
+                quarantine,
+            } => write!(
+                f,
+                "quarantined: connector `{connector}` since {} after {} plugin faults in a row; resume it with `switchyard plugin resume {connector}`",
+                quarantine.at, quarantine.faults
+            ),
+        }
+    }
+}
+
 /// How a link run ended. The one classification of a run's result: the
 /// CLI's exit code, the daemon's metrics and status, and the audit record
 /// of a failed run all come from matching on it.
@@ -77,7 +156,7 @@ pub enum RunOutcome {
 
 impl RunOutcome {
     /// The outcome of a run's result.
-    pub fn of<T>(result: &anyhow::Result<T>) -> RunOutcome {
+    pub fn of<T>(result: &Result<T, SyncError>) -> RunOutcome {
         match result {
             Ok(_) => RunOutcome::Ok,
             Err(e) => RunOutcome::of_error(e),
@@ -85,19 +164,14 @@ impl RunOutcome {
     }
 
     /// The outcome of a run that returned `e`.
-    pub fn of_error(e: &anyhow::Error) -> RunOutcome {
-        if e.downcast_ref::<Interrupted>().is_some() {
-            RunOutcome::Interrupted
-        } else if e.downcast_ref::<LinkHalted>().is_some() {
-            RunOutcome::Halted
-        } else if e.downcast_ref::<LinkStopped>().is_some() {
-            RunOutcome::Stopped
-        } else if e.downcast_ref::<Quarantined>().is_some() {
-            RunOutcome::Quarantined
-        } else if e.downcast_ref::<Paused>().is_some() {
-            RunOutcome::Paused
-        } else {
-            RunOutcome::Failed
+    pub fn of_error(e: &SyncError) -> RunOutcome {
+        match e {
+            SyncError::Run(RunError::Interrupted(_)) => RunOutcome::Interrupted,
+            SyncError::Run(RunError::Halted(_)) => RunOutcome::Halted,
+            SyncError::Run(RunError::Stopped(_)) => RunOutcome::Stopped,
+            SyncError::Quarantined(_) => RunOutcome::Quarantined,
+            SyncError::Paused(_) => RunOutcome::Paused,
+            SyncError::Run(RunError::State(_)) | SyncError::Other(_) => RunOutcome::Failed,
         }
     }
 
@@ -155,11 +229,11 @@ pub struct Service {
     /// Plugin files that were refused.
     pub refused: Vec<PluginError>,
     /// Connectors by name.
-    pub connectors: BTreeMap<String, Connector>,
+    pub connectors: BTreeMap<ConnectorName, Connector>,
     /// Connectors without a usable plugin, and why. [`Service::open`]
     /// refuses to start with any; the daemon ([`Service::assemble`]) pauses
     /// them and the links that use them.
-    pub paused: BTreeMap<String, String>,
+    pub paused: BTreeMap<ConnectorName, String>,
     /// Set to make runs in progress stop at their next checkpoint (the
     /// daemon's shutdown); shared by every service a daemon assembles.
     pub stop: Arc<AtomicBool>,
@@ -265,13 +339,9 @@ impl Service {
     }
 
     /// Run one link once.
-    pub async fn sync_link(&self, name: &str) -> anyhow::Result<RunReport> {
-        self.sync_link_with(
-            name,
-            RunOptions::default(),
-            time::OffsetDateTime::now_utc().date(),
-        )
-        .await
+    pub async fn sync_link(&self, name: &str) -> Result<RunReport, SyncError> {
+        self.sync_link_with(name, RunOptions::default(), Date::today())
+            .await
     }
 
     /// Run one link once with options, as of `today`.
@@ -279,8 +349,8 @@ impl Service {
         &self,
         name: &str,
         options: RunOptions,
-        today: time::Date,
-    ) -> anyhow::Result<RunReport> {
+        today: Date,
+    ) -> Result<RunReport, SyncError> {
         let audit = self.state.audit();
         let started = Event::new(Kind::RunStarted)
             .link(name)
@@ -306,11 +376,12 @@ impl Service {
         let report = match result {
             Ok(report) => report,
             Err(e) => {
+                let e = SyncError::Run(e);
                 audit.append(run_failed(name, &e))?;
                 return Err(e);
             }
         };
-        let mut counts = serde_json::to_value(&report)?;
+        let mut counts = serde_json::to_value(&report).context("failed to encode a run report")?;
         if let Some(map) = counts.as_object_mut() {
             map.remove("plan");
             map.remove("link");
@@ -330,7 +401,7 @@ impl Service {
 
     /// Subject erasure (see [`Store::forget`]), recorded with this
     /// service's actor.
-    pub fn forget(&self, employee: &str) -> anyhow::Result<Forgotten> {
+    pub fn forget(&self, employee: &EmployeeId) -> anyhow::Result<Forgotten> {
         self.state.forget(employee, &self.actor)
     }
 
@@ -341,7 +412,7 @@ impl Service {
 
     /// Lift a connector's quarantine and reset its fault count; returns the
     /// quarantine that was lifted.
-    pub fn resume(&self, connector: &str) -> anyhow::Result<Option<Quarantine>> {
+    pub fn resume(&self, connector: &ConnectorName) -> anyhow::Result<Option<Quarantine>> {
         // The caller records the action with its actor (the CLI as
         // `user@host`, the admin API with the token and address).
         let lifted = self.state.resume_connector(connector)?;
@@ -351,27 +422,32 @@ impl Service {
         Ok(lifted)
     }
 
-    fn refuse_if_quarantined(&self, link: &str, name: &str) -> anyhow::Result<()> {
+    fn refuse_if_quarantined(
+        &self,
+        link: &LinkName,
+        name: &ConnectorName,
+    ) -> Result<(), SyncError> {
         let connector = &self.connectors[name];
         let Some(health) = self.state.connector_health(name)? else {
             return Ok(());
         };
         match health.quarantine {
-            Some(quarantine) if health.sha256 == connector.plugin.sha256 => Err(Quarantined {
-                link: link.to_owned(),
-                connector: name.to_owned(),
-                plugin: connector.plugin.name.clone(),
-                version: connector.plugin.version().to_owned(),
-                quarantine,
+            Some(quarantine) if health.sha256 == connector.plugin.sha256 => {
+                Err(SyncError::Quarantined(Box::new(Quarantined {
+                    link: link.to_string(),
+                    connector: name.to_string(),
+                    plugin: connector.plugin.name.clone(),
+                    version: connector.plugin.version().to_owned(),
+                    quarantine,
+                })))
             }
-            .into()),
             _ => Ok(()),
         }
     }
 
     /// Persist a connector's faults in a row, and quarantine it when they
     /// reach its limit.
-    fn record_health(&self, name: &str) -> anyhow::Result<()> {
+    fn record_health(&self, name: &ConnectorName) -> anyhow::Result<()> {
         let connector = &self.connectors[name];
         let mut health = self
             .state
@@ -409,17 +485,15 @@ impl Service {
             health.quarantine = Some(Quarantine {
                 reason,
                 faults,
-                at: time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
+                at: Timestamp::now(),
             });
         }
         self.state.put_connector_health(name, &health)
     }
 
     /// Run every link once, in name order. Stops at the first link that fails.
-    pub async fn sync_all(&self, options: RunOptions) -> anyhow::Result<Vec<RunReport>> {
-        let today = time::OffsetDateTime::now_utc().date();
+    pub async fn sync_all(&self, options: RunOptions) -> Result<Vec<RunReport>, SyncError> {
+        let today = Date::today();
         let mut reports = Vec::new();
         for name in self.config.links.keys() {
             reports.push(self.sync_link_with(name, options, today).await?);
@@ -428,23 +502,23 @@ impl Service {
     }
 
     /// Apply what waits in a link's outbox (after `dlq replay`).
-    pub async fn drain_outbox(&self, name: &str) -> anyhow::Result<RunReport> {
-        let run = self.link_run(name, time::OffsetDateTime::now_utc().date())?;
+    pub async fn drain_outbox(&self, name: &str) -> Result<RunReport, SyncError> {
+        let run = self.link_run(name, Date::today())?;
         let result = run.drain().await;
         for connector in [&run.link.hris, &run.link.lms] {
             self.record_health(connector)?;
         }
-        result
+        Ok(result?)
     }
 
     /// A run of a link, refused while one of its connectors is quarantined.
-    fn link_run<'a>(&'a self, name: &'a str, today: time::Date) -> anyhow::Result<LinkRun<'a>> {
-        let link = self.link(name)?;
+    fn link_run<'a>(&'a self, name: &str, today: Date) -> Result<LinkRun<'a>, SyncError> {
+        let (name, link) = self.link(name)?;
         for connector in [&link.hris, &link.lms] {
-            if let Some(reason) = self.paused.get(connector.as_str()) {
+            if let Some(reason) = self.paused.get(connector) {
                 return Err(Paused {
-                    link: name.to_owned(),
-                    connector: connector.clone(),
+                    link: name.to_string(),
+                    connector: connector.to_string(),
                     reason: reason.clone(),
                 }
                 .into());
@@ -468,20 +542,49 @@ impl Service {
         &self,
         name: &str,
     ) -> anyhow::Result<Vec<crate::engine::reconcile::Drift>> {
-        let link = self.link(name)?;
+        let (name, link) = self.link(name)?;
         let lms = self.connectors.get(&link.lms).ok_or_else(|| Paused {
-            link: name.to_owned(),
-            connector: link.lms.clone(),
+            link: name.to_string(),
+            connector: link.lms.to_string(),
             reason: self.paused.get(&link.lms).cloned().unwrap_or_default(),
         })?;
         crate::engine::reconcile::reconcile(name, link, lms, &*self.state).await
     }
 
+    /// What state a link is in: halted for an operator, paused or
+    /// quarantined through one of its connectors, or ok. The CLI's
+    /// `status`, the admin API and the daemon's logs all show this value.
+    pub fn link_state(&self, name: &LinkName) -> anyhow::Result<LinkState> {
+        let (name, link) = self.link(name)?;
+        if let Some(reason) = self.state.link_status(name)?.halted {
+            return Ok(LinkState::Halted { reason });
+        }
+        for connector in [&link.hris, &link.lms] {
+            if let Some(reason) = self.paused.get(connector) {
+                return Ok(LinkState::Paused {
+                    connector: connector.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            let loaded = self.connectors.get(connector);
+            if let Some(health) = self.state.connector_health(connector)?
+                && let Some(quarantine) = health.quarantine
+                && loaded.is_some_and(|c| c.plugin.sha256 == health.sha256)
+            {
+                return Ok(LinkState::Quarantined {
+                    connector: connector.clone(),
+                    quarantine,
+                });
+            }
+        }
+        Ok(LinkState::Ok)
+    }
+
     /// The link's configuration, or an error naming the file.
-    pub fn link(&self, name: &str) -> anyhow::Result<&crate::config::LinkConfig> {
+    pub fn link(&self, name: &str) -> anyhow::Result<(&LinkName, &crate::config::LinkConfig)> {
         self.config
             .links
-            .get(name)
+            .get_key_value(name)
             .ok_or_else(|| anyhow!("no link named `{name}` in {}", self.config.file.display()))
     }
 }
@@ -499,7 +602,8 @@ pub fn apply_retention(config: &Config, state: &dyn Store) -> anyhow::Result<Ret
     let mut report = RetentionReport::default();
     let cause = |what: &str, d: u32| format!("retention: {what} older than {d} days");
     for link in config.links.keys() {
-        let letters = state.prune_dead_letters(link, &days(retention.dead_letter_days))?;
+        let letters =
+            state.prune_dead_letters(link, Timestamp::new(days(retention.dead_letter_days)))?;
         let departed = state.prune_departed(link, ms(days(retention.departed_days)))?;
         if letters > 0 {
             audit.append(
@@ -533,7 +637,7 @@ pub fn apply_retention(config: &Config, state: &dyn Store) -> anyhow::Result<Ret
 }
 
 /// The audit record of a run that failed: halted, stopped, refused or failed.
-fn run_failed(link: &str, e: &anyhow::Error) -> Event {
+fn run_failed(link: &str, e: &SyncError) -> Event {
     let kind = RunOutcome::of_error(e).audit_kind();
     // The error chain may quote a vendor's text: outside the hashed record.
     Event::new(kind)
@@ -619,7 +723,10 @@ fn bind(
     plugins: &BTreeMap<String, Arc<Plugin>>,
     missing: &dyn Fn(&str) -> String,
     previous: Option<&Service>,
-) -> (BTreeMap<String, Connector>, Vec<(String, String)>) {
+) -> (
+    BTreeMap<ConnectorName, Connector>,
+    Vec<(ConnectorName, String)>,
+) {
     let store = SecretStore::in_dir(&config.data_dir);
     let mut connectors = BTreeMap::new();
     let mut paused = BTreeMap::new();
@@ -679,7 +786,7 @@ fn bind(
         }
     }
     // Reported after every missing plugin, as `open` always did.
-    let mut paused: Vec<(String, String)> = paused.into_iter().collect();
+    let mut paused: Vec<(ConnectorName, String)> = paused.into_iter().collect();
     for (connector, reason) in unfit {
         connectors.remove(&connector);
         if !paused.iter().any(|(c, _)| *c == connector) {
@@ -693,7 +800,7 @@ fn bind(
 /// file changed.
 fn restore_health(
     state: &dyn Store,
-    connectors: &BTreeMap<String, Connector>,
+    connectors: &BTreeMap<ConnectorName, Connector>,
 ) -> anyhow::Result<()> {
     for (name, connector) in connectors {
         let Some(health) = state.connector_health(name)? else {

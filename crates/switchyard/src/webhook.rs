@@ -51,7 +51,7 @@ use crate::config::{Config, WebhookConfig, WebhookScheme};
 use crate::engine::Ingest;
 use crate::engine::LinkConfig;
 use crate::model::now_ms;
-use crate::model::{ConnectorError, WebhookEvent};
+use crate::model::{ConnectorError, ConnectorName, Date, LinkName, WebhookEvent};
 use crate::runtime::Connector;
 use crate::secrets::SecretStore;
 use crate::store::{DeliveryCommit, Store, WebhookBatch};
@@ -93,7 +93,7 @@ struct Endpoint {
 /// find connectors.
 pub struct Ingress {
     endpoints: BTreeMap<String, Endpoint>,
-    links: BTreeMap<String, LinkConfig>,
+    links: BTreeMap<LinkName, LinkConfig>,
     connectors: Box<dyn ConnectorSource>,
     state: Arc<dyn Store>,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
@@ -370,7 +370,8 @@ impl Ingress {
     }
 
     async fn process(&self, name: &str, headers: &HeaderMap, body: Body) -> Outcome {
-        let Some(endpoint) = self.endpoints.get(name) else {
+        let name = &ConnectorName::from(name);
+        let Some(endpoint) = self.endpoints.get(name.as_str()) else {
             return match self.connectors.connector(name) {
                 Some(_) => Outcome::NotConfigured,
                 None => Outcome::UnknownConnector,
@@ -455,7 +456,7 @@ impl Ingress {
                     Ok(()) => {
                         if queued > 0 {
                             let links: Vec<String> =
-                                batches.iter().map(|b| b.link.clone()).collect();
+                                batches.iter().map(|b| b.link.to_string()).collect();
                             (self.on_accepted)(&links);
                         }
                         Outcome::Accepted {
@@ -484,7 +485,7 @@ impl Ingress {
         name: &str,
         events: &[WebhookEvent],
     ) -> anyhow::Result<Result<Vec<WebhookBatch>, Outcome>> {
-        let today = time::OffsetDateTime::now_utc().date();
+        let today = Date::today();
         let mut batches = Vec::new();
         for (link_name, link) in &self.links {
             let mut batch = WebhookBatch {

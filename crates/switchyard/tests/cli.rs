@@ -262,7 +262,7 @@ fn plugin_resume_lifts_a_quarantine() {
         let state = SledStore::open(&dir.path().join("data")).unwrap();
         state
             .put_connector_health(
-                "hr",
+                &"hr".into(),
                 &ConnectorHealth {
                     plugin: "bamboohr".into(),
                     sha256: "ab".repeat(32),
@@ -270,7 +270,7 @@ fn plugin_resume_lifts_a_quarantine() {
                     quarantine: Some(Quarantine {
                         reason: "trap: boom".into(),
                         faults: 5,
-                        at: "2026-01-01T00:00:00Z".into(),
+                        at: "2026-01-01T00:00:00Z".parse().unwrap(),
                     }),
                 },
             )
@@ -299,7 +299,7 @@ fn plugin_resume_lifts_a_quarantine() {
     assert_eq!(out.status.code(), Some(2));
 
     let state = SledStore::open(&dir.path().join("data")).unwrap();
-    let health = state.connector_health("hr").unwrap().unwrap();
+    let health = state.connector_health(&"hr".into()).unwrap().unwrap();
     assert_eq!(health.quarantine, None);
     assert_eq!(health.faults_in_a_row, 0);
 }

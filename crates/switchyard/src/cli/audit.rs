@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use switchyard::audit::{Entry, Event, Filter, Kind, cli_actor};
+use switchyard::model::EmployeeId;
 use switchyard::store::Store;
 
 use super::common::{ConfigArg, Exit, open_state, record_action};
@@ -73,7 +74,7 @@ pub enum AuditCommand {
         #[command(flatten)]
         config: ConfigArg,
         /// HRIS employee id.
-        employee: String,
+        employee: EmployeeId,
     },
     /// Apply the configured retention now (syncs also apply it).
     Prune {

@@ -10,7 +10,7 @@ use clap::Args;
 use switchyard::audit::{Event, cli_actor};
 use switchyard::config::{Config, ConfigError};
 use switchyard::engine::RunReport;
-use switchyard::service::{RunOutcome, Service};
+use switchyard::service::{RunOutcome, Service, SyncError};
 use switchyard::store::{SledStore, Store};
 
 /// The exit codes a subcommand returns itself. The other codes come from an
@@ -47,7 +47,10 @@ pub fn exit_code_of(e: &anyhow::Error) -> ExitCode {
     if e.downcast_ref::<ConfigError>().is_some() {
         Exit::Invalid.into()
     } else {
-        ExitCode::from(RunOutcome::of_error(e).exit_code())
+        let outcome = e
+            .downcast_ref::<SyncError>()
+            .map_or(RunOutcome::Failed, RunOutcome::of_error);
+        ExitCode::from(outcome.exit_code())
     }
 }
 

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 use switchyard::audit::{Event, Kind};
-use switchyard::model::{DeadLetter, OpKind};
+use switchyard::model::{DeadLetter, LinkName, OpKind};
 
 use super::common::{ConfigArg, Exit, open, print_report};
 
@@ -25,7 +25,7 @@ pub enum DlqCommand {
         #[command(flatten)]
         config: ConfigArg,
         /// The link.
-        link: String,
+        link: LinkName,
         /// Dead letter id.
         id: u64,
     },
@@ -34,7 +34,7 @@ pub enum DlqCommand {
         #[command(flatten)]
         config: ConfigArg,
         /// The link.
-        link: String,
+        link: LinkName,
         /// Dead letter ids (in the order to replay).
         ids: Vec<u64>,
     },
@@ -43,7 +43,7 @@ pub enum DlqCommand {
         #[command(flatten)]
         config: ConfigArg,
         /// The link.
-        link: String,
+        link: LinkName,
         /// Dead letter id.
         id: u64,
     },
@@ -58,7 +58,7 @@ pub async fn execute(command: DlqCommand) -> anyhow::Result<Exit> {
                 .config
                 .links
                 .keys()
-                .filter(|n| link.as_ref().is_none_or(|l| l == *n))
+                .filter(|n| link.as_ref().is_none_or(|l| l == n.as_str()))
             {
                 for letter in service.state.dead_letters(name)? {
                     all.push((name.clone(), letter));
@@ -139,7 +139,10 @@ fn describe(kind: &OpKind) -> String {
         }
         OpKind::SetActive { active } => format!("set-active {active}"),
         OpKind::Enroll { course, due, .. } => {
-            format!("enroll {course} due {}", due.as_deref().unwrap_or("-"))
+            format!(
+                "enroll {course} due {}",
+                due.map_or_else(|| "-".to_owned(), |d| d.to_string())
+            )
         }
         OpKind::Unenroll { course } => format!("unenroll {course}"),
         OpKind::PushCompletion { completion, .. } => format!(

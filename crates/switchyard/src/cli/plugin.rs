@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use switchyard::audit::{Event, Kind};
 use switchyard::config::{AuthConfig, Config};
+use switchyard::model::ConnectorName;
 use switchyard::runtime::Runtime;
 use switchyard::store::{SledStore, Store};
 
@@ -45,7 +46,7 @@ pub enum PluginCommand {
         )]
         config: PathBuf,
         /// The connector.
-        connector: String,
+        connector: ConnectorName,
     },
 }
 
@@ -103,7 +104,7 @@ fn list(config: &ConfigArg) -> anyhow::Result<Exit> {
 }
 
 /// `plugin resume`: exit 2 if the configuration has no such connector.
-fn resume(config: &Path, connector: &str) -> anyhow::Result<Exit> {
+fn resume(config: &Path, connector: &ConnectorName) -> anyhow::Result<Exit> {
     let config = Config::load(config)?;
     if !config.connectors.contains_key(connector) {
         eprintln!(

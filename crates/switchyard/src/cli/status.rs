@@ -19,16 +19,10 @@ pub fn execute(args: StatusArgs) -> anyhow::Result<Exit> {
     );
     for link in service.config.links.keys() {
         let c = service.state.counts(link);
-        let status = service.state.link_status(link)?;
+        let state = service.link_state(link)?;
         println!(
             "{link:<16} {:>9} {:>9} {:>11} {:>11} {:>7} {:>12}  {}",
-            c.employees,
-            c.accounts,
-            c.enrollments,
-            c.completions,
-            c.outbox,
-            c.dead_letters,
-            status.halted.as_deref().unwrap_or("ok")
+            c.employees, c.accounts, c.enrollments, c.completions, c.outbox, c.dead_letters, state
         );
     }
     for (connector, health) in service.state.quarantined()? {

@@ -51,9 +51,9 @@ pub async fn execute(args: SyncArgs) -> anyhow::Result<Exit> {
     };
     let links: Vec<String> = match link {
         Some(link) => vec![link],
-        None => service.config.links.keys().cloned().collect(),
+        None => service.config.links.keys().map(|l| l.to_string()).collect(),
     };
-    let today = time::OffsetDateTime::now_utc().date();
+    let today = switchyard::model::Date::today();
     let progress = Progress::new(links.len() as u64);
     let mut reports = Vec::new();
     for link in &links {

@@ -303,7 +303,7 @@ impl Config {
                 webhooks.insert(name.clone(), checked);
             }
             connectors.insert(
-                name,
+                ConnectorName::from(name),
                 ConnectorConfig {
                     plugin: raw.plugin,
                     settings,
@@ -320,7 +320,7 @@ impl Config {
             let raw = raw.into_inner();
             check_name(name.as_str()).map_err(|m| at(span, format!("link `{name}`: {m}")))?;
             for (role, connector) in [("hris", &raw.hris), ("lms", &raw.lms)] {
-                if !connectors.contains_key(connector.get_ref()) {
+                if !connectors.contains_key(connector.get_ref().as_str()) {
                     return Err(at(
                         connector.span().start,
                         format!(
@@ -379,12 +379,12 @@ impl Config {
                 })
                 .transpose()?
                 .unwrap_or(Duration::from_secs(7 * 86_400));
-            schedules.insert(name.clone(), LinkSchedule { schedule, jitter });
+            schedules.insert(LinkName::from(&*name), LinkSchedule { schedule, jitter });
             links.insert(
-                name,
+                LinkName::from(name),
                 LinkConfig {
-                    hris: raw.hris.into_inner(),
-                    lms: raw.lms.into_inner(),
+                    hris: raw.hris.into_inner().into(),
+                    lms: raw.lms.into_inner().into(),
                     on_termination: raw.on_termination,
                     completion_policy: raw.completion_policy,
                     on_leave: raw.on_leave,

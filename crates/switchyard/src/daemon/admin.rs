@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use super::{DaemonEvent, Shared, note};
 use crate::audit::Kind;
+use crate::model::{ConnectorName, EmployeeId, LinkName};
 
 type SharedState = Arc<Shared>;
 
@@ -116,7 +117,7 @@ async fn audit_verify(State(shared): State<SharedState>) -> ApiResult {
 async fn audit_forget(
     State(shared): State<SharedState>,
     Extension(caller): Extension<Caller>,
-    Path(employee): Path<String>,
+    Path(employee): Path<EmployeeId>,
 ) -> ApiResult {
     let actor = format!("admin token {} from {}", caller.token, caller.remote);
     let forgotten = shared.state.forget(&employee, &actor)?;
@@ -252,7 +253,7 @@ async fn connectors(State(shared): State<SharedState>) -> ApiResult {
     Ok(Json(out).into_response())
 }
 
-fn link_json(shared: &Shared, name: &str) -> Result<Value, ApiError> {
+fn link_json(shared: &Shared, name: &LinkName) -> Result<Value, ApiError> {
     let link = shared
         .config
         .links
@@ -264,6 +265,7 @@ fn link_json(shared: &Shared, name: &str) -> Result<Value, ApiError> {
         .filter(|ms| *ms > 0);
     let last_run = shared.state.last_run(name)?;
     let status = shared.state.link_status(name)?;
+    let state = shared.service.load().link_state(name)?;
     Ok(json!({
         "name": name,
         "hris": link.hris,
@@ -272,6 +274,8 @@ fn link_json(shared: &Shared, name: &str) -> Result<Value, ApiError> {
         "running": slot.is_some_and(|s| s.running.load(Ordering::SeqCst)),
         "next_run": next.map(rfc3339_ms),
         "last_run_finished": last_run.map(rfc3339_ms),
+        "status": state.label(),
+        "status_detail": state.to_string(),
         "halted": status.halted,
         "counts": shared.state.counts(name),
         "activity": shared.activity(name),
@@ -296,14 +300,14 @@ async fn links(State(shared): State<SharedState>) -> ApiResult {
     Ok(Json(out).into_response())
 }
 
-async fn link(State(shared): State<SharedState>, Path(name): Path<String>) -> ApiResult {
+async fn link(State(shared): State<SharedState>, Path(name): Path<LinkName>) -> ApiResult {
     Ok(Json(link_json(&shared, &name)?).into_response())
 }
 
 async fn trigger_sync(
     State(shared): State<SharedState>,
     Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
+    Path(name): Path<LinkName>,
 ) -> ApiResult {
     if !shared.trigger(&name) {
         return Err(not_found(&format!("no link named `{name}`")));
@@ -315,7 +319,7 @@ async fn trigger_sync(
     note(
         shared.state.audit(),
         DaemonEvent::ManualTrigger {
-            link: name.clone(),
+            link: name.to_string(),
             token: caller.token.clone(),
             remote: caller.remote.clone(),
         },
@@ -324,7 +328,7 @@ async fn trigger_sync(
         shared.state.audit(),
         DaemonEvent::AdminAction {
             action: Kind::AdminTriggerSync,
-            target: name.clone(),
+            target: name.to_string(),
             token: caller.token,
             remote: caller.remote,
             outcome: if running {
@@ -341,7 +345,7 @@ async fn trigger_sync(
         .into_response())
 }
 
-async fn dead_letters(State(shared): State<SharedState>, Path(name): Path<String>) -> ApiResult {
+async fn dead_letters(State(shared): State<SharedState>, Path(name): Path<LinkName>) -> ApiResult {
     if !shared.config.links.contains_key(&name) {
         return Err(not_found(&format!("no link named `{name}`")));
     }
@@ -351,7 +355,7 @@ async fn dead_letters(State(shared): State<SharedState>, Path(name): Path<String
 async fn replay_dead_letter(
     State(shared): State<SharedState>,
     Extension(caller): Extension<Caller>,
-    Path((name, id)): Path<(String, u64)>,
+    Path((name, id)): Path<(LinkName, u64)>,
 ) -> ApiResult {
     if !shared.config.links.contains_key(&name) {
         return Err(not_found(&format!("no link named `{name}`")));
@@ -386,7 +390,7 @@ async fn replay_dead_letter(
 async fn resume_connector(
     State(shared): State<SharedState>,
     Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
+    Path(name): Path<ConnectorName>,
 ) -> ApiResult {
     if !shared.config.connectors.contains_key(&name) {
         return Err(not_found(&format!("no connector named `{name}`")));
@@ -398,7 +402,7 @@ async fn resume_connector(
         shared.state.audit(),
         DaemonEvent::AdminAction {
             action: Kind::AdminResumeConnector,
-            target: name.clone(),
+            target: name.to_string(),
             token: caller.token,
             remote: caller.remote,
             outcome: if lifted.is_some() {
