@@ -185,6 +185,9 @@ impl Credential {
 /// ASCII case-insensitive (see `capability::http`), which covers escapes
 /// with mixed-case hex digits.
 ///
+/// Encoded spellings shorter than 4 characters are left out (the value
+/// itself never is): redacting `eA` (`x` in base64) would garble text.
+///
 /// Not covered (and cannot be in general): base64 of the value embedded at
 /// an offset not a multiple of 3 in a longer base64 string (its characters
 /// then depend on the bytes around it), escapes mixed in other patterns
@@ -204,9 +207,15 @@ pub fn spellings(value: &str) -> Vec<String> {
         hex::encode(bytes),
         hex::encode_upper(bytes),
     ];
-    let mut out: Vec<String> = Vec::new();
+    if value.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = vec![value.to_owned()];
+    // An encoded spelling of a value of a byte or two is so short (`eA`,
+    // `78`) that redacting it would garble ordinary text; the value itself
+    // is always redacted.
     let mut add = |s: String| {
-        if !s.is_empty() && !out.contains(&s) {
+        if s.len() >= MIN_SPELLING && !out.contains(&s) {
             out.push(s);
         }
     };
@@ -246,6 +255,9 @@ pub fn spellings(value: &str) -> Vec<String> {
     }
     out
 }
+
+/// The shortest encoded spelling redacted.
+const MIN_SPELLING: usize = 4;
 
 /// `text` with every byte not `kept` as `%XX`; with `form`, space as `+`.
 fn percent(text: &str, upper: bool, kept: impl Fn(u8) -> bool, form: bool) -> String {
@@ -401,6 +413,9 @@ mod tests {
                 "{how}: `{spelling}` is not among {all:#?}"
             );
         }
+        // A value of one byte: itself, and no two-character encoding.
+        assert_eq!(spellings("x")[0], "x");
+        assert!(spellings("x").iter().all(|s| s == "x" || s.len() >= 4));
         let html = spellings("a<b&c>");
         assert!(
             html.iter().any(|s| s == "a\\u003cb\\u0026c\\u003e"),

@@ -481,7 +481,9 @@ impl HttpState {
         let headers = wire::response_headers(response.headers(), !codings.is_empty())
             .map_err(|e| refused(&e))?;
         let raw = read_capped(&mut response, self.max_body, &origin).await?;
-        let body = if codings.is_empty() {
+        // An empty body (HEAD, 204, 304) has nothing to decode, whatever
+        // its `Content-Encoding` says.
+        let body = if codings.is_empty() || raw.is_empty() {
             raw
         } else {
             // CPU-bound and bounded by `max_body` per coding; a panic in a
@@ -700,6 +702,8 @@ struct Redactor(Option<aho_corasick::AhoCorasick>);
 
 impl Redactor {
     fn new(forms: &[String]) -> Result<Redactor, String> {
+        // An empty pattern would match between every two bytes.
+        let forms: Vec<&String> = forms.iter().filter(|f| !f.is_empty()).collect();
         if forms.is_empty() {
             return Ok(Redactor(None));
         }
@@ -767,7 +771,7 @@ mod tests {
             redactor.bytes(b"token=abc123&echo=ABC123abc12&x=abc12"),
             b"token=[redacted]&echo=[redacted]12&x=abc12".to_vec()
         );
-        let none = Redactor::new(&[]).unwrap();
+        let none = Redactor::new(&[String::new()]).unwrap();
         assert_eq!(none.text("abc123"), "abc123");
     }
 
