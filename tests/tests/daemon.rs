@@ -789,6 +789,11 @@ async fn plugin_inspect_shows_world_contract_imports_and_grants() {
         "{text}"
     );
     assert!(
+        text.lines()
+            .any(|l| l.contains("sent to") && l.contains(port) && !l.contains("not sent")),
+        "which origins receive the credential: {text}"
+    );
+    assert!(
         !text.contains(&h.lms.token()),
         "no secret value is shown: {text}"
     );

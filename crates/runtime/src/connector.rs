@@ -55,6 +55,7 @@ impl Runtime {
             limits: grants.limits.clone(),
             egress: Arc::new(Egress::new(
                 grants.allow.clone(),
+                grants.credential_origins.clone(),
                 credential,
                 self.budgets.clone(),
             )),

@@ -115,6 +115,27 @@ impl Origin {
         })
     }
 
+    /// Whether this is a `*.` wildcard origin.
+    pub fn is_wildcard(&self) -> bool {
+        self.host.starts_with("*.")
+    }
+
+    /// Whether every URL on `other` is on this origin: the same origin, or
+    /// a named host (not a wildcard, not an address) under this wildcard.
+    pub fn covers(&self, other: &Origin) -> bool {
+        if self == other {
+            return true;
+        }
+        if other.is_wildcard() {
+            return false;
+        }
+        url::Url::parse(&format!(
+            "{}://{}:{}/",
+            other.scheme, other.host, other.port
+        ))
+        .is_ok_and(|url| self.matches(&url))
+    }
+
     /// Whether `url` is on this origin.
     pub fn matches(&self, url: &url::Url) -> bool {
         let Some(host) = url.host_str() else {
@@ -143,14 +164,18 @@ impl fmt::Display for Origin {
 }
 
 /// Everything a connector is granted besides its credential: the settings
-/// its plugin reads through `config`, the origins it may reach, and the
-/// limits of each call.
+/// its plugin reads through `config`, the origins it may reach (and those
+/// its credential goes to), and the limits of each call.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
     /// Non-secret settings (`config.get`).
     pub settings: std::collections::BTreeMap<String, String>,
     /// Origins the plugin may send requests to.
     pub allow: Vec<Origin>,
+    /// Origins the connector's credential is injected for: requests to
+    /// other allowed origins go without it. Empty: the credential goes
+    /// nowhere.
+    pub credential_origins: Vec<Origin>,
     /// Per-call limits.
     pub limits: Limits,
 }

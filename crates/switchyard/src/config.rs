@@ -176,8 +176,12 @@ pub struct ConnectorConfig {
     pub settings: BTreeMap<String, String>,
     /// Origins the plugin may send requests to.
     pub allow: Vec<Origin>,
-    /// Credential the host injects into requests to `allow`ed origins.
+    /// Credential the host injects into requests to the origins named for
+    /// it ([`ConnectorConfig::credential_origins`]).
     pub auth: Option<AuthConfig>,
+    /// `credential_origins` as written: the origins the credential goes to;
+    /// `None` means the non-wildcard `allow`ed origins.
+    pub credential_origins: Option<Vec<Origin>>,
     /// Per-call limits.
     pub limits: Limits,
 }
@@ -188,7 +192,23 @@ impl ConnectorConfig {
         Grants {
             settings: self.settings.clone(),
             allow: self.allow.clone(),
+            credential_origins: self.credential_origins(),
             limits: self.limits.clone(),
+        }
+    }
+
+    /// The origins the credential is injected for: `credential_origins` as
+    /// written, or else every `allow`ed origin that is not a wildcard. A
+    /// wildcard receives the credential only when named here explicitly.
+    pub fn credential_origins(&self) -> Vec<Origin> {
+        match &self.credential_origins {
+            Some(named) => named.clone(),
+            None => self
+                .allow
+                .iter()
+                .filter(|o| !o.is_wildcard())
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -502,7 +522,7 @@ due_in_days = 30
     fn oauth2_and_new_limits_parse() {
         let text = GOOD.replace(
             "allow = [\"https://*.acme.example\"]",
-            "allow = [\"https://*.acme.example\"]\nauth = { kind = \"oauth2\", token_url = \"https://login.acme.example/token\", client_id = \"sy\", client_secret = { secret = \"store:lms-client\" }, scope = \"read\", client_auth = \"body\" }\n[connectors.lms.limits]\nmax_records = 500\nfuel = 1000000\nquarantine_after = 3",
+            "allow = [\"https://*.acme.example\"]\nauth = { kind = \"oauth2\", token_url = \"https://login.acme.example/token\", client_id = \"sy\", client_secret = { secret = \"store:lms-client\" }, scope = \"read\", client_auth = \"body\" }\ncredential_origins = [\"https://*.acme.example\"]\n[connectors.lms.limits]\nmax_records = 500\nfuel = 1000000\nquarantine_after = 3",
         );
         let config = parse(&text).unwrap();
         let lms = &config.connectors["lms"];
@@ -533,5 +553,46 @@ due_in_days = 30
         assert!(err.message.contains("oauth2 `token_url`"), "{err}");
         let zero = text.replace("quarantine_after = 3", "quarantine_after = 0");
         assert!(parse(&zero).unwrap_err().message.contains("at least 1"));
+    }
+
+    #[test]
+    fn credentials_go_to_named_origins_and_a_wildcard_only_when_named() {
+        let config = parse(GOOD).unwrap();
+        let hr = &config.connectors["hr"];
+        assert_eq!(
+            hr.credential_origins(),
+            vec![Origin::parse("https://acme.bamboohr.com").unwrap()],
+            "default: the non-wildcard allowed origins"
+        );
+        let lms = "allow = [\"https://*.acme.example\"]";
+        let auth = "auth = { kind = \"bearer\", token = { secret = \"env:T\" } }";
+
+        // Only a wildcard allowed and nothing named: the credential would go
+        // nowhere, which is refused at load with the way out.
+        let err = parse(&GOOD.replace(lms, &format!("{lms}\n{auth}"))).unwrap_err();
+        assert!(err.message.contains("credential_origins"), "{err}");
+        assert!(err.message.contains("wildcard"), "{err}");
+
+        // A named host under the wildcard.
+        let named = format!("{lms}\n{auth}\ncredential_origins = [\"https://api.acme.example\"]");
+        let config = parse(&GOOD.replace(lms, &named)).unwrap();
+        let grants = config.connectors["lms"].grants();
+        assert_eq!(grants.credential_origins.len(), 1);
+        assert_eq!(grants.credential_origins[0].host, "api.acme.example");
+
+        // The wildcard itself, named explicitly.
+        let wildcard = format!("{lms}\n{auth}\ncredential_origins = [\"https://*.acme.example\"]");
+        let config = parse(&GOOD.replace(lms, &wildcard)).unwrap();
+        assert!(config.connectors["lms"].credential_origins()[0].is_wildcard());
+
+        // Not an allowed origin.
+        let outside = format!("{lms}\n{auth}\ncredential_origins = [\"https://evil.example\"]");
+        let err = parse(&GOOD.replace(lms, &outside)).unwrap_err();
+        assert!(err.message.contains("not covered by `allow`"), "{err}");
+
+        // Without a credential, `credential_origins` means nothing.
+        let orphan = format!("{lms}\ncredential_origins = [\"https://api.acme.example\"]");
+        let err = parse(&GOOD.replace(lms, &orphan)).unwrap_err();
+        assert!(err.message.contains("no `auth`"), "{err}");
     }
 }

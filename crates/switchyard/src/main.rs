@@ -18,7 +18,9 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder
+            .fmt_fields(switchyard::telemetry::text_log_fields())
+            .init(),
         LogFormat::Json => builder.json().init(),
     }
 }

@@ -45,6 +45,27 @@ const BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How the text log format writes an event's fields: like the default,
+/// but every value (the message included) with control characters escaped
+/// ([`crate::runtime::capability::log::escape`]), so that text from a vendor
+/// or a plugin, wherever it is logged, cannot forge a log line or send
+/// escape sequences to the operator's terminal. The JSON format needs no
+/// help: it escapes control characters, one line per event.
+pub fn text_log_fields()
+-> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        let text = crate::runtime::capability::log::escape(&text);
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{}={text}", field.name())
+        }
+    })
+    .delimited(" ")
+}
+
 /// Install the process-wide Prometheus recorder (once; later calls return the
 /// same handle). `None` if another recorder was installed first.
 pub fn install() -> Option<PrometheusHandle> {
@@ -247,4 +268,44 @@ pub fn depths(link: &str, outbox: usize, dead_letters: usize) {
     metrics::gauge!("switchyard_outbox_depth", "link" => link.to_owned()).set(outbox as f64);
     metrics::gauge!("switchyard_dead_letter_depth", "link" => link.to_owned())
         .set(dead_letters as f64);
+}
+
+#[cfg(test)]
+mod text_log_tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn vendor_text_cannot_forge_a_text_log_line() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .fmt_fields(super::text_log_fields())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let vendor =
+                "bad gateway\n2026-01-01T00:00:00Z  INFO switchyard: admin logged in\u{1b}[2J";
+            tracing::warn!(error = %vendor, "vendor said {vendor}");
+        });
+        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+        assert!(out.contains("vendor said bad gateway\\n2026"), "{out}");
+        assert!(out.contains("error=bad gateway\\n2026"), "{out}");
+    }
 }

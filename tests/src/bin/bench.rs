@@ -79,6 +79,7 @@ async fn call_latency(calls: usize) -> anyhow::Result<()> {
             settings,
             allow: vec![Origin::parse("https://unused.example").map_err(anyhow::Error::msg)?],
             auth: None,
+            credential_origins: None,
             limits: Limits::default(),
         }
         .grants(),

@@ -1,10 +1,15 @@
 //! The `http` import: the only way out of the sandbox.
 //!
 //! Every request is checked against the connector's allowed origins (denied
-//! by default), counted against the per-call limit, sent by the host's shared
-//! client with a timeout, and read with a size cap. The connector's
-//! credential is injected here, at the network boundary, and every sealed
-//! credential value is redacted from the response before the plugin sees it.
+//! by default), counted against the per-call limit, converted with header
+//! and size limits (`wire`), sent by the host's shared client with a
+//! timeout, and read with a size cap. The connector's credential is injected
+//! here, at the network boundary, and only into requests to the origins
+//! named for it (`credential_origins`). The host owns content negotiation
+//! (`decode`): the response is decoded before the size cap and redaction,
+//! and every spelling of every sealed credential value
+//! ([`crate::secret::spellings`]) is redacted from its headers and body
+//! before the plugin sees it.
 //!
 //! Addresses are checked where the connection is made: the shared client
 //! resolves host names with [`PublicOnly`], which refuses loopback, private,
@@ -18,7 +23,10 @@
 //! Redirects are not followed: the plugin sees the 3xx and must send a new
 //! request, which passes the same checks.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod decode;
+mod wire;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,12 +35,19 @@ use crate::bindings::hris::switchyard::connector::http::{Host, Request, Response
 use crate::grants::{Limits, Origin};
 use crate::secret::{ClientAuth, Credential, OAuth2Client, Secret};
 
-/// What a connector may reach, and the credential bound to those origins.
+pub use wire::{MAX_HEADER_BYTES, MAX_HEADERS};
+
+/// What a connector may reach, and the credential bound to some of those
+/// origins.
 #[derive(Debug)]
 pub struct Egress {
     /// Allowed origins.
     pub allow: Vec<Origin>,
-    /// Injected into requests to allowed origins.
+    /// The origins the credential is injected for (a wildcard here matches
+    /// as in `allow`; only origins named for the credential are here).
+    pub credential_origins: Vec<Origin>,
+    /// Injected into requests to allowed origins that are also in
+    /// `credential_origins`.
     pub credential: Option<Credential>,
     /// The OAuth2 access token, shared by every call of the connector.
     token: tokio::sync::Mutex<Option<AccessToken>>,
@@ -44,15 +59,22 @@ impl Egress {
     /// Grants for one connector.
     pub fn new(
         allow: Vec<Origin>,
+        credential_origins: Vec<Origin>,
         credential: Option<Credential>,
         budgets: Arc<OriginBudgets>,
     ) -> Egress {
         Egress {
             allow,
+            credential_origins,
             credential,
             token: tokio::sync::Mutex::new(None),
             budgets,
         }
+    }
+
+    /// Whether the credential goes with a request to `url`.
+    fn injects_into(&self, url: &url::Url) -> bool {
+        self.credential.is_some() && self.credential_origins.iter().any(|o| o.matches(url))
     }
 }
 
@@ -118,7 +140,7 @@ pub struct HttpState {
     requests: u32,
     max_requests: u32,
     max_body: usize,
-    max_request_body: usize,
+    max_request_bytes: usize,
     timeout: Duration,
     /// A per-call limit this call broke; the call fails with it even if
     /// the plugin swallows the refusal.
@@ -172,17 +194,7 @@ pub struct Exchange {
     pub bytes_in: usize,
 }
 
-/// Headers the host controls.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "connection",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
-
-const REDACTED: &[u8] = b"[redacted]";
+const REDACTED: &str = "[redacted]";
 
 /// The client every plugin request (and every OAuth2 token request) goes
 /// through: no redirects, no proxies from the environment, and host names
@@ -274,24 +286,56 @@ pub fn internal(ip: IpAddr) -> Option<&'static str> {
             }
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return internal(IpAddr::V4(v4));
-            }
             let first = v6.segments()[0];
             if v6.is_loopback() {
                 Some("loopback")
             } else if v6.is_unspecified() {
                 Some("unspecified")
+            } else if let Some(kind) = embedded_ipv4(v6)
+                .into_iter()
+                .find_map(|v4| internal(IpAddr::V4(v4)))
+            {
+                // An address that reaches an IPv4 address is refused as that
+                // address would be.
+                Some(kind)
             } else if first & 0xfe00 == 0xfc00 {
                 Some("private")
             } else if first & 0xffc0 == 0xfe80 {
                 Some("link-local")
+            } else if first & 0xffc0 == 0xfec0 {
+                Some("site-local")
+            } else if v6.segments()[..3] == [0x64, 0xff9b, 0x1] {
+                // RFC 8215 local-use NAT64: where the IPv4 address sits
+                // depends on the operator's prefix length.
+                Some("private")
             } else if v6.is_multicast() {
                 Some("broadcast or multicast")
             } else {
                 None
             }
         }
+    }
+}
+
+/// The IPv4 addresses an IPv6 address leads to: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, deprecated), NAT64
+/// (`64:ff9b::/96`), 6to4 (`2002:AABB:CCDD::/48`), and Teredo
+/// (`2001:0::/32`: the server's address in bits 32-63, the client's in the
+/// last 32 bits, inverted).
+fn embedded_ipv4(v6: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let s = v6.segments();
+    let last = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        vec![v4]
+    } else if s[..6] == [0; 6] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        // IPv4-compatible, NAT64.
+        vec![last(s[6], s[7])]
+    } else if s[0] == 0x2002 {
+        vec![last(s[1], s[2])]
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        vec![last(!s[6], !s[7]), last(s[2], s[3])]
+    } else {
+        Vec::new()
     }
 }
 
@@ -336,7 +380,7 @@ impl HttpState {
             requests: 0,
             max_requests: limits.max_requests,
             max_body: (limits.max_response_kib as usize) << 10,
-            max_request_body: (limits.max_request_kib as usize) << 10,
+            max_request_bytes: (limits.max_request_kib as usize) << 10,
             timeout: Duration::from_millis(limits.http_timeout_ms),
             limit_hit: None,
             exchanges,
@@ -379,17 +423,10 @@ impl HttpState {
         result
     }
 
-    /// Check, send, read, redact. `Err` carries a message for the plugin;
-    /// it never contains a credential.
+    /// Check, send, read, decode, redact. `Err` carries a message for the
+    /// plugin; it never contains a credential.
     async fn exchange(&mut self, request: Request) -> Result<Response, String> {
-        let url = url::Url::parse(&request.url)
-            .map_err(|e| format!("invalid URL `{}`: {e}", request.url))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("scheme `{}` is not allowed", url.scheme()));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err("credentials in the URL are not allowed".into());
-        }
+        let url = wire::target(&request.url).map_err(|e| e.to_string())?;
         let origin = origin_of(&url);
         if !self.egress.allow.iter().any(|o| o.matches(&url)) {
             tracing::warn!(connector = %self.connector, %origin, "egress denied");
@@ -407,60 +444,66 @@ impl HttpState {
             self.limit_hit.get_or_insert_with(|| message.clone());
             return Err(message);
         }
-        let method = match request.method.to_ascii_uppercase().as_str() {
-            m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE") => {
-                reqwest::Method::from_bytes(m.as_bytes()).map_err(|e| e.to_string())?
-            }
-            other => return Err(format!("method `{other}` is not allowed")),
+        let inject = self.egress.injects_into(&url);
+        let owned = match (&self.egress.credential, inject) {
+            (
+                Some(Credential::Basic { .. } | Credential::Bearer(_) | Credential::OAuth2(_)),
+                true,
+            ) => Some("authorization".to_owned()),
+            (Some(Credential::Header { name, .. }), true) => Some(name.to_ascii_lowercase()),
+            _ => None,
         };
-        if request.body.len() > self.max_request_body {
-            return Err(format!(
-                "request body of {} KiB exceeds the limit `max_request_kib` of {} KiB",
-                request.body.len() >> 10,
-                self.max_request_body >> 10
-            ));
-        }
+        let outgoing = wire::convert(&request, url, owned.as_deref(), self.max_request_bytes)
+            .map_err(|e| e.to_string())?;
 
         self.egress
             .budgets
             .acquire(&origin.to_ascii_lowercase())
             .await;
         let started = Instant::now();
-        let mut token = self.access_token(None).await?;
-        let mut response = self
-            .dispatch(&method, &url, &request, token.as_ref())
-            .await?;
+        let mut token = if inject {
+            self.access_token(None).await?
+        } else {
+            None
+        };
+        let mut response = self.dispatch(&outgoing, inject, token.as_ref()).await?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED && token.is_some() {
             // The token may have been revoked before its expiry: fetch a new
             // one and try once more.
             tracing::info!(connector = %self.connector, %origin, "401 with a cached OAuth2 token; refreshing it once");
             token = self.access_token(token.as_ref()).await?;
-            response = self
-                .dispatch(&method, &url, &request, token.as_ref())
-                .await?;
+            response = self.dispatch(&outgoing, inject, token.as_ref()).await?;
         }
         let status = response.status().as_u16();
-        let mut body = read_capped(&mut response, self.max_body, &origin).await?;
+        let refused =
+            |why: &dyn std::fmt::Display| format!("response from {origin} refused: {why}");
+        let codings = decode::codings(response.headers()).map_err(|e| refused(&e))?;
+        let headers = wire::response_headers(response.headers(), !codings.is_empty())
+            .map_err(|e| refused(&e))?;
+        let raw = read_capped(&mut response, self.max_body, &origin).await?;
+        // An empty body (HEAD, 204, 304) has nothing to decode, whatever
+        // its `Content-Encoding` says.
+        let body = if codings.is_empty() || raw.is_empty() {
+            raw
+        } else {
+            // CPU-bound and bounded by `max_body` per coding; a panic in a
+            // decoder would end this task only.
+            let max = self.max_body;
+            tokio::task::spawn_blocking(move || decode::decode(raw, &codings, max))
+                .await
+                .map_err(|_| refused(&"its body could not be decoded"))?
+                .map_err(|e| refused(&e))?
+        };
         tracing::debug!(
             connector = %self.connector,
-            method = %method,
+            method = %outgoing.method,
             %origin,
-            path = url.path(),
+            path = outgoing.url.path(),
             status,
             bytes = body.len(),
             ms = started.elapsed().as_millis() as u64,
             "http"
         );
-        let mut headers: Vec<(String, String)> = response
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
         let mut forms = self
             .egress
             .credential
@@ -468,33 +511,32 @@ impl HttpState {
             .map(Credential::revealing_forms)
             .unwrap_or_default();
         if let Some(token) = &token {
-            forms.push(token.expose().to_owned());
+            forms.extend(crate::secret::spellings(token.expose()));
+            forms.extend(crate::secret::spellings(&format!(
+                "Bearer {}",
+                token.expose()
+            )));
         }
-        for form in forms {
-            redact(&mut body, form.as_bytes());
-            for (_, value) in &mut headers {
-                if value.contains(&form) {
-                    *value = value.replace(&form, "[redacted]");
-                }
-            }
-        }
+        let redactor = Redactor::new(&forms).map_err(|e| refused(&e))?;
         Ok(Response {
             status,
-            headers,
-            body,
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (redactor.text(&k), redactor.text(&v)))
+                .collect(),
+            body: redactor.bytes(&body),
         })
     }
 
-    /// Build and send one request with the credential injected.
+    /// Send one request, with the credential injected when `inject`.
     async fn dispatch(
         &self,
-        method: &reqwest::Method,
-        url: &url::Url,
-        request: &Request,
+        outgoing: &wire::Outgoing,
+        inject: bool,
         token: Option<&Secret>,
     ) -> Result<reqwest::Response, String> {
-        let mut url = url.clone();
-        let credential = self.egress.credential.as_ref();
+        let mut url = outgoing.url.clone();
+        let credential = self.egress.credential.as_ref().filter(|_| inject);
         if let Some(Credential::Query { param, value }) = credential {
             // The host's value wins over anything the plugin put there.
             let others: Vec<(String, String)> = url
@@ -510,22 +552,9 @@ impl HttpState {
         let origin = origin_of(&url);
         let mut builder = self
             .client
-            .request(method.clone(), url)
-            .timeout(self.timeout);
-        for (name, value) in &request.headers {
-            let lower = name.to_ascii_lowercase();
-            let owned_by_credential = match credential {
-                Some(Credential::Basic { .. } | Credential::Bearer(_) | Credential::OAuth2(_)) => {
-                    lower == "authorization"
-                }
-                Some(Credential::Header { name, .. }) => lower == name.to_ascii_lowercase(),
-                _ => false,
-            };
-            if RESERVED_HEADERS.contains(&lower.as_str()) || owned_by_credential {
-                continue;
-            }
-            builder = builder.header(name.as_str(), value.as_str());
-        }
+            .request(outgoing.method.clone(), url)
+            .timeout(self.timeout)
+            .headers(outgoing.headers.clone());
         builder = match credential {
             Some(Credential::Basic { username, password }) => {
                 builder.basic_auth(username.expose(), Some(password.expose()))
@@ -539,8 +568,8 @@ impl HttpState {
         if let Some(token) = token {
             builder = builder.bearer_auth(token.expose());
         }
-        if !request.body.is_empty() {
-            builder = builder.body(request.body.clone());
+        if !outgoing.body.is_empty() {
+            builder = builder.body(outgoing.body.clone());
         }
         builder.send().await.map_err(|e| {
             let message = format!("request to {origin} failed: {}", describe(e));
@@ -641,7 +670,8 @@ impl HttpState {
     }
 }
 
-/// Read a response body, refusing one larger than `max` bytes.
+/// Read a response body as it came (before any decoding), refusing one
+/// larger than `max` bytes.
 async fn read_capped(
     response: &mut reqwest::Response,
     max: usize,
@@ -655,7 +685,7 @@ async fn read_capped(
     {
         if body.len() + chunk.len() > max {
             return Err(format!(
-                "response from {origin} exceeds the limit of {} KiB",
+                "response from {origin} exceeds the limit `max_response_kib` of {} KiB",
                 max >> 10
             ));
         }
@@ -664,26 +694,40 @@ async fn read_capped(
     Ok(body)
 }
 
-/// Replace every occurrence of `needle` in `haystack` with `[redacted]`.
-fn redact(haystack: &mut Vec<u8>, needle: &[u8]) {
-    if needle.is_empty() || haystack.len() < needle.len() {
-        return;
+/// Replaces every spelling of every sealed value with `[redacted]`, in one
+/// pass, leftmost-longest, ignoring ASCII case (which covers escapes with
+/// upper, lower or mixed-case hex digits, at the cost of also redacting a
+/// case variant of a secret).
+struct Redactor(Option<aho_corasick::AhoCorasick>);
+
+impl Redactor {
+    fn new(forms: &[String]) -> Result<Redactor, String> {
+        // An empty pattern would match between every two bytes.
+        let forms: Vec<&String> = forms.iter().filter(|f| !f.is_empty()).collect();
+        if forms.is_empty() {
+            return Ok(Redactor(None));
+        }
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(forms)
+            .map(|a| Redactor(Some(a)))
+            .map_err(|e| format!("redaction could not be prepared ({e})"))
     }
-    if !haystack.windows(needle.len()).any(|w| w == needle) {
-        return;
-    }
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(needle) {
-            out.extend_from_slice(REDACTED);
-            i += needle.len();
-        } else {
-            out.push(haystack[i]);
-            i += 1;
+
+    fn bytes(&self, haystack: &[u8]) -> Vec<u8> {
+        match &self.0 {
+            Some(a) => a.replace_all_bytes(haystack, &vec![REDACTED; a.patterns_len()]),
+            None => haystack.to_vec(),
         }
     }
-    *haystack = out;
+
+    fn text(&self, haystack: &str) -> String {
+        match &self.0 {
+            Some(a) => a.replace_all(haystack, &vec![REDACTED; a.patterns_len()]),
+            None => haystack.to_owned(),
+        }
+    }
 }
 
 impl Host for HostState {
@@ -721,10 +765,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redacts_every_occurrence() {
-        let mut body = b"token=abc123&echo=abc123abc12".to_vec();
-        redact(&mut body, b"abc123");
-        assert_eq!(body, b"token=[redacted]&echo=[redacted]abc12".to_vec());
+    fn redacts_every_occurrence_in_any_case() {
+        let redactor = Redactor::new(&["abc123".to_owned(), "abc123abc".to_owned()]).unwrap();
+        assert_eq!(
+            redactor.bytes(b"token=abc123&echo=ABC123abc12&x=abc12"),
+            b"token=[redacted]&echo=[redacted]12&x=abc12".to_vec()
+        );
+        let none = Redactor::new(&[String::new()]).unwrap();
+        assert_eq!(none.text("abc123"), "abc123");
     }
 
     #[test]
@@ -751,6 +799,89 @@ mod tests {
         for ip in ["93.184.216.34", "172.32.0.1", "2606:4700::1111", "8.8.8.8"] {
             assert_eq!(internal(ip.parse().unwrap()), None, "{ip}");
         }
+    }
+
+    /// IPv6 forms that lead to an IPv4 address are refused as that IPv4
+    /// address is; the same forms of a public address are not.
+    #[test]
+    fn ipv6_forms_embedding_ipv4_are_judged_by_the_ipv4_address() {
+        for (form, ip, kind) in [
+            ("IPv4-mapped", "::ffff:10.0.0.1", Some("private")),
+            ("IPv4-mapped", "::ffff:8.8.8.8", None),
+            ("IPv4-compatible", "::127.0.0.1", Some("loopback")),
+            (
+                "IPv4-compatible",
+                "::169.254.169.254",
+                Some("cloud-metadata"),
+            ),
+            ("IPv4-compatible", "::192.168.0.1", Some("private")),
+            ("IPv4-compatible", "::0.0.0.2", Some("unspecified")),
+            ("IPv4-compatible", "::8.8.8.8", None),
+            ("NAT64", "64:ff9b::127.0.0.1", Some("loopback")),
+            ("NAT64", "64:ff9b::a9fe:a9fe", Some("cloud-metadata")),
+            ("NAT64", "64:ff9b::10.1.2.3", Some("private")),
+            ("NAT64", "64:ff9b::169.254.3.4", Some("link-local")),
+            ("NAT64", "64:ff9b::8.8.8.8", None),
+            ("NAT64 local-use", "64:ff9b:1::8.8.8.8", Some("private")),
+            ("6to4", "2002:7f00:1::1", Some("loopback")),
+            ("6to4", "2002:a9fe:a9fe::", Some("cloud-metadata")),
+            ("6to4", "2002:c0a8:101::1", Some("private")),
+            ("6to4", "2002:808:808::1", None),
+            // Teredo: server 65.54.227.120, client 127.0.0.1 (inverted).
+            (
+                "Teredo",
+                "2001:0:4136:e378:8000:63bf:80ff:fffe",
+                Some("loopback"),
+            ),
+            // Teredo: client 169.254.169.254 inverted is 5601:5601.
+            (
+                "Teredo",
+                "2001:0:4136:e378:0:0:5601:5601",
+                Some("cloud-metadata"),
+            ),
+            // Teredo: client 10.0.0.1 inverted is f5ff:fffe.
+            ("Teredo", "2001::f5ff:fffe", Some("private")),
+            // Teredo: server 65.54.227.120, client 8.8.8.8.
+            ("Teredo", "2001:0:4136:e378:0:0:f7f7:f7f7", None),
+            ("site-local", "fec0::1", Some("site-local")),
+        ] {
+            assert_eq!(internal(ip.parse().unwrap()), kind, "{form} {ip}");
+        }
+    }
+
+    #[test]
+    fn a_credential_is_injected_only_for_the_origins_named_for_it() {
+        let origin = |o: &str| Origin::parse(o).unwrap();
+        let egress = Egress::new(
+            vec![
+                origin("https://*.acme.example"),
+                origin("https://api.vendor.example"),
+            ],
+            vec![
+                origin("https://api.vendor.example"),
+                origin("https://login.acme.example"),
+            ],
+            Some(Credential::Bearer(Secret::sealed("t".into()))),
+            Arc::default(),
+        );
+        for (url, injected) in [
+            ("https://api.vendor.example/v1", true),
+            ("https://login.acme.example/token", true),
+            // Allowed by the wildcard, but not named for the credential.
+            ("https://evil.acme.example/steal", false),
+            ("https://api.vendor.example:8443/v1", false),
+            ("http://api.vendor.example/v1", false),
+        ] {
+            let url = url::Url::parse(url).unwrap();
+            assert_eq!(egress.injects_into(&url), injected, "{url}");
+        }
+        let without = Egress::new(
+            vec![origin("https://api.vendor.example")],
+            vec![origin("https://api.vendor.example")],
+            None,
+            Arc::default(),
+        );
+        assert!(!without.injects_into(&url::Url::parse("https://api.vendor.example/").unwrap()));
     }
 
     #[tokio::test]

@@ -51,6 +51,7 @@ impl Captured {
                 Some((cut, _)) => format!("{}... [cut]", &line[..cut]),
                 None => line.to_owned(),
             };
+            let line = super::log::escape(&line);
             match stream {
                 "stderr" => tracing::warn!(connector, plugin, stream, "{line}"),
                 _ => tracing::info!(connector, plugin, stream, "{line}"),

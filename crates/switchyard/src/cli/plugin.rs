@@ -190,14 +190,48 @@ fn inspect(file: &Path, config: Option<&Path>) -> anyhow::Result<Exit> {
                 allow.join(", ")
             }
         );
-        let auth = match &c.auth {
-            None => "none".to_owned(),
-            Some(a) => format!(
-                "{} (injected by the host for the allowed origins; the plugin never sees it)",
-                auth_kind(a)
-            ),
-        };
-        println!("  credential       {auth}");
+        match &c.auth {
+            None => println!("  credential       none"),
+            Some(a) => {
+                println!(
+                    "  credential       {} (injected by the host; the plugin never sees it)",
+                    auth_kind(a)
+                );
+                let receiving = c.credential_origins();
+                let named = receiving
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>();
+                println!(
+                    "    sent to        {}{}",
+                    if named.is_empty() {
+                        "no origin".to_owned()
+                    } else {
+                        named.join(", ")
+                    },
+                    if c.credential_origins.is_some() {
+                        " (`credential_origins`)"
+                    } else {
+                        " (the allowed origins that are not wildcards)"
+                    }
+                );
+                let without: Vec<String> = c
+                    .allow
+                    .iter()
+                    .filter(|o| !receiving.contains(o))
+                    .map(|o| {
+                        if receiving.iter().any(|r| o.covers(r)) {
+                            format!("other hosts under {o}")
+                        } else {
+                            o.to_string()
+                        }
+                    })
+                    .collect();
+                if !without.is_empty() {
+                    println!("    not sent to    {}", without.join(", "));
+                }
+            }
+        }
         for (key, value) in &c.settings {
             println!("  config {key:<10} {value}");
         }

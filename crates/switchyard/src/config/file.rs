@@ -48,6 +48,7 @@ struct RawConnector {
     #[serde(default)]
     allow: Vec<Spanned<String>>,
     auth: Option<AuthConfig>,
+    credential_origins: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     limits: Limits,
     webhook: Option<Spanned<RawWebhook>>,
@@ -294,6 +295,47 @@ impl Config {
                     ),
                 ));
             }
+            let credential_origins = match raw.credential_origins {
+                None => None,
+                Some(named) => {
+                    if raw.auth.is_none() {
+                        return Err(at(
+                            span,
+                            format!(
+                                "connector `{name}`: `credential_origins` is set but there is no `auth` credential"
+                            ),
+                        ));
+                    }
+                    let mut origins = Vec::new();
+                    for origin in named {
+                        let line = origin.span().start;
+                        let parsed = Origin::parse(origin.get_ref())
+                            .map_err(|m| at(line, format!("connector `{name}`: {m}")))?;
+                        if !allow.iter().any(|a| a.covers(&parsed)) {
+                            return Err(at(
+                                line,
+                                format!(
+                                    "connector `{name}`: credential origin {parsed} is not covered by `allow`"
+                                ),
+                            ));
+                        }
+                        origins.push(parsed);
+                    }
+                    Some(origins)
+                }
+            };
+            if raw.auth.is_some()
+                && !allow.is_empty()
+                && credential_origins.is_none()
+                && allow.iter().all(Origin::is_wildcard)
+            {
+                return Err(at(
+                    span,
+                    format!(
+                        "connector `{name}`: `allow` has only wildcard origins, and a wildcard never receives the `auth` credential unless named for it; list the origins that receive it in `credential_origins`"
+                    ),
+                ));
+            }
             if let Some(webhook) = raw.webhook {
                 let line = webhook.span().start;
                 let checked = webhook
@@ -309,6 +351,7 @@ impl Config {
                     settings,
                     allow,
                     auth: raw.auth,
+                    credential_origins,
                     limits: raw.limits,
                 },
             );

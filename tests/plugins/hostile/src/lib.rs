@@ -14,15 +14,23 @@
 //!   name (redirect tests);
 //! - `records`: return `count` employees (output limit);
 //! - `big`: return one employee whose given name is `bytes` long (output limit);
-//! - `print`: write `lines` lines to stdout and to stderr, then behave as `ok`;
+//! - `print`: write `lines` lines (`text`, if set) to stdout and to stderr,
+//!   then behave as `ok`;
 //! - `upload`: POST a body of `bytes` bytes to `target` and return the
 //!   response body (or the host's refusal) as the given name;
 //! - `flaky`: trap if the config key `trap` is `true`, else behave as `ok`;
-//! - `recursion`: recurse without end (stack limit).
+//! - `recursion`: recurse without end (stack limit);
+//! - `negotiate`: GET `target` asking for a compressed response itself
+//!   (`Accept-Encoding: gzip`, `TE: gzip`), and return the response's
+//!   `Content-Encoding` (or `-`) and body as `"{encoding}\n{body}"`;
+//! - `headers`: GET `target` with `count` distinct headers of `bytes` bytes
+//!   each (plus the header `name: value` from `extra_header`, if set) and
+//!   return the body or the host's refusal;
+//! - `log`: log `text` through the `log` import, then behave as `ok`.
 
 use switchyard_sdk::http::Request;
 use switchyard_sdk::{
-    ConnectorError, Employee, EmployeePage, EmploymentStatus, HrisConnector, config,
+    ConnectorError, Employee, EmployeePage, EmploymentStatus, HrisConnector, config, log,
 };
 
 struct Hostile;
@@ -100,8 +108,12 @@ impl HrisConnector for Hostile {
             }
             "big" => Ok(page("x".repeat(number("bytes")))),
             "print" => {
+                let text = config::get("text");
                 for i in 0..number("lines") {
-                    println!("hostile stdout line {i}");
+                    match &text {
+                        Some(text) => println!("{text}"),
+                        None => println!("hostile stdout line {i}"),
+                    }
                     eprintln!("hostile stderr line {i}");
                 }
                 Ok(page("printed".into()))
@@ -119,6 +131,43 @@ impl HrisConnector for Hostile {
                     panic!("flaky plugin panics on purpose");
                 }
                 Ok(page("ok".into()))
+            }
+            "negotiate" => match Request::get(&target)
+                .header("Accept-Encoding", "gzip")
+                .header("TE", "gzip")
+                .send()
+            {
+                Ok(response) => Ok(page(format!(
+                    "{}\n{}",
+                    response.header("content-encoding").unwrap_or("-"),
+                    response.text()
+                ))),
+                Err(ConnectorError::Transient(refusal)) => Ok(page(format!("refused: {refusal}"))),
+                Err(e) => Err(e),
+            },
+            "headers" => {
+                let value = "v".repeat(number("bytes"));
+                let mut request = Request::get(&target);
+                for i in 0..number("count") {
+                    request = request.header(&format!("x-h{i}"), value.clone());
+                }
+                if let Some((name, value)) = config::get("extra_header")
+                    .as_deref()
+                    .and_then(|h| h.split_once(": "))
+                {
+                    request = request.header(name, value);
+                }
+                match request.send() {
+                    Ok(response) => Ok(page(response.text())),
+                    Err(ConnectorError::Transient(refusal)) => {
+                        Ok(page(format!("refused: {refusal}")))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            "log" => {
+                log::info(&config::get("text").unwrap_or_default());
+                Ok(page("logged".into()))
             }
             other => Err(ConnectorError::InvalidConfig(format!(
                 "unknown mode `{other}`"
