@@ -157,7 +157,7 @@ impl LinkRun<'_> {
         self.checkpoint()?;
         if !options.dry_run {
             self.state.flush()?;
-            report.pending = self.state.counts(self.name).outbox;
+            report.pending = self.state.counts(self.name)?.outbox;
         }
         Ok(report)
     }
@@ -171,7 +171,7 @@ impl LinkRun<'_> {
         self.apply_outbox(&mut report).await?;
         self.state.flush()?;
         self.checkpoint()?;
-        report.pending = self.state.counts(self.name).outbox;
+        report.pending = self.state.counts(self.name)?.outbox;
         Ok(report)
     }
 

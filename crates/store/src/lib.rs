@@ -227,7 +227,7 @@ pub trait Store: Send + Sync {
     fn quarantined(&self) -> anyhow::Result<Vec<(ConnectorName, ConnectorHealth)>>;
 
     /// What the state holds for a link.
-    fn counts(&self, link: &LinkName) -> LinkCounts;
+    fn counts(&self, link: &LinkName) -> anyhow::Result<LinkCounts>;
 
     // ---- writes ----
 

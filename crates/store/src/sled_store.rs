@@ -61,6 +61,8 @@ use crate::{
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
+    /// The data directory (for the durable-head marker).
+    dir: std::path::PathBuf,
     snapshots: sled::Tree,
     accounts: sled::Tree,
     enrollments: sled::Tree,
@@ -123,11 +125,106 @@ pub(crate) fn tx_result<T>(
     })
 }
 
+/// sled writes a snapshot as `snap.<lsn>.generating` and renames it when
+/// complete; a disk that filled up (or a kill) mid-write leaves the
+/// unfinished file behind, which sled then reads as corruption. It holds
+/// nothing the log does not: remove it.
+fn remove_unfinished_snapshots(dir: &Path) -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            std::fs::remove_file(&path).with_context(|| {
+                format!("cannot remove the unfinished snapshot {}", path.display())
+            })?;
+            tracing::warn!(file = %path.display(), "removed an unfinished state snapshot (a full disk or a crash while it was written)");
+        }
+    }
+    Ok(())
+}
+
+/// `sled::open`, with sled's panics on damaged files turned into an error
+/// (sled 0.34 panics while recovering some corrupt logs). The panic is kept
+/// off stderr for this thread only; other threads' panics print as usual.
+fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
+    type Hook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+    let me = std::thread::current().id();
+    let previous: std::sync::Arc<Hook> = std::sync::Arc::new(std::panic::take_hook());
+    let forward = previous.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != me {
+            forward(info);
+        }
+    }));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sled::open(dir)));
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    match opened {
+        Ok(db) => db.context("sled could not open it"),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".to_owned());
+            Err(anyhow!(
+                "it is damaged: sled failed while recovering it ({what})"
+            ))
+        }
+    }
+}
+
+/// The file beside sled's that records the last audit record known to be
+/// durable (written after each flush, replaced atomically, never fsynced:
+/// a lost or stale marker is only older, so it never raises a false alarm).
+const DURABLE_HEAD: &str = "durable-head";
+
+fn read_durable_head(dir: &Path) -> anyhow::Result<Option<u64>> {
+    match std::fs::read_to_string(dir.join(DURABLE_HEAD)) {
+        Ok(text) => Ok(text.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {DURABLE_HEAD}")),
+    }
+}
+
+fn write_durable_head(dir: &Path, seq: u64) -> anyhow::Result<()> {
+    let tmp = dir.join(format!("{DURABLE_HEAD}.tmp"));
+    std::fs::write(&tmp, seq.to_string())
+        .and_then(|()| std::fs::rename(&tmp, dir.join(DURABLE_HEAD)))
+        .with_context(|| format!("cannot write {} in {}", DURABLE_HEAD, dir.display()))
+}
+
 impl SledStore {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<SledStore> {
-        let db = sled::open(dir)
-            .with_context(|| format!("failed to open the state database in {}", dir.display()))?;
+        remove_unfinished_snapshots(dir)?;
+        Self::open_db(dir).with_context(|| {
+            format!(
+                "the state database in {} cannot be opened; if it is damaged (a full or failing disk, a truncated copy), restore the directory from a backup, or move it aside to start with an empty state (the next sync finds existing LMS accounts again; pending operations, dead letters and the audit log stay in the old directory)",
+                dir.display()
+            )
+        })
+    }
+
+    fn open_db(dir: &Path) -> anyhow::Result<SledStore> {
+        let db = open_sled(dir)?;
+        let audit = AuditLog::open(&db)?;
+        // sled reads a damaged or truncated log as a shorter one; the
+        // marker written after each flush says how far it reached.
+        if let Some(durable) = read_durable_head(dir)? {
+            let head = audit.head().seq;
+            if head < durable {
+                anyhow::bail!(
+                    "it is damaged: its audit log ends at record {head}, but record {durable} was on disk before (see {DURABLE_HEAD}); data written after that point is lost"
+                );
+            }
+        }
         let tree = |name: &str| {
             db.open_tree(name)
                 .with_context(|| format!("failed to open state tree `{name}`"))
@@ -148,9 +245,10 @@ impl SledStore {
             connector_health: tree("connector_health")?,
             departed: tree("departed")?,
             retired: tree("retired")?,
-            audit: AuditLog::open(&db)?,
+            audit,
             webhook_deliveries: tree("webhook_deliveries")?,
             db,
+            dir: dir.to_owned(),
         })
     }
 
@@ -436,16 +534,24 @@ impl Store for SledStore {
     }
 
     /// What the state holds for a link.
-    fn counts(&self, link: &LinkName) -> LinkCounts {
-        let count = |tree: &sled::Tree| tree.scan_prefix(prefix(&[link.as_str()])).count();
-        LinkCounts {
-            employees: count(&self.snapshots),
-            accounts: count(&self.accounts),
-            enrollments: count(&self.enrollments),
-            completions: count(&self.winners),
-            outbox: count(&self.outbox),
-            dead_letters: count(&self.dead_letters),
-        }
+    fn counts(&self, link: &LinkName) -> anyhow::Result<LinkCounts> {
+        // Stops at the first error: a damaged tree yields errors forever.
+        let count = |tree: &sled::Tree| -> anyhow::Result<usize> {
+            let mut n = 0;
+            for item in tree.scan_prefix(prefix(&[link.as_str()])) {
+                item.context("failed to read state")?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        Ok(LinkCounts {
+            employees: count(&self.snapshots)?,
+            accounts: count(&self.accounts)?,
+            enrollments: count(&self.enrollments)?,
+            completions: count(&self.winners)?,
+            outbox: count(&self.outbox)?,
+            dead_letters: count(&self.dead_letters)?,
+        })
     }
 
     // ---- writes ----
@@ -945,10 +1051,12 @@ impl Store for SledStore {
 
     /// Make everything written so far durable.
     fn flush(&self) -> anyhow::Result<()> {
+        // Read before the flush: everything up to it is durable after.
+        let head = self.audit.head().seq;
         self.db
             .flush()
             .context("failed to flush the state database")?;
-        Ok(())
+        write_durable_head(&self.dir, head)
     }
 }
 
@@ -1055,6 +1163,25 @@ mod tests {
     }
 
     #[test]
+    fn an_unfinished_snapshot_left_by_a_full_disk_does_not_block_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = LinkName::from("l");
+        {
+            let state = SledStore::open(dir.path()).unwrap();
+            state.put_cursor(&l, "employees", "c1").unwrap();
+            state.flush().unwrap();
+        }
+        let leftover = dir.path().join("snap.0000000000000000.generating");
+        std::fs::write(&leftover, b"").unwrap();
+        let state = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            state.cursor(&l, "employees").unwrap().as_deref(),
+            Some("c1")
+        );
+        assert!(!leftover.exists());
+    }
+
+    #[test]
     fn a_webhook_delivery_is_committed_once_with_its_operations() {
         let dir = tempfile::tempdir().unwrap();
         let state = SledStore::open(dir.path()).unwrap();
@@ -1102,7 +1229,7 @@ mod tests {
                 .unwrap(),
             DeliveryCommit::Replay
         );
-        assert_eq!(state.counts(&l).outbox, 1);
+        assert_eq!(state.counts(&l).unwrap().outbox, 1);
 
         // Another delivery of an attempt already seen adds nothing.
         let groups = state.outbox(&l).unwrap();
@@ -1118,7 +1245,7 @@ mod tests {
             state.commit_webhook(&lms, "msg_2", &[batch]).unwrap(),
             DeliveryCommit::Recorded { queued: 0 }
         );
-        assert_eq!(state.counts(&l).outbox, 0);
+        assert_eq!(state.counts(&l).unwrap().outbox, 0);
 
         assert_eq!(state.prune_webhook_deliveries(0).unwrap(), 0);
         assert_eq!(state.prune_webhook_deliveries(now_ms() + 1).unwrap(), 2);

@@ -264,6 +264,29 @@ pub enum AuthConfig {
     },
 }
 
+impl AuthConfig {
+    /// Every secret source of the credential.
+    fn sources_mut(&mut self) -> Vec<&mut SecretSource> {
+        match self {
+            AuthConfig::Basic { username, password } => vec![username, password],
+            AuthConfig::Bearer { token } => vec![token],
+            AuthConfig::Header { value, .. } | AuthConfig::Query { value, .. } => vec![value],
+            AuthConfig::OAuth2 {
+                client_id,
+                client_secret,
+                ..
+            } => vec![client_id, client_secret],
+        }
+    }
+
+    /// Anchor relative `file:` paths at `base` (the configuration's folder).
+    pub(crate) fn anchor_files(&mut self, base: &std::path::Path) {
+        for source in self.sources_mut() {
+            source.anchor_file(base);
+        }
+    }
+}
+
 /// How an OAuth2 client sends its id and secret to the token endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -289,6 +312,19 @@ pub enum SecretSource {
         /// `env:NAME`, `file:PATH` or `store:NAME`.
         secret: String,
     },
+}
+
+impl SecretSource {
+    /// A relative `file:PATH` is relative to the configuration's folder,
+    /// not to the working directory of whoever runs the command.
+    pub(crate) fn anchor_file(&mut self, base: &std::path::Path) {
+        if let SecretSource::Reference { secret } = self
+            && let Some(path) = secret.strip_prefix("file:")
+            && std::path::Path::new(path).is_relative()
+        {
+            *secret = format!("file:{}", base.join(path).display());
+        }
+    }
 }
 
 /// How long things are kept (`[retention]` in the configuration).
@@ -363,6 +399,29 @@ due_in_days = 30
         let link = &config.links["acme"];
         assert_eq!(link.on_termination, TerminationPolicy::Suspend);
         assert_eq!(link.rules[0].due_in_days, Some(30));
+    }
+
+    #[test]
+    fn relative_file_secrets_are_relative_to_the_configuration_folder() {
+        let text = GOOD.replace("env:KEY", "file:secrets/hr-key");
+        let config = parse(&text).unwrap();
+        let Some(AuthConfig::Basic { username, .. }) = &config.connectors["hr"].auth else {
+            panic!("basic auth");
+        };
+        let SecretSource::Reference { secret } = username else {
+            panic!("a reference");
+        };
+        assert_eq!(secret, "file:/etc/secrets/hr-key");
+        let text = GOOD.replace("env:KEY", "file:/run/hr-key");
+        let config = parse(&text).unwrap();
+        let Some(AuthConfig::Basic {
+            username: SecretSource::Reference { secret },
+            ..
+        }) = &config.connectors["hr"].auth
+        else {
+            panic!("basic auth");
+        };
+        assert_eq!(secret, "file:/run/hr-key");
     }
 
     #[test]

@@ -334,8 +334,10 @@ impl LinkRunner for Shared {
             result.as_ref().ok(),
             now_s,
         );
-        let counts = self.state.counts(&LinkName::from(link));
-        crate::telemetry::depths(link, counts.outbox, counts.dead_letters);
+        match self.state.counts(&LinkName::from(link)) {
+            Ok(counts) => crate::telemetry::depths(link, counts.outbox, counts.dead_letters),
+            Err(e) => tracing::error!(link, "cannot read the state database: {e:#}"),
+        }
         match &result {
             Ok(report) => tracing::info!(
                 link,

@@ -16,7 +16,7 @@ use anyhow::{Context, anyhow, bail};
 use crate::audit::{Event, Kind, cli_actor};
 use crate::config::Config;
 use crate::engine::{LinkRun, RunError, RunOptions, RunReport};
-use crate::model::{ConnectorName, Date, EmployeeId, LinkName, Timestamp};
+use crate::model::{ConnectorName, Date, EmployeeId, LinkName, Remedy, Timestamp};
 use crate::runtime::{Connector, Plugin, PluginError, Runtime, World};
 use crate::secrets::{SecretStore, resolve_credential};
 use crate::store::{ConnectorHealth, Forgotten, Quarantine, SledStore, Store};
@@ -117,9 +117,8 @@ impl std::fmt::Display for LinkState {
         match self {
             LinkState::Ok => f.write_str("ok"),
             LinkState::Halted { reason } => write!(f, "halted: {reason}"),
-            LinkState::Paused { connector, reason } => {
-                write!(f, "paused: connector `{connector}`: {reason}")
-            }
+            // The reason names the connector.
+            LinkState::Paused { reason, .. } => write!(f, "paused: {reason}"),
             LinkState::Quarantined {
                 connector,
                 quarantine,
@@ -142,15 +141,19 @@ pub enum RunOutcome {
     /// Failed for a reason not below (storage, a bug).
     Failed,
     /// Stopped on an error that needs an operator (credentials,
-    /// connector config, a plugin fault): [`LinkStopped`].
+    /// connector config, a plugin fault): a `LinkStopped`.
     Stopped,
-    /// Halted at the mass-deactivation guard: [`LinkHalted`].
+    /// Stopped because a vendor stayed unavailable or rate-limited through
+    /// every retry: nothing is lost and the next run resumes; no operator
+    /// is needed unless it lasts.
+    Unavailable,
+    /// Halted at the mass-deactivation guard: a `LinkHalted`.
     Halted,
     /// Refused: a connector is quarantined ([`Quarantined`]).
     Quarantined,
     /// Refused: a connector has no usable plugin or credential ([`Paused`]).
     Paused,
-    /// Stopped at a checkpoint for shutdown ([`Interrupted`]).
+    /// Stopped at a checkpoint for shutdown (an `Interrupted`).
     Interrupted,
 }
 
@@ -168,7 +171,10 @@ impl RunOutcome {
         match e {
             SyncError::Run(RunError::Interrupted(_)) => RunOutcome::Interrupted,
             SyncError::Run(RunError::Halted(_)) => RunOutcome::Halted,
-            SyncError::Run(RunError::Stopped(_)) => RunOutcome::Stopped,
+            SyncError::Run(RunError::Stopped(stopped)) => match stopped.error.remedy() {
+                Remedy::Retry(_) => RunOutcome::Unavailable,
+                Remedy::DeadLetter | Remedy::Stop => RunOutcome::Stopped,
+            },
             SyncError::Quarantined(_) => RunOutcome::Quarantined,
             SyncError::Paused(_) => RunOutcome::Paused,
             SyncError::Run(RunError::State(_)) | SyncError::Other(_) => RunOutcome::Failed,
@@ -182,16 +188,20 @@ impl RunOutcome {
             RunOutcome::Ok => "ok",
             RunOutcome::Failed => "failed",
             RunOutcome::Stopped => "stopped",
+            RunOutcome::Unavailable => "unavailable",
             RunOutcome::Halted => "halted",
             RunOutcome::Quarantined | RunOutcome::Paused => "paused",
             RunOutcome::Interrupted => "interrupted",
         }
     }
 
-    /// The CLI's exit code: 0 success, 3 a link needs an operator, 1 else.
+    /// The CLI's exit code: 0 success, 3 a link needs an operator, 5 a
+    /// vendor stayed unavailable (the next run resumes), 1 else. (2 is an
+    /// invalid configuration, 4 a run that dead-lettered: the CLI's.)
     pub fn exit_code(self) -> u8 {
         match self {
             RunOutcome::Ok => 0,
+            RunOutcome::Unavailable => 5,
             RunOutcome::Stopped | RunOutcome::Halted | RunOutcome::Quarantined => 3,
             RunOutcome::Failed | RunOutcome::Paused | RunOutcome::Interrupted => 1,
         }
@@ -201,7 +211,7 @@ impl RunOutcome {
     fn audit_kind(self) -> Kind {
         match self {
             RunOutcome::Halted => Kind::LinkHalted,
-            RunOutcome::Stopped => Kind::LinkStopped,
+            RunOutcome::Stopped | RunOutcome::Unavailable => Kind::LinkStopped,
             RunOutcome::Quarantined => Kind::RunRefused,
             RunOutcome::Ok | RunOutcome::Failed | RunOutcome::Paused | RunOutcome::Interrupted => {
                 Kind::RunFailed
@@ -260,6 +270,18 @@ impl Service {
     /// a connector needs it. A connector whose plugin implements the wrong
     /// world for a link is an error naming both.
     pub fn open(config: Config) -> anyhow::Result<Service> {
+        Service::open_with(config, true)
+    }
+
+    /// Like [`Service::open`], but a connector whose plugin is missing or
+    /// unfit is `paused` (with the reason) instead of an error: for
+    /// commands that report on state (`status`) and must work while a
+    /// plugin is broken.
+    pub fn open_tolerant(config: Config) -> anyhow::Result<Service> {
+        Service::open_with(config, false)
+    }
+
+    fn open_with(config: Config, strict: bool) -> anyhow::Result<Service> {
         let runtime = Runtime::new().context("failed to start the plugin runtime")?;
         // The compiled-code cache the daemon uses too: a one-shot run does
         // not recompile unchanged plugins either.
@@ -278,7 +300,7 @@ impl Service {
                 .unwrap_or_else(|| format!(": no {plugin}.wasm in {}", config.plugin_dir.display()))
         };
         let (connectors, paused) = bind(&config, &runtime, &state, &set.plugins, &missing, None);
-        if let Some((_, reason)) = paused.into_iter().next() {
+        if strict && let Some((_, reason)) = paused.first() {
             bail!("{reason}");
         }
         restore_health(&*state, &connectors)?;
@@ -290,7 +312,7 @@ impl Service {
             refused: set.refused,
             connectors,
             actor: cli_actor(),
-            paused: BTreeMap::new(),
+            paused: paused.into_iter().collect(),
             stop: Arc::default(),
         })
     }
@@ -405,9 +427,12 @@ impl Service {
         self.state.forget(employee, &self.actor)
     }
 
-    /// Record an operator action (`admin.*`) in the audit log.
+    /// Record an operator action (`admin.*`) in the audit log, durably
+    /// before the action goes on (a `dlq replay` killed while it applies
+    /// the outbox still has its record).
     pub fn record_action(&self, event: Event) -> anyhow::Result<()> {
-        self.state.audit().append(event.actor(&self.actor))
+        self.state.audit().append(event.actor(&self.actor))?;
+        self.state.flush()
     }
 
     /// Lift a connector's quarantine and reset its fault count; returns the

@@ -303,3 +303,112 @@ fn plugin_resume_lifts_a_quarantine() {
     assert_eq!(health.quarantine, None);
     assert_eq!(health.faults_in_a_row, 0);
 }
+
+/// Waits up to `limit` for the command; kills it and fails if it runs on.
+fn output_within(mut cmd: Command, limit: std::time::Duration) -> Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    while !waiter.is_finished() {
+        if started.elapsed() > limit {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("the command ran past {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    waiter.join().unwrap()
+}
+
+fn check_damage(damage: fn(&Path)) {
+    use switchyard::model::{Employee, EmploymentStatus, PlannedEmployee, Snapshot};
+    use switchyard::store::{SledStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"data\"\n[connectors.hr]\nplugin = \"bamboohr\"\n[connectors.lms]\nplugin = \"moodle\"\n[links.acme]\nhris = \"hr\"\nlms = \"lms\"\n",
+    )
+    .unwrap();
+    {
+        let state = SledStore::open(&dir.path().join("data")).unwrap();
+        let planned: Vec<PlannedEmployee> = (0..3000)
+            .map(|i| PlannedEmployee {
+                snapshot: Some(Snapshot {
+                    employee: Employee {
+                        id: format!("{i:05}").into(),
+                        employee_number: None,
+                        email: Some(format!("person{i}@example.com")),
+                        given_name: Some("A".repeat(200)),
+                        family_name: None,
+                        status: EmploymentStatus::Active,
+                        raw_status: None,
+                        department: None,
+                        job_title: None,
+                        location: None,
+                        manager_id: None,
+                        hire_date: None,
+                        termination_date: None,
+                        updated_at: None,
+                        custom: vec![],
+                    },
+                    rev: 1,
+                }),
+                operations: vec![],
+            })
+            .collect();
+        state.commit_plan(&"acme".into(), &planned, None).unwrap();
+        for _ in 0..2000 {
+            state
+                .audit()
+                .append(
+                    switchyard::audit::Event::new(switchyard::audit::Kind::RunStarted).link("acme"),
+                )
+                .unwrap();
+        }
+        state.flush().unwrap();
+    }
+    std::fs::create_dir(dir.path().join("plugins.d")).unwrap();
+    damage(&dir.path().join("data").join("db"));
+
+    let mut cmd = switchyard();
+    cmd.args(["status", "--config"]).arg(&config);
+    let started = std::time::Instant::now();
+    let out = output_within(cmd, std::time::Duration::from_secs(20));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let data = dir.path().join("data");
+    assert!(
+        text(&out).contains(&data.display().to_string()) && text(&out).contains("backup"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Garbage written over sled's log and the log cut in half: sled reads
+/// either as a shorter, older log (or panics recovering it). Every command
+/// says the directory is damaged and what to do, within seconds, instead
+/// of hanging, crashing or carrying on with half the state.
+#[test]
+fn a_damaged_database_is_an_error_naming_the_directory_not_an_empty_state() {
+    check_damage(|db| {
+        use std::io::{Seek, SeekFrom, Write};
+        let len = std::fs::metadata(db).unwrap().len();
+        let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+        file.seek(SeekFrom::Start(len * 2 / 3)).unwrap();
+        file.write_all(&[0xA5; 4096]).unwrap();
+    });
+    check_damage(|db| {
+        let len = std::fs::metadata(db).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+        file.set_len(len / 2).unwrap();
+    });
+}

@@ -164,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         "  state (sled)                {}",
         service.config.data_dir.display()
     );
-    let counts = service.state.counts(&LINK.into());
+    let counts = service.state.counts(&LINK.into())?;
     println!(
         "  state holds                 {} employees, {} accounts, {} enrollments, {} completions",
         counts.employees, counts.accounts, counts.enrollments, counts.completions

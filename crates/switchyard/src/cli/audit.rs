@@ -263,20 +263,35 @@ fn verify(config: &ConfigArg, expect: Option<&str>, json: bool) -> anyhow::Resul
 fn export(config: &ConfigArg, filter: Filter, output: Option<PathBuf>) -> anyhow::Result<Exit> {
     use std::io::Write;
     let (_, state) = open_state(config)?;
-    let mut out: Box<dyn Write> = match &output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("failed to create {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    let write = |out: &mut dyn Write| -> anyhow::Result<usize> {
+        let records = state.audit().scan(&filter, &mut |e| {
+            serde_json::to_writer(&mut *out, &e)?;
+            out.write_all(b"\n")?;
+            Ok(())
+        })?;
+        out.flush()?;
+        Ok(records)
     };
-    let records = state.audit().scan(&filter, &mut |e| {
-        serde_json::to_writer(&mut out, &e)?;
-        out.write_all(b"\n")?;
-        Ok(())
-    })?;
-    out.flush()?;
-    drop(out);
+    let records = match &output {
+        // Written beside the target and renamed over it when complete: a
+        // killed export leaves the previous file (or none), never half of one.
+        Some(path) => {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("failed to create a file in {}", dir.display()))?;
+            let mut out = std::io::BufWriter::new(tmp);
+            let records = write(&mut out)?;
+            let tmp = out.into_inner().map_err(|e| e.into_error())?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(path)
+                .with_context(|| format!("failed to write {}", path.display()))?;
+            records
+        }
+        None => write(&mut std::io::BufWriter::new(std::io::stdout().lock()))?,
+    };
     // An export carries personal data: who took it is on record.
     record_action(
         &state,

@@ -22,7 +22,10 @@ use switchyard::store::{SledStore, Store};
 ///   clap also exits 2 on a usage error;
 /// - 3 a link stopped or halted and needs an operator (credentials, config,
 ///   mass deactivation, a quarantined connector): from
-///   [`RunOutcome::exit_code`], never returned by a subcommand itself.
+///   [`RunOutcome::exit_code`], never returned by a subcommand itself;
+/// - 4 [`Exit::DeadLettered`]: a run finished and dead-lettered operations;
+/// - 5 a vendor stayed unavailable through every retry (the next run
+///   resumes): from [`RunOutcome::exit_code`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// Done.
@@ -32,6 +35,9 @@ pub enum Exit {
     Failure = 1,
     /// Invalid input: a plugin file refused, an unknown connector or link.
     Invalid = 2,
+    /// The run finished but gave up on some operations: they wait in the
+    /// dead letters (`switchyard dlq list`).
+    DeadLettered = 4,
 }
 
 impl From<Exit> for ExitCode {
@@ -71,6 +77,12 @@ pub fn open(config: &ConfigArg) -> anyhow::Result<Service> {
     Service::open(Config::load(&config.config)?)
 }
 
+/// The configuration's service with connectors whose plugin is missing or
+/// unfit paused instead of refused (`status`).
+pub fn open_tolerant(config: &ConfigArg) -> anyhow::Result<Service> {
+    Service::open_tolerant(Config::load(&config.config)?)
+}
+
 /// The state database of a configuration, without loading plugins (the
 /// audit commands must work when a plugin does not).
 pub fn open_state(config: &ConfigArg) -> anyhow::Result<(Config, SledStore)> {
@@ -85,6 +97,16 @@ pub fn open_state(config: &ConfigArg) -> anyhow::Result<(Config, SledStore)> {
 pub fn record_action(state: &dyn Store, event: Event) -> anyhow::Result<()> {
     state.audit().append(event.actor(cli_actor()))?;
     state.flush()
+}
+
+/// How commands that run links end: 4 when any run gave up on operations
+/// (they wait in the dead letters), else success.
+pub fn exit_of(reports: &[RunReport]) -> Exit {
+    if reports.iter().any(|r| r.dead_lettered > 0) {
+        Exit::DeadLettered
+    } else {
+        Exit::Success
+    }
 }
 
 /// A run report as text (`sync`, `dlq replay`).

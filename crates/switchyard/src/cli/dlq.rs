@@ -6,7 +6,7 @@ use clap::Subcommand;
 use switchyard::audit::{Event, Kind};
 use switchyard::model::{DeadLetter, LinkName, OpKind};
 
-use super::common::{ConfigArg, Exit, open, print_report};
+use super::common::{ConfigArg, Exit, exit_of, open, print_report};
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
@@ -110,7 +110,7 @@ pub async fn execute(command: DlqCommand) -> anyhow::Result<Exit> {
             }
             let report = service.drain_outbox(&link).await?;
             print_report(&report);
-            Ok(Exit::Success)
+            Ok(exit_of(std::slice::from_ref(&report)))
         }
         DlqCommand::Drop { config, link, id } => {
             let service = open(&config)?;

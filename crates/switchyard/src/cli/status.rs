@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use super::common::{ConfigArg, Exit, open};
+use super::common::{ConfigArg, Exit, open_tolerant};
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -12,13 +12,13 @@ pub struct StatusArgs {
 }
 
 pub fn execute(args: StatusArgs) -> anyhow::Result<Exit> {
-    let service = open(&args.config)?;
+    let service = open_tolerant(&args.config)?;
     println!(
         "{:<16} {:>9} {:>9} {:>11} {:>11} {:>7} {:>12}  STATUS",
         "LINK", "EMPLOYEES", "ACCOUNTS", "ENROLLMENTS", "COMPLETIONS", "OUTBOX", "DEAD LETTERS"
     );
     for link in service.config.links.keys() {
-        let c = service.state.counts(link);
+        let c = service.state.counts(link)?;
         let state = service.link_state(link)?;
         println!(
             "{link:<16} {:>9} {:>9} {:>11} {:>11} {:>7} {:>12}  {}",

@@ -4,7 +4,7 @@
 use clap::Args;
 use switchyard::engine::{RunOptions, RunReport};
 
-use super::common::{ConfigArg, Exit, open, print_report};
+use super::common::{ConfigArg, Exit, exit_of, open, print_report};
 
 #[derive(Args)]
 pub struct SyncArgs {
@@ -73,7 +73,7 @@ pub async fn execute(args: SyncArgs) -> anyhow::Result<Exit> {
             println!("state: {}", service.config.data_dir.display());
         }
     }
-    Ok(Exit::Success)
+    Ok(exit_of(&reports))
 }
 
 /// Progress of a long command: a bar on a terminal (stderr), plain lines

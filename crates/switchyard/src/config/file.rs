@@ -342,6 +342,8 @@ impl Config {
                     .into_inner()
                     .check()
                     .map_err(|m| at(line, format!("connector `{name}`: webhook: {m}")))?;
+                let mut checked = checked;
+                checked.secret.anchor_file(base);
                 webhooks.insert(name.clone(), checked);
             }
             connectors.insert(
@@ -350,7 +352,10 @@ impl Config {
                     plugin: raw.plugin,
                     settings,
                     allow,
-                    auth: raw.auth,
+                    auth: raw.auth.map(|mut auth| {
+                        auth.anchor_files(base);
+                        auth
+                    }),
                     credential_origins,
                     limits: raw.limits,
                 },
@@ -496,7 +501,9 @@ impl Config {
                         "daemon: admin_token must be a secret reference such as { secret = \"env:SWITCHYARD_ADMIN_TOKEN\" }, not a literal".into(),
                     ));
                 }
-                daemon.admin_token = Some(token.into_inner());
+                let mut token = token.into_inner();
+                token.anchor_file(base);
+                daemon.admin_token = Some(token);
             }
         }
         Ok(Config {

@@ -277,7 +277,7 @@ fn link_json(shared: &Shared, name: &LinkName) -> Result<Value, ApiError> {
         "status": state.label(),
         "status_detail": state.to_string(),
         "halted": status.halted,
-        "counts": shared.state.counts(name),
+        "counts": shared.state.counts(name)?,
         "activity": shared.activity(name),
     }))
 }
