@@ -47,6 +47,7 @@
 extern crate self as switchyard_sdk;
 
 pub mod http;
+pub mod time;
 
 #[doc(hidden)]
 pub mod __private {

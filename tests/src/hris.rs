@@ -46,8 +46,9 @@
 //!   returns every [`SimEmployee`] field, ordered by numeric id. `page_size` above 1000 is
 //!   clamped to 1000.
 //! * Time is a logical clock, not the wall clock: seeded employees were last changed at
-//!   `2026-01-01T00:00:00Z` and every mutation made through the [`HrisSim`] API advances the
-//!   clock by one second, so `/employees/changed` answers are deterministic.
+//!   `2026-01-01T00:00:00Z`, the clock starts a minute later, and every mutation made through the [`HrisSim`] API advances the
+//!   clock by one second, so `/employees/changed` answers are deterministic. Every
+//!   response's `Date` header is that clock's time, as a real server's is its own.
 //! * `since` accepts any RFC 3339 timestamp (offsets and fractions included; a `+` decoded
 //!   to a space by form-encoding is tolerated) and is compared to `lastChanged` as an
 //!   instant.
@@ -79,7 +80,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Unix time of `2026-01-01T00:00:00Z`, the origin of the logical clock.
+/// Seeded employees were last changed then; the clock starts
+/// [`SEED_AGE_SECS`] later.
 const CLOCK_EPOCH: i64 = 1_767_225_600;
+
+/// How long before the simulator starts its seeded records were changed.
+const SEED_AGE_SECS: i64 = 60;
 /// Default and maximum `page_size` of the datasets endpoint.
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -413,7 +419,9 @@ impl HrisState {
             employees,
             inserted: HashSet::new(),
             tombstones: HashMap::new(),
-            clock: 0,
+            // A minute after the seeded records were last changed: a listing
+            // at the start is not in the same second as every seed.
+            clock: SEED_AGE_SECS,
             training_types,
             records: BTreeMap::new(),
             next_record_id: FIRST_RECORD_ID,
@@ -561,6 +569,14 @@ async fn gate(State(state): State<Shared>, req: Request, next: Next) -> Response
     } else {
         next.run(req).await
     };
+    // The Date header by the simulator's own (logical) clock, as a real
+    // server's Date is by the clock its lastChanged values come from.
+    let mut response = response;
+    let now = std::time::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(CLOCK_EPOCH + lock(&state).clock).unwrap_or(0));
+    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+        response.headers_mut().insert(header::DATE, date);
+    }
     let status = response.status().as_u16();
     tracing::debug!(%method, %path, status, "HRIS simulator request");
     lock(&state).log.push(RequestLogEntry {

@@ -364,3 +364,71 @@ async fn a_run_that_dead_letters_exits_4_and_a_vendor_that_stays_unavailable_exi
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The changes cursor of a full listing is when the listing started, by
+/// the HRIS's clock: someone terminated after their page was read is seen
+/// by the next incremental run, even when a later page holds a change newer
+/// than the termination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_while_a_full_listing_is_under_way_is_seen_next_time() {
+    let h = Harness::start_with(switchyard_testkit::harness::Options {
+        employees: 8,
+        page_size: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let service = h.service().unwrap();
+    let hr = &service.connectors["hr"];
+    let first = hr.fetch_employees(None).await.unwrap();
+    let early = first.employees[0].id.to_string();
+    let last_page_id = h.hris.employees().last().unwrap().id.clone();
+    // After page 1 was read: the early employee leaves, then someone on the
+    // last page changes (a newer lastChanged than the termination).
+    h.hris.update_employee(&early, |e| {
+        e.status = "Inactive".into();
+        e.employment_history_status = Some("Terminated".into());
+    });
+    h.hris
+        .update_employee(&last_page_id, |e| e.job_title = Some("Lead".into()));
+    let mut cursor = first.next_cursor;
+    let mut changes = first.changes_cursor;
+    while let Some(next) = cursor {
+        let page = hr.fetch_employees(Some(&next)).await.unwrap();
+        cursor = page.next_cursor;
+        changes = page.changes_cursor;
+    }
+    let changes = changes.expect("a full listing ends with a changes cursor");
+    let mut seen = BTreeSet::new();
+    let mut cursor = Some(changes);
+    while let Some(next) = cursor {
+        let page = hr.fetch_employees(Some(&next)).await.unwrap();
+        seen.extend(page.employees.into_iter().map(|e| e.id.to_string()));
+        cursor = page.next_cursor;
+    }
+    assert!(seen.contains(&early), "{seen:?} lacks {early}");
+}
+
+/// BambooHR: an inactive employee record whose last history entry is a
+/// leave of absence has left; their account is suspended like any inactive
+/// employee's, not kept as if they were on leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inactive_employee_whose_last_entry_is_a_leave_is_not_on_leave() {
+    let h = Harness::start(6).await.unwrap();
+    let service = h.service().unwrap();
+    service.sync_link(LINK).await.unwrap();
+    let who = h
+        .hris
+        .employees()
+        .into_iter()
+        .find(|e| e.status == "Active")
+        .unwrap();
+    h.hris.update_employee(&who.id, |e| {
+        e.status = "Inactive".into();
+        e.employment_history_status = Some("Leave of Absence".into());
+    });
+    service.sync_link(LINK).await.unwrap();
+    let account = h.lms.user_by_idnumber(&who.id);
+    assert_eq!(account.len(), 1);
+    assert!(account[0].suspended, "{account:?}");
+}

@@ -12,8 +12,12 @@
 //!
 //! Cursors (opaque to the host):
 //! - `None`: full listing, page 1 (`POST /datasets/employee`);
-//! - `page|{n}|{max_changed}`: full listing, page n, carrying the newest
-//!   `lastChanged` seen so far, which becomes the changes cursor at the end;
+//! - `page|{n}|{started}`: full listing, page n, carrying the moment the
+//!   listing started by BambooHR's clock (the first page's `Date` header,
+//!   less a few seconds of overlap), which becomes the changes cursor at
+//!   the end. Not the newest `lastChanged` seen: a change made to someone
+//!   on an earlier page while later pages are read can be older than that,
+//!   and would never be seen by the next incremental run;
 //! - `since|{ts}`: changes since ts (`GET /employees/changed`), first page;
 //! - `changes|{since}|{latest}|{offset}`: a later page of those changes.
 //!
@@ -152,11 +156,18 @@ fn page_size() -> Result<u32, ConnectorError> {
     }
 }
 
-/// BambooHR's two status fields, normalised.
+/// BambooHR's two status fields, normalised. `status` is whether the
+/// employee record is active at all; the employment history status says
+/// why. An inactive record is inactive whatever its last history entry (an
+/// "Inactive" employee whose last entry is a leave of absence has left,
+/// not gone on leave with access kept).
 fn normalise_status(status: Option<&str>, history: Option<&str>) -> EmploymentStatus {
     let history = history.unwrap_or("").to_ascii_lowercase();
+    let inactive = status.is_some_and(|s| s.eq_ignore_ascii_case("inactive"));
     if history.contains("terminat") {
         EmploymentStatus::Terminated
+    } else if inactive {
+        EmploymentStatus::Inactive
     } else if history.contains("leave") {
         EmploymentStatus::OnLeave
     } else if history.contains("pending") {
@@ -192,30 +203,38 @@ fn to_employee(b: BambooEmployee) -> Employee {
     e
 }
 
-fn full_listing(page: u32, max_changed: String) -> Result<EmployeePage, ConnectorError> {
+/// Seconds the changes cursor reaches back before the listing started: a
+/// change in the same second as the first page is seen again rather than
+/// missed (planning it twice is harmless).
+const CURSOR_OVERLAP_SECS: i64 = 2;
+
+fn full_listing(page: u32, started: Option<String>) -> Result<EmployeePage, ConnectorError> {
     let body = serde_json::json!({ "fields": FIELDS });
-    let response: DatasetPage = Request::post(format!("{}/datasets/employee", api()?))
+    let response = Request::post(format!("{}/datasets/employee", api()?))
         .query("page", page.to_string())
         .query("page_size", page_size()?.to_string())
         .header("accept", "application/json")
         .json(&body)?
         .send()?
-        .error_for_status()?
-        .json()?;
-    let mut newest = max_changed;
-    for e in &response.data {
-        if let Some(changed) = &e.last_changed
-            && *changed > newest
-        {
-            newest = changed.clone();
-        }
-    }
+        .error_for_status()?;
+    let started = match started {
+        Some(started) => Some(started),
+        None => response
+            .header("date")
+            .and_then(switchyard_sdk::time::parse_http_date)
+            .map(|t| switchyard_sdk::time::rfc3339(t - CURSOR_OVERLAP_SECS)),
+    };
+    let response: DatasetPage = response.json()?;
     let employees = response.data.into_iter().map(to_employee).collect();
     let last = response.pagination.next_page.is_none();
+    let started_text = started.clone().unwrap_or_default();
+    if last && started.is_none() {
+        log::warn("BambooHR sent no readable Date header: the next run lists everyone again");
+    }
     Ok(EmployeePage {
         employees,
-        next_cursor: (!last).then(|| format!("page|{}|{newest}", page + 1)),
-        changes_cursor: (last && !newest.is_empty()).then(|| format!("since|{newest}")),
+        next_cursor: (!last).then(|| format!("page|{}|{started_text}", page + 1)),
+        changes_cursor: started.filter(|_| last).map(|s| format!("since|{s}")),
     })
 }
 
@@ -314,13 +333,14 @@ impl HrisConnector for BambooHr {
 
     fn fetch_employees(cursor: Option<String>) -> Result<EmployeePage, ConnectorError> {
         let Some(cursor) = cursor else {
-            return full_listing(1, String::new());
+            return full_listing(1, None);
         };
         let parts: Vec<&str> = cursor.split('|').collect();
         match parts.as_slice() {
-            ["page", page, max] => {
+            ["page", page, started] => {
                 let page = page.parse().map_err(|_| bad_cursor(&cursor))?;
-                return full_listing(page, (*max).to_owned());
+                let started = (!started.is_empty()).then(|| (*started).to_owned());
+                return full_listing(page, started);
             }
             ["since", since] => return changes(since, None, 0),
             ["changes", since, latest, offset] => {

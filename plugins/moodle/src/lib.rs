@@ -36,6 +36,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard_sdk::http::Request;
+use switchyard_sdk::time::{days_from_civil, rfc3339};
 use switchyard_sdk::{
     Completion, CompletionPage, CompletionStatus, ConnectorError, Employee, LmsConnector, LmsUser,
     Webhook, WebhookEvent, config,
@@ -212,37 +213,6 @@ fn course_id(key: &str) -> Result<u64, ConnectorError> {
         .ok_or_else(|| ConnectorError::Rejected(format!("no Moodle course has idnumber `{key}`")))
 }
 
-/// Days since 1970-01-01 for a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-/// The civil date for days since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
-}
-
 /// `yyyy-mm-dd` as the Unix time of the end of that day (UTC).
 fn end_of_day(date: &str) -> Result<i64, ConnectorError> {
     let bad = || ConnectorError::Rejected(format!("due date `{date}` is not yyyy-mm-dd"));
@@ -258,18 +228,6 @@ fn end_of_day(date: &str) -> Result<i64, ConnectorError> {
         return Err(bad());
     }
     Ok(days_from_civil(y, m, d) * 86_400 + 86_399)
-}
-
-/// Unix seconds as RFC 3339 UTC.
-fn rfc3339(unix: i64) -> String {
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 /// A completion row as a canonical completion; `None` for accounts not
