@@ -297,6 +297,30 @@ impl LmsSim {
         lock(&self.state).users.values().cloned().collect()
     }
 
+    /// Adds an account as an administrator or a CSV import would, outside any
+    /// client: `username` must be free. Returns its id.
+    pub fn add_user(&self, username: &str, idnumber: &str, email: &str, suspended: bool) -> u64 {
+        let mut s = lock(&self.state);
+        let id = s.next_user_id;
+        s.next_user_id += 1;
+        s.users.insert(
+            id,
+            LmsUser {
+                id,
+                username: username.to_lowercase(),
+                firstname: "Existing".into(),
+                lastname: "Account".into(),
+                email: email.into(),
+                idnumber: idnumber.into(),
+                suspended,
+                auth: "manual".into(),
+                department: String::new(),
+                city: String::new(),
+            },
+        );
+        id
+    }
+
     /// Every user with this idnumber (more than one if a client created duplicates).
     pub fn user_by_idnumber(&self, idnumber: &str) -> Vec<LmsUser> {
         lock(&self.state)

@@ -432,3 +432,41 @@ async fn an_inactive_employee_whose_last_entry_is_a_leave_is_not_on_leave() {
     assert_eq!(account.len(), 1);
     assert!(account[0].suspended, "{account:?}");
 }
+
+/// An account the LMS already holds for an employee (made by hand or by an
+/// old import, with the HRIS id) is adopted on the first sync: one account,
+/// brought in line, audited as `user.adopted`, its suspension respected
+/// until the planner reactivates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_lms_account_is_adopted_not_created_again() {
+    let h = Harness::start(6).await.unwrap();
+    let who = h
+        .hris
+        .employees()
+        .into_iter()
+        .find(|e| e.status == "Active" && e.work_email.is_some())
+        .unwrap();
+    let existing = h
+        .lms
+        .add_user("made-by-hand", &who.id, "old@acme.example", true);
+    let service = h.service().unwrap();
+    let report = service.sync_link(LINK).await.unwrap();
+    assert_eq!(report.users_adopted, 1, "{report:?}");
+    let accounts = h.lms.user_by_idnumber(&who.id);
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert_eq!(accounts[0].id, existing);
+    assert_eq!(Some(accounts[0].email.clone()), who.work_email);
+    let adopted: Vec<_> = service
+        .state
+        .audit()
+        .read(&Default::default(), None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.record.kind == "user.adopted")
+        .collect();
+    assert_eq!(adopted.len(), 1);
+    assert_eq!(adopted[0].record.employee.as_deref(), Some(who.id.as_str()));
+    // It was suspended: the next run reactivates it (the employee is active).
+    service.sync_link(LINK).await.unwrap();
+    assert!(!h.lms.user_by_idnumber(&who.id)[0].suspended);
+}

@@ -41,6 +41,10 @@ kinds! {
     UserCreated => "user.created",
     /// An LMS account was updated.
     UserUpdated => "user.updated",
+    /// An LMS account that already existed for the employee (made by hand,
+    /// by an import, or by a create whose answer a crash lost) was bound to
+    /// them instead of a new one being created.
+    UserAdopted => "user.adopted",
     /// An LMS account was suspended.
     UserSuspended => "user.suspended",
     /// An LMS account was reactivated.

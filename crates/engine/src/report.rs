@@ -25,6 +25,8 @@ pub struct RunReport {
     pub users_created: usize,
     /// LMS accounts updated (name, email, department or location changed).
     pub users_updated: usize,
+    /// LMS accounts that existed already and were bound to their employee.
+    pub users_adopted: usize,
     /// LMS accounts suspended.
     pub users_suspended: usize,
     /// LMS accounts reactivated.
@@ -56,6 +58,7 @@ impl RunReport {
     pub(crate) fn add(&mut self, other: &RunReport) {
         self.users_created += other.users_created;
         self.users_updated += other.users_updated;
+        self.users_adopted += other.users_adopted;
         self.users_suspended += other.users_suspended;
         self.users_reactivated += other.users_reactivated;
         self.enrollments += other.enrollments;
@@ -70,6 +73,7 @@ impl RunReport {
     pub fn writes(&self) -> usize {
         self.users_created
             + self.users_updated
+            + self.users_adopted
             + self.users_suspended
             + self.users_reactivated
             + self.enrollments

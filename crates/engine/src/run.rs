@@ -520,6 +520,54 @@ impl LinkRun<'_> {
 
     /// Call the plugin for one operation; `Ok(Err)` is the plugin's error.
     /// On success: the effect and the audit kind of the outcome.
+    /// The first `upsert-user` of an employee the host has no account for.
+    /// An account the LMS already holds for them (made by hand, by an
+    /// import, or by a create sent just before a crash whose answer was
+    /// lost) is adopted and brought in line, never created twice: looked
+    /// up before the create, and again when the create is refused (it may
+    /// have been made meanwhile).
+    async fn create_or_adopt(
+        &self,
+        employee: &switchyard_model::Employee,
+        key: &str,
+        report: &mut RunReport,
+    ) -> Result<(Effect, Kind), ConnectorError> {
+        let find = async || match self.lms.find_user(&employee.id).await {
+            // A plugin without `find-user` cannot adopt; it creates.
+            Err(ConnectorError::Unsupported(_)) => Ok(None),
+            other => other,
+        };
+        let existing = match find().await? {
+            Some(user) => user,
+            None => match self.lms.upsert_user(employee, None, key).await {
+                Ok(lms_user_id) => {
+                    report.users_created += 1;
+                    let effect = Effect::Account(Account {
+                        lms_user_id: lms_user_id.into(),
+                        active: true,
+                    });
+                    return Ok((effect, Kind::UserCreated));
+                }
+                Err(ConnectorError::Rejected(reason)) => match find().await? {
+                    Some(user) => user,
+                    None => return Err(ConnectorError::Rejected(reason)),
+                },
+                Err(e) => return Err(e),
+            },
+        };
+        let lms_user_id = self
+            .lms
+            .upsert_user(employee, Some(&existing.id), key)
+            .await?;
+        report.users_adopted += 1;
+        tracing::info!(link = %self.name, employee = %employee.id, lms_user = %existing.id, "adopted an existing LMS account");
+        let effect = Effect::Account(Account {
+            lms_user_id: lms_user_id.into(),
+            active: existing.active,
+        });
+        Ok((effect, Kind::UserAdopted))
+    }
+
     async fn execute(
         &self,
         op: &Operation,
@@ -534,29 +582,21 @@ impl LinkRun<'_> {
         };
         let key = op.key.as_str();
         Ok(match &op.kind {
-            OpKind::UpsertUser { employee } => {
-                let known = account.as_ref().map(|a| a.lms_user_id.as_str());
-                self.lms
-                    .upsert_user(employee, known, key)
+            OpKind::UpsertUser { employee } => match account {
+                Some(account) => self
+                    .lms
+                    .upsert_user(employee, Some(&account.lms_user_id), key)
                     .await
                     .map(|lms_user_id| {
-                        let outcome = match &account {
-                            None => {
-                                report.users_created += 1;
-                                Kind::UserCreated
-                            }
-                            Some(_) => {
-                                report.users_updated += 1;
-                                Kind::UserUpdated
-                            }
-                        };
+                        report.users_updated += 1;
                         let effect = Effect::Account(Account {
                             lms_user_id: lms_user_id.into(),
-                            active: account.as_ref().is_none_or(|a| a.active),
+                            active: account.active,
                         });
-                        (effect, outcome)
-                    })
-            }
+                        (effect, Kind::UserUpdated)
+                    }),
+                None => self.create_or_adopt(employee, key, report).await,
+            },
             OpKind::SetActive { active } => match account {
                 None => Err(needs_account()),
                 Some(account) => self

@@ -140,6 +140,7 @@ pub fn print_report(r: &RunReport) {
     }
     println!("  users created        {}", r.users_created);
     println!("  users updated        {}", r.users_updated);
+    println!("  users adopted        {}", r.users_adopted);
     println!("  users suspended      {}", r.users_suspended);
     println!("  users reactivated    {}", r.users_reactivated);
     println!("  enrollments          {}", r.enrollments);
