@@ -1243,3 +1243,88 @@ async fn an_origin_budget_is_shared_by_every_connector_reaching_it() {
         started.elapsed()
     );
 }
+
+// ---- run bounds ----
+
+/// A link whose HRIS plugin is the hostile one in `mode`, with `limits`.
+async fn hostile_link(mode: &str, limits: &str) -> Harness {
+    use switchyard_testkit::harness::Options;
+    let h = Harness::start_with(Options {
+        employees: 3,
+        limits: limits.into(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    plugins::install("hostile", &h.dir.join("plugins.d"), "hostile").unwrap();
+    let text = std::fs::read_to_string(&h.config_path)
+        .unwrap()
+        .replacen("plugin = \"bamboohr\"", "plugin = \"hostile\"", 1)
+        .replacen(
+            "config = { base_url",
+            &format!("config = {{ mode = \"{mode}\", base_url"),
+            1,
+        );
+    std::fs::write(&h.config_path, text).unwrap();
+    h
+}
+
+/// A listing that repeats its cursor, or never ends, stops the run with a
+/// `run-bound` fault naming the bound: no endless loop, no host growing
+/// without end, nothing planned from the partial listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_never_ends_stops_the_run_naming_the_bound() {
+    use switchyard::engine::RunError;
+    use switchyard::model::{ConnectorError, FaultKind};
+    use switchyard::service::SyncError;
+    use switchyard_testkit::harness::LINK;
+    let fault_of = |err: SyncError| match err {
+        SyncError::Run(RunError::Stopped(stopped)) => match stopped.error {
+            ConnectorError::PluginFault(fault) => fault,
+            other => panic!("a plugin fault, not {other:?}"),
+        },
+        other => panic!("a stopped run, not {other:#}"),
+    };
+
+    let h = hostile_link("same-cursor", "").await;
+    let service = h.service().unwrap();
+    let fault = fault_of(service.sync_link(LINK).await.unwrap_err());
+    assert_eq!(fault.kind, FaultKind::RunBound);
+    assert!(
+        fault.message.contains("cursor `again` a second time"),
+        "{}",
+        fault.message
+    );
+    assert!(
+        h.lms.users().is_empty(),
+        "nothing planned from a broken listing"
+    );
+    drop(service);
+
+    let h = hostile_link("endless", "max_pages_per_run = 50").await;
+    let service = h.service().unwrap();
+    let fault = fault_of(service.sync_link(LINK).await.unwrap_err());
+    assert_eq!(fault.kind, FaultKind::RunBound);
+    assert!(
+        fault
+            .message
+            .contains("51 pages, more than the limit `max_pages_per_run` of 50"),
+        "{}",
+        fault.message
+    );
+    assert!(h.lms.users().is_empty());
+    drop(service);
+
+    let h = hostile_link("endless", "max_records_per_run = 20").await;
+    let service = h.service().unwrap();
+    let fault = fault_of(service.sync_link(LINK).await.unwrap_err());
+    assert!(
+        fault.message.contains("`max_records_per_run` of 20"),
+        "{}",
+        fault.message
+    );
+    // The same host still syncs a good link afterwards.
+    let good = Harness::start(3).await.unwrap();
+    let report = good.service().unwrap().sync_link(LINK).await.unwrap();
+    assert!(report.users_created > 0, "{report:?}");
+}

@@ -470,3 +470,47 @@ async fn an_existing_lms_account_is_adopted_not_created_again() {
     service.sync_link(LINK).await.unwrap();
     assert!(!h.lms.user_by_idnumber(&who.id)[0].suspended);
 }
+
+/// One BambooHR training record per employee and course: a completion
+/// replayed after a crash without knowing what it supersedes (its ledger
+/// lost with the crash) updates the record Switchyard wrote, never adds a
+/// second one; a record written by a person is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_completion_updates_the_record_it_wrote_not_a_second_one() {
+    use switchyard::model::{Completion, CompletionStatus};
+    let h = Harness::start(4).await.unwrap();
+    let service = h.service().unwrap();
+    let hr = &service.connectors["hr"];
+    let who = h.hris.employees()[0].id.clone();
+    let attempt = |n: u32| Completion {
+        employee_id: who.as_str().into(),
+        course_id: "CODE-OF-CONDUCT".into(),
+        attempt_id: n.to_string(),
+        status: CompletionStatus::Passed,
+        completed_at: format!("2026-01-0{n}T10:00:00Z").parse().unwrap(),
+        score: Some(f64::from(70 + n)),
+        expires_at: None,
+    };
+    hr.push_completion(&attempt(1), "key-1", None)
+        .await
+        .unwrap();
+    hr.push_completion(&attempt(2), "key-2", Some("key-1"))
+        .await
+        .unwrap();
+    // The restart replays attempt 3 with its supersedes lost.
+    hr.push_completion(&attempt(3), "key-3", None)
+        .await
+        .unwrap();
+    // And attempt 3 again: already written.
+    hr.push_completion(&attempt(3), "key-3", None)
+        .await
+        .unwrap();
+    let records: Vec<_> = h
+        .hris
+        .training_records()
+        .into_iter()
+        .filter(|r| r.employee_id == who)
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].completed, "2026-01-03");
+}

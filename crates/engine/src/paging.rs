@@ -50,3 +50,114 @@ mod tests {
         assert_eq!((pages.cursor(), pages.more()), (Some("p3"), false));
     }
 }
+
+/// A run's bounds on one listing (`fetch-employees` or `fetch-completions`):
+/// a plugin that repeats a cursor, or returns pages or records without end,
+/// stops the run with a fault naming the bound instead of looping or
+/// growing the host forever. The bounds are the connector's `limits`.
+#[derive(Debug)]
+pub struct ListingBounds {
+    operation: &'static str,
+    connector: String,
+    max_pages: u32,
+    max_records: u64,
+    pages: u32,
+    records: u64,
+    cursors: std::collections::HashSet<String>,
+}
+
+impl ListingBounds {
+    /// Bounds for `operation` on `connector` with its limits.
+    pub fn new(
+        operation: &'static str,
+        connector: &str,
+        limits: &switchyard_runtime::Limits,
+    ) -> ListingBounds {
+        ListingBounds {
+            operation,
+            connector: connector.to_owned(),
+            max_pages: limits.max_pages_per_run,
+            max_records: limits.max_records_per_run,
+            pages: 0,
+            records: 0,
+            cursors: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Account for a page of `records` that points to `next_cursor`.
+    pub fn take(
+        &mut self,
+        records: usize,
+        next_cursor: Option<&str>,
+    ) -> Result<(), switchyard_model::ConnectorError> {
+        self.pages += 1;
+        self.records += records as u64;
+        let broken = if self.pages > self.max_pages {
+            Some(format!(
+                "{} pages, more than the limit `max_pages_per_run` of {}",
+                self.pages, self.max_pages
+            ))
+        } else if self.records > self.max_records {
+            Some(format!(
+                "{} records, more than the limit `max_records_per_run` of {}",
+                self.records, self.max_records
+            ))
+        } else if let Some(cursor) = next_cursor
+            && !self.cursors.insert(cursor.to_owned())
+        {
+            let shown: String = cursor.chars().take(60).collect();
+            Some(format!(
+                "cursor `{shown}` a second time after {} pages: the listing would never end",
+                self.pages
+            ))
+        } else {
+            None
+        };
+        match broken {
+            None => Ok(()),
+            Some(what) => Err(switchyard_model::ConnectorError::PluginFault(
+                switchyard_model::PluginFault {
+                    kind: switchyard_model::FaultKind::RunBound,
+                    message: format!(
+                        "connector `{}`: {} returned {what}",
+                        self.connector, self.operation
+                    ),
+                },
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_cursor_and_too_many_pages_or_records_are_run_bound_faults() {
+        let limits = switchyard_runtime::Limits {
+            max_pages_per_run: 3,
+            max_records_per_run: 10,
+            ..Default::default()
+        };
+        let fault = |r: Result<(), switchyard_model::ConnectorError>| match r {
+            Err(switchyard_model::ConnectorError::PluginFault(f)) => {
+                assert_eq!(f.kind, switchyard_model::FaultKind::RunBound);
+                f.message
+            }
+            other => panic!("a run-bound fault, not {other:?}"),
+        };
+        let mut b = ListingBounds::new("fetch-employees", "hr", &limits);
+        b.take(1, Some("a")).unwrap();
+        b.take(1, Some("b")).unwrap();
+        assert!(fault(b.take(1, Some("a"))).contains("cursor `a` a second time"));
+
+        let mut b = ListingBounds::new("fetch-employees", "hr", &limits);
+        for i in 0..3 {
+            b.take(1, Some(&i.to_string())).unwrap();
+        }
+        assert!(fault(b.take(1, Some("x"))).contains("`max_pages_per_run` of 3"));
+
+        let mut b = ListingBounds::new("fetch-completions", "lms", &limits);
+        assert!(fault(b.take(11, None)).contains("`max_records_per_run` of 10"));
+    }
+}

@@ -36,7 +36,7 @@ use switchyard_runtime::{CallContext, Connector};
 use switchyard_store::{LinkStatus, Store};
 
 use crate::ingest::{Ingest, decide_completions};
-use crate::paging::CompletionPages;
+use crate::paging::{CompletionPages, ListingBounds};
 use crate::plan::PlannedOperation;
 use crate::policy::LinkConfig;
 use crate::report::{
@@ -73,6 +73,8 @@ pub struct LinkRun<'a> {
     pub stop: &'a AtomicBool,
     /// Told the outcome of every operation attempt (metrics).
     pub observer: &'a dyn RunObserver,
+    /// When the run started, for the connectors' `max_run_minutes`.
+    pub started: std::time::Instant,
 }
 
 /// A deterministic idempotency key for an effect.
@@ -108,6 +110,20 @@ impl LinkRun<'_> {
 
     /// A checkpoint: everything so far is durable; stop here if asked to.
     fn checkpoint(&self) -> Result<(), RunError> {
+        let minutes = self
+            .hris
+            .limits()
+            .max_run_minutes
+            .min(self.lms.limits().max_run_minutes);
+        if self.started.elapsed() > Duration::from_secs(minutes.saturating_mul(60)) {
+            let error = ConnectorError::PluginFault(switchyard_model::PluginFault {
+                kind: switchyard_model::FaultKind::RunBound,
+                message: format!(
+                    "the run lasted more than the limit `max_run_minutes` of {minutes}; what it committed stays, the next run goes on"
+                ),
+            });
+            return Err(self.stopped("run", error).into());
+        }
         if self.stopping() {
             return Err(Interrupted {
                 link: self.name.to_owned(),
@@ -221,6 +237,7 @@ impl LinkRun<'_> {
         report.full_listing = resume.is_none();
         let mut cursor = resume;
         let mut employees = Vec::new();
+        let mut bounds = ListingBounds::new("fetch-employees", &self.hris.name, self.hris.limits());
         let final_cursor = loop {
             self.checkpoint()?;
             let page = self
@@ -228,6 +245,9 @@ impl LinkRun<'_> {
                     self.hris.fetch_employees(cursor.as_deref()).await
                 })
                 .await?;
+            bounds
+                .take(page.employees.len(), page.next_cursor.as_deref())
+                .map_err(|e| self.stopped("fetch-employees", e))?;
             employees.extend(page.employees);
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
@@ -310,6 +330,7 @@ impl LinkRun<'_> {
         // Winners decided earlier in this run (a dry run commits nothing, so
         // later pages must see them here).
         let mut decided: BTreeMap<(EmployeeId, CourseId), Winner> = BTreeMap::new();
+        let mut bounds = ListingBounds::new("fetch-completions", &self.lms.name, self.lms.limits());
         while pages.more() {
             self.checkpoint()?;
             let page = self
@@ -317,6 +338,15 @@ impl LinkRun<'_> {
                     self.lms.fetch_completions(pages.cursor()).await
                 })
                 .await?;
+            // Where the next fetch would start: a page without a cursor
+            // keeps the position, so `more` with none repeats it too.
+            let next = page
+                .more
+                .then(|| page.next_cursor.as_deref().or(pages.cursor()))
+                .flatten();
+            bounds
+                .take(page.completions.len(), next)
+                .map_err(|e| self.stopped("fetch-completions", e))?;
             report.completions_fetched += page.completions.len();
             let decisions = decide_completions(
                 self.name,
@@ -366,7 +396,18 @@ impl LinkRun<'_> {
     async fn apply_group(&self, group: Vec<Operation>) -> Result<RunReport, RunError> {
         let mut report = RunReport::default();
         let mut blocked: Option<String> = None;
+        // Whether an effect of this employee was recorded and not yet
+        // flushed. The next operation depends on it (an enrollment on the
+        // account, a completion on the one it supersedes): its record is
+        // made durable before that operation is sent, so a crash can never
+        // replay an earlier effect after a later one was applied. The last
+        // effect of a group needs no flush of its own: replaying it is
+        // replaying the same idempotent write, and the run flushes at its end.
+        let mut unflushed = false;
         for mut op in group {
+            if std::mem::take(&mut unflushed) {
+                self.state.flush()?;
+            }
             if let Some(reason) = &blocked {
                 // An earlier operation of this employee was given up on; the
                 // later ones depend on it and keep its order in the DLQ.
@@ -396,6 +437,7 @@ impl LinkRun<'_> {
                             &effect,
                             self.op_event(&op, outcome),
                         )?;
+                        unflushed = true;
                         self.observer
                             .operation(self.name, op.kind.name(), OperationResult::Ok);
                         break;

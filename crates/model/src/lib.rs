@@ -307,6 +307,10 @@ pub enum FaultKind {
     Output,
     /// The call made more HTTP requests than `max_requests` allows.
     HttpRequests,
+    /// A listing broke a run's bounds: a cursor repeated (it would never
+    /// end), more pages or records than `max_pages_per_run` or
+    /// `max_records_per_run`, or the run outlived `max_run_minutes`.
+    RunBound,
     /// A trap or another failure of the guest's code (malformed output
     /// included) that is not a limit.
     Trap,
@@ -322,6 +326,7 @@ impl FaultKind {
             FaultKind::Stack => "stack",
             FaultKind::Output => "output",
             FaultKind::HttpRequests => "http-requests",
+            FaultKind::RunBound => "run-bound",
             FaultKind::Trap => "trap",
         }
     }

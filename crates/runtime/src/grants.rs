@@ -42,6 +42,12 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// Consecutive plugin faults after which the connector is quarantined.
     pub quarantine_after: u32,
+    /// Pages one listing of a run may take (employees or completions).
+    pub max_pages_per_run: u32,
+    /// Records one listing of a run may return in all.
+    pub max_records_per_run: u64,
+    /// Minutes a run may last before it stops at its next checkpoint.
+    pub max_run_minutes: u64,
 }
 
 impl Default for Limits {
@@ -57,6 +63,9 @@ impl Default for Limits {
             max_output_kib: 64 * 1024,
             fuel: None,
             quarantine_after: 5,
+            max_pages_per_run: 100_000,
+            max_records_per_run: 2_000_000,
+            max_run_minutes: 360,
         }
     }
 }

@@ -559,6 +559,7 @@ impl Service {
             today,
             stop: &self.stop,
             observer: &Telemetry::METRICS,
+            started: std::time::Instant::now(),
         })
     }
 

@@ -406,14 +406,29 @@ impl HrisConnector for BambooHr {
             .unwrap_or(&completion.completed_at);
         let body = serde_json::json!({ "completed": date, "type": kind.id, "notes": notes });
 
-        // A new winner under the retake policy replaces the record of the
-        // completion it supersedes instead of adding a second one.
-        let replaced = supersedes.and_then(|previous| {
-            let previous = format!("switchyard:{previous}");
-            existing
-                .values()
-                .find(|r| r.notes.as_deref().is_some_and(|n| n.contains(&previous)))
-        });
+        // One record per employee and course: a new winner under the retake
+        // policy replaces the record of the completion it supersedes, and
+        // any record Switchyard wrote for this course before (a replay after
+        // a crash may not know what it supersedes) is updated rather than a
+        // second one added. Records written by people are left alone.
+        let ours = |r: &&TrainingRecord| {
+            r.notes
+                .as_deref()
+                .is_some_and(|n| n.contains("switchyard:"))
+        };
+        let replaced = supersedes
+            .and_then(|previous| {
+                let previous = format!("switchyard:{previous}");
+                existing
+                    .values()
+                    .find(|r| r.notes.as_deref().is_some_and(|n| n.contains(&previous)))
+            })
+            .or_else(|| {
+                existing
+                    .values()
+                    .filter(ours)
+                    .min_by_key(|r| (r.id.len(), r.id.clone()))
+            });
         let request = match replaced {
             Some(record) => Request::put(format!("{api}/training/record/{}", record.id)),
             None => Request::post(&records_url),

@@ -46,11 +46,27 @@ fn page(given_name: String) -> EmployeePage {
 }
 
 impl HrisConnector for Hostile {
-    fn fetch_employees(_cursor: Option<String>) -> Result<EmployeePage, ConnectorError> {
+    fn fetch_employees(cursor: Option<String>) -> Result<EmployeePage, ConnectorError> {
         let mode = config::get("mode").unwrap_or_default();
         let target = config::get("target").unwrap_or_default();
         match mode.as_str() {
             "ok" => Ok(page("ok".into())),
+            // A listing that never ends: the same next cursor forever, or
+            // a new one (and a new employee) on every page.
+            "same-cursor" => Ok(EmployeePage {
+                next_cursor: Some("again".into()),
+                ..page("again".into())
+            }),
+            "endless" => {
+                let n: u64 = cursor.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
+                let mut e = Employee::new(format!("e{n}"), EmploymentStatus::Active);
+                e.given_name = Some("x".repeat(1024));
+                Ok(EmployeePage {
+                    employees: vec![e],
+                    next_cursor: Some((n + 1).to_string()),
+                    changes_cursor: None,
+                })
+            }
             "loop" => {
                 let mut x: u64 = 0;
                 loop {
