@@ -1328,3 +1328,46 @@ async fn a_listing_that_never_ends_stops_the_run_naming_the_bound() {
     let report = good.service().unwrap().sync_link(LINK).await.unwrap();
     assert!(report.users_created > 0, "{report:?}");
 }
+
+// ---- plugin files ----
+
+/// A command reads and compiles only the plugins its connectors use: a
+/// 3 GiB file beside them costs nothing. A used plugin file over
+/// `max_plugin_mib` is refused by its size, before it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_plugins_in_use_are_read_and_a_file_too_large_is_refused_unread() {
+    use switchyard_testkit::harness::LINK;
+    let h = Harness::start(3).await.unwrap();
+    let plugin_dir = h.dir.join("plugins.d");
+    let huge = std::fs::File::create(plugin_dir.join("huge.wasm")).unwrap();
+    huge.set_len(3 << 30).unwrap();
+    drop(huge);
+    let service = h.service().unwrap();
+    assert!(
+        service.refused.is_empty(),
+        "{:?}",
+        service
+            .refused
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+    );
+    service.sync_link(LINK).await.unwrap();
+    drop(service);
+
+    let real = plugin_dir.join("bamboohr.wasm");
+    std::fs::remove_file(&real).unwrap();
+    let big = std::fs::File::create(&real).unwrap();
+    big.set_len(5 << 20).unwrap();
+    drop(big);
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    std::fs::write(&h.config_path, format!("max_plugin_mib = 1\n{text}")).unwrap();
+    let message = match h.service() {
+        Ok(_) => panic!("a plugin over max_plugin_mib must be refused"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        message.contains("5242880 bytes, larger than the limit `max_plugin_mib` of 1 MiB"),
+        "{message}"
+    );
+}

@@ -97,6 +97,16 @@ pub enum PluginError {
         /// Why.
         reason: String,
     },
+    /// A file larger than `max_plugin_mib`, refused before it was read.
+    #[error("{}: the file is {size} bytes, larger than the limit `max_plugin_mib` of {limit_mib} MiB", path.display())]
+    TooLarge {
+        /// File.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit.
+        limit_mib: u64,
+    },
     /// A component that implements no connector world.
     #[error("{}: implements no Switchyard connector world ({reason})", path.display())]
     NoWorld {
@@ -298,7 +308,12 @@ pub struct Runtime {
     linker: Arc<Linker<HostState>>,
     http: reqwest::Client,
     budgets: Arc<crate::capability::http::OriginBudgets>,
+    /// Largest plugin file read (checked before reading).
+    max_plugin_bytes: u64,
 }
+
+/// The default of [`Runtime::with_max_plugin_mib`].
+pub const DEFAULT_MAX_PLUGIN_MIB: u64 = 64;
 
 impl Runtime {
     /// A runtime with its epoch ticker running.
@@ -347,7 +362,44 @@ impl Runtime {
             linker: Arc::new(linker),
             http,
             budgets: Arc::default(),
+            max_plugin_bytes: DEFAULT_MAX_PLUGIN_MIB << 20,
         })
+    }
+
+    /// Refuse plugin files larger than `mib` MiB, before reading them
+    /// (`max_plugin_mib` in the configuration).
+    pub fn with_max_plugin_mib(mut self, mib: u64) -> Runtime {
+        self.max_plugin_bytes = mib.saturating_mul(1 << 20);
+        self
+    }
+
+    /// Read a plugin file, refusing one larger than the limit before
+    /// reading it (a huge or sparse file costs no memory), and reading no
+    /// more than the limit should it grow meanwhile.
+    pub fn read_plugin(&self, path: &Path) -> Result<Vec<u8>, PluginError> {
+        use std::io::Read as _;
+        let unreadable = |e: std::io::Error| PluginError::Unreadable {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        let file = std::fs::File::open(path).map_err(unreadable)?;
+        let size = file.metadata().map_err(unreadable)?.len();
+        let too_large = |size: u64| PluginError::TooLarge {
+            path: path.to_owned(),
+            size,
+            limit_mib: self.max_plugin_bytes >> 20,
+        };
+        if size > self.max_plugin_bytes {
+            return Err(too_large(size));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.take(self.max_plugin_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map_err(unreadable)?;
+        if bytes.len() as u64 > self.max_plugin_bytes {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Ok(bytes)
     }
 
     /// Share a request budget for `origin` among every connector of this
@@ -369,10 +421,7 @@ impl Runtime {
         path: &Path,
         cache: Option<&Path>,
     ) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|e| PluginError::Unreadable {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let bytes = self.read_plugin(path)?;
         self.load_plugin_bytes(path, &bytes, cache)
     }
 
@@ -491,6 +540,42 @@ impl Runtime {
     /// loaded ones; they never stop the others from loading.
     pub fn load_dir(&self, dir: &Path) -> anyhow::Result<PluginSet> {
         self.load_dir_cached(dir, None)
+    }
+
+    /// Load only the plugins named (`{name}.wasm` in `dir`): a command
+    /// compiles what its connectors use, and no other file in the
+    /// directory is read. A name without a file is left out (the caller
+    /// reports it missing).
+    pub fn load_named<'a>(
+        &self,
+        dir: &Path,
+        names: impl IntoIterator<Item = &'a str>,
+        cache: Option<&Path>,
+    ) -> anyhow::Result<PluginSet> {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "cannot read plugin directory {}: not a directory",
+                dir.display()
+            );
+        }
+        let mut set = PluginSet::default();
+        for name in names.into_iter().collect::<std::collections::BTreeSet<_>>() {
+            let path = dir.join(format!("{name}.wasm"));
+            if !path.is_file() {
+                continue;
+            }
+            match self.load_plugin_cached(&path, cache) {
+                Ok(plugin) => {
+                    tracing::info!(plugin = %plugin.name, world = %plugin.world, version = plugin.version(), "plugin loaded");
+                    set.plugins.insert(plugin.name.clone(), Arc::new(plugin));
+                }
+                Err(e) => {
+                    tracing::warn!("plugin refused: {e}");
+                    set.refused.push(e);
+                }
+            }
+        }
+        Ok(set)
     }
 
     /// [`Runtime::load_dir`] with a compiled-code cache directory.

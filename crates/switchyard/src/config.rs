@@ -50,6 +50,8 @@ pub struct Config {
     pub file: PathBuf,
     /// Directory of `*.wasm` connector plugins.
     pub plugin_dir: PathBuf,
+    /// Largest plugin file read, in MiB (`max_plugin_mib`, default 64).
+    pub max_plugin_mib: u64,
     /// Directory of the sled database.
     pub data_dir: PathBuf,
     /// Connectors by name.

@@ -428,7 +428,9 @@ impl Daemon {
             .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
         let token = resolve_secret(&token_source, Some(&SecretStore::in_dir(&config.data_dir)))
             .map_err(|e| anyhow!("daemon admin_token: {e}"))?;
-        let runtime = Runtime::new().context("failed to start the plugin runtime")?;
+        let runtime = Runtime::new()
+            .context("failed to start the plugin runtime")?
+            .with_max_plugin_mib(config.max_plugin_mib);
         Service::limit_origins(&config, &runtime);
         let state: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
         note(

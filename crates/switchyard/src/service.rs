@@ -282,11 +282,17 @@ impl Service {
     }
 
     fn open_with(config: Config, strict: bool) -> anyhow::Result<Service> {
-        let runtime = Runtime::new().context("failed to start the plugin runtime")?;
-        // The compiled-code cache the daemon uses too: a one-shot run does
+        let runtime = Runtime::new()
+            .context("failed to start the plugin runtime")?
+            .with_max_plugin_mib(config.max_plugin_mib);
+        // Only the plugins the connectors use are read and compiled; the
+        // compiled-code cache is the daemon's too, so a one-shot run does
         // not recompile unchanged plugins either.
-        let set =
-            runtime.load_dir_cached(&config.plugin_dir, Some(&config.data_dir.join("cache")))?;
+        let set = runtime.load_named(
+            &config.plugin_dir,
+            config.connectors.values().map(|c| c.plugin.as_str()),
+            Some(&config.data_dir.join("cache")),
+        )?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
         let state: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
@@ -856,6 +862,7 @@ fn restore_health(
 fn refused_path(e: &PluginError) -> &std::path::Path {
     match e {
         PluginError::Unreadable { path, .. }
+        | PluginError::TooLarge { path, .. }
         | PluginError::NotAComponent { path, .. }
         | PluginError::NoWorld { path, .. }
         | PluginError::UnsupportedVersion { path, .. }

@@ -83,7 +83,9 @@ fn check(file: &Path) -> anyhow::Result<Exit> {
 /// `plugin list`: exit 2 if a file in the directory is refused.
 fn list(config: &ConfigArg) -> anyhow::Result<Exit> {
     let config = Config::load(&config.config)?;
-    let set = Runtime::new()?.load_dir(&config.plugin_dir)?;
+    let set = Runtime::new()?
+        .with_max_plugin_mib(config.max_plugin_mib)
+        .load_dir(&config.plugin_dir)?;
     for p in set.plugins.values() {
         println!(
             "{:<20} {:<15} contract {:<8} {}",

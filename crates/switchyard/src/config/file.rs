@@ -16,6 +16,7 @@ use crate::daemon::scheduler::parse_duration;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     plugin_dir: Option<String>,
+    max_plugin_mib: Option<u64>,
     data_dir: Option<String>,
     #[serde(default)]
     connectors: BTreeMap<String, Spanned<RawConnector>>,
@@ -512,6 +513,9 @@ impl Config {
             webhooks,
             file: path.to_owned(),
             plugin_dir: base.join(raw.plugin_dir.as_deref().unwrap_or("plugins.d")),
+            max_plugin_mib: raw
+                .max_plugin_mib
+                .unwrap_or(crate::runtime::DEFAULT_MAX_PLUGIN_MIB),
             data_dir: base.join(raw.data_dir.as_deref().unwrap_or("switchyard-data")),
             connectors,
             links,

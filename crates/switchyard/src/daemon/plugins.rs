@@ -438,17 +438,9 @@ fn evaluate(
     serving_sha: Option<&str>,
     world: Option<(World, String)>,
 ) -> Evaluated {
-    let bytes = match std::fs::read(path) {
+    let bytes = match runtime.read_plugin(path) {
         Ok(b) => b,
-        Err(e) => {
-            return Evaluated::Refused(
-                None,
-                PluginError::Unreadable {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                },
-            );
-        }
+        Err(e) => return Evaluated::Refused(None, e),
     };
     if stat(path) != Some(expected) || bytes.len() as u64 != expected.len {
         return Evaluated::Unsettled;
