@@ -205,7 +205,7 @@ async fn health() -> Json<Value> {
 }
 
 async fn ready(State(shared): State<SharedState>) -> Response {
-    let service = shared.service.load();
+    let service = shared.service();
     let body = json!({
         "ready": shared.is_ready(),
         "paused_connectors": service.paused,
@@ -219,11 +219,11 @@ async fn ready(State(shared): State<SharedState>) -> Response {
 }
 
 async fn plugins(State(shared): State<SharedState>) -> Json<Value> {
-    Json(json!(shared.plugins.status()))
+    Json(json!(shared.serving.load().plugins))
 }
 
 async fn connectors(State(shared): State<SharedState>) -> ApiResult {
-    let service = shared.service.load();
+    let service = shared.service();
     let mut out = Vec::new();
     for (name, config) in &shared.config.connectors {
         let health = shared.state.connector_health(name)?;
@@ -265,7 +265,7 @@ fn link_json(shared: &Shared, name: &LinkName) -> Result<Value, ApiError> {
         .filter(|ms| *ms > 0);
     let last_run = shared.state.last_run(name)?;
     let status = shared.state.link_status(name)?;
-    let state = shared.service.load().link_state(name)?;
+    let state = shared.service().link_state(name)?;
     Ok(json!({
         "name": name,
         "hris": link.hris,
@@ -395,7 +395,7 @@ async fn resume_connector(
     if !shared.config.connectors.contains_key(&name) {
         return Err(not_found(&format!("no connector named `{name}`")));
     }
-    let service = shared.service.load();
+    let service = shared.service();
     let lifted = service.resume(&name)?;
     shared.state.flush()?;
     note(
