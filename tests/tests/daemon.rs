@@ -512,6 +512,29 @@ async fn admin_api_needs_the_token_and_serves_every_documented_route() {
     let (status, body) = admin.post("/v1/links/nope/sync").await;
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("nope"));
+    // Parameters that do not parse are a documented 400 with a JSON error.
+    for (method, path) in [
+        ("get", "/v1/audit?since=notadate"),
+        ("get", "/v1/audit?until=2026-13-45"),
+        ("get", "/v1/audit?last=many"),
+        ("post", "/v1/links/acme/dead-letters/notanumber/replay"),
+    ] {
+        let (status, body) = admin.send(method, path, Some(TOKEN)).await;
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        assert!(body["error"].is_string(), "{method} {path}: {body}");
+    }
+    // The scheme name is case-insensitive (RFC 9110).
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = admin
+            .client
+            .get(format!("{}/v1/health", admin.base))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "scheme `{scheme}`");
+    }
     let health = admin.get("/v1/health").await;
     assert_eq!(health["status"], "ok");
     let ready = admin.get("/v1/ready").await;
@@ -1256,12 +1279,12 @@ fn start_binary_with_file_limit(h: &Harness, files: u32) -> std::process::Child 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_holding_an_unfinished_request_head_does_not_outlast_the_grace_period() {
     let h = Harness::start(3).await.unwrap();
-    // The head timeout is longer than the grace period: only the shutdown
-    // can close these connections in time.
+    // The head timeout (10s by default) is longer than the grace period:
+    // only the shutdown can close these connections in time.
     let (admin_port, public_port) = add_webhook_daemon_table(
         &h,
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        "shutdown_grace = \"2s\"\nheader_read_timeout = \"60s\"",
+        "shutdown_grace = \"2s\"",
     );
     let mut daemon = start_binary(&h);
     let admin = Admin::new(format!("127.0.0.1:{admin_port}").parse().unwrap());
@@ -1376,4 +1399,37 @@ async fn idle_connections_beyond_the_file_limit_do_not_starve_the_admin_api() {
     sigterm(&daemon);
     let status = wait_exit(&mut daemon, Duration::from_secs(20));
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_retry_after_wait_exits_without_waiting_it_out() {
+    let h = Harness::start(3).await.unwrap();
+    let port = free_port();
+    add_daemon_table(&h, &format!("127.0.0.1:{port}"), "shutdown_grace = \"30s\"");
+    let mut daemon = start_binary(&h);
+    let admin = Admin::new(format!("127.0.0.1:{port}").parse().unwrap());
+    wait_ready(&admin).await;
+    // The HRIS asks for a 50 s pause on the run's first read.
+    h.hris.fail_next(1, 50);
+    let (status, body) = admin.post(&format!("/v1/links/{LINK}/sync")).await;
+    assert_eq!(status, 202, "{body}");
+    eventually("the run to start", Duration::from_secs(30), || async {
+        admin.link().await["running"] == true
+    })
+    .await;
+    eventually(
+        "the HRIS to have refused the first read",
+        Duration::from_secs(30),
+        || async { h.hris.requests().iter().any(|r| r.status == 503) },
+    )
+    .await;
+    let signalled = Instant::now();
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, Duration::from_secs(40));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "exited {:?} after SIGTERM during a 50 s Retry-After wait",
+        signalled.elapsed()
+    );
 }
