@@ -16,6 +16,8 @@
 //!   behind a bearer token; `/metrics` is served there too;
 //! - `events.rs`: [`DaemonEvent`] and [`note`], the one place a daemon event
 //!   is logged and recorded in the audit log;
+//! - [`listener`]: both listeners' accept loop (request timeouts, connection
+//!   cap, closing connections at shutdown);
 //!
 //! The public listener ([`public_router`]) is where inbound traffic from
 //! other systems (webhooks) is served.
@@ -29,8 +31,10 @@
 //! A run that reaches no checkpoint within `shutdown_grace` is dropped at
 //! its next await point (safe too: the outbox was written before anything
 //! was applied and every effect carries its idempotency key). An
-//! interrupted run is not recorded as finished, so the next start runs the
-//! link at once and finishes the outbox. Then sled is flushed.
+//! interrupted run is not recorded as finished, and a link with work in its
+//! outbox runs at start, so the next start finishes the outbox. Open
+//! connections are told to close after the request in progress and are
+//! dropped when the grace period ends. Then sled is flushed.
 
 pub mod admin;
 mod events;
