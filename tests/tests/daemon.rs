@@ -512,6 +512,29 @@ async fn admin_api_needs_the_token_and_serves_every_documented_route() {
     let (status, body) = admin.post("/v1/links/nope/sync").await;
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("nope"));
+    // Parameters that do not parse are a documented 400 with a JSON error.
+    for (method, path) in [
+        ("get", "/v1/audit?since=notadate"),
+        ("get", "/v1/audit?until=2026-13-45"),
+        ("get", "/v1/audit?last=many"),
+        ("post", "/v1/links/acme/dead-letters/notanumber/replay"),
+    ] {
+        let (status, body) = admin.send(method, path, Some(TOKEN)).await;
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        assert!(body["error"].is_string(), "{method} {path}: {body}");
+    }
+    // The scheme name is case-insensitive (RFC 9110).
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = admin
+            .client
+            .get(format!("{}/v1/health", admin.base))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "scheme `{scheme}`");
+    }
     let health = admin.get("/v1/health").await;
     assert_eq!(health["status"], "ok");
     let ready = admin.get("/v1/ready").await;
@@ -1064,4 +1087,354 @@ async fn a_signed_webhook_to_the_daemon_is_written_back_by_the_run_it_triggers()
     assert_eq!(state.audit().verify().unwrap().broken, None);
     drop(state);
     daemon.shutdown().await.unwrap();
+}
+
+/// CPU time (user + system) a process has used so far, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name is in parentheses and may hold spaces: count fields
+    // after the last `)`. utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    let per_second: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// Wait until the daemon's admin API answers `/v1/ready` with 200.
+async fn wait_ready(admin: &Admin) {
+    eventually(
+        "the daemon to be ready",
+        Duration::from_secs(60),
+        || async {
+            admin
+                .client
+                .get(format!("{}/v1/ready", admin.base))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_daemon_uses_almost_no_cpu() {
+    let h = Harness::start(3).await.unwrap();
+    let port = free_port();
+    add_daemon_table(&h, &format!("127.0.0.1:{port}"), "");
+    let mut daemon = start_binary(&h);
+    let admin = Admin::new(format!("127.0.0.1:{port}").parse().unwrap());
+    wait_ready(&admin).await;
+    // Let start-up work (compiling plugins, the first scan) settle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = cpu_time(daemon.id());
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window).await;
+    let used = cpu_time(daemon.id()) - before;
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, Duration::from_secs(20));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    eprintln!("idle daemon: {used:?} of CPU in {window:?}");
+    assert!(
+        used < Duration::from_millis(150),
+        "an idle daemon used {used:?} of CPU in {window:?}"
+    );
+}
+
+/// A daemon binary with a public listener taking the LMS's Standard
+/// Webhooks (secret in a file); returns the admin and public ports.
+fn add_webhook_daemon_table(h: &Harness, secret: &str, extra: &str) -> (u16, u16) {
+    let secret_file = h.dir.join("lms-webhook.secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let (admin, public) = (free_port(), free_port());
+    let extra = format!(
+        "public_listen = \"127.0.0.1:{public}\"\n{extra}\n\n[connectors.lms.webhook]\nscheme = \"standard\"\nsecret = {{ secret = \"file:{}\" }}\n",
+        secret_file.display()
+    );
+    add_daemon_table(h, &format!("127.0.0.1:{admin}"), &extra);
+    (admin, public)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_work_and_its_audit_record_survive_a_kill_after_the_200_and_run_at_restart() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    // A link with no schedule: it runs on triggers only.
+    let h = Harness::start(4).await.unwrap();
+    let (admin_port, public_port) = add_webhook_daemon_table(&h, SECRET, "");
+    let mut daemon = start_binary(&h);
+    let admin = Admin::new(format!("127.0.0.1:{admin_port}").parse().unwrap());
+    wait_ready(&admin).await;
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
+
+    // The HRIS is slow: the run the delivery triggers is still writing the
+    // completion back when the daemon is killed right after the 200.
+    h.hris.set_latency(Duration::from_secs(5));
+    let learner = h.lms.users()[0].idnumber.clone();
+    let completion = h
+        .lms
+        .mark_completed(&learner, "CODE-OF-CONDUCT", Some(91.0), Some(true))
+        .unwrap();
+    let body = h.lms.completion_webhook_body(completion).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let headers =
+        switchyard_testkit::lms::LmsSim::sign_webhook(SECRET, "msg_kill_1", now, &body).unwrap();
+    let mut request = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{public_port}/webhooks/lms"))
+        .body(body);
+    for (name, value) in &headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
+    // The delivery, its replay marker and its audit record were durable
+    // before the 200.
+    {
+        use switchyard::store::Store as _;
+        let state = switchyard::store::SledStore::open(&h.dir.join("state")).unwrap();
+        let accepted = state
+            .audit()
+            .read(
+                &switchyard::audit::Filter {
+                    kind: Some("webhook.accepted".into()),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        assert_eq!(accepted.len(), 1, "the accepted delivery's audit record");
+        assert!(
+            state
+                .is_webhook_delivered(&"lms".into(), "msg_kill_1")
+                .unwrap()
+        );
+        assert_eq!(
+            state.counts(&LINK.into()).unwrap().outbox,
+            1,
+            "the write-back queued"
+        );
+    }
+
+    // Restarted, with no schedule and no trigger: the queued work runs.
+    h.hris.set_latency(Duration::ZERO);
+    let mut daemon = start_binary(&h);
+    eventually(
+        "the queued write-back to run at start",
+        Duration::from_secs(60),
+        || async {
+            h.hris
+                .training_records()
+                .iter()
+                .any(|r| r.employee_id == learner)
+        },
+    )
+    .await;
+    eventually("the outbox to drain", Duration::from_secs(30), || async {
+        let Ok(response) = admin
+            .client
+            .get(format!("{}/v1/links/{LINK}", admin.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let link: Value = response.json().await.unwrap_or(Value::Null);
+        link["counts"]["outbox"] == 0 && link["activity"]["last_outcome"] == "ok"
+    })
+    .await;
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, Duration::from_secs(20));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    let written = h
+        .hris
+        .training_records()
+        .iter()
+        .filter(|r| r.employee_id == learner)
+        .count();
+    assert_eq!(written, 1, "written back once");
+}
+
+/// Start the daemon binary with the open-file limit (soft and hard) set to
+/// `files`.
+fn start_binary_with_file_limit(h: &Harness, files: u32) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {files} && exec \"$0\" run --config \"$1\""
+        ))
+        .arg(switchyard_bin())
+        .arg(&h.config_path)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holding_an_unfinished_request_head_does_not_outlast_the_grace_period() {
+    let h = Harness::start(3).await.unwrap();
+    // The head timeout (10s by default) is longer than the grace period:
+    // only the shutdown can close these connections in time.
+    let (admin_port, public_port) = add_webhook_daemon_table(
+        &h,
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "shutdown_grace = \"2s\"",
+    );
+    let mut daemon = start_binary(&h);
+    let admin = Admin::new(format!("127.0.0.1:{admin_port}").parse().unwrap());
+    wait_ready(&admin).await;
+    let mut held = Vec::new();
+    for port in [admin_port, public_port] {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .write_all(b"POST /webhooks/lms HTTP/1.1\r\nHost: switchyard\r\nX-Partial: ")
+            .unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(6),
+        "exited {:?} after SIGTERM with a grace period of 2s",
+        signalled.elapsed()
+    );
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_request_body_is_cut_off() {
+    let h = Harness::start(3).await.unwrap();
+    let (admin_port, public_port) = add_webhook_daemon_table(
+        &h,
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "body_read_timeout = \"1s\"",
+    );
+    let mut daemon = start_binary(&h);
+    let admin = Admin::new(format!("127.0.0.1:{admin_port}").parse().unwrap());
+    wait_ready(&admin).await;
+    let answered = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", public_port)).unwrap();
+        stream
+            .write_all(
+                b"POST /webhooks/lms HTTP/1.1\r\nHost: switchyard\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+            )
+            .unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        // One byte every 100 ms: the whole body would take 10 s.
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                if writer.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let started = Instant::now();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut response = [0u8; 12];
+        let read = stream.read_exact(&mut response);
+        (
+            started.elapsed(),
+            read.map(|()| String::from_utf8_lossy(&response).into_owned()),
+        )
+    })
+    .await
+    .unwrap();
+    let (elapsed, response) = answered;
+    let response = response.expect("an answer before the body was complete");
+    assert_eq!(response, "HTTP/1.1 400", "{response}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}, with a body timeout of 1s"
+    );
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, Duration::from_secs(20));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_beyond_the_file_limit_do_not_starve_the_admin_api() {
+    let h = Harness::start(3).await.unwrap();
+    let port = free_port();
+    add_daemon_table(
+        &h,
+        &format!("127.0.0.1:{port}"),
+        "header_read_timeout = \"1s\"",
+    );
+    // 256 descriptors; 300 idle connections would use them all up.
+    let mut daemon = start_binary_with_file_limit(&h, 256);
+    let admin = Admin::new(format!("127.0.0.1:{port}").parse().unwrap());
+    wait_ready(&admin).await;
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/ready", admin.base))
+        .bearer_auth(TOKEN)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+    let status = response.map(|r| r.status().as_u16());
+    assert_eq!(
+        status.as_ref().ok(),
+        Some(&200),
+        "{status:?} after {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, Duration::from_secs(20));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_retry_after_wait_exits_without_waiting_it_out() {
+    let h = Harness::start(3).await.unwrap();
+    let port = free_port();
+    add_daemon_table(&h, &format!("127.0.0.1:{port}"), "shutdown_grace = \"30s\"");
+    let mut daemon = start_binary(&h);
+    let admin = Admin::new(format!("127.0.0.1:{port}").parse().unwrap());
+    wait_ready(&admin).await;
+    // The HRIS asks for a 50 s pause on the run's first read.
+    h.hris.fail_next(1, 50);
+    let (status, body) = admin.post(&format!("/v1/links/{LINK}/sync")).await;
+    assert_eq!(status, 202, "{body}");
+    eventually("the run to start", Duration::from_secs(30), || async {
+        admin.link().await["running"] == true
+    })
+    .await;
+    eventually(
+        "the HRIS to have refused the first read",
+        Duration::from_secs(30),
+        || async { h.hris.requests().iter().any(|r| r.status == 503) },
+    )
+    .await;
+    let signalled = Instant::now();
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, Duration::from_secs(40));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "exited {:?} after SIGTERM during a 50 s Retry-After wait",
+        signalled.elapsed()
+    );
 }

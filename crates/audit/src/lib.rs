@@ -229,6 +229,36 @@ impl Filter {
     }
 }
 
+/// A filter time (`since`, `until`) that is neither an RFC 3339 time nor
+/// a yyyy-mm-dd date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotATime(pub String);
+
+impl std::fmt::Display for NotATime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` is neither an RFC 3339 time nor a yyyy-mm-dd date",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NotATime {}
+
+/// Check a filter time: an RFC 3339 time or a yyyy-mm-dd date. (A time
+/// that does not parse would otherwise select as the Unix epoch.)
+pub fn check_time(text: &str) -> Result<(), NotATime> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    if time::OffsetDateTime::parse(text, &Rfc3339).is_ok()
+        || time::Date::parse(text, &format).is_ok()
+    {
+        Ok(())
+    } else {
+        Err(NotATime(text.to_owned()))
+    }
+}
+
 /// Comparable form of an RFC 3339 time (or a yyyy-mm-dd date): Unix
 /// nanoseconds, 0 if it does not parse.
 pub fn time_key(text: &str) -> i128 {

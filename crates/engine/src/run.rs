@@ -192,12 +192,14 @@ impl LinkRun<'_> {
     }
 
     /// Call a read function until it succeeds or its error says not to retry.
+    /// A wait between attempts (Retry-After, backoff) is cut short by a stop
+    /// request, and the run is then interrupted.
     async fn read<T>(
         &self,
         operation: &str,
         retries: &mut usize,
         mut f: impl AsyncFnMut() -> Result<T, ConnectorError>,
-    ) -> Result<T, LinkStopped> {
+    ) -> Result<T, RunError> {
         let mut attempt = 0;
         loop {
             let error = match CallContext::link(self.name).scope(f()).await {
@@ -216,9 +218,10 @@ impl LinkRun<'_> {
                         "retrying: {error}"
                     );
                     *retries += 1;
-                    tokio::time::sleep(wait).await;
+                    self.pause(wait).await;
+                    self.checkpoint()?;
                 }
-                _ => return Err(self.stopped(operation, error)),
+                _ => return Err(self.stopped(operation, error).into()),
             }
         }
     }

@@ -314,11 +314,15 @@ pub trait Store: Send + Sync {
     /// before writes nothing (`Replay`), also when two copies race. An
     /// attempt that a poll recorded as seen in the meantime is left out, and
     /// so is an operation already done, so it is never written twice.
+    /// `accepted` makes the delivery's audit record from the number of
+    /// operations queued; it is written in the same transaction, so the
+    /// work, the marker and the record become durable together.
     fn commit_webhook(
         &self,
         connector: &ConnectorName,
         delivery_id: &str,
         batches: &[WebhookBatch],
+        accepted: &dyn Fn(usize) -> Event,
     ) -> anyhow::Result<DeliveryCommit>;
 
     /// Forget webhook delivery ids recorded before `before_ms` (Unix ms).

@@ -862,6 +862,7 @@ impl Store for SledStore {
         connector: &ConnectorName,
         delivery_id: &str,
         batches: &[WebhookBatch],
+        accepted: &dyn Fn(usize) -> Event,
     ) -> anyhow::Result<DeliveryCommit> {
         let ops: usize = batches
             .iter()
@@ -870,6 +871,9 @@ impl Store for SledStore {
         let seqs = self.sequence(ops)?;
         let marker = key(&[connector.as_str(), delivery_id]);
         let at = now_ms();
+        // The chain head is held from sealing to commit (as for every record
+        // written in a state transaction).
+        let writer = self.audit.writer();
         let trees = (
             &self.webhook_deliveries,
             &self.seen,
@@ -878,11 +882,12 @@ impl Store for SledStore {
             &self.outbox_keys,
             &self.snapshots,
             &self.done,
+            self.audit.tree(),
         );
-        tx_result(trees.transaction(
-            |(deliveries, seen, winners, outbox, keys, snapshots, done)| {
+        let (commit, record) = tx_result(trees.transaction(
+            |(deliveries, seen, winners, outbox, keys, snapshots, done, audit)| {
                 if deliveries.get(&marker)?.is_some() {
-                    return Ok(DeliveryCommit::Replay);
+                    return Ok((DeliveryCommit::Replay, None));
                 }
                 deliveries.insert(marker.clone(), &at.to_be_bytes()[..])?;
                 let mut queued = 0;
@@ -931,9 +936,17 @@ impl Store for SledStore {
                         }
                     }
                 }
-                Ok(DeliveryCommit::Recorded { queued })
+                let record = writer
+                    .prepare(accepted(queued))
+                    .map_err(ConflictableTransactionError::Abort)?;
+                Writer::write(audit, &record)?;
+                Ok((DeliveryCommit::Recorded { queued }, Some(record)))
             },
-        ))
+        ))?;
+        if let Some(record) = record {
+            writer.committed(record);
+        }
+        Ok(commit)
     }
 
     /// Forget webhook delivery ids recorded before `before_ms` (Unix ms).
@@ -1063,6 +1076,7 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_audit::Filter;
     use switchyard_model::{CompletionStatus, Employee, EmploymentStatus};
 
     fn op(employee: &str, key: &str) -> Operation {
@@ -1186,6 +1200,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = SledStore::open(dir.path()).unwrap();
         let (l, lms) = (LinkName::from("l"), ConnectorName::from("lms"));
+        let accepted = |queued: usize| {
+            Event::new(Kind::WebhookAccepted).detail(serde_json::json!({ "queued": queued }))
+        };
         let completion = Completion {
             employee_id: "7".into(),
             course_id: "C".into(),
@@ -1216,7 +1233,7 @@ mod tests {
         };
         assert_eq!(
             state
-                .commit_webhook(&lms, "msg_1", std::slice::from_ref(&batch))
+                .commit_webhook(&lms, "msg_1", std::slice::from_ref(&batch), &accepted)
                 .unwrap(),
             DeliveryCommit::Recorded { queued: 1 }
         );
@@ -1225,7 +1242,7 @@ mod tests {
         assert!(state.is_seen(&l, &completion).unwrap());
         assert_eq!(
             state
-                .commit_webhook(&lms, "msg_1", std::slice::from_ref(&batch))
+                .commit_webhook(&lms, "msg_1", std::slice::from_ref(&batch), &accepted)
                 .unwrap(),
             DeliveryCommit::Replay
         );
@@ -1242,10 +1259,35 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            state.commit_webhook(&lms, "msg_2", &[batch]).unwrap(),
+            state
+                .commit_webhook(&lms, "msg_2", &[batch], &accepted)
+                .unwrap(),
             DeliveryCommit::Recorded { queued: 0 }
         );
         assert_eq!(state.counts(&l).unwrap().outbox, 0);
+        // Each delivery recorded has its audit record, written with it; the
+        // replay wrote none.
+        let records: Vec<serde_json::Value> = state
+            .audit
+            .read(
+                &Filter {
+                    kind: Some("webhook.accepted".into()),
+                    ..Filter::default()
+                },
+                None,
+            )
+            .unwrap()
+            .into_iter()
+            .map(|e| e.record.detail)
+            .collect();
+        assert_eq!(
+            records,
+            [
+                serde_json::json!({ "queued": 1 }),
+                serde_json::json!({ "queued": 0 })
+            ]
+        );
+        assert_eq!(state.audit.verify().unwrap().broken, None);
 
         assert_eq!(state.prune_webhook_deliveries(0).unwrap(), 0);
         assert_eq!(state.prune_webhook_deliveries(now_ms() + 1).unwrap(), 2);

@@ -87,8 +87,20 @@ pub struct DaemonConfig {
     /// it is loaded (a copy in progress is never loaded half-way).
     pub plugin_settle: Duration,
     /// How long a run in progress at shutdown may take to finish before it
-    /// is stopped between operations.
+    /// is stopped between operations. When it ends, connections still open
+    /// on the listeners are closed too.
     pub shutdown_grace: Duration,
+    /// How long a client has to send a complete request head, counted from
+    /// the connection's start or the end of the previous response (so it is
+    /// also how long an idle keep-alive connection is kept).
+    pub header_read_timeout: Duration,
+    /// How long a client has to send a request's body, counted from the end
+    /// of its head; a body still arriving then is cut off.
+    pub body_read_timeout: Duration,
+    /// Connections served at once on each listener; more wait in the
+    /// kernel's accept queue. Lowered at start to what the open-file limit
+    /// allows.
+    pub max_connections: usize,
 }
 
 impl Default for DaemonConfig {
@@ -100,6 +112,9 @@ impl Default for DaemonConfig {
             plugin_rescan: Duration::from_secs(2),
             plugin_settle: Duration::from_millis(500),
             shutdown_grace: Duration::from_secs(20),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 256,
         }
     }
 }

@@ -16,6 +16,8 @@
 //!   behind a bearer token; `/metrics` is served there too;
 //! - `events.rs`: [`DaemonEvent`] and [`note`], the one place a daemon event
 //!   is logged and recorded in the audit log;
+//! - [`listener`]: both listeners' accept loop (request timeouts, connection
+//!   cap, closing connections at shutdown);
 //!
 //! The public listener ([`public_router`]) is where inbound traffic from
 //! other systems (webhooks) is served.
@@ -29,11 +31,14 @@
 //! A run that reaches no checkpoint within `shutdown_grace` is dropped at
 //! its next await point (safe too: the outbox was written before anything
 //! was applied and every effect carries its idempotency key). An
-//! interrupted run is not recorded as finished, so the next start runs the
-//! link at once and finishes the outbox. Then sled is flushed.
+//! interrupted run is not recorded as finished, and a link with work in its
+//! outbox runs at start, so the next start finishes the outbox. Open
+//! connections are told to close after the request in progress and are
+//! dropped when the grace period ends. Then sled is flushed.
 
 pub mod admin;
 mod events;
+pub mod listener;
 pub mod plugins;
 pub mod scheduler;
 
@@ -59,7 +64,7 @@ use crate::runtime::Runtime;
 use crate::secrets::{SecretStore, resolve_secret};
 use crate::service::{RunOutcome, Service, SyncError};
 use crate::store::{SledStore, Store};
-use plugins::{Change, PluginDir};
+use plugins::{Change, PluginDir, PluginInfo};
 use scheduler::{LinkRunner, LinkSlot, RunCause, RunEnd, WallClock};
 
 /// What the daemon remembers of a link's runs (the last run time is also
@@ -82,6 +87,17 @@ pub struct LinkActivity {
     pub last_success: Option<String>,
 }
 
+/// What serves now, published in one step: the service runs use and the
+/// plugin statuses the admin API shows. A status seen in the admin API is
+/// therefore what every run started after it uses (a plugin reported
+/// `removed` is not run again, a new version reported `serving` is).
+pub struct Serving {
+    /// The service runs start with.
+    pub service: Arc<Service>,
+    /// The plugin directory as that service sees it.
+    pub plugins: Vec<PluginInfo>,
+}
+
 /// The daemon's shared parts.
 pub struct Shared {
     /// The configuration.
@@ -90,8 +106,9 @@ pub struct Shared {
     pub runtime: Runtime,
     /// Sync state.
     pub state: Arc<dyn Store>,
-    /// The service runs use; swapped when plugins change.
-    pub service: ArcSwap<Service>,
+    /// The service runs use and the plugin statuses, swapped together when
+    /// plugins change.
+    pub serving: ArcSwap<Serving>,
     /// The plugin directory.
     pub plugins: PluginDir,
     /// One scheduler slot per link.
@@ -115,6 +132,11 @@ fn now_rfc3339() -> String {
 }
 
 impl Shared {
+    /// The service serving now.
+    pub fn service(&self) -> Arc<Service> {
+        self.serving.load().service.clone()
+    }
+
     /// What the daemon remembers of a link's runs.
     pub fn activity(&self, link: &str) -> LinkActivity {
         self.activity
@@ -195,15 +217,33 @@ impl Shared {
                 },
             );
         }
-        if !initial && changes.iter().any(Change::changes_serving) {
-            let previous = self.service.load_full();
-            match self.assemble(Some(&previous)) {
-                Ok(service) => self.service.store(Arc::new(service)),
-                Err(e) => tracing::error!(
-                    "plugins changed but the service could not be assembled; the previous one keeps running: {e:#}"
-                ),
-            }
+        if initial || changes.is_empty() {
+            return;
         }
+        let previous = self.service();
+        let service = if changes.iter().any(Change::changes_serving) {
+            match self.assemble(Some(&previous)) {
+                Ok(service) => Arc::new(service),
+                Err(e) => {
+                    tracing::error!(
+                        "plugins changed but the service could not be assembled; the previous one keeps running: {e:#}"
+                    );
+                    previous
+                }
+            }
+        } else {
+            previous
+        };
+        self.publish(service);
+    }
+
+    /// Swap in `service` with the plugin statuses as they are now, in one
+    /// step.
+    fn publish(&self, service: Arc<Service>) {
+        self.serving.store(Arc::new(Serving {
+            service,
+            plugins: self.plugins.status(),
+        }));
     }
 
     fn assemble(&self, previous: Option<&Service>) -> anyhow::Result<Service> {
@@ -312,10 +352,20 @@ impl LinkRunner for Shared {
         }
     }
 
+    fn has_pending(&self, link: &str) -> bool {
+        match self.state.counts(&LinkName::from(link)) {
+            Ok(counts) => counts.outbox > 0,
+            Err(e) => {
+                tracing::error!(link, "cannot read the state database: {e:#}");
+                false
+            }
+        }
+    }
+
     async fn run(&self, link: &str, cause: RunCause) -> RunEnd {
         // The service as it is now: this run keeps these plugin versions to
         // its end, whatever the watcher swaps in meanwhile.
-        let service = self.service.load_full();
+        let service = self.service();
         let started = Instant::now();
         let started_at = now_rfc3339();
         tracing::info!(link, ?cause, "link run started");
@@ -399,7 +449,7 @@ pub fn public_router(shared: Arc<Shared>) -> anyhow::Result<Router> {
     let ingress = crate::webhook::Ingress::new(
         &shared.config,
         shared.state.clone(),
-        move |name: &str| source.service.load().connectors.get(name).cloned(),
+        move |name: &str| source.serving.load().service.connectors.get(name).cloned(),
         Some(&store),
     )?
     .on_accepted(move |links: &[String]| {
@@ -469,7 +519,10 @@ impl Daemon {
         )?;
         let shared = Arc::new(Shared {
             admin_token_sha256: Sha256::digest(token.expose().as_bytes()).into(),
-            service: ArcSwap::from_pointee(placeholder),
+            serving: ArcSwap::from_pointee(Serving {
+                service: Arc::new(placeholder),
+                plugins: Vec::new(),
+            }),
             plugins,
             links,
             activity: Mutex::default(),
@@ -482,9 +535,15 @@ impl Daemon {
             runtime,
             state,
         });
+        // The outbox and dead-letter gauges tell the truth from the start,
+        // not only after each link's first run.
+        for link in shared.config.links.keys() {
+            let counts = shared.state.counts(link)?;
+            crate::telemetry::depths(link, counts.outbox, counts.dead_letters);
+        }
         shared.rescan(true).await;
         let service = shared.assemble(None)?;
-        shared.service.store(Arc::new(service));
+        shared.publish(Arc::new(service));
 
         let mut tasks = tokio::task::JoinSet::new();
         let admin = tokio::net::TcpListener::bind(shared.config.daemon.admin_listen)
@@ -507,37 +566,41 @@ impl Daemon {
         let public_addr = public.as_ref().map(|l| l.local_addr()).transpose()?;
         tracing::info!(%admin_addr, public = ?public_addr, "listening");
 
-        let router = admin::router(shared.clone());
-        let mut stop = shared.shutdown.subscribe();
-        tasks.spawn(async move {
-            let served = axum::serve(
-                admin,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-            if let Err(e) = served {
-                tracing::error!("admin listener failed: {e}");
-            }
-        });
+        let open_files = listener::raise_open_file_limit();
+        let daemon_config = &shared.config.daemon;
+        let limits = listener::Limits {
+            header_read_timeout: daemon_config.header_read_timeout,
+            body_read_timeout: daemon_config.body_read_timeout,
+            max_connections: listener::connection_cap(
+                daemon_config.max_connections,
+                1 + usize::from(public.is_some()),
+                open_files,
+            ),
+            grace: daemon_config.shutdown_grace,
+        };
+        if limits.max_connections < daemon_config.max_connections {
+            tracing::warn!(
+                configured = daemon_config.max_connections,
+                cap = limits.max_connections,
+                ?open_files,
+                "max_connections lowered to stay below the open-file limit"
+            );
+        }
+        tasks.spawn(listener::serve(
+            "admin",
+            admin,
+            admin::router(shared.clone()),
+            limits,
+            shared.shutdown.subscribe(),
+        ));
         if let Some(public) = public {
-            let router = public_router(shared.clone())?;
-            let mut stop = shared.shutdown.subscribe();
-            tasks.spawn(async move {
-                let served = axum::serve(
-                    public,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-                if let Err(e) = served {
-                    tracing::error!("public listener failed: {e}");
-                }
-            });
+            tasks.spawn(listener::serve(
+                "public",
+                public,
+                public_router(shared.clone())?,
+                limits,
+                shared.shutdown.subscribe(),
+            ));
         }
         tasks.spawn(watch_plugins(shared.clone()));
         let grace = shared.config.daemon.shutdown_grace;
@@ -611,15 +674,42 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The plugin watcher: file events (notify) plus a periodic rescan; while a
-/// file settles, look again after `plugin_settle`.
+/// How long the watcher waits for file events to stop before it rescans:
+/// a copy or an editor's save is many events, and one scan is enough.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Whether a file event means a plugin file changed: created, written,
+/// renamed or removed, and named `*.wasm`. Opening, reading or closing
+/// without writing (which the daemon's own scans cause) does not count, or
+/// every scan would ask for the next one.
+fn is_plugin_change(event: &notify::Event) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    let changes = matches!(
+        event.kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    );
+    changes
+        && event.paths.iter().any(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".wasm"))
+        })
+}
+
+/// The plugin watcher: file events that change a `*.wasm` file (notify),
+/// debounced, plus a periodic rescan; while a file settles, look again
+/// after `plugin_settle`.
 async fn watch_plugins(shared: Arc<Shared>) {
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel::<()>();
     let watcher = {
         use notify::Watcher as _;
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                if event.is_ok_and(|e| is_plugin_change(&e)) {
                     let _ = tx.send(());
                 }
             });
@@ -653,12 +743,22 @@ async fn watch_plugins(shared: Arc<Shared>) {
         } else {
             rescan
         };
-        tokio::select! {
+        let event = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            Some(()) = events.recv() => {
-                while events.try_recv().is_ok() {}
-            }
-            () = tokio::time::sleep(wait) => {}
+            Some(()) = events.recv() => true,
+            () = tokio::time::sleep(wait) => false,
+        };
+        if event {
+            // Debounce: wait until no event came for DEBOUNCE (at most five
+            // times that, so a file written without pause is still looked
+            // at, and shutdown is not held up).
+            let until = tokio::time::Instant::now() + DEBOUNCE * 5;
+            while tokio::time::Instant::now() < until
+                && matches!(
+                    tokio::time::timeout(DEBOUNCE, events.recv()).await,
+                    Ok(Some(()))
+                )
+            {}
         }
         shared.rescan(false).await;
     }

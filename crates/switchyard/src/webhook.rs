@@ -250,6 +250,38 @@ pub fn verdict(connector: &str, outcome: &Outcome) {
     metrics::counter!(METRIC, "connector" => label, "verdict" => verdict).increment(1);
 }
 
+/// The delivery id a verified delivery carries (at most 128 characters),
+/// for its audit record. Only called once the signature verified: nothing
+/// the sender chose enters the hashed record before that.
+fn delivery_id(endpoint: &Endpoint, headers: &HeaderMap) -> Option<String> {
+    let value = match &endpoint.config.scheme {
+        WebhookScheme::Hmac(h) => h.id_header.as_ref().and_then(|h| headers.get(h.as_str())),
+        WebhookScheme::Standard => headers
+            .get(verify::ID_HEADER)
+            .or_else(|| headers.get(verify::SVIX_ID_HEADER)),
+    };
+    value.map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(128)
+            .collect::<String>()
+    })
+}
+
+/// The audit record of a delivery's answer.
+fn audit_event(
+    kind: crate::audit::Kind,
+    connector: &str,
+    status: StatusCode,
+    delivery: Option<String>,
+    reason: String,
+) -> crate::audit::Event {
+    crate::audit::Event::new(kind)
+        .connector(connector)
+        .detail(serde_json::json!({ "status": status.as_u16(), "delivery": delivery }))
+        .personal(serde_json::json!({ "reason": reason }))
+}
+
 /// Unix seconds now.
 fn unix_now() -> i64 {
     (now_ms() / 1000) as i64
@@ -337,33 +369,21 @@ impl Ingress {
     /// plugin, are kept outside the chain. A name that is not a configured
     /// connector is only counted in the metric: anyone can send those.
     fn audit(&self, name: &str, headers: &HeaderMap, outcome: &Outcome) {
+        // An accepted delivery's record was committed with its work.
+        if matches!(outcome, Outcome::Accepted { .. }) {
+            return;
+        }
         let (Some(endpoint), Some(kind)) = (self.endpoints.get(name), outcome.audit_kind()) else {
             return;
         };
-        let verified = matches!(outcome, Outcome::Accepted { .. } | Outcome::Replay);
-        let id_header = match &endpoint.config.scheme {
-            WebhookScheme::Hmac(h) => h.id_header.clone(),
-            WebhookScheme::Standard => Some("webhook-id".to_owned()),
-        };
-        let delivery = id_header
-            .filter(|_| verified)
-            .and_then(|h| headers.get(h.as_str()))
-            .map(|v| {
-                String::from_utf8_lossy(v.as_bytes())
-                    .chars()
-                    .take(128)
-                    .collect::<String>()
-            });
+        let delivery = matches!(outcome, Outcome::Replay)
+            .then(|| delivery_id(endpoint, headers))
+            .flatten();
         let reason = match outcome {
             Outcome::Unavailable(r) | Outcome::Halted(r) | Outcome::Unreadable(r) => r.clone(),
             other => other.detail(),
         };
-        let event = crate::audit::Event::new(kind)
-            .connector(name)
-            .detail(
-                serde_json::json!({ "status": outcome.status().as_u16(), "delivery": delivery }),
-            )
-            .personal(serde_json::json!({ "reason": reason }));
+        let event = audit_event(kind, name, outcome.status(), delivery, reason);
         if let Err(e) = self.state.audit().append(event) {
             tracing::error!(connector = name, "failed to write the audit log: {e:#}");
         }
@@ -448,27 +468,49 @@ impl Ingress {
             Err(ConnectorError::Unsupported(m)) => return Outcome::Unsupported(m),
             Err(e) => return Outcome::Unavailable(e.to_string()),
         };
+        // The delivery's audit record is written in the transaction that
+        // commits its work and replay marker: all durable before the 200.
+        let delivery = delivery_id(endpoint, headers);
+        let event_count = events.len();
+        let accepted = |operations: usize| {
+            let outcome = Outcome::Accepted {
+                events: event_count,
+                operations,
+            };
+            audit_event(
+                crate::audit::Kind::WebhookAccepted,
+                name,
+                outcome.status(),
+                delivery.clone(),
+                outcome.detail(),
+            )
+        };
         let outcome = match self.batches(name, &events) {
-            Ok(Ok(batches)) => match self.state.commit_webhook(name, &verified.id, &batches) {
-                // The sender will not send it again after a 2xx: the work
-                // must be on disk, not only in sled's log buffer.
-                Ok(DeliveryCommit::Recorded { queued }) => match self.state.flush() {
-                    Ok(()) => {
-                        if queued > 0 {
-                            let links: Vec<String> =
-                                batches.iter().map(|b| b.link.to_string()).collect();
-                            (self.on_accepted)(&links);
+            Ok(Ok(batches)) => {
+                match self
+                    .state
+                    .commit_webhook(name, &verified.id, &batches, &accepted)
+                {
+                    // The sender will not send it again after a 2xx: the work
+                    // must be on disk, not only in sled's log buffer.
+                    Ok(DeliveryCommit::Recorded { queued }) => match self.state.flush() {
+                        Ok(()) => {
+                            if queued > 0 {
+                                let links: Vec<String> =
+                                    batches.iter().map(|b| b.link.to_string()).collect();
+                                (self.on_accepted)(&links);
+                            }
+                            Outcome::Accepted {
+                                events: events.len(),
+                                operations: queued,
+                            }
                         }
-                        Outcome::Accepted {
-                            events: events.len(),
-                            operations: queued,
-                        }
-                    }
+                        Err(e) => Outcome::Unavailable(format!("{e:#}")),
+                    },
+                    Ok(DeliveryCommit::Replay) => Outcome::Replay,
                     Err(e) => Outcome::Unavailable(format!("{e:#}")),
-                },
-                Ok(DeliveryCommit::Replay) => Outcome::Replay,
-                Err(e) => Outcome::Unavailable(format!("{e:#}")),
-            },
+                }
+            }
             Ok(Err(halted)) => halted,
             Err(e) => Outcome::Unavailable(format!("{e:#}")),
         };

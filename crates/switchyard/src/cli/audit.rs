@@ -106,20 +106,9 @@ pub struct FilterArgs {
 }
 
 fn parse_time(text: &str) -> Result<String, String> {
-    let rfc3339 =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok();
-    let date = time::Date::parse(
-        text,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .is_ok();
-    if rfc3339 || date {
-        Ok(text.to_owned())
-    } else {
-        Err(format!(
-            "`{text}` is neither an RFC 3339 time nor a yyyy-mm-dd date"
-        ))
-    }
+    switchyard::audit::check_time(text)
+        .map(|()| text.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 impl From<FilterArgs> for Filter {

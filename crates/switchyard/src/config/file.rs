@@ -38,6 +38,9 @@ struct RawDaemon {
     plugin_rescan: Option<Spanned<String>>,
     plugin_settle: Option<Spanned<String>>,
     shutdown_grace: Option<Spanned<String>>,
+    header_read_timeout: Option<Spanned<String>>,
+    body_read_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -494,6 +497,34 @@ impl Config {
             }
             if let Some(v) = d.shutdown_grace {
                 daemon.shutdown_grace = duration(v, "shutdown_grace")?;
+            }
+            let positive = |v: Spanned<String>, key: &str| {
+                let start = v.span().start;
+                let d = duration(v, key)?;
+                if d.is_zero() {
+                    return Err(at(start, format!("daemon: {key} must be longer than 0s")));
+                }
+                Ok(d)
+            };
+            if let Some(v) = d.header_read_timeout {
+                daemon.header_read_timeout = positive(v, "header_read_timeout")?;
+            }
+            if let Some(v) = d.body_read_timeout {
+                daemon.body_read_timeout = positive(v, "body_read_timeout")?;
+            }
+            if let Some(v) = d.max_connections {
+                daemon.max_connections = usize::try_from(*v.get_ref())
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        at(
+                            v.span().start,
+                            format!(
+                                "daemon: max_connections must be a positive number, not {}",
+                                v.get_ref()
+                            ),
+                        )
+                    })?;
             }
             if let Some(token) = d.admin_token {
                 if matches!(token.get_ref(), SecretSource::Literal(_)) {

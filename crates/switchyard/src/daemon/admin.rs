@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +48,53 @@ impl From<anyhow::Error> for ApiError {
 }
 
 type ApiResult = Result<Response, ApiError>;
+
+/// A path parameter; one that does not parse is a 400 with a JSON error,
+/// like every other error of this API.
+struct Path<T>(T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(ApiError(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// Query parameters; ones that do not parse are a 400 with a JSON error.
+struct Query<T>(T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ApiError(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// The token of an `Authorization` header value using the Bearer scheme,
+/// whose name is case-insensitive (RFC 9110, section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
 
 /// Every route: method, path (OpenAPI syntax, which axum 0.8 shares) and
 /// handler.
@@ -98,6 +146,12 @@ async fn audit_records(
     State(shared): State<SharedState>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult {
+    for (name, value) in [("since", &q.since), ("until", &q.until)] {
+        if let Some(value) = value {
+            crate::audit::check_time(value)
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{name}: {e}")))?;
+        }
+    }
     let filter = crate::audit::Filter {
         link: q.link,
         employee: q.employee,
@@ -148,8 +202,7 @@ async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match presented {
         Some(token) if shared.admin_token_matches(token) => {
             request.extensions_mut().insert(Caller {
@@ -205,7 +258,7 @@ async fn health() -> Json<Value> {
 }
 
 async fn ready(State(shared): State<SharedState>) -> Response {
-    let service = shared.service.load();
+    let service = shared.service();
     let body = json!({
         "ready": shared.is_ready(),
         "paused_connectors": service.paused,
@@ -219,11 +272,11 @@ async fn ready(State(shared): State<SharedState>) -> Response {
 }
 
 async fn plugins(State(shared): State<SharedState>) -> Json<Value> {
-    Json(json!(shared.plugins.status()))
+    Json(json!(shared.serving.load().plugins))
 }
 
 async fn connectors(State(shared): State<SharedState>) -> ApiResult {
-    let service = shared.service.load();
+    let service = shared.service();
     let mut out = Vec::new();
     for (name, config) in &shared.config.connectors {
         let health = shared.state.connector_health(name)?;
@@ -265,7 +318,7 @@ fn link_json(shared: &Shared, name: &LinkName) -> Result<Value, ApiError> {
         .filter(|ms| *ms > 0);
     let last_run = shared.state.last_run(name)?;
     let status = shared.state.link_status(name)?;
-    let state = shared.service.load().link_state(name)?;
+    let state = shared.service().link_state(name)?;
     Ok(json!({
         "name": name,
         "hris": link.hris,
@@ -395,7 +448,7 @@ async fn resume_connector(
     if !shared.config.connectors.contains_key(&name) {
         return Err(not_found(&format!("no connector named `{name}`")));
     }
-    let service = shared.service.load();
+    let service = shared.service();
     let lifted = service.resume(&name)?;
     shared.state.flush()?;
     note(
@@ -450,17 +503,17 @@ pub fn document() -> Value {
             "/v1/connectors": { "get": { "operationId": "listConnectors", "summary": "Connectors: plugin version and sha256, status (running, paused, quarantined), faults in a row", "responses": {
                 "200": ok("Connectors", array.clone()), "401": unauthorized, "500": error } } },
             "/v1/connectors/{connector}/resume": { "post": { "operationId": "resumeConnector", "summary": "Lift a connector's quarantine", "parameters": [connector_param], "responses": {
-                "200": ok("Resumed (or was not quarantined)", object.clone()), "401": unauthorized, "404": error, "500": error } } },
+                "400": error, "200": ok("Resumed (or was not quarantined)", object.clone()), "401": unauthorized, "404": error, "500": error } } },
             "/v1/links": { "get": { "operationId": "listLinks", "summary": "Links: schedule, running, next run, last run, counts, last error", "responses": {
                 "200": ok("Links", array.clone()), "401": unauthorized, "500": error } } },
             "/v1/links/{link}": { "get": { "operationId": "getLink", "summary": "One link", "parameters": [link_param.clone()], "responses": {
-                "200": ok("The link", object.clone()), "401": unauthorized, "404": error, "500": error } } },
+                "400": error, "200": ok("The link", object.clone()), "401": unauthorized, "404": error, "500": error } } },
             "/v1/links/{link}/sync": { "post": { "operationId": "triggerSync", "summary": "Run the link now (after the run in progress, if any; triggers coalesce)", "parameters": [link_param.clone()], "responses": {
-                "202": ok("Triggered", object.clone()), "401": unauthorized, "404": error } } },
+                "400": error, "202": ok("Triggered", object.clone()), "401": unauthorized, "404": error } } },
             "/v1/links/{link}/dead-letters": { "get": { "operationId": "listDeadLetters", "summary": "Dead letters of a link, oldest first", "parameters": [link_param.clone()], "responses": {
-                "200": ok("Dead letters", array.clone()), "401": unauthorized, "404": error, "500": error } } },
+                "400": error, "200": ok("Dead letters", array.clone()), "401": unauthorized, "404": error, "500": error } } },
             "/v1/links/{link}/dead-letters/{id}/replay": { "post": { "operationId": "replayDeadLetter", "summary": "Put a dead letter back in the outbox and trigger a run", "parameters": [link_param, id_param], "responses": {
-                "202": ok("Replayed", object.clone()), "401": unauthorized, "404": error, "500": error } } },
+                "400": error, "202": ok("Replayed", object.clone()), "401": unauthorized, "404": error, "500": error } } },
             "/v1/audit": { "get": { "operationId": "readAudit", "summary": "The last `last` (default 100, at most 10000) audit records matching the filters, oldest first, with their hashes and personal payloads (as `switchyard audit search`)", "parameters": [
                     { "name": "link", "in": "query", "schema": { "type": "string" } },
                     { "name": "employee", "in": "query", "schema": { "type": "string" } },
@@ -470,11 +523,11 @@ pub fn document() -> Value {
                     { "name": "until", "in": "query", "description": "RFC 3339 time or yyyy-mm-dd", "schema": { "type": "string" } },
                     { "name": "last", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 10000 } }
                 ], "responses": {
-                "200": ok("Audit records", array), "401": unauthorized, "500": error } } },
+                "400": error, "200": ok("Audit records", array), "401": unauthorized, "500": error } } },
             "/v1/audit/verify": { "get": { "operationId": "verifyAudit", "summary": "Check the hash chain from its anchor to its head; `broken` names the first bad record", "responses": {
                 "200": ok("Verification", object.clone()), "401": unauthorized, "500": error } } },
             "/v1/audit/forget/{employee}": { "post": { "operationId": "forgetEmployee", "summary": "Subject erasure (as `switchyard audit forget`), recorded with the token's fingerprint", "parameters": [{ "name": "employee", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": {
-                "200": ok("What was erased", object), "401": unauthorized, "500": error } } }
+                "400": error, "200": ok("What was erased", object), "401": unauthorized, "500": error } } }
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -520,6 +573,23 @@ mod tests {
                 .map(str::to_owned)
                 .collect();
             assert_eq!(declared, in_path, "{path}");
+            // A parameter that does not parse is a documented 400.
+            for op in item.as_object().unwrap().values() {
+                if op["parameters"].as_array().is_some_and(|p| !p.is_empty()) {
+                    assert!(op["responses"]["400"].is_object(), "{path}: no 400");
+                }
+            }
         }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(super::bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(super::bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(super::bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(super::bearer_token("Basic abc"), None);
+        assert_eq!(super::bearer_token("Bearer"), None);
+        assert_eq!(super::bearer_token("Bearer "), None);
+        assert_eq!(super::bearer_token("Bearerabc"), None);
     }
 }

@@ -13,9 +13,13 @@
 //!   slot is already past (the daemon was down for a night) the link runs
 //!   once now, and the next slot is counted from that run, not from the
 //!   missed ones.
-//! - **A run interrupted by shutdown is not recorded**, so the restarted
-//!   daemon runs the link at once and the outbox left by the interrupted run
-//!   is finished.
+//! - **Work left in the outbox runs at start.** A link whose outbox holds
+//!   operations when the daemon starts (a run interrupted by shutdown or a
+//!   crash, webhook work committed just before one) runs at once, whether
+//!   or not it has a schedule and whenever it last ran. A run interrupted by
+//!   shutdown is not recorded as finished either. Work committed while the
+//!   daemon runs (an accepted webhook, a replayed dead letter) triggers the
+//!   link's run.
 //!
 //! The decision ([`next_due`]) is a pure function of the schedule, the last
 //! run and the time; the worker reads time through a [`Clock`], so tests
@@ -225,8 +229,11 @@ impl Clock for TokioClock {
 pub enum RunCause {
     /// Its schedule (or the first run after start).
     Schedule,
-    /// A manual trigger (admin API or CLI).
+    /// A manual trigger (admin API or CLI), or work committed to the outbox
+    /// (an accepted webhook, a replayed dead letter).
     Manual,
+    /// Work found in the outbox at start.
+    Resume,
 }
 
 /// How a run ended, for the scheduler.
@@ -247,6 +254,10 @@ pub trait LinkRunner: Send + Sync + 'static {
     fn record_run(&self, link: &str, at_ms: u64);
     /// Run the link once.
     fn run(&self, link: &str, cause: RunCause) -> impl Future<Output = RunEnd> + Send;
+    /// Whether the link's outbox holds operations (read once, at start).
+    fn has_pending(&self, _link: &str) -> bool {
+        false
+    }
 }
 
 /// A link's schedule entry and live status, shared with the admin API.
@@ -290,6 +301,7 @@ pub async fn run_link<R: LinkRunner, C: Clock>(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let mut resume = runner.has_pending(&slot.link);
     loop {
         if *shutdown.borrow() {
             return;
@@ -301,7 +313,10 @@ pub async fn run_link<R: LinkRunner, C: Clock>(
             .map(|s| next_due(s, slot.jitter, &slot.link, runner.last_run(&slot.link), now));
         slot.next_run_ms.store(due.unwrap_or(0), Ordering::SeqCst);
         let wait = due.map(|due| Duration::from_millis(due.saturating_sub(now)));
-        let cause = tokio::select! {
+        let cause = if std::mem::take(&mut resume) {
+            RunCause::Resume
+        } else {
+            tokio::select! {
             biased;
             changed = shutdown.changed() => {
                 if changed.is_err() {
@@ -316,6 +331,7 @@ pub async fn run_link<R: LinkRunner, C: Clock>(
                     continue;
                 }
                 RunCause::Schedule
+            }
             }
         };
         slot.running.store(true, Ordering::SeqCst);
@@ -419,6 +435,7 @@ mod tests {
         starts: Mutex<Vec<(u64, RunCause)>>,
         active: AtomicUsize,
         max_active: AtomicUsize,
+        pending: AtomicBool,
     }
 
     impl LinkRunner for FakeRunner {
@@ -437,7 +454,11 @@ mod tests {
                 .push((self.clock.now_ms(), cause));
             tokio::time::sleep(self.run_for).await;
             self.active.fetch_sub(1, Ordering::SeqCst);
+            self.pending.store(false, Ordering::SeqCst);
             RunEnd::Finished
+        }
+        fn has_pending(&self, _link: &str) -> bool {
+            self.pending.load(Ordering::SeqCst)
         }
     }
 
@@ -445,6 +466,20 @@ mod tests {
         schedule: &str,
         run_for: Duration,
         last: Option<u64>,
+    ) -> (
+        Arc<LinkSlot>,
+        Arc<FakeRunner>,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        start_with(Some(schedule), run_for, last, false)
+    }
+
+    fn start_with(
+        schedule: Option<&str>,
+        run_for: Duration,
+        last: Option<u64>,
+        pending: bool,
     ) -> (
         Arc<LinkSlot>,
         Arc<FakeRunner>,
@@ -459,10 +494,11 @@ mod tests {
             starts: Mutex::default(),
             active: AtomicUsize::new(0),
             max_active: AtomicUsize::new(0),
+            pending: AtomicBool::new(pending),
         });
         let slot = Arc::new(LinkSlot::new(
             "acme",
-            Some(Schedule::parse(schedule).unwrap()),
+            schedule.map(|s| Schedule::parse(s).unwrap()),
             Duration::ZERO,
         ));
         let (stop, shutdown) = watch::channel(false);
@@ -474,6 +510,41 @@ mod tests {
             Duration::from_secs(5),
         ));
         (slot, runner, stop, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_left_in_the_outbox_runs_at_start_schedule_or_not() {
+        // Trigger-only, pending work: runs at start, then waits for triggers.
+        let (_slot, runner, stop, task) = start_with(None, Duration::from_secs(1), None, true);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let starts = runner.starts.lock().unwrap().clone();
+        assert_eq!(starts.len(), 1, "{starts:?}");
+        assert_eq!(starts[0].1, RunCause::Resume);
+        stop.send_replace(true);
+        task.await.unwrap();
+
+        // Ran a minute ago on an hourly schedule, pending work: runs now,
+        // not at the next slot.
+        let now = T0 + 10 * HOUR;
+        let (_slot, runner, stop, task) = start_with(
+            Some("every 1h"),
+            Duration::from_secs(1),
+            Some(now - MINUTE),
+            true,
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let starts = runner.starts.lock().unwrap().clone();
+        assert_eq!(starts, [(now, RunCause::Resume)]);
+        stop.send_replace(true);
+        task.await.unwrap();
+
+        // Nothing pending: nothing runs before the slot.
+        let (_slot, runner, stop, task) =
+            start_with(None, Duration::from_secs(1), Some(now - MINUTE), false);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(runner.starts.lock().unwrap().is_empty());
+        stop.send_replace(true);
+        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

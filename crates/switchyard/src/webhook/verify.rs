@@ -23,6 +23,14 @@ pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 /// Standard Webhooks header names.
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
+/// The same headers under Svix's names, which the Svix libraries accept
+/// for the same scheme (each looked up when its Standard name is absent).
+pub const SVIX_ID_HEADER: &str = "svix-id";
+/// See [`SVIX_ID_HEADER`].
+pub const SVIX_TIMESTAMP_HEADER: &str = "svix-timestamp";
+/// See [`SVIX_ID_HEADER`].
+pub const SVIX_SIGNATURE_HEADER: &str = "svix-signature";
+
 /// A delivery whose signature is valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -118,6 +126,23 @@ fn required(headers: &HeaderMap, name: &str) -> Result<String, Refusal> {
     }
 }
 
+/// A Standard Webhooks header, under its own name or else Svix's; the
+/// name it was found under is returned for error messages.
+pub fn standard_header(
+    headers: &HeaderMap,
+    name: &'static str,
+    svix: &'static str,
+) -> Result<(String, &'static str), Refusal> {
+    match required(headers, name) {
+        Err(Refusal::MissingHeader(_)) => match required(headers, svix) {
+            Ok(v) => Ok((v, svix)),
+            Err(Refusal::MissingHeader(_)) => Err(Refusal::MissingHeader(name.to_owned())),
+            Err(e) => Err(e),
+        },
+        other => other.map(|v| (v, name)),
+    }
+}
+
 /// Parse a Unix-seconds timestamp and check it against `now` and `tolerance`.
 fn fresh(name: &str, text: &str, now: i64, tolerance: u64) -> Result<i64, Refusal> {
     let timestamp: i64 = text.parse().map_err(|_| Refusal::MalformedHeader {
@@ -146,10 +171,12 @@ pub fn verify_standard(
     now: i64,
     tolerance: u64,
 ) -> Result<Verified, Refusal> {
-    let id = required(headers, ID_HEADER)?;
-    let timestamp = required(headers, TIMESTAMP_HEADER)?;
-    let signatures = required(headers, SIGNATURE_HEADER)?;
-    fresh(TIMESTAMP_HEADER, &timestamp, now, tolerance)?;
+    let (id, _) = standard_header(headers, ID_HEADER, SVIX_ID_HEADER)?;
+    let (timestamp, timestamp_header) =
+        standard_header(headers, TIMESTAMP_HEADER, SVIX_TIMESTAMP_HEADER)?;
+    let (signatures, signature_header) =
+        standard_header(headers, SIGNATURE_HEADER, SVIX_SIGNATURE_HEADER)?;
+    fresh(timestamp_header, &timestamp, now, tolerance)?;
 
     let mut mac = key.mac();
     mac.update(id.as_bytes());
@@ -173,7 +200,7 @@ pub fn verify_standard(
     }
     if candidates == 0 {
         return Err(Refusal::MalformedHeader {
-            header: SIGNATURE_HEADER.into(),
+            header: signature_header.into(),
             reason: "no `v1,<base64>` signature".into(),
         });
     }
@@ -310,6 +337,38 @@ mod tests {
             (TIMESTAMP_HEADER, &SPEC_TS.to_string()),
             (SIGNATURE_HEADER, signature),
         ])
+    }
+
+    #[test]
+    fn svix_header_names_verify_like_the_standard_ones() {
+        let key = SigningKey::standard(SPEC_SECRET).unwrap();
+        let svix = headers(&[
+            (SVIX_ID_HEADER, SPEC_ID),
+            (SVIX_TIMESTAMP_HEADER, &SPEC_TS.to_string()),
+            (SVIX_SIGNATURE_HEADER, SPEC_SIGNATURE),
+        ]);
+        assert_eq!(
+            verify_standard(&key, &svix, SPEC_BODY, SPEC_TS, 300),
+            Ok(Verified { id: SPEC_ID.into() })
+        );
+        let forged = headers(&[
+            (SVIX_ID_HEADER, "msg_other"),
+            (SVIX_TIMESTAMP_HEADER, &SPEC_TS.to_string()),
+            (SVIX_SIGNATURE_HEADER, SPEC_SIGNATURE),
+        ]);
+        assert_eq!(
+            verify_standard(&key, &forged, SPEC_BODY, SPEC_TS, 300),
+            Err(Refusal::BadSignature)
+        );
+        let stale = verify_standard(&key, &svix, SPEC_BODY, SPEC_TS + 3600, 300);
+        assert!(matches!(stale, Err(Refusal::Stale { .. })), "{stale:?}");
+        // Neither name: the Standard name is reported missing.
+        let mut missing = svix.clone();
+        missing.remove(SVIX_ID_HEADER);
+        assert_eq!(
+            verify_standard(&key, &missing, SPEC_BODY, SPEC_TS, 300),
+            Err(Refusal::MissingHeader(ID_HEADER.into()))
+        );
     }
 
     #[test]
