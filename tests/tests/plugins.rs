@@ -779,12 +779,16 @@ async fn plugin_stdout_and_stderr_go_to_the_log_bounded() {
 struct OAuthServer {
     url: String,
     issued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Token requests, refused ones included.
+    asked: Arc<std::sync::atomic::AtomicUsize>,
     valid: Arc<std::sync::Mutex<String>>,
     expires_in: Arc<std::sync::atomic::AtomicU64>,
 }
 
-const CLIENT_ID: &str = "switchyard-client";
-const CLIENT_SECRET: &str = "oauth-client-s3cret";
+// Characters that RFC 6749 section 2.3.1's form-encoding changes: a
+// server that decodes as the RFC says reads another client without it.
+const CLIENT_ID: &str = "switchyard:client/1";
+const CLIENT_SECRET: &str = "oauth+client=s3cret%2F:x";
 
 async fn oauth_server() -> OAuthServer {
     use axum::extract::Request;
@@ -792,11 +796,14 @@ async fn oauth_server() -> OAuthServer {
     use base64::Engine as _;
     use std::sync::atomic::Ordering;
     let issued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = asked.clone();
     let valid = Arc::new(std::sync::Mutex::new(String::new()));
     let expires_in = Arc::new(std::sync::atomic::AtomicU64::new(3600));
     let (i, v, e) = (issued.clone(), valid.clone(), expires_in.clone());
     let app = axum::Router::new().fallback(move |req: Request| {
         let (issued, valid, expires_in) = (i.clone(), v.clone(), e.clone());
+        let asked = a.clone();
         async move {
             let auth = req
                 .headers()
@@ -811,23 +818,39 @@ async fn oauth_server() -> OAuthServer {
                 .collect();
             let line = format!("{} {}", req.method(), req.uri());
             if req.uri().path() == "/token" {
+                asked.fetch_add(1, Ordering::SeqCst);
                 let body = axum::body::to_bytes(req.into_body(), 1 << 16)
                     .await
                     .unwrap_or_default();
                 let form: Vec<(String, String)> =
                     url::form_urlencoded::parse(&body).into_owned().collect();
                 let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-                let basic = format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD
-                        .encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
-                );
+                // client_secret_basic as RFC 6749 section 2.3.1 reads it:
+                // base64, split at the first `:`, each part form-decoded.
+                let basic = auth
+                    .strip_prefix("Basic ")
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|pair| {
+                        let (id, secret) = pair.split_once(':')?;
+                        let decode = |p: &str| {
+                            url::form_urlencoded::parse(format!("x={p}").as_bytes())
+                                .next()
+                                .map(|(_, v)| v.into_owned())
+                        };
+                        Some((decode(id)?, decode(secret)?))
+                    });
+                let basic_auth = basic == Some((CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned()));
                 let body_auth = field("client_id").as_deref() == Some(CLIENT_ID)
                     && field("client_secret").as_deref() == Some(CLIENT_SECRET);
                 if field("grant_type").as_deref() != Some("client_credentials")
-                    || !(auth == basic || body_auth)
+                    || !(basic_auth || body_auth)
                 {
-                    return (StatusCode::UNAUTHORIZED, "bad client".to_owned());
+                    let refusal = serde_json::json!({
+                        "error": "invalid_client",
+                        "error_description": "client authentication failed",
+                    });
+                    return (StatusCode::UNAUTHORIZED, refusal.to_string());
                 }
                 let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
                 let token = format!("access-tok3n-{n}");
@@ -856,6 +879,7 @@ async fn oauth_server() -> OAuthServer {
     OAuthServer {
         url,
         issued,
+        asked,
         valid,
         expires_in,
     }
@@ -961,12 +985,24 @@ async fn oauth2_tokens_are_fetched_cached_refreshed_on_401_and_never_seen() {
             ClientAuthConfig::Basic,
         )),
     );
-    let seen = given_name(wrong.fetch_employees(None).await);
-    assert!(
-        seen.contains("OAuth2 token request") && seen.contains("401"),
-        "{seen}"
-    );
-    assert!(!seen.contains("wrong-secret"), "{seen}");
+    // The link stops (unauthorized, whatever the plugin made of it), the
+    // message carries the server's OAuth error, and the refusal is
+    // remembered: the next call does not ask the token endpoint again.
+    let asked = server.asked.load(Ordering::SeqCst);
+    for _ in 0..2 {
+        match wrong.fetch_employees(None).await {
+            Err(ConnectorError::Unauthorized(message)) => {
+                assert!(
+                    message.contains("401")
+                        && message.contains("invalid_client (client authentication failed)"),
+                    "{message}"
+                );
+                assert!(!message.contains("wrong-secret"), "{message}");
+            }
+            other => panic!("unauthorized, not {other:?}"),
+        }
+    }
+    assert_eq!(server.asked.load(Ordering::SeqCst), asked + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -259,7 +259,12 @@ impl Connector {
             let mut store = self.store(&stdout, &stderr, &exchanges);
             let result = f(&mut store).await;
             let data = store.data();
-            (result, data.memory.exceeded, data.http.limit_hit.clone())
+            (
+                result,
+                data.memory.exceeded,
+                data.http.limit_hit.clone(),
+                data.http.credential_refused.clone(),
+            )
         };
         let started = std::time::Instant::now();
         // Requests are logged as they finish, so a call cut off by its
@@ -274,12 +279,15 @@ impl Connector {
                 FaultKind::Deadline,
                 format!("deadline of {deadline:?} exceeded"),
             )),
-            Ok((Err(trap), memory_exceeded, _)) => {
+            Ok((Err(trap), memory_exceeded, _, _)) => {
                 Err(classify(&trap, memory_exceeded, deadline, self.limits.fuel))
             }
-            Ok((_, _, Some(limit))) => Err((FaultKind::HttpRequests, limit)),
-            Ok((Ok(Err(e)), _, _)) => Ok(Err(ConnectorError::from(e))),
-            Ok((Ok(Ok(v)), _, _)) => match self.check_output(&v) {
+            Ok((_, _, Some(limit), _)) => Err((FaultKind::HttpRequests, limit)),
+            // The credentials were refused: the link stops, whatever the
+            // plugin made of the error it was given.
+            Ok((_, _, _, Some(refused))) => Ok(Err(ConnectorError::Unauthorized(refused))),
+            Ok((Ok(Err(e)), _, _, _)) => Ok(Err(ConnectorError::from(e))),
+            Ok((Ok(Ok(v)), _, _, _)) => match self.check_output(&v) {
                 Ok(()) => Ok(Ok(v)),
                 Err(limit) => Err((FaultKind::Output, limit)),
             },

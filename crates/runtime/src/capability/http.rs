@@ -50,7 +50,7 @@ pub struct Egress {
     /// `credential_origins`.
     pub credential: Option<Credential>,
     /// The OAuth2 access token, shared by every call of the connector.
-    token: tokio::sync::Mutex<Option<AccessToken>>,
+    token: tokio::sync::Mutex<TokenState>,
     /// Request budgets per origin, shared by every connector of the runtime.
     budgets: Arc<OriginBudgets>,
 }
@@ -67,7 +67,7 @@ impl Egress {
             allow,
             credential_origins,
             credential,
-            token: tokio::sync::Mutex::new(None),
+            token: tokio::sync::Mutex::new(TokenState::default()),
             budgets,
         }
     }
@@ -132,6 +132,28 @@ struct AccessToken {
     renew_at: Instant,
 }
 
+/// The connector's OAuth2 token, or the token endpoint's refusal of its
+/// credentials, remembered so that every call does not ask again.
+#[derive(Debug, Default)]
+struct TokenState {
+    token: Option<AccessToken>,
+    refused: Option<(Instant, String)>,
+}
+
+/// How long a refusal of the client credentials is remembered before the
+/// token endpoint is asked again (a new configuration or secret starts a
+/// new connector, and so asks at once).
+const REFUSAL_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The OAuth2 `error` codes that say the client's credentials or
+/// registration are wrong: a person must act (RFC 6749 section 5.2).
+const CREDENTIAL_ERRORS: &[&str] = &[
+    "invalid_client",
+    "unauthorized_client",
+    "invalid_grant",
+    "invalid_scope",
+];
+
 /// Per-call HTTP state.
 pub struct HttpState {
     client: reqwest::Client,
@@ -145,6 +167,9 @@ pub struct HttpState {
     /// A per-call limit this call broke; the call fails with it even if
     /// the plugin swallows the refusal.
     pub(crate) limit_hit: Option<String>,
+    /// The token endpoint refused the connector's credentials: the call
+    /// fails as `unauthorized` (the link stops) whatever the plugin does.
+    pub(crate) credential_refused: Option<String>,
     /// What this call's requests were, for the audit log.
     exchanges: ExchangeLog,
 }
@@ -383,6 +408,7 @@ impl HttpState {
             max_request_bytes: (limits.max_request_kib as usize) << 10,
             timeout: Duration::from_millis(limits.http_timeout_ms),
             limit_hit: None,
+            credential_refused: None,
             exchanges,
         }
     }
@@ -583,27 +609,44 @@ impl HttpState {
     /// The connector's OAuth2 access token (`None` for other credentials):
     /// the cached one, or a new one when there is none, it is due for
     /// renewal, or it is `rejected` (the token a request just got a 401 with).
-    async fn access_token(&self, rejected: Option<&Secret>) -> Result<Option<Secret>, String> {
-        let Some(Credential::OAuth2(client)) = &self.egress.credential else {
+    async fn access_token(&mut self, rejected: Option<&Secret>) -> Result<Option<Secret>, String> {
+        let egress = self.egress.clone();
+        let Some(Credential::OAuth2(client)) = &egress.credential else {
             return Ok(None);
         };
         // Held across the fetch: concurrent calls wait for one token request.
-        let mut cached = self.egress.token.lock().await;
-        if let Some(current) = cached.as_ref() {
+        let mut state = egress.token.lock().await;
+        if let Some(current) = state.token.as_ref() {
             let fresh = Instant::now() < current.renew_at;
             if fresh && rejected.is_none_or(|r| r != &current.token) {
                 return Ok(Some(current.token.clone()));
             }
         }
-        *cached = None;
-        let token = self.fetch_token(client).await?;
-        let secret = token.token.clone();
-        *cached = Some(token);
-        Ok(Some(secret))
+        state.token = None;
+        if let Some((at, message)) = &state.refused
+            && at.elapsed() < REFUSAL_BACKOFF
+        {
+            self.credential_refused = Some(message.clone());
+            return Err(message.clone());
+        }
+        state.refused = None;
+        match self.fetch_token(client).await {
+            Ok(token) => {
+                let secret = token.token.clone();
+                state.token = Some(token);
+                Ok(Some(secret))
+            }
+            Err(TokenError::Refused(message)) => {
+                state.refused = Some((Instant::now(), message.clone()));
+                self.credential_refused = Some(message.clone());
+                Err(message)
+            }
+            Err(TokenError::Other(message)) => Err(message),
+        }
     }
 
     /// The client-credentials grant (RFC 6749 section 4.4).
-    async fn fetch_token(&self, client: &OAuth2Client) -> Result<AccessToken, String> {
+    async fn fetch_token(&self, client: &OAuth2Client) -> Result<AccessToken, TokenError> {
         let origin = origin_of(&client.token_url);
         let form = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
@@ -624,37 +667,63 @@ impl HttpState {
             .header("accept", "application/json")
             .header("content-type", "application/x-www-form-urlencoded");
         if client.client_auth == ClientAuth::Basic {
+            // RFC 6749 section 2.3.1: each part form-encoded, then joined.
+            let encode = |s: &Secret| {
+                url::form_urlencoded::byte_serialize(s.expose().as_bytes()).collect::<String>()
+            };
             builder = builder.basic_auth(
-                client.client_id.expose(),
-                Some(client.client_secret.expose()),
+                encode(&client.client_id),
+                Some(encode(&client.client_secret)),
             );
         }
         let requested = Instant::now();
-        let mut response = builder
-            .body(form)
-            .send()
-            .await
-            .map_err(|e| format!("OAuth2 token request to {origin} failed: {}", describe(e)))?;
+        let mut response = builder.body(form).send().await.map_err(|e| {
+            TokenError::Other(format!(
+                "OAuth2 token request to {origin} failed: {}",
+                describe(e)
+            ))
+        })?;
         let status = response.status();
         if !status.is_success() {
-            // The body is not passed on: a token endpoint may echo what it got.
-            tracing::warn!(connector = %self.connector, %origin, status = status.as_u16(), "OAuth2 token request refused");
-            return Err(format!(
-                "OAuth2 token request to {origin} was refused with status {status}"
-            ));
+            let body = read_capped(&mut response, self.max_body, &origin)
+                .await
+                .unwrap_or_default();
+            let said = oauth_error(&body, client);
+            tracing::warn!(connector = %self.connector, %origin, status = status.as_u16(), error = said.as_ref().map(|(code, _)| code.as_str()), "OAuth2 token request refused");
+            let mut message =
+                format!("OAuth2 token request to {origin} was refused with status {status}");
+            if let Some((code, description)) = &said {
+                message.push_str(&format!(": {code}"));
+                if let Some(description) = description {
+                    message.push_str(&format!(" ({description})"));
+                }
+            }
+            let credentials = status == reqwest::StatusCode::UNAUTHORIZED
+                || said
+                    .as_ref()
+                    .is_some_and(|(code, _)| CREDENTIAL_ERRORS.contains(&code.as_str()));
+            return Err(if credentials {
+                message.push_str("; the link stops until the client credentials are fixed");
+                TokenError::Refused(message)
+            } else {
+                TokenError::Other(message)
+            });
         }
-        let body = read_capped(&mut response, self.max_body, &origin).await?;
+        let body = read_capped(&mut response, self.max_body, &origin)
+            .await
+            .map_err(TokenError::Other)?;
         #[derive(serde::Deserialize)]
         struct TokenResponse {
             access_token: String,
             expires_in: Option<u64>,
         }
-        let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|_| format!("OAuth2 token response from {origin} is not a token (expected JSON with `access_token`)"))?;
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+            TokenError::Other(format!("OAuth2 token response from {origin} is not a token (expected JSON with `access_token`)"))
+        })?;
         if parsed.access_token.is_empty() {
-            return Err(format!(
+            return Err(TokenError::Other(format!(
                 "OAuth2 token response from {origin} has an empty `access_token`"
-            ));
+            )));
         }
         // Renew a little before the server's expiry; without one, after a minute.
         let lifetime = match parsed.expires_in {
@@ -668,6 +737,39 @@ impl HttpState {
             renew_at: requested + Duration::from_secs(lifetime),
         })
     }
+}
+
+/// Why a token request failed.
+enum TokenError {
+    /// The endpoint refused the client's credentials or registration.
+    Refused(String),
+    /// Anything else (network, a malformed answer): the call may retry.
+    Other(String),
+}
+
+/// The `error` code and `error_description` of an OAuth2 error response
+/// (RFC 6749 section 5.2), cut short and with the client's secret and id
+/// removed should the server echo them.
+fn oauth_error(body: &[u8], client: &OAuth2Client) -> Option<(String, Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct ErrorResponse {
+        error: String,
+        error_description: Option<String>,
+    }
+    let parsed: ErrorResponse = serde_json::from_slice(body).ok()?;
+    let clean = |text: &str| {
+        let mut text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+        for secret in [&client.client_secret, &client.client_id] {
+            if secret.expose().len() >= 4 {
+                text = text.replace(secret.expose(), "[redacted]");
+            }
+        }
+        text
+    };
+    Some((
+        clean(&parsed.error),
+        parsed.error_description.as_deref().map(clean),
+    ))
 }
 
 /// Read a response body as it came (before any decoding), refusing one
