@@ -63,6 +63,9 @@ pub struct SledStore {
     db: sled::Db,
     /// The data directory (for the durable-head marker).
     dir: std::path::PathBuf,
+    /// The audit sequence last written to the marker (writes are
+    /// serialised, and the marker only moves forward).
+    durable_head: std::sync::Arc<std::sync::Mutex<u64>>,
     snapshots: sled::Tree,
     accounts: sled::Tree,
     enrollments: sled::Tree,
@@ -155,6 +158,10 @@ fn remove_unfinished_snapshots(dir: &Path) -> anyhow::Result<()> {
 /// off stderr for this thread only; other threads' panics print as usual.
 fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
     type Hook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+    // One swap at a time: two opens interleaving would restore each
+    // other's filter and silence a thread's later panics.
+    static SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _swap = SWAP.lock().unwrap_or_else(|e| e.into_inner());
     let me = std::thread::current().id();
     let previous: std::sync::Arc<Hook> = std::sync::Arc::new(std::panic::take_hook());
     let forward = previous.clone();
@@ -249,6 +256,7 @@ impl SledStore {
             webhook_deliveries: tree("webhook_deliveries")?,
             db,
             dir: dir.to_owned(),
+            durable_head: std::sync::Arc::new(std::sync::Mutex::new(0)),
         })
     }
 
@@ -1069,7 +1077,12 @@ impl Store for SledStore {
         self.db
             .flush()
             .context("failed to flush the state database")?;
-        write_durable_head(&self.dir, head)
+        let mut written = self.durable_head.lock().unwrap_or_else(|e| e.into_inner());
+        if head > *written {
+            write_durable_head(&self.dir, head)?;
+            *written = head;
+        }
+        Ok(())
     }
 }
 
