@@ -292,6 +292,29 @@ async fn a_memory_bomb_hits_the_memory_budget() {
     assert!(message.contains("memory"), "{message}");
 }
 
+/// A plugin that asks the host for the same setting in a loop is stopped
+/// by the host-call limit, a fault of its own kind, well before its
+/// deadline; the next call of a good plugin works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_call_amplification_is_capped() {
+    let runtime = Runtime::new().unwrap();
+    let evil = hostile(&runtime, "chatty", "", Limits::default(), None);
+    match evil.fetch_employees(None).await {
+        Err(ConnectorError::PluginFault(f)) => {
+            assert_eq!(f.kind, switchyard::model::FaultKind::HostCalls);
+            assert!(
+                f.message
+                    .contains("limit of 100000 host calls (http, log, config) per call reached"),
+                "{}",
+                f.message
+            );
+        }
+        other => panic!("a host-calls fault, not {other:?}"),
+    }
+    let fine = hostile(&runtime, "ok", "", Limits::default(), None);
+    assert_eq!(given_name(fine.fetch_employees(None).await), "ok");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_recursion_hits_the_stack_limit() {
     let runtime = Runtime::new().unwrap();

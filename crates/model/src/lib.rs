@@ -307,6 +307,9 @@ pub enum FaultKind {
     Output,
     /// The call made more HTTP requests than `max_requests` allows.
     HttpRequests,
+    /// The call made more host calls (http, log, config) than the host
+    /// allows one call.
+    HostCalls,
     /// A listing broke a run's bounds: a cursor repeated (it would never
     /// end), more pages or records than `max_pages_per_run` or
     /// `max_records_per_run`, or the run outlived `max_run_minutes`.
@@ -326,6 +329,7 @@ impl FaultKind {
             FaultKind::Stack => "stack",
             FaultKind::Output => "output",
             FaultKind::HttpRequests => "http-requests",
+            FaultKind::HostCalls => "host-calls",
             FaultKind::RunBound => "run-bound",
             FaultKind::Trap => "trap",
         }

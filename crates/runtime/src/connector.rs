@@ -219,6 +219,7 @@ impl Connector {
                 .stderr(stderr.clone())
                 .build(),
             table: ResourceTable::new(),
+            host_calls: 0,
             memory: MemoryBudget {
                 limit: (self.limits.memory_mib as usize) << 20,
                 used: 0,
@@ -638,6 +639,9 @@ fn classify(
             FaultKind::Memory,
             format!("memory limit exceeded: {error:#}"),
         );
+    }
+    if let Some(limit) = error.downcast_ref::<crate::HostCallLimit>() {
+        return (FaultKind::HostCalls, limit.to_string());
     }
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => (

@@ -241,6 +241,29 @@ pub(crate) struct HostState {
     pub(crate) http: HttpState,
     pub(crate) log: LogState,
     pub(crate) settings: Arc<BTreeMap<String, String>>,
+    /// Calls of the contract's imports (`http`, `log`, `config`) so far.
+    pub(crate) host_calls: u32,
+}
+
+/// Calls of the contract's imports one plugin call may make: beyond it the
+/// call traps (a plugin that asks the host for the same thing in a loop
+/// costs the host, not only its own fuel).
+pub const MAX_HOST_CALLS: u32 = 100_000;
+
+/// The trap of a call that made more than [`MAX_HOST_CALLS`] host calls.
+#[derive(Debug, thiserror::Error)]
+#[error("limit of {MAX_HOST_CALLS} host calls (http, log, config) per call reached")]
+pub(crate) struct HostCallLimit;
+
+impl HostState {
+    /// Count one call of an import; past the limit the plugin call traps.
+    pub(crate) fn host_call(&mut self) -> wasmtime::Result<()> {
+        self.host_calls = self.host_calls.saturating_add(1);
+        if self.host_calls > MAX_HOST_CALLS {
+            return Err(wasmtime::Error::new(HostCallLimit));
+        }
+        Ok(())
+    }
 }
 
 impl WasiView for HostState {

@@ -8,6 +8,7 @@ use crate::bindings::hris::switchyard::connector::config::Host;
 
 impl Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        self.host_call()?;
         Ok(self.settings.get(&key).cloned())
     }
 }
@@ -15,6 +16,7 @@ impl Host for HostState {
 /// Contract 0.1.0's `config`.
 impl crate::bindings::v0_1::hris::switchyard::connector::config::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        self.host_call()?;
         Ok(self.settings.get(&key).cloned())
     }
 }

@@ -834,6 +834,7 @@ impl Redactor {
 
 impl Host for HostState {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, String>> {
+        self.host_call()?;
         Ok(self.http.send(request).await)
     }
 }
@@ -846,6 +847,7 @@ impl crate::bindings::v0_1::hris::switchyard::connector::http::Host for HostStat
     ) -> wasmtime::Result<
         Result<crate::bindings::v0_1::hris::switchyard::connector::http::Response, String>,
     > {
+        self.host_call()?;
         let request = Request {
             method: request.method,
             url: request.url,

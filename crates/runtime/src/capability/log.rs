@@ -52,6 +52,7 @@ impl crate::bindings::v0_1::hris::switchyard::connector::log::Host for HostState
 
 impl Host for HostState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.host_call()?;
         let state = &mut self.log;
         state.lines += 1;
         if state.lines > MAX_LINES_PER_CALL {

@@ -51,6 +51,15 @@ impl HrisConnector for Hostile {
         let target = config::get("target").unwrap_or_default();
         match mode.as_str() {
             "ok" => Ok(page("ok".into())),
+            // Asks the host for the same setting without end: cheap for
+            // the plugin, not for the host.
+            "chatty" => {
+                let mut found = 0usize;
+                for _ in 0..10_000_000 {
+                    found += config::get("mode").map_or(0, |m| m.len());
+                }
+                Ok(page(found.to_string()))
+            }
             // A listing that never ends: the same next cursor forever, or
             // a new one (and a new employee) on every page.
             "same-cursor" => Ok(EmployeePage {
