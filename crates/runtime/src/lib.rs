@@ -581,29 +581,17 @@ impl Runtime {
                 dir.display()
             );
         }
-        let mut set = PluginSet::default();
-        for name in names.into_iter().collect::<std::collections::BTreeSet<_>>() {
-            let path = dir.join(format!("{name}.wasm"));
-            if !path.is_file() {
-                continue;
-            }
-            match self.load_plugin_cached(&path, cache) {
-                Ok(plugin) => {
-                    tracing::info!(plugin = %plugin.name, world = %plugin.world, version = plugin.version(), "plugin loaded");
-                    set.plugins.insert(plugin.name.clone(), Arc::new(plugin));
-                }
-                Err(e) => {
-                    tracing::warn!("plugin refused: {e}");
-                    set.refused.push(e);
-                }
-            }
-        }
-        Ok(set)
+        let paths = names
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|name| dir.join(format!("{name}.wasm")))
+            .filter(|path| path.is_file());
+        Ok(self.load_paths(paths, cache))
     }
 
     /// [`Runtime::load_dir`] with a compiled-code cache directory.
     pub fn load_dir_cached(&self, dir: &Path, cache: Option<&Path>) -> anyhow::Result<PluginSet> {
-        let mut set = PluginSet::default();
         let entries = std::fs::read_dir(dir)
             .map_err(|e| anyhow::anyhow!("cannot read plugin directory {}: {e}", dir.display()))?;
         let mut paths: Vec<PathBuf> = entries
@@ -611,6 +599,16 @@ impl Runtime {
             .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
             .collect();
         paths.sort();
+        Ok(self.load_paths(paths, cache))
+    }
+
+    /// Load each file; refused ones are kept beside the loaded ones.
+    fn load_paths(
+        &self,
+        paths: impl IntoIterator<Item = PathBuf>,
+        cache: Option<&Path>,
+    ) -> PluginSet {
+        let mut set = PluginSet::default();
         for path in paths {
             match self.load_plugin_cached(&path, cache) {
                 Ok(plugin) => {
@@ -623,7 +621,7 @@ impl Runtime {
                 }
             }
         }
-        Ok(set)
+        set
     }
 }
 
