@@ -1438,3 +1438,452 @@ async fn sigterm_during_a_retry_after_wait_exits_without_waiting_it_out() {
         signalled.elapsed()
     );
 }
+
+// ---- signed plugins and capability review on upgrade ----
+
+/// Run the `switchyard` binary; returns (exit code, stdout, stderr).
+fn switchyard(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    let out = Command::new(switchyard_bin()).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `plugin keygen`: a new key in `path`; returns its public key.
+fn keygen(path: &Path) -> String {
+    let (code, out, err) = switchyard(&[
+        "plugin".as_ref(),
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        path.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("public key (for trusted_keys): "))
+        .unwrap_or_else(|| panic!("no public key printed: {out}"))
+        .to_owned()
+}
+
+/// `plugin sign FILE --key KEY`.
+fn sign(file: &Path, key: &Path) {
+    let (code, out, err) = switchyard(&[
+        "plugin".as_ref(),
+        "sign".as_ref(),
+        file.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+}
+
+/// Put top-level settings into the harness configuration.
+fn add_top_level(h: &Harness, lines: &str) {
+    let config = std::fs::read_to_string(&h.config_path).unwrap();
+    let config = config.replacen(
+        "data_dir = \"state\"\n",
+        &format!("data_dir = \"state\"\n{lines}\n"),
+        1,
+    );
+    std::fs::write(&h.config_path, config).unwrap();
+}
+
+fn open_error(h: &Harness) -> String {
+    match h.service() {
+        Ok(_) => panic!("the service opened"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_files_signed_by_a_trusted_key_are_loaded_when_signatures_are_required() {
+    let h = Harness::start(3).await.unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (keys.path().join("ours.pem"), keys.path().join("theirs.pem"));
+    let public = keygen(&ours);
+    keygen(&theirs);
+    // A key is never overwritten.
+    let (code, _, err) = switchyard(&[
+        "plugin".as_ref(),
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        ours.as_os_str(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&ours).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the secret key is private: {mode:o}");
+    }
+    add_top_level(
+        &h,
+        &format!("require_signed = true\ntrusted_keys = [\"{public}\"]"),
+    );
+    let plugin_dir = h.dir.join("plugins.d");
+    let (hris, lms) = (
+        plugin_dir.join("bamboohr.wasm"),
+        plugin_dir.join("moodle.wasm"),
+    );
+
+    // Unsigned: refused before it is compiled, with the rule that refused it.
+    let e = open_error(&h);
+    assert!(e.contains("not signed, and `require_signed` is set"), "{e}");
+
+    // Signed by a key the configuration does not trust.
+    sign(&hris, &theirs);
+    sign(&lms, &theirs);
+    let e = open_error(&h);
+    assert!(e.contains("which is not in `trusted_keys`"), "{e}");
+    assert!(!e.contains(&public), "names the signer, not our key: {e}");
+
+    // Signed by ours (signing again replaces the signature): loaded, and
+    // the sync runs.
+    sign(&hris, &ours);
+    sign(&lms, &ours);
+    let service = h.service().unwrap();
+    let signer = service.plugins["moodle"].signer.unwrap();
+    assert_eq!(signer.key.to_string(), public);
+    assert!(signer.trusted);
+    service.sync_link(LINK).await.unwrap();
+    assert_eq!(h.lms.users().len(), 3);
+    drop(service);
+    let (code, out, err) = switchyard(&["plugin".as_ref(), "check".as_ref(), lms.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("signed by {public}")), "{out}");
+
+    // One byte changed after signing: refused as changed, whatever the
+    // policy, and before wasmtime sees it.
+    let mut bytes = std::fs::read(&lms).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&lms, &bytes).unwrap();
+    let e = open_error(&h);
+    assert!(
+        e.contains("the signature does not verify") && e.contains("changed after"),
+        "{e}"
+    );
+    let (code, _, err) = switchyard(&["plugin".as_ref(), "check".as_ref(), lms.as_os_str()]);
+    assert_eq!(code, Some(2), "even without a configuration: {err}");
+    assert!(err.contains("changed after"), "{err}");
+
+    // A bad key in the configuration is a configuration error with its line.
+    let config = std::fs::read_to_string(&h.config_path).unwrap();
+    std::fs::write(&h.config_path, config.replace(&public, "ed25519:AAAA")).unwrap();
+    let e = format!("{:#}", Config::load(&h.config_path).unwrap_err());
+    assert!(
+        e.contains("switchyard.toml:") && e.contains("trusted_keys") && e.contains("32 bytes"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_needs_more_is_held_until_an_operator_approves_it() {
+    let h = Harness::start(2).await.unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let plugin_dir = h.dir.join("plugins.d");
+    let lms = plugin_dir.join("moodle.wasm");
+    let current = plugins::build("moodle").unwrap();
+    // The version first seen is a build against contract 0.1.0.
+    std::fs::copy(plugins::build("contract-v0-1").unwrap(), &lms).unwrap();
+    let (daemon, admin) = start_in_process(&h).await;
+    let old = admin.plugin("moodle").await;
+    assert_eq!(old["status"], "serving", "{old}");
+    let old_sha = old["serving"]["sha256"].as_str().unwrap().to_owned();
+
+    // A version built against 0.2.0 needs more: held, the old one serves on.
+    let install = |bytes: Vec<u8>| {
+        let hidden = plugin_dir.join(".moodle.wasm.part");
+        std::fs::write(&hidden, bytes).unwrap();
+        std::fs::rename(&hidden, &lms).unwrap();
+    };
+    install(std::fs::read(&current).unwrap());
+    eventually(
+        "the new version to be held",
+        Duration::from_secs(30),
+        || async { admin.plugin("moodle").await["status"] == "held" },
+    )
+    .await;
+    let held = admin.plugin("moodle").await;
+    assert_eq!(held["serving"]["sha256"], old_sha.as_str(), "{held}");
+    let needs: Vec<String> = serde_json::from_value(held["held"]["needs"].clone()).unwrap();
+    // The old build made no requests and read no settings, so it did not
+    // import http or config: the new one asks for both.
+    assert_eq!(
+        needs,
+        [
+            "contract 0.2.0 (approved: 0.1.0)",
+            "imports switchyard:connector/http@0.2.0",
+            "imports switchyard:connector/config@0.2.0"
+        ],
+        "{held}"
+    );
+    let new_sha = held["held"]["sha256"].as_str().unwrap().to_owned();
+    let connectors = admin.get("/v1/connectors").await;
+    assert!(
+        connectors
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "lms" && c["sha256"] == old_sha.as_str()),
+        "{connectors}"
+    );
+
+    // Approving a version other than the one held changes nothing.
+    let (status, body) = admin
+        .post(&format!("/v1/plugins/moodle/approve?sha256={old_sha}"))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = admin.post("/v1/plugins/bamboohr/approve").await;
+    assert_eq!(status, 404, "nothing held: {body}");
+    let (status, body) = admin
+        .post(&format!("/v1/plugins/moodle/approve?sha256={new_sha}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let now = admin.plugin("moodle").await;
+    assert_eq!(now["status"], "serving", "{now}");
+    assert_eq!(now["serving"]["sha256"], new_sha.as_str(), "{now}");
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
+    assert_eq!(h.lms.users().len(), 2);
+
+    // Signed (the approved version was not): no more than approved.
+    let keys = tempfile::tempdir().unwrap();
+    let (a, b) = (keys.path().join("a.pem"), keys.path().join("b.pem"));
+    let key_a = keygen(&a);
+    let key_b = keygen(&b);
+    let staged = keys.path().join("moodle.wasm");
+    std::fs::copy(&current, &staged).unwrap();
+    sign(&staged, &a);
+    install(std::fs::read(&staged).unwrap());
+    eventually(
+        "the signed version to serve",
+        Duration::from_secs(30),
+        || async { admin.plugin("moodle").await["serving"]["signer"] == key_a.as_str() },
+    )
+    .await;
+    // Then signed by another key: held.
+    sign(&staged, &b);
+    install(std::fs::read(&staged).unwrap());
+    eventually(
+        "the version signed by another key to be held",
+        Duration::from_secs(30),
+        || async { admin.plugin("moodle").await["status"] == "held" },
+    )
+    .await;
+    let held = admin.plugin("moodle").await;
+    assert_eq!(
+        held["held"]["needs"][0],
+        format!("signed by {key_b} (approved: signed by {key_a})"),
+        "{held}"
+    );
+    assert_eq!(held["serving"]["signer"], key_a.as_str());
+    daemon.shutdown().await.unwrap();
+
+    // A restart does not approve it: nothing serves the old bytes now, so
+    // the connector is paused and says why; a one-shot sync refuses it too.
+    let (daemon, admin) = start_in_process(&h).await;
+    let held = admin.plugin("moodle").await;
+    assert_eq!(held["status"], "held", "{held}");
+    assert!(held["serving"].is_null(), "{held}");
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "paused", "{link}");
+    assert!(
+        link["activity"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("held"),
+        "{link}"
+    );
+    daemon.shutdown().await.unwrap();
+    let e = open_error(&h);
+    assert!(
+        e.contains("held") && e.contains("switchyard plugin approve moodle"),
+        "{e}"
+    );
+
+    // `plugin inspect` shows the difference; `plugin approve` approves it.
+    let config = h.config_path.as_os_str();
+    let (code, out, err) = switchyard(&[
+        "plugin".as_ref(),
+        "inspect".as_ref(),
+        lms.as_os_str(),
+        "--config".as_ref(),
+        config,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("approval          HELD"), "{out}");
+    assert!(out.contains(&format!("  + signed by {key_b}")), "{out}");
+    let (code, out, err) = switchyard(&[
+        "plugin".as_ref(),
+        "approve".as_ref(),
+        "--config".as_ref(),
+        config,
+        "moodle".as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let service = h.service().unwrap();
+    assert_eq!(
+        service.plugins["moodle"].signer.unwrap().key.to_string(),
+        key_b
+    );
+    // Each hold and approval is in the audit log.
+    let kinds: Vec<String> = service
+        .state
+        .audit()
+        .read(&switchyard::audit::Filter::default(), None)
+        .unwrap()
+        .iter()
+        .map(|r| r.record.kind.to_string())
+        .collect();
+    assert!(
+        kinds.iter().filter(|k| *k == "plugin.held").count() >= 2,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.iter().filter(|k| *k == "plugin.approved").count() >= 2,
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_naming_the_wrong_plugin_pauses_only_itself() {
+    let h = Harness::start(2).await.unwrap();
+    // A second link, sorted first, whose HRIS connector names the LMS
+    // plugin by mistake.
+    let mut config = std::fs::read_to_string(&h.config_path).unwrap();
+    config.push_str("\n[connectors.hr2]\nplugin = \"moodle\"\n\n[links.aaa-wrong]\nhris = \"hr2\"\nlms = \"lms\"\n");
+    std::fs::write(&h.config_path, config).unwrap();
+    let line = std::fs::read_to_string(&h.config_path)
+        .unwrap()
+        .lines()
+        .position(|l| l == "[connectors.hr2]")
+        .unwrap()
+        + 2;
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let (daemon, admin) = start_in_process(&h).await;
+    let moodle = admin.plugin("moodle").await;
+    assert_eq!(
+        moodle["status"], "serving",
+        "the plugin is not refused: {moodle}"
+    );
+    let connectors = admin.get("/v1/connectors").await;
+    let status = |name: &str| {
+        connectors
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(status("lms")["status"], "running", "{connectors}");
+    let wrong = status("hr2");
+    assert_eq!(wrong["status"], "paused", "{connectors}");
+    let reason = wrong["paused_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!(
+            "{}:{line}: link `aaa-wrong`: hris connector `hr2` names plugin `moodle`",
+            h.config_path.display()
+        )),
+        "{reason}"
+    );
+    // The correctly configured link syncs.
+    let link = admin.sync().await;
+    assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
+    assert_eq!(h.lms.users().len(), 2);
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_listens_while_plugins_compile_and_answers_not_ready() {
+    let h = Harness::start(1).await.unwrap();
+    let port = free_port();
+    add_daemon_table(&h, &format!("127.0.0.1:{port}"), "");
+    // Eight distinct files (no compiled code cached for any): the first
+    // start compiles them all.
+    let moodle = plugins::build("moodle").unwrap();
+    for i in 0..8 {
+        std::fs::write(
+            h.dir.join(format!("plugins.d/extra{i}.wasm")),
+            variant_of(&moodle, &format!("extra {i}")),
+        )
+        .unwrap();
+    }
+    let mut child = start_binary(&h);
+    let admin = Admin::new(format!("127.0.0.1:{port}").parse().unwrap());
+    // The first answer comes before the plugins are compiled: 503.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let answer = admin
+            .client
+            .get(format!("{}/v1/ready", admin.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await;
+        if let Ok(response) = answer {
+            break response.status().as_u16();
+        }
+        assert!(Instant::now() < deadline, "the admin API never answered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(first, 503, "not ready while compiling");
+    wait_ready(&admin).await;
+    let plugins = admin.get("/v1/plugins").await;
+    assert_eq!(
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"] == "serving")
+            .count(),
+        10,
+        "{plugins}"
+    );
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_stops_the_start_unless_the_connector_is_optional() {
+    let h = Harness::start(1).await.unwrap();
+    add_daemon_table(&h, "127.0.0.1:0", "");
+    let config = std::fs::read_to_string(&h.config_path).unwrap();
+    let key = h.dir.join("bamboohr.key");
+    let missing = config.replace(
+        &format!("file:{}", key.display()),
+        "env:SWITCHYARD_TEST_NEVER_SET",
+    );
+    assert_ne!(missing, config);
+    std::fs::write(&h.config_path, &missing).unwrap();
+    let e = match Daemon::start(Config::load(&h.config_path).unwrap()).await {
+        Ok(_) => panic!("the daemon started without the HRIS credential"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("switchyard.toml:6: connector `hr`")
+            && e.contains("SWITCHYARD_TEST_NEVER_SET")
+            && e.contains("optional = true"),
+        "{e}"
+    );
+    // Marked optional: the daemon starts, the connector is paused and says why.
+    std::fs::write(
+        &h.config_path,
+        missing.replacen(
+            "plugin = \"bamboohr\"\n",
+            "plugin = \"bamboohr\"\noptional = true\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let (daemon, admin) = start_in_process(&h).await;
+    let ready = admin.get("/v1/ready").await;
+    assert!(
+        ready["paused_connectors"]["hr"]
+            .as_str()
+            .is_some_and(|r| r.contains("SWITCHYARD_TEST_NEVER_SET")),
+        "{ready}"
+    );
+    daemon.shutdown().await.unwrap();
+}

@@ -47,6 +47,8 @@ async fn a_plugin_of_contract_0_1_still_loads_and_runs_without_webhooks() {
     assert!(!plugin.takes_webhooks());
     let config = ConnectorConfig {
         plugin: "contract-v0-1".into(),
+        line: 0,
+        optional: false,
         settings: BTreeMap::new(),
         allow: Vec::new(),
         auth: None,
@@ -137,7 +139,7 @@ async fn a_plugin_of_the_wrong_world_is_refused_for_its_role() {
     let err = h.service().err().unwrap();
     let message = format!("{err:#}");
     assert!(
-        message.contains("hris connector `hr` runs plugin `moodle`, which implements lms-connector, not hris-connector"),
+        message.contains("switchyard.toml:6: link `acme`: hris connector `hr` names plugin `moodle`, which implements lms-connector, not hris-connector"),
         "{message}"
     );
 }
@@ -218,6 +220,8 @@ fn hostile_with(
     };
     let config = ConnectorConfig {
         plugin: "hostile".into(),
+        line: 0,
+        optional: false,
         settings,
         allow,
         auth: auth.clone(),
@@ -379,6 +383,8 @@ async fn egress_is_denied_unless_allowed_and_credentials_are_redacted() {
         "evil",
         &ConnectorConfig {
             plugin: "hostile".into(),
+            line: 0,
+            optional: false,
             settings,
             allow: vec![Origin::parse("https://elsewhere.example").unwrap()],
             auth: None,
@@ -530,6 +536,8 @@ async fn an_allowed_name_resolving_to_loopback_is_refused_unless_the_address_is_
         "evil",
         &ConnectorConfig {
             plugin: "hostile".into(),
+            line: 0,
+            optional: false,
             settings,
             allow: vec![
                 Origin::parse("http://*.254.169.254").unwrap(),

@@ -69,6 +69,11 @@ kinds! {
     PluginRefused => "plugin.refused",
     /// A plugin file was removed.
     PluginRemoved => "plugin.removed",
+    /// A new plugin file needs more than the approved version and waits
+    /// for an operator.
+    PluginHeld => "plugin.held",
+    /// An operator approved a held plugin file.
+    PluginApproved => "plugin.approved",
     /// A connector was paused (no usable plugin or credential).
     ConnectorPaused => "connector.paused",
     /// A connector was quarantined after faults in a row.

@@ -44,6 +44,7 @@ pub mod capability;
 pub mod grants;
 pub mod observe;
 pub mod secret;
+pub mod signature;
 
 pub use grants::{Grants, Limits, Origin, OriginBudget};
 pub use observe::{CallContext, CallObserver, CallOutcome, FinishedCall};
@@ -136,6 +137,29 @@ pub enum PluginError {
         /// Which connector of which link needs it.
         used_by: String,
     },
+    /// Not signed, and the configuration sets `require_signed`.
+    #[error("{}: not signed, and `require_signed` is set (sign it with `switchyard plugin sign`)", path.display())]
+    Unsigned {
+        /// File.
+        path: PathBuf,
+    },
+    /// Signed by a key that is not in `trusted_keys`, and the
+    /// configuration sets `require_signed`.
+    #[error("{}: signed by {key}, which is not in `trusted_keys`", path.display())]
+    UntrustedSigner {
+        /// File.
+        path: PathBuf,
+        /// The key that signed it.
+        key: signature::PublicKey,
+    },
+    /// A signature that is damaged or does not match the file.
+    #[error("{}: {reason}", path.display())]
+    BadSignature {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: signature::SignatureError,
+    },
     /// Imports something the host does not provide.
     #[error("{}: cannot be linked: {reason}", path.display())]
     Link {
@@ -160,6 +184,8 @@ pub struct Plugin {
     pub contract_version: String,
     /// What the component imports (interface names), for `plugin inspect`.
     pub imports: Vec<String>,
+    /// Who signed the file, if it is signed (see [`signature`]).
+    pub signer: Option<signature::Signer>,
     pre: Pre,
 }
 
@@ -322,6 +348,24 @@ impl ResourceLimiter for MemoryBudget {
     }
 }
 
+impl PluginError {
+    /// The file refused.
+    pub fn path(&self) -> &Path {
+        match self {
+            PluginError::Unreadable { path, .. }
+            | PluginError::TooLarge { path, .. }
+            | PluginError::NotAComponent { path, .. }
+            | PluginError::NoWorld { path, .. }
+            | PluginError::UnsupportedVersion { path, .. }
+            | PluginError::WrongWorld { path, .. }
+            | PluginError::Unsigned { path }
+            | PluginError::UntrustedSigner { path, .. }
+            | PluginError::BadSignature { path, .. }
+            | PluginError::Link { path, .. } => path,
+        }
+    }
+}
+
 /// The engine, the linker with the host's imports, and the shared HTTP client.
 #[derive(Clone)]
 pub struct Runtime {
@@ -333,6 +377,8 @@ pub struct Runtime {
     budgets: Arc<crate::capability::http::OriginBudgets>,
     /// Largest plugin file read (checked before reading).
     max_plugin_bytes: u64,
+    /// Which files are accepted (`require_signed`, `trusted_keys`).
+    signing: Arc<signature::SigningPolicy>,
 }
 
 /// The default of [`Runtime::with_max_plugin_mib`].
@@ -386,6 +432,7 @@ impl Runtime {
             http,
             budgets: Arc::default(),
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_MIB << 20,
+            signing: Arc::default(),
         })
     }
 
@@ -393,6 +440,13 @@ impl Runtime {
     /// (`max_plugin_mib` in the configuration).
     pub fn with_max_plugin_mib(mut self, mib: u64) -> Runtime {
         self.max_plugin_bytes = mib.saturating_mul(1 << 20);
+        self
+    }
+
+    /// Accept only the plugin files `policy` accepts; checked before a
+    /// file is compiled.
+    pub fn with_signing(mut self, policy: signature::SigningPolicy) -> Runtime {
+        self.signing = Arc::new(policy);
         self
     }
 
@@ -468,6 +522,27 @@ impl Runtime {
                 reason: "the file does not start with the wasm magic number".into(),
             });
         }
+        // Before compiling: an unsigned or tampered file costs no CPU.
+        let signer = self.signing.check(bytes).map_err(|refusal| match refusal {
+            signature::Refusal::Unsigned => PluginError::Unsigned {
+                path: path.to_owned(),
+            },
+            signature::Refusal::Untrusted(key) => PluginError::UntrustedSigner {
+                path: path.to_owned(),
+                key,
+            },
+            // Sections that cannot be walked: truncated or not wasm.
+            signature::Refusal::Invalid(signature::SignatureError::Malformed(reason)) => {
+                PluginError::NotAComponent {
+                    path: path.to_owned(),
+                    reason,
+                }
+            }
+            signature::Refusal::Invalid(reason) => PluginError::BadSignature {
+                path: path.to_owned(),
+                reason,
+            },
+        })?;
         let component = match cache {
             Some(dir) => self.compile_cached(path, bytes, &sha256, dir)?,
             None => self.compile(path, bytes)?,
@@ -506,6 +581,7 @@ impl Runtime {
             world,
             contract_version,
             imports,
+            signer,
             pre,
         })
     }

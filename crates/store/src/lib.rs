@@ -52,6 +52,26 @@ pub struct ConnectorHealth {
     pub quarantine: Option<Quarantine>,
 }
 
+/// What the approved version of a plugin needs: a new file that needs more
+/// is held until an operator approves it (see `switchyard::review`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginApproval {
+    /// sha256 of the file approved.
+    pub sha256: String,
+    /// Its world (`hris-connector`, `lms-connector`).
+    pub world: String,
+    /// The contract version it was built against.
+    pub contract_version: String,
+    /// What it imports (interface names).
+    pub imports: Vec<String>,
+    /// The key that signed it, if it was signed (`ed25519:<base64>`).
+    pub signer: Option<String>,
+    /// When.
+    pub at: Timestamp,
+    /// Who: `first use`, or the operator who approved it.
+    pub by: String,
+}
+
 /// Why and since when a connector is quarantined.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Quarantine {
@@ -225,6 +245,12 @@ pub trait Store: Send + Sync {
 
     /// Quarantined connectors, by name.
     fn quarantined(&self) -> anyhow::Result<Vec<(ConnectorName, ConnectorHealth)>>;
+
+    /// What the approved version of a plugin needs, if one was approved.
+    fn plugin_approval(&self, plugin: &str) -> anyhow::Result<Option<PluginApproval>>;
+
+    /// Record the approved version of a plugin (flushed before it returns).
+    fn put_plugin_approval(&self, plugin: &str, approval: &PluginApproval) -> anyhow::Result<()>;
 
     /// What the state holds for a link.
     fn counts(&self, link: &LinkName) -> anyhow::Result<LinkCounts>;

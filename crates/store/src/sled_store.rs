@@ -22,6 +22,8 @@
 //! - `connector_health`: per connector (key: connector name), the plugin
 //!   faults in a row and the quarantine, if any, with the plugin's sha256 it
 //!   applies to;
+//! - `plugin_approvals`: per plugin name, what the approved version needs
+//!   ([`PluginApproval`]);
 //! - `departed`: employees with a snapshot that the last full listing did
 //!   not include, and since when (Unix ms), for retention;
 //! - `retired`: the last revision of each snapshot retention deleted, so a
@@ -53,8 +55,8 @@ use switchyard_model::{
 
 use crate::audit_log::{AuditLog, Writer};
 use crate::{
-    AuditStore, ConnectorHealth, DeliveryCommit, Forgotten, LinkCounts, LinkStatus, Quarantine,
-    Store, WebhookBatch,
+    AuditStore, ConnectorHealth, DeliveryCommit, Forgotten, LinkCounts, LinkStatus, PluginApproval,
+    Quarantine, Store, WebhookBatch,
 };
 
 /// The sled database: every tree above, and the audit log.
@@ -79,6 +81,7 @@ pub struct SledStore {
     dead_keys: sled::Tree,
     links: sled::Tree,
     connector_health: sled::Tree,
+    plugin_approvals: sled::Tree,
     departed: sled::Tree,
     retired: sled::Tree,
     audit: AuditLog,
@@ -250,6 +253,7 @@ impl SledStore {
             dead_keys: tree("dead_keys")?,
             links: tree("links")?,
             connector_health: tree("connector_health")?,
+            plugin_approvals: tree("plugin_approvals")?,
             departed: tree("departed")?,
             retired: tree("retired")?,
             audit,
@@ -539,6 +543,15 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    fn plugin_approval(&self, plugin: &str) -> anyhow::Result<Option<PluginApproval>> {
+        Self::get(&self.plugin_approvals, plugin.as_bytes())
+    }
+
+    fn put_plugin_approval(&self, plugin: &str, approval: &PluginApproval) -> anyhow::Result<()> {
+        Self::put(&self.plugin_approvals, plugin.as_bytes(), approval)?;
+        self.flush()
     }
 
     /// What the state holds for a link.

@@ -52,6 +52,9 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     /// Largest plugin file read, in MiB (`max_plugin_mib`, default 64).
     pub max_plugin_mib: u64,
+    /// Which plugin files are accepted: `require_signed` (default false)
+    /// and `trusted_keys` (`ed25519:<base64>`).
+    pub signing: crate::runtime::signature::SigningPolicy,
     /// Directory of the sled database.
     pub data_dir: PathBuf,
     /// Connectors by name.
@@ -189,6 +192,12 @@ pub enum SignedPayload {
 pub struct ConnectorConfig {
     /// Plugin file stem in the plugin directory (`bamboohr` for `bamboohr.wasm`).
     pub plugin: String,
+    /// The line of `plugin = ...` in the configuration file, for errors
+    /// about the connector found only once plugins are loaded.
+    pub line: usize,
+    /// `optional = true`: a connector whose credential cannot be resolved
+    /// is paused instead of stopping the daemon's start.
+    pub optional: bool,
     /// Non-secret settings the plugin reads through the `config` import.
     pub settings: BTreeMap<String, String>,
     /// Origins the plugin may send requests to.
@@ -462,6 +471,31 @@ due_in_days = 30
     }
 
     #[test]
+    fn two_links_on_one_pair_of_connectors_are_refused_with_the_line() {
+        let text = format!("{GOOD}\n[links.again]\nhris = \"hr\"\nlms = \"lms\"\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, 22, "{err}");
+        assert!(
+            err.message
+                .contains("link `again`: link `acme` already connects `hr` to `lms`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn optional_connectors_and_plugin_lines_are_kept() {
+        let text = GOOD.replace(
+            "plugin = \"moodle\"",
+            "plugin = \"moodle\"\noptional = true",
+        );
+        let config = parse(&text).unwrap();
+        assert!(config.connectors["lms"].optional);
+        assert!(!config.connectors["hr"].optional);
+        assert_eq!(config.connectors["hr"].line, 3);
+        assert_eq!(config.connectors["lms"].line, 9);
+    }
+
+    #[test]
     fn schedules_and_the_daemon_table_parse_and_bad_ones_name_their_line() {
         let text = GOOD.replace(
             "lms = \"lms\"\n",
@@ -483,6 +517,31 @@ due_in_days = 30
         assert!(err.message.contains("schedule `61 * * * *`"), "{err}");
         let bad = text.replace("every 15m", "every 15 minutes");
         assert_eq!(parse(&bad).unwrap_err().line, 15);
+        // A step larger than its field: croner would read `*/61` as "at
+        // minute 0", an hourly run where every 61 minutes was meant.
+        for (cron, field) in [
+            ("*/61 * * * *", "minute"),
+            ("0 */24 * * *", "hour"),
+            ("0 0 */0 * *", "day-of-month"),
+            ("*/60 * * * * *", "second"),
+        ] {
+            let bad = text.replace("every 15m", cron);
+            let err = parse(&bad).unwrap_err();
+            assert_eq!(err.line, 15, "{err}");
+            assert!(
+                err.message.contains(&format!("in the {field} field")),
+                "{cron}: {err}"
+            );
+        }
+        for good in [
+            "*/59 * * * *",
+            "5-50/15 * * * *",
+            "0 */23 * * *",
+            "0 0 1 */6 *",
+            "@hourly",
+        ] {
+            assert!(parse(&text.replace("every 15m", good)).is_ok(), "{good}");
+        }
         let bad = text.replace("{ secret = \"env:TOKEN\" }", "\"hunter2\"");
         let err = parse(&bad).unwrap_err();
         assert!(err.message.contains("secret reference"), "{err}");

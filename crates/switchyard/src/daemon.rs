@@ -168,6 +168,27 @@ impl Shared {
     /// and swap in a new service.
     async fn rescan(&self, initial: bool) {
         let changes = self.plugins.scan(&self.runtime, initial).await;
+        self.apply(changes, initial);
+    }
+
+    /// Approve the held version of `plugin` (with `sha256`, only if that
+    /// version is held) and serve it.
+    pub fn approve(
+        &self,
+        plugin: &str,
+        sha256: Option<&str>,
+        by: &str,
+    ) -> anyhow::Result<plugins::Approval> {
+        let approval = self.plugins.approve(plugin, sha256, by)?;
+        if let plugins::Approval::Approved(change) = &approval {
+            self.apply(vec![change.clone()], false);
+        }
+        Ok(approval)
+    }
+
+    /// Record what changed in the plugin directory and, if what serves
+    /// changed, assemble and swap in a new service.
+    fn apply(&self, changes: Vec<Change>, initial: bool) {
         for change in &changes {
             note(
                 self.state.audit(),
@@ -213,6 +234,20 @@ impl Shared {
                     Change::Removed { plugin, sha256 } => {
                         crate::telemetry::plugin_reload(&plugin, "removed");
                         DaemonEvent::PluginRemoved { plugin, sha256 }
+                    }
+                    Change::Held {
+                        plugin,
+                        sha256,
+                        needs,
+                        still_serving,
+                    } => {
+                        crate::telemetry::plugin_reload(&plugin, "held");
+                        DaemonEvent::PluginHeld {
+                            plugin,
+                            sha256,
+                            needs,
+                            still_serving,
+                        }
                     }
                 },
             );
@@ -478,9 +513,8 @@ impl Daemon {
             .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
         let token = resolve_secret(&token_source, Some(&SecretStore::in_dir(&config.data_dir)))
             .map_err(|e| anyhow!("daemon admin_token: {e}"))?;
-        let runtime = Runtime::new()
-            .context("failed to start the plugin runtime")?
-            .with_max_plugin_mib(config.max_plugin_mib);
+        crate::service::check_credentials(&config)?;
+        let runtime = crate::service::plugin_runtime(&config)?;
         Service::limit_origins(&config, &runtime);
         let state: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
         note(
@@ -489,7 +523,7 @@ impl Daemon {
                 file: config.file.display().to_string(),
             },
         );
-        let plugins = PluginDir::new(&config, config.data_dir.join("cache"));
+        let plugins = PluginDir::new(&config, config.data_dir.join("cache"), state.clone());
         if !config.plugin_dir.is_dir() {
             return Err(anyhow!(
                 "plugin directory {} does not exist",
@@ -541,10 +575,6 @@ impl Daemon {
             let counts = shared.state.counts(link)?;
             crate::telemetry::depths(link, counts.outbox, counts.dead_letters);
         }
-        shared.rescan(true).await;
-        let service = shared.assemble(None)?;
-        shared.publish(Arc::new(service));
-
         let mut tasks = tokio::task::JoinSet::new();
         let admin = tokio::net::TcpListener::bind(shared.config.daemon.admin_listen)
             .await
@@ -602,6 +632,11 @@ impl Daemon {
                 shared.shutdown.subscribe(),
             ));
         }
+        // Listening already: `/v1/ready` answers 503 while the plugins
+        // compile (in parallel, through the cache).
+        shared.rescan(true).await;
+        let service = shared.assemble(None)?;
+        shared.publish(Arc::new(service));
         tasks.spawn(watch_plugins(shared.clone()));
         let grace = shared.config.daemon.shutdown_grace;
         for slot in shared.links.values() {

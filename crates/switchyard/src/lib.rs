@@ -15,6 +15,8 @@
 //! - [`secrets`]: where credentials come from, and the encrypted secret store;
 //! - [`service`]: the configuration assembled into runtime, connectors,
 //!   store and engine; connector quarantine; retention;
+//! - [`review`]: capability review on upgrade: a plugin version that needs
+//!   more than the approved one is held until an operator approves it;
 //! - [`telemetry`]: metrics, and the audit records of plugin calls;
 //! - [`daemon`]: `switchyard run`, the long-running service: scheduler,
 //!   plugin-directory watcher, admin API;
@@ -26,6 +28,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod review;
 pub mod secrets;
 pub mod service;
 pub mod telemetry;

@@ -282,9 +282,7 @@ impl Service {
     }
 
     fn open_with(config: Config, strict: bool) -> anyhow::Result<Service> {
-        let runtime = Runtime::new()
-            .context("failed to start the plugin runtime")?
-            .with_max_plugin_mib(config.max_plugin_mib);
+        let runtime = plugin_runtime(&config)?;
         // Only the plugins the connectors use are read and compiled; the
         // compiled-code cache is the daemon's too, so a one-shot run does
         // not recompile unchanged plugins either.
@@ -296,9 +294,14 @@ impl Service {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
         let state: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
-        audit_startup(&*state, &config, &set)?;
+        let mut set = set;
+        let held = hold_unapproved(&*state, &mut set.plugins)?;
+        audit_startup(&*state, &config, &set, &held)?;
         Service::limit_origins(&config, &runtime);
         let missing = |plugin: &str| {
+            if let Some(reason) = held.get(plugin) {
+                return format!(": held: {reason}");
+            }
             set.refused
                 .iter()
                 .find(|e| refused_name(e) == plugin)
@@ -306,7 +309,13 @@ impl Service {
                 .unwrap_or_else(|| format!(": no {plugin}.wasm in {}", config.plugin_dir.display()))
         };
         let (connectors, paused) = bind(&config, &runtime, &state, &set.plugins, &missing, None);
-        if strict && let Some((_, reason)) = paused.first() {
+        // An optional connector may be paused; its links are refused when
+        // they run.
+        if strict
+            && let Some((_, reason)) = paused
+                .iter()
+                .find(|(c, _)| config.connectors.get(c).is_none_or(|c| !c.optional))
+        {
             bail!("{reason}");
         }
         restore_health(&*state, &connectors)?;
@@ -677,6 +686,54 @@ fn run_failed(link: &str, e: &SyncError) -> Event {
         .personal(serde_json::json!({ "error": format!("{e:#}") }))
 }
 
+/// Resolve every credential of the connectors not marked `optional`: the
+/// daemon refuses to start with one missing (an unset `env:` variable, a
+/// missing file or store entry) instead of reporting ready with the
+/// connector paused.
+pub fn check_credentials(config: &Config) -> anyhow::Result<()> {
+    let store = SecretStore::in_dir(&config.data_dir);
+    for (name, connector) in &config.connectors {
+        if connector.optional {
+            continue;
+        }
+        if let Some(auth) = &connector.auth
+            && let Err(e) = resolve_credential(auth, Some(&store))
+        {
+            bail!(
+                "{}:{}: connector `{name}`: {e} (set `optional = true` on the connector to start without it)",
+                config.file.display(),
+                connector.line
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The plugin runtime a configuration asks for: its plugin size limit and
+/// signing policy (every command and the daemon load plugins through one).
+pub fn plugin_runtime(config: &Config) -> anyhow::Result<Runtime> {
+    Ok(Runtime::new()
+        .context("failed to start the plugin runtime")?
+        .with_max_plugin_mib(config.max_plugin_mib)
+        .with_signing(config.signing.clone()))
+}
+
+/// Take out of `plugins` each one that needs more than its approved
+/// version ([`crate::review`]); returns why, by plugin name.
+fn hold_unapproved(
+    state: &dyn Store,
+    plugins: &mut BTreeMap<String, Arc<Plugin>>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut held = BTreeMap::new();
+    for (name, plugin) in plugins.iter() {
+        if let crate::review::Review::Held(more) = crate::review::review(state, plugin)? {
+            held.insert(name.clone(), crate::review::held_reason(plugin, &more));
+        }
+    }
+    plugins.retain(|name, _| !held.contains_key(name));
+    Ok(held)
+}
+
 /// Record what changed since the last start: the configuration file and
 /// each plugin file (loaded, replaced or refused, with its sha256). A
 /// plugin or configuration seen before with the same hash is not recorded
@@ -685,6 +742,7 @@ fn audit_startup(
     state: &dyn Store,
     config: &Config,
     set: &crate::runtime::PluginSet,
+    held: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     use sha2::Digest;
     let audit = state.audit();
@@ -723,7 +781,7 @@ fn audit_startup(
         }
     }
     for refused in &set.refused {
-        let path = refused_path(refused);
+        let path = refused.path();
         let sha = std::fs::read(path)
             .map(|b| hex::encode(sha2::Sha256::digest(&b)))
             .unwrap_or_default();
@@ -735,6 +793,16 @@ fn audit_startup(
                 "reason": refused.to_string(),
             })));
             seen.push((name, sha));
+        }
+    }
+    for (plugin, reason) in held {
+        let name = format!("held/{plugin}");
+        if audit.remembered(&name)?.as_deref() != Some(reason.as_str()) {
+            events.push(Event::new(Kind::PluginHeld).detail(serde_json::json!({
+                "plugin": plugin,
+                "reason": reason,
+            })));
+            seen.push((name, reason.clone()));
         }
     }
     audit.append_all(events)?;
@@ -807,11 +875,14 @@ fn bind(
                 continue;
             };
             if bound.plugin.world != world {
+                let line = config.connectors.get(connector).map_or(0, |c| c.line);
                 unfit.push((
                     connector.clone(),
                     format!(
-                        "link `{name}`: {role} connector `{connector}` runs plugin `{}`, which implements {}, not {world}",
-                        bound.plugin.name, bound.plugin.world
+                        "{}:{line}: link `{name}`: {role} connector `{connector}` names plugin `{}`, which implements {}, not {world}",
+                        config.file.display(),
+                        bound.plugin.name,
+                        bound.plugin.world
                     ),
                 ));
             }
@@ -859,20 +930,8 @@ fn restore_health(
     Ok(())
 }
 
-fn refused_path(e: &PluginError) -> &std::path::Path {
-    match e {
-        PluginError::Unreadable { path, .. }
-        | PluginError::TooLarge { path, .. }
-        | PluginError::NotAComponent { path, .. }
-        | PluginError::NoWorld { path, .. }
-        | PluginError::UnsupportedVersion { path, .. }
-        | PluginError::WrongWorld { path, .. }
-        | PluginError::Link { path, .. } => path,
-    }
-}
-
 fn refused_name(e: &PluginError) -> String {
-    refused_path(e)
+    e.path()
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default()

@@ -76,6 +76,8 @@ async fn call_latency(calls: usize) -> anyhow::Result<()> {
         "bench",
         &ConnectorConfig {
             plugin: "hostile".into(),
+            line: 0,
+            optional: false,
             settings,
             allow: vec![Origin::parse("https://unused.example").map_err(anyhow::Error::msg)?],
             auth: None,

@@ -424,6 +424,8 @@ fn connector_with_origins(
     settings.insert("target".to_owned(), target.to_owned());
     let config = ConnectorConfig {
         plugin: "hostile".into(),
+        line: 0,
+        optional: false,
         settings,
         allow,
         auth: Some(auth.clone()),

@@ -9,6 +9,7 @@ use switchyard::audit::{Event, Kind};
 use switchyard::config::{AuthConfig, Config};
 use switchyard::model::ConnectorName;
 use switchyard::runtime::Runtime;
+use switchyard::runtime::signature::SecretKey;
 use switchyard::store::{SledStore, Store};
 
 use super::common::{ConfigArg, Exit, record_action};
@@ -35,6 +36,34 @@ pub enum PluginCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Make an ed25519 key for signing plugins: writes the secret key
+    /// (PKCS#8 PEM, mode 0600) and prints the public key for `trusted_keys`.
+    Keygen {
+        /// Where to write the secret key (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a plugin file: appends (or replaces) its signature section.
+    Sign {
+        /// The `.wasm` file, signed in place (atomically).
+        file: PathBuf,
+        /// The secret key (PKCS#8 PEM, from `plugin keygen` or
+        /// `openssl genpkey -algorithm ed25519`).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Approve the plugin file now in the plugin directory, though it needs
+    /// more than the approved version (while the daemon runs, use
+    /// `POST /v1/plugins/NAME/approve` instead).
+    Approve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The plugin name (file stem).
+        plugin: String,
+        /// Approve only if the file's sha256 is this (the version reviewed).
+        #[arg(long)]
+        sha256: Option<String>,
+    },
     /// Lift a connector's quarantine (its links run again on the next sync).
     Resume {
         /// Configuration file.
@@ -56,6 +85,13 @@ pub fn execute(command: PluginCommand) -> anyhow::Result<Exit> {
         PluginCommand::Inspect { file, config } => inspect(&file, config.as_deref()),
         PluginCommand::List { config } => list(&config),
         PluginCommand::Resume { config, connector } => resume(&config, &connector),
+        PluginCommand::Keygen { out } => keygen(&out),
+        PluginCommand::Sign { file, key } => sign(&file, &key),
+        PluginCommand::Approve {
+            config,
+            plugin,
+            sha256,
+        } => approve(&config, &plugin, sha256.as_deref()),
     }
 }
 
@@ -65,11 +101,12 @@ fn check(file: &Path) -> anyhow::Result<Exit> {
     match runtime.load_plugin(file) {
         Ok(p) => {
             println!(
-                "{}: {} (contract {}), sha256 {}",
+                "{}: {} (contract {}), sha256 {}, {}",
                 file.display(),
                 p.world,
                 p.contract_version,
-                p.sha256
+                p.sha256,
+                signed_by(&p)
             );
             Ok(Exit::Success)
         }
@@ -80,12 +117,140 @@ fn check(file: &Path) -> anyhow::Result<Exit> {
     }
 }
 
+fn signed_by(plugin: &switchyard::runtime::Plugin) -> String {
+    match plugin.signer {
+        None => "not signed".to_owned(),
+        Some(s) if s.trusted => format!("signed by {} (trusted)", s.key),
+        Some(s) => format!("signed by {} (not in trusted_keys)", s.key),
+    }
+}
+
+/// `plugin keygen`: exit 2 if the file exists.
+fn keygen(out: &Path) -> anyhow::Result<Exit> {
+    use std::io::Write as _;
+    let key = SecretKey::generate()?;
+    let pem = key.to_pem()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = match options.open(out) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!("error: {} exists; not overwriting a key", out.display());
+            return Ok(Exit::Invalid);
+        }
+        Err(e) => return Err(e).with_context(|| format!("failed to create {}", out.display())),
+    };
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("failed to write {}", out.display()))?;
+    println!("secret key written to {}", out.display());
+    println!("public key (for trusted_keys): {}", key.public());
+    Ok(Exit::Success)
+}
+
+/// `plugin sign`: exit 2 if the key or the file cannot be used.
+fn sign(file: &Path, key: &Path) -> anyhow::Result<Exit> {
+    let pem = std::fs::read_to_string(key)
+        .with_context(|| format!("failed to read the key {}", key.display()))?;
+    let key = match SecretKey::from_pem(&pem) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {}: {e}", key.display());
+            return Ok(Exit::Invalid);
+        }
+    };
+    let bytes =
+        std::fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
+    let signed = match switchyard::runtime::signature::sign(&bytes, &key) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return Ok(Exit::Invalid);
+        }
+    };
+    // Beside the file, then renamed over it: a watching daemon never sees
+    // half a file (names starting with `.` are ignored).
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".switchyard-sign")
+        .tempfile_in(dir)
+        .with_context(|| format!("failed to write in {}", dir.display()))?;
+    std::io::Write::write_all(&mut temp, &signed)?;
+    temp.as_file().sync_all()?;
+    temp.persist(file)
+        .with_context(|| format!("failed to replace {}", file.display()))?;
+    println!("{} signed by {}", file.display(), key.public());
+    Ok(Exit::Success)
+}
+
+/// `plugin approve`: exit 2 if there is no such file, it is refused, or
+/// its sha256 is not the one named.
+fn approve(config: &ConfigArg, plugin: &str, sha256: Option<&str>) -> anyhow::Result<Exit> {
+    let config = Config::load(&config.config)?;
+    let runtime = switchyard::service::plugin_runtime(&config)?;
+    let file = config.plugin_dir.join(format!("{plugin}.wasm"));
+    let loaded = match runtime.load_plugin(&file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("refused: {e}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    if let Some(wanted) = sha256
+        && wanted != loaded.sha256
+    {
+        eprintln!(
+            "error: {} has sha256 {}, not {wanted}; nothing approved",
+            file.display(),
+            loaded.sha256
+        );
+        return Ok(Exit::Invalid);
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
+    let state = SledStore::open(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!("{e:#}\n(if `switchyard run` holds the database, approve through the admin API: POST /v1/plugins/{plugin}/approve)")
+    })?;
+    let previous = state.plugin_approval(plugin)?;
+    let needs = previous
+        .as_ref()
+        .map(|p| switchyard::review::differences(p, &loaded))
+        .unwrap_or_default();
+    let by = switchyard::audit::cli_actor();
+    state.put_plugin_approval(plugin, &switchyard::review::approval_of(&loaded, &by))?;
+    record_action(
+        &state,
+        Event::new(Kind::PluginApproved).detail(serde_json::json!({
+            "plugin": plugin,
+            "sha256": loaded.sha256,
+            "previous_sha256": previous.map(|p| p.sha256),
+            "needs": needs,
+        })),
+    )?;
+    println!(
+        "plugin `{plugin}` version {} approved{}",
+        loaded.version(),
+        if needs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (needs more than the version approved before: {})",
+                needs.join("; ")
+            )
+        }
+    );
+    Ok(Exit::Success)
+}
+
 /// `plugin list`: exit 2 if a file in the directory is refused.
 fn list(config: &ConfigArg) -> anyhow::Result<Exit> {
     let config = Config::load(&config.config)?;
-    let set = Runtime::new()?
-        .with_max_plugin_mib(config.max_plugin_mib)
-        .load_dir(&config.plugin_dir)?;
+    let set = switchyard::service::plugin_runtime(&config)?.load_dir(&config.plugin_dir)?;
     for p in set.plugins.values() {
         println!(
             "{:<20} {:<15} contract {:<8} {}",
@@ -140,7 +305,11 @@ fn resume(config: &Path, connector: &ConnectorName) -> anyhow::Result<Exit> {
 /// the configuration grants the connectors that use it. Exit 2 if the file
 /// is refused.
 fn inspect(file: &Path, config: Option<&Path>) -> anyhow::Result<Exit> {
-    let runtime = Runtime::new()?;
+    let config = config.map(Config::load).transpose()?;
+    let runtime = match &config {
+        Some(c) => switchyard::service::plugin_runtime(c)?,
+        None => Runtime::new()?,
+    };
     let plugin = match runtime.load_plugin(file) {
         Ok(p) => p,
         Err(e) => {
@@ -153,6 +322,7 @@ fn inspect(file: &Path, config: Option<&Path>) -> anyhow::Result<Exit> {
     println!("sha256            {}", plugin.sha256);
     println!("world             {}", plugin.world);
     println!("contract version  {}", plugin.contract_version);
+    println!("signature         {}", signed_by(&plugin));
     println!("imports");
     for import in &plugin.imports {
         let note = if import.starts_with("switchyard:connector/") {
@@ -168,7 +338,7 @@ fn inspect(file: &Path, config: Option<&Path>) -> anyhow::Result<Exit> {
         println!("grants            (pass --config to show what a configuration grants it)");
         return Ok(Exit::Success);
     };
-    let config = Config::load(config)?;
+    show_approval(&config, &plugin)?;
     let users: Vec<_> = config
         .connectors
         .iter()
@@ -257,6 +427,50 @@ fn inspect(file: &Path, config: Option<&Path>) -> anyhow::Result<Exit> {
         }
     }
     Ok(Exit::Success)
+}
+
+/// The approved version of the plugin, and what this file needs beyond it.
+fn show_approval(config: &Config, plugin: &switchyard::runtime::Plugin) -> anyhow::Result<()> {
+    if !config.data_dir.is_dir() {
+        println!("approval          none yet (the first version used is approved on first use)");
+        return Ok(());
+    }
+    let state = match SledStore::open(&config.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            println!(
+                "approval          unknown: {e:#} (while `switchyard run` holds the database, see GET /v1/plugins)"
+            );
+            return Ok(());
+        }
+    };
+    match state.plugin_approval(&plugin.name)? {
+        None => {
+            println!("approval          none yet (the first version used is approved on first use)")
+        }
+        Some(a) if a.sha256 == plugin.sha256 => {
+            println!("approval          this version (by {}, {})", a.by, a.at)
+        }
+        Some(a) => {
+            let more = switchyard::review::differences(&a, plugin);
+            if more.is_empty() {
+                println!(
+                    "approval          needs no more than the approved version {} (used without approval)",
+                    &a.sha256[..a.sha256.len().min(12)]
+                );
+            } else {
+                println!(
+                    "approval          HELD: needs more than the approved version {}; `switchyard plugin approve {}` to use it",
+                    &a.sha256[..a.sha256.len().min(12)],
+                    plugin.name
+                );
+                for m in more {
+                    println!("  + {m}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn auth_kind(auth: &AuthConfig) -> &'static str {

@@ -17,6 +17,10 @@ use crate::daemon::scheduler::parse_duration;
 struct RawConfig {
     plugin_dir: Option<String>,
     max_plugin_mib: Option<u64>,
+    #[serde(default)]
+    require_signed: bool,
+    #[serde(default)]
+    trusted_keys: Vec<Spanned<String>>,
     data_dir: Option<String>,
     #[serde(default)]
     connectors: BTreeMap<String, Spanned<RawConnector>>,
@@ -46,7 +50,9 @@ struct RawDaemon {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConnector {
-    plugin: String,
+    plugin: Spanned<String>,
+    #[serde(default)]
+    optional: bool,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -353,7 +359,9 @@ impl Config {
             connectors.insert(
                 ConnectorName::from(name),
                 ConnectorConfig {
-                    plugin: raw.plugin,
+                    line: line_of(text, raw.plugin.span().start),
+                    plugin: raw.plugin.into_inner(),
+                    optional: raw.optional,
                     settings,
                     allow,
                     auth: raw.auth.map(|mut auth| {
@@ -367,10 +375,22 @@ impl Config {
         }
         let mut links = BTreeMap::new();
         let mut schedules = BTreeMap::new();
+        let mut pairs: BTreeMap<(String, String), String> = BTreeMap::new();
         for (name, raw) in raw.links {
             let span = raw.span().start;
             let raw = raw.into_inner();
             check_name(name.as_str()).map_err(|m| at(span, format!("link `{name}`: {m}")))?;
+            let pair = (raw.hris.get_ref().clone(), raw.lms.get_ref().clone());
+            if let Some(other) = pairs.insert(pair, name.clone()) {
+                return Err(at(
+                    raw.lms.span().start,
+                    format!(
+                        "link `{name}`: link `{other}` already connects `{}` to `{}`; two links on one pair of connectors would sync the same people twice (use one link with several rules)",
+                        raw.hris.get_ref(),
+                        raw.lms.get_ref()
+                    ),
+                ));
+            }
             for (role, connector) in [("hris", &raw.hris), ("lms", &raw.lms)] {
                 if !connectors.contains_key(connector.get_ref().as_str()) {
                     return Err(at(
@@ -538,10 +558,22 @@ impl Config {
                 daemon.admin_token = Some(token);
             }
         }
+        let mut trusted_keys = Vec::new();
+        for key in raw.trusted_keys {
+            let parsed = key
+                .get_ref()
+                .parse()
+                .map_err(|e| at(key.span().start, format!("trusted_keys: {e}")))?;
+            trusted_keys.push(parsed);
+        }
         Ok(Config {
             daemon,
             origins,
             webhooks,
+            signing: crate::runtime::signature::SigningPolicy {
+                require_signed: raw.require_signed,
+                trusted: trusted_keys,
+            },
             file: path.to_owned(),
             plugin_dir: base.join(raw.plugin_dir.as_deref().unwrap_or("plugins.d")),
             max_plugin_mib: raw

@@ -105,6 +105,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<SharedState>)> 
         ("get", "/v1/health", get(health)),
         ("get", "/v1/ready", get(ready)),
         ("get", "/v1/plugins", get(plugins)),
+        ("post", "/v1/plugins/{plugin}/approve", post(approve_plugin)),
         ("get", "/v1/connectors", get(connectors)),
         (
             "post",
@@ -440,6 +441,55 @@ async fn replay_dead_letter(
         .into_response())
 }
 
+/// `?sha256=`: approve only if this is the version held.
+#[derive(serde::Deserialize)]
+struct ApproveQuery {
+    sha256: Option<String>,
+}
+
+async fn approve_plugin(
+    State(shared): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(plugin): Path<String>,
+    Query(q): Query<ApproveQuery>,
+) -> ApiResult {
+    use super::plugins::Approval;
+    let by = format!("admin token {} from {}", caller.token, caller.remote);
+    let approval = shared.approve(&plugin, q.sha256.as_deref(), &by)?;
+    let (status, outcome) = match &approval {
+        Approval::Approved(_) => (StatusCode::OK, "approved".to_owned()),
+        Approval::NothingHeld => (
+            StatusCode::NOT_FOUND,
+            format!("no version of plugin `{plugin}` is held"),
+        ),
+        Approval::OtherVersionHeld(held) => (
+            StatusCode::CONFLICT,
+            format!("the version held is {held}, not the one named"),
+        ),
+    };
+    note(
+        shared.state.audit(),
+        DaemonEvent::AdminAction {
+            action: Kind::PluginApproved,
+            target: plugin.clone(),
+            token: caller.token,
+            remote: caller.remote,
+            outcome: outcome.clone(),
+        },
+    );
+    if status != StatusCode::OK {
+        return Err(ApiError(status, outcome));
+    }
+    let info = shared
+        .serving
+        .load()
+        .plugins
+        .iter()
+        .find(|p| p.name == plugin)
+        .cloned();
+    Ok(Json(json!({ "plugin": plugin, "approved": true, "status": info })).into_response())
+}
+
 async fn resume_connector(
     State(shared): State<SharedState>,
     Extension(caller): Extension<Caller>,
@@ -498,8 +548,12 @@ pub fn document() -> Value {
             "/v1/health": { "get": { "operationId": "health", "summary": "Liveness: the process answers", "responses": { "200": ok("Alive", object.clone()), "401": unauthorized } } },
             "/v1/ready": { "get": { "operationId": "ready", "summary": "Readiness: plugins scanned and schedulers running; lists paused connectors", "responses": {
                 "200": ok("Ready", object.clone()), "401": unauthorized, "503": ok("Not ready (starting or shutting down)", object.clone()) } } },
-            "/v1/plugins": { "get": { "operationId": "listPlugins", "summary": "Plugins: serving version (sha256, world, contract version), last refusal, removal", "responses": {
+            "/v1/plugins": { "get": { "operationId": "listPlugins", "summary": "Plugins: serving version (sha256, world, contract version, signer), held version and what more it needs, last refusal, removal", "responses": {
                 "200": ok("Plugins", array.clone()), "401": unauthorized } } },
+            "/v1/plugins/{plugin}/approve": { "post": { "operationId": "approvePlugin", "summary": "Approve the held version of a plugin (one that needs more than the approved version); with ?sha256= only if that version is held", "parameters": [
+                { "name": "plugin", "in": "path", "required": true, "schema": { "type": "string" } },
+                { "name": "sha256", "in": "query", "required": false, "schema": { "type": "string" } }], "responses": {
+                "400": error, "200": ok("Approved: the version serves now", object.clone()), "401": unauthorized, "404": error, "409": error, "500": error } } },
             "/v1/connectors": { "get": { "operationId": "listConnectors", "summary": "Connectors: plugin version and sha256, status (running, paused, quarantined), faults in a row", "responses": {
                 "200": ok("Connectors", array.clone()), "401": unauthorized, "500": error } } },
             "/v1/connectors/{connector}/resume": { "post": { "operationId": "resumeConnector", "summary": "Lift a connector's quarantine", "parameters": [connector_param], "responses": {

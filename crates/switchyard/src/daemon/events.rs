@@ -55,6 +55,18 @@ pub enum DaemonEvent {
         /// sha256 of the version that stopped serving.
         sha256: String,
     },
+    /// A plugin file needs more than the approved version and waits for
+    /// an operator; `still_serving` keeps serving.
+    PluginHeld {
+        /// Plugin name.
+        plugin: String,
+        /// sha256 of the held file.
+        sha256: String,
+        /// What it needs beyond the approved version.
+        needs: Vec<String>,
+        /// The version that keeps serving, if any.
+        still_serving: Option<String>,
+    },
     /// A connector cannot run (no usable plugin).
     ConnectorPaused {
         /// Connector.
@@ -95,7 +107,9 @@ pub enum DaemonEvent {
 pub fn note(audit: &dyn AuditStore, event: DaemonEvent) {
     let fields = serde_json::to_string(&event).unwrap_or_default();
     match &event {
-        DaemonEvent::PluginRefused { .. } | DaemonEvent::ConnectorPaused { .. } => {
+        DaemonEvent::PluginRefused { .. }
+        | DaemonEvent::PluginHeld { .. }
+        | DaemonEvent::ConnectorPaused { .. } => {
             tracing::warn!(target: "switchyard::audit", event = %fields, "{}", describe(&event));
         }
         _ => tracing::info!(target: "switchyard::audit", event = %fields, "{}", describe(&event)),
@@ -141,6 +155,9 @@ fn audit_event(event: &DaemonEvent) -> Option<crate::audit::Event> {
         DaemonEvent::PluginRemoved { plugin, sha256 } => {
             Event::new(Kind::PluginRemoved).detail(serde_json::json!({ "plugin": plugin, "sha256": sha256 }))
         }
+        DaemonEvent::PluginHeld { plugin, sha256, needs, still_serving } => Event::new(Kind::PluginHeld).detail(
+            serde_json::json!({ "plugin": plugin, "sha256": sha256, "needs": needs, "still_serving": still_serving }),
+        ),
         DaemonEvent::ConnectorPaused { connector, reason } => Event::new(Kind::ConnectorPaused)
             .connector(connector)
             .detail(serde_json::json!({ "reason": reason })),
@@ -189,6 +206,19 @@ fn describe(event: &DaemonEvent) -> String {
                 short(sha256)
             )
         }
+        DaemonEvent::PluginHeld {
+            plugin,
+            needs,
+            still_serving,
+            ..
+        } => format!(
+            "plugin `{plugin}` held until an operator approves it ({}); {}",
+            needs.join("; "),
+            match still_serving {
+                Some(old) => format!("version {} keeps serving", short(old)),
+                None => "its connectors are paused".to_owned(),
+            }
+        ),
         DaemonEvent::ConnectorPaused { connector, reason } => {
             format!("connector `{connector}` paused: {reason}")
         }

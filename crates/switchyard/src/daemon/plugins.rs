@@ -14,6 +14,11 @@
 //!   next run uses the new one.
 //! - A file that fails is refused with its reason (log, admin API, event)
 //!   and the version already serving, if any, keeps serving.
+//! - A file that validates but needs more than the approved version of its
+//!   plugin (a newer contract, a new import, another signer: see
+//!   [`crate::review`]) is held: the version serving keeps serving, and the
+//!   status shows what more it needs until an operator approves it
+//!   ([`PluginDir::approve`]).
 //! - A removed file stops serving: the connectors using it are paused until
 //!   a file of that name is back.
 //!
@@ -26,25 +31,47 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::StreamExt as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
+use crate::review::Review;
 use crate::runtime::{Plugin, PluginError, Runtime, World};
+use crate::store::Store;
 
 /// What the watcher knows of one plugin name.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginInfo {
     /// Plugin name (file stem).
     pub name: String,
-    /// `serving`, `refused` (nothing serving, the file was refused) or
-    /// `removed` (the file is gone; its connectors are paused).
+    /// `serving`, `held` (a new file waits for approval; the `serving`
+    /// version, if any, keeps serving), `refused` (nothing serving, the
+    /// file was refused) or `removed` (the file is gone; its connectors are
+    /// paused).
     pub status: &'static str,
     /// The version serving, if any.
     pub serving: Option<ServingVersion>,
     /// The last file refused under this name, if it was not replaced by a
     /// good one since.
     pub refused: Option<Refusal>,
+    /// A file that needs more than the approved version, waiting.
+    pub held: Option<HeldVersion>,
+}
+
+/// A version waiting for an operator's approval.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldVersion {
+    /// sha256 of the file.
+    pub sha256: String,
+    /// Short version.
+    pub version: String,
+    /// What it needs beyond the approved version.
+    pub needs: Vec<String>,
+    /// The key that signed it, if any.
+    pub signer: Option<String>,
+    /// Since when (RFC 3339).
+    pub at: String,
 }
 
 /// A loaded plugin version.
@@ -60,6 +87,8 @@ pub struct ServingVersion {
     pub contract_version: String,
     /// When it was loaded (RFC 3339).
     pub loaded_at: String,
+    /// The key that signed it (`ed25519:<base64>`), if it is signed.
+    pub signer: Option<String>,
 }
 
 /// A refused file.
@@ -97,12 +126,20 @@ pub enum Change {
     },
     /// A file was removed; its plugin no longer serves.
     Removed { plugin: String, sha256: String },
+    /// A file needs more than the approved version; it waits for an
+    /// operator (the previous version, if any, keeps serving).
+    Held {
+        plugin: String,
+        sha256: String,
+        needs: Vec<String>,
+        still_serving: Option<String>,
+    },
 }
 
 impl Change {
     /// Whether the set of serving plugins changed.
     pub fn changes_serving(&self) -> bool {
-        !matches!(self, Change::Refused { .. })
+        !matches!(self, Change::Refused { .. } | Change::Held { .. })
     }
 }
 
@@ -127,6 +164,7 @@ struct Inner {
     serving: BTreeMap<String, (Arc<Plugin>, String)>,
     refused: BTreeMap<String, Refusal>,
     removed: BTreeMap<String, String>,
+    held: BTreeMap<String, (Arc<Plugin>, Vec<String>, String)>,
 }
 
 /// The watched plugin directory and the plugins it serves.
@@ -137,23 +175,36 @@ pub struct PluginDir {
     /// The world each plugin name must implement, from the links that use
     /// it, and which connector and link say so.
     expected: Arc<BTreeMap<String, (World, String)>>,
+    /// Where approvals are kept.
+    state: Arc<dyn Store>,
     inner: Mutex<Inner>,
 }
 
-/// What the configuration expects of each plugin name.
+/// What the configuration expects of each plugin name. A name that links
+/// use in both roles expects nothing: one connector names the wrong
+/// plugin, and once the file is loaded the service pauses only that
+/// connector (with its line in the configuration), not every user of the
+/// plugin.
 fn expected_worlds(config: &Config) -> BTreeMap<String, (World, String)> {
-    let mut expected = BTreeMap::new();
+    let mut expected: BTreeMap<String, (World, String)> = BTreeMap::new();
+    let mut conflicting = Vec::new();
     for (link_name, link) in &config.links {
         for (connector, world) in [(&link.hris, World::Hris), (&link.lms, World::Lms)] {
             if let Some(c) = config.connectors.get(connector) {
-                expected.entry(c.plugin.clone()).or_insert_with(|| {
+                let (seen, _) = expected.entry(c.plugin.clone()).or_insert_with(|| {
                     (
                         world,
                         format!("connector `{connector}` of link `{link_name}`"),
                     )
                 });
+                if *seen != world {
+                    conflicting.push(c.plugin.clone());
+                }
             }
         }
+    }
+    for plugin in conflicting {
+        expected.remove(&plugin);
     }
     expected
 }
@@ -163,7 +214,7 @@ enum Evaluated {
     Unsettled,
     /// Same bytes as the version serving.
     Same,
-    Loaded(Plugin),
+    Loaded(Box<Plugin>),
     Refused(Option<String>, PluginError),
 }
 
@@ -205,12 +256,13 @@ impl PluginDir {
     /// Watch the configuration's plugin directory; compiled code is cached
     /// in `cache`. A file is refused unless it implements the world the
     /// configuration's links need of that plugin name.
-    pub fn new(config: &Config, cache: PathBuf) -> PluginDir {
+    pub fn new(config: &Config, cache: PathBuf, state: Arc<dyn Store>) -> PluginDir {
         PluginDir {
             dir: config.plugin_dir.clone(),
             cache,
             settle: config.daemon.plugin_settle,
             expected: Arc::new(expected_worlds(config)),
+            state,
             inner: Mutex::default(),
         }
     }
@@ -236,7 +288,9 @@ impl PluginDir {
     /// Why a plugin is not serving (appended to "plugin `x` is not available").
     pub fn why_missing(&self, plugin: &str) -> String {
         let inner = self.lock();
-        if let Some(r) = inner.refused.get(plugin) {
+        if let Some((held, needs, _)) = inner.held.get(plugin) {
+            format!(": held: {}", crate::review::held_reason(held, needs))
+        } else if let Some(r) = inner.refused.get(plugin) {
             format!(": {}", r.reason)
         } else if inner.removed.contains_key(plugin) {
             format!(": {plugin}.wasm was removed from {}", self.dir.display())
@@ -253,6 +307,7 @@ impl PluginDir {
             .keys()
             .chain(inner.refused.keys())
             .chain(inner.removed.keys())
+            .chain(inner.held.keys())
             .collect();
         names.sort();
         names.dedup();
@@ -265,17 +320,27 @@ impl PluginDir {
                     world: p.world.to_string(),
                     contract_version: p.contract_version.clone(),
                     loaded_at: at.clone(),
+                    signer: p.signer.map(|s| s.key.to_string()),
                 });
-                let status = match (&serving, inner.removed.contains_key(name)) {
-                    (Some(_), _) => "serving",
-                    (None, true) => "removed",
-                    (None, false) => "refused",
+                let held = inner.held.get(name).map(|(p, needs, at)| HeldVersion {
+                    sha256: p.sha256.clone(),
+                    version: p.version().to_owned(),
+                    needs: needs.clone(),
+                    signer: p.signer.map(|s| s.key.to_string()),
+                    at: at.clone(),
+                });
+                let status = match (&serving, &held, inner.removed.contains_key(name)) {
+                    (_, Some(_), _) => "held",
+                    (Some(_), None, _) => "serving",
+                    (None, None, true) => "removed",
+                    (None, None, false) => "refused",
                 };
                 PluginInfo {
                     name: name.clone(),
                     status,
                     serving,
                     refused: inner.refused.get(name).cloned(),
+                    held,
                 }
             })
             .collect()
@@ -312,6 +377,7 @@ impl PluginDir {
             for name in gone {
                 inner.files.remove(&name);
                 inner.refused.remove(&name);
+                inner.held.remove(&name);
                 if let Some((plugin, _)) = inner.serving.remove(&name) {
                     inner.removed.insert(name.clone(), plugin.sha256.clone());
                     changes.push(Change::Removed {
@@ -321,48 +387,58 @@ impl PluginDir {
                 }
             }
         }
+        // Files to evaluate: new or changed, and settled.
+        let mut ready = Vec::new();
         for (name, path) in files {
             let Some(now) = stat(&path) else { continue };
-            let ready = {
-                let mut inner = self.lock();
-                let watched = inner.files.entry(name.clone()).or_insert_with(|| Watched {
-                    seen: now,
-                    seen_since: Instant::now(),
-                    evaluated: None,
-                });
-                if watched.seen != now {
-                    watched.seen = now;
-                    watched.seen_since = Instant::now();
-                }
-                watched.evaluated != Some(now)
-                    && (initial || watched.seen_since.elapsed() >= self.settle)
-            };
-            if !ready {
-                continue;
+            let mut inner = self.lock();
+            let watched = inner.files.entry(name.clone()).or_insert_with(|| Watched {
+                seen: now,
+                seen_since: Instant::now(),
+                evaluated: None,
+            });
+            if watched.seen != now {
+                watched.seen = now;
+                watched.seen_since = Instant::now();
             }
-            let serving_sha = self
-                .lock()
-                .serving
-                .get(&name)
-                .map(|(p, _)| p.sha256.clone());
-            let outcome = {
+            if watched.evaluated != Some(now)
+                && (initial || watched.seen_since.elapsed() >= self.settle)
+            {
+                let serving_sha = inner.serving.get(&name).map(|(p, _)| p.sha256.clone());
+                ready.push((name, path, now, serving_sha));
+            }
+        }
+        // Distinct files compile in parallel, each on the blocking pool.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut outcomes: Vec<_> = futures::stream::iter(ready)
+            .map(|(name, path, now, serving_sha)| {
                 let runtime = runtime.clone();
-                let path = path.clone();
                 let cache = self.cache.clone();
-                let serving_sha = serving_sha.clone();
                 let expected = self.expected.get(&name).cloned();
-                tokio::task::spawn_blocking(move || {
-                    evaluate(
-                        &runtime,
-                        &path,
-                        &cache,
-                        now,
-                        serving_sha.as_deref(),
-                        expected,
-                    )
-                })
-                .await
-            };
+                async move {
+                    let outcome = {
+                        let path = path.clone();
+                        let serving_sha = serving_sha.clone();
+                        tokio::task::spawn_blocking(move || {
+                            evaluate(
+                                &runtime,
+                                &path,
+                                &cache,
+                                now,
+                                serving_sha.as_deref(),
+                                expected,
+                            )
+                        })
+                        .await
+                    };
+                    (name, path, now, serving_sha, outcome)
+                }
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, path, now, serving_sha, outcome) in outcomes {
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => Evaluated::Refused(
@@ -373,6 +449,11 @@ impl PluginDir {
                     },
                 ),
             };
+            // A version that needs more than the approved one waits.
+            let review = match &outcome {
+                Evaluated::Loaded(plugin) => Some(crate::review::review(&*self.state, plugin)),
+                _ => None,
+            };
             let mut inner = self.lock();
             match outcome {
                 Evaluated::Unsettled => {}
@@ -381,6 +462,27 @@ impl PluginDir {
                         w.evaluated = Some(now);
                     }
                     inner.refused.remove(&name);
+                    inner.held.remove(&name);
+                }
+                Evaluated::Loaded(plugin) if !matches!(review, Some(Ok(Review::Approved))) => {
+                    if let Some(w) = inner.files.get_mut(&name) {
+                        w.evaluated = Some(now);
+                    }
+                    inner.refused.remove(&name);
+                    let needs = match review {
+                        Some(Ok(Review::Held(needs))) => needs,
+                        Some(Err(e)) => vec![format!("(the approval could not be checked: {e:#})")],
+                        _ => Vec::new(),
+                    };
+                    changes.push(Change::Held {
+                        plugin: name.clone(),
+                        sha256: plugin.sha256.clone(),
+                        needs: needs.clone(),
+                        still_serving: serving_sha.clone(),
+                    });
+                    inner
+                        .held
+                        .insert(name.clone(), (Arc::from(plugin), needs, now_rfc3339()));
                 }
                 Evaluated::Loaded(plugin) => {
                     if let Some(w) = inner.files.get_mut(&name) {
@@ -388,7 +490,8 @@ impl PluginDir {
                     }
                     inner.refused.remove(&name);
                     inner.removed.remove(&name);
-                    let plugin = Arc::new(plugin);
+                    inner.held.remove(&name);
+                    let plugin = Arc::<Plugin>::from(plugin);
                     changes.push(match &serving_sha {
                         Some(old) => Change::Replaced {
                             plugin: name.clone(),
@@ -407,6 +510,7 @@ impl PluginDir {
                     if let Some(w) = inner.files.get_mut(&name) {
                         w.evaluated = Some(now);
                     }
+                    inner.held.remove(&name);
                     let reason = error.to_string();
                     inner.refused.insert(
                         name.clone(),
@@ -427,6 +531,59 @@ impl PluginDir {
         }
         changes
     }
+}
+
+impl PluginDir {
+    /// Approve the held version of `plugin` (recording `by` in its
+    /// approval): it serves from now on. With `sha256`, only if that is
+    /// the version held (the one the operator reviewed).
+    pub fn approve(
+        &self,
+        plugin: &str,
+        sha256: Option<&str>,
+        by: &str,
+    ) -> anyhow::Result<Approval> {
+        let mut inner = self.lock();
+        let Some((held, _, _)) = inner.held.get(plugin).cloned() else {
+            return Ok(Approval::NothingHeld);
+        };
+        if let Some(wanted) = sha256
+            && wanted != held.sha256
+        {
+            return Ok(Approval::OtherVersionHeld(held.sha256.clone()));
+        }
+        self.state
+            .put_plugin_approval(plugin, &crate::review::approval_of(&held, by))?;
+        inner.held.remove(plugin);
+        inner.removed.remove(plugin);
+        let change = match inner.serving.get(plugin) {
+            Some((old, _)) => Change::Replaced {
+                plugin: plugin.to_owned(),
+                old_sha256: old.sha256.clone(),
+                new_sha256: held.sha256.clone(),
+            },
+            None => Change::Loaded {
+                plugin: plugin.to_owned(),
+                sha256: held.sha256.clone(),
+                world: held.world.to_string(),
+            },
+        };
+        inner
+            .serving
+            .insert(plugin.to_owned(), (held, now_rfc3339()));
+        Ok(Approval::Approved(change))
+    }
+}
+
+/// What [`PluginDir::approve`] did.
+#[derive(Debug)]
+pub enum Approval {
+    /// The held version serves now.
+    Approved(Change),
+    /// Nothing is held under that name.
+    NothingHeld,
+    /// Another version (this sha256) is held than the one named.
+    OtherVersionHeld(String),
 }
 
 /// Read, check the file did not change meanwhile, and load (blocking).
@@ -460,7 +617,7 @@ fn evaluate(
                     used_by,
                 },
             ),
-            _ => Evaluated::Loaded(plugin),
+            _ => Evaluated::Loaded(Box::new(plugin)),
         },
         Err(e) => Evaluated::Refused(Some(sha256), e),
     }

@@ -51,6 +51,48 @@ impl std::fmt::Display for Schedule {
     }
 }
 
+/// Refuse a step larger than its field's range (`*/61` in the minutes),
+/// which croner accepts and reads as "only at the first value": a schedule
+/// that runs hourly where every 61 minutes was meant.
+fn check_steps(cron: &str) -> Result<(), String> {
+    const FIELDS: [(&str, u32, u32); 6] = [
+        ("second", 0, 59),
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day-of-month", 1, 31),
+        ("month", 1, 12),
+        ("day-of-week", 0, 7),
+    ];
+    let parts: Vec<&str> = cron.split_whitespace().collect();
+    let fields = match parts.len() {
+        5 => &FIELDS[1..],
+        6 => &FIELDS[..],
+        _ => return Ok(()),
+    };
+    for (part, (field, min, max)) in parts.iter().zip(fields) {
+        for item in part.split(',') {
+            let Some((base, step)) = item.split_once('/') else {
+                continue;
+            };
+            let step: u32 = step
+                .parse()
+                .map_err(|_| format!("`{item}`: the step in the {field} field is not a number"))?;
+            let (from, to) = match base.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap_or(*min), b.parse().unwrap_or(*max)),
+                None if base == "*" => (*min, *max),
+                None => (base.parse().unwrap_or(*min), *max),
+            };
+            let span = to.saturating_sub(from);
+            if step == 0 || step > span {
+                return Err(format!(
+                    "`{item}`: a step of {step} in the {field} field ({min}-{max}) would only ever match {from}; use a step from 1 to {span}, or name the value"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Schedule {
     /// Parse `every <duration>` (`every 15m`, `every 1h30m`) or a cron
     /// expression (5 fields, or 6 with seconds; `@hourly` and the like).
@@ -65,6 +107,7 @@ impl Schedule {
             }
             Kind::Every(interval)
         } else {
+            check_steps(trimmed).map_err(|m| format!("schedule `{text}`: {m}"))?;
             let cron: croner::Cron = trimmed.parse().map_err(|e| {
                 format!(
                     "schedule `{text}` is neither `every <duration>` nor a cron expression: {e}"
