@@ -111,6 +111,24 @@ fn a_component_of_no_connector_world_is_refused() {
 }
 
 #[test]
+fn exports_of_the_wrong_types_are_refused_at_load_naming_the_function() {
+    let runtime = Runtime::new().unwrap();
+    let err = runtime
+        .load_plugin(&plugins::build("wrong-types").unwrap())
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, PluginError::Link { .. }), "{message}");
+    assert!(
+        message.contains("wrong-types.wasm") || message.contains("wrong_types.wasm"),
+        "{message}"
+    );
+    assert!(
+        message.contains("fetch-employees"),
+        "names the function: {message}"
+    );
+}
+
+#[test]
 fn an_unsupported_contract_version_is_refused() {
     let runtime = Runtime::new().unwrap();
     let err = runtime

@@ -3,6 +3,7 @@
 //! its own), and the conversions between the generated records and
 //! `switchyard-model`'s.
 
+pub(crate) mod typecheck;
 pub mod v0_1;
 
 pub mod hris {

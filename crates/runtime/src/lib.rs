@@ -569,6 +569,12 @@ impl Runtime {
                 bindings::v0_1::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
             )),
         };
+        bindings::typecheck::check_exports(&self.engine, &component, world, !v0_1).map_err(
+            |reason| PluginError::Link {
+                path: path.to_owned(),
+                reason,
+            },
+        )?;
         let imports = component
             .component_type()
             .imports(&self.engine)
