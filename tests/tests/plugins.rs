@@ -525,6 +525,10 @@ async fn an_allowed_name_resolving_to_loopback_is_refused_unless_the_address_is_
         seen.contains("`localhost` resolves to") && seen.contains("a loopback address"),
         "{seen}"
     );
+    assert!(
+        seen.contains("name the address itself in `allow`"),
+        "{seen}"
+    );
 
     // The same server, allowed by naming the address itself.
     let by_address = hostile(
@@ -1077,6 +1081,13 @@ async fn an_oauth2_token_url_on_a_loopback_name_is_refused() {
     let seen = given_name(evil.fetch_employees(None).await);
     assert!(
         seen.contains("OAuth2 token request") && seen.contains("a loopback address"),
+        "{seen}"
+    );
+    // `allow` does not apply to a token URL: the hint says what does.
+    assert!(!seen.contains("in `allow`"), "{seen}");
+    assert!(
+        seen.contains(&format!("in `token_url` (e.g. `http://127.0.0.1:{port}/"))
+            || seen.contains(&format!("in `token_url` (e.g. `http://[::1]:{port}/")),
         "{seen}"
     );
     assert_eq!(server.issued.load(std::sync::atomic::Ordering::SeqCst), 0);

@@ -243,9 +243,7 @@ pub struct PublicOnly;
 
 /// A host name resolved only to addresses the host refuses to reach.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "`{host}` resolves to {address}, a {kind} address; to allow it, name the address itself in `allow`"
-)]
+#[error("`{host}` resolves to {address}, a {kind} address")]
 pub struct AddressRefused {
     /// The host name.
     pub host: String,
@@ -364,15 +362,34 @@ fn embedded_ipv4(v6: Ipv6Addr) -> Vec<Ipv4Addr> {
     }
 }
 
-/// The message for a failed send: the address refusal when that is the
-/// cause, else the error chain. Never the URL (it may carry a credential).
-fn describe(error: reqwest::Error) -> String {
+/// Where the URL of a request came from, which decides what an operator
+/// can do about a refused address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// The plugin: the connector's `allow` list grants an address.
+    Plugin,
+    /// The host's OAuth2 token request: `allow` does not apply to
+    /// `token_url`, only an address written in it does (the URL's port).
+    TokenUrl(u16),
+}
+
+/// The message for a failed send: the address refusal (with what the
+/// operator can do about it) when that is the cause, else the error chain.
+/// Never the URL (it may carry a credential).
+fn describe(error: reqwest::Error, sender: Sender) -> String {
     let error = error.without_url();
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     let mut chain = Vec::new();
     while let Some(e) = source {
         if let Some(refused) = e.downcast_ref::<AddressRefused>() {
-            return format!("address refused: {refused}");
+            let hint = match sender {
+                Sender::Plugin => "to allow it, name the address itself in `allow`".to_owned(),
+                Sender::TokenUrl(port) => format!(
+                    "to use a token server on an internal address, write the address itself in `token_url` (e.g. `http://{}/...`): an address written out is not looked up, so it is not refused (`allow` does not apply to `token_url`)",
+                    SocketAddr::new(refused.address, port)
+                ),
+            };
+            return format!("address refused: {refused}; {hint}");
         }
         chain.push(e.to_string());
         source = e.source();
@@ -598,7 +615,10 @@ impl HttpState {
             builder = builder.body(outgoing.body.clone());
         }
         builder.send().await.map_err(|e| {
-            let message = format!("request to {origin} failed: {}", describe(e));
+            let message = format!(
+                "request to {origin} failed: {}",
+                describe(e, Sender::Plugin)
+            );
             if message.contains("address refused") {
                 tracing::warn!(connector = %self.connector, %origin, "egress denied: {message}");
             }
@@ -680,7 +700,10 @@ impl HttpState {
         let mut response = builder.body(form).send().await.map_err(|e| {
             TokenError::Other(format!(
                 "OAuth2 token request to {origin} failed: {}",
-                describe(e)
+                describe(
+                    e,
+                    Sender::TokenUrl(client.token_url.port_or_known_default().unwrap_or(443))
+                )
             ))
         })?;
         let status = response.status();
@@ -780,11 +803,12 @@ async fn read_capped(
     origin: &str,
 ) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("reading response from {origin} failed: {}", describe(e)))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        format!(
+            "reading response from {origin} failed: {}",
+            describe(e, Sender::Plugin)
+        )
+    })? {
         if body.len() + chunk.len() > max {
             return Err(format!(
                 "response from {origin} exceeds the limit `max_response_kib` of {} KiB",
