@@ -1064,14 +1064,9 @@ async fn a_signed_webhook_to_the_daemon_is_written_back_by_the_run_it_triggers()
         .into_iter()
         .map(|e| e.record.kind)
         .collect();
-    assert_eq!(
-        kinds,
-        [
-            "webhook.accepted",
-            "webhook.bad-signature",
-            "webhook.replay"
-        ]
-    );
+    // The forged one is summed with the other refusals of its source (see
+    // `refused_requests_are_summed_logged_sparingly_and_throttled`).
+    assert_eq!(kinds, ["webhook.accepted", "webhook.replay"]);
     let written = state
         .audit()
         .read(
@@ -1886,4 +1881,118 @@ async fn a_missing_secret_stops_the_start_unless_the_connector_is_optional() {
         "{ready}"
     );
     daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_are_summed_throttled_and_cost_no_audit_record_each() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let h = Harness::start(2).await.unwrap();
+    let (_, public_port) = add_webhook_daemon_table(
+        &h,
+        SECRET,
+        "max_rejections_per_second = 5\nrejection_summary_every = \"1h\"",
+    );
+    let (daemon, admin) = start_in_process(&h).await;
+    let state = daemon.shared.state.clone();
+    let records_before = state
+        .audit()
+        .read(&switchyard::audit::Filter::default(), None)
+        .unwrap()
+        .len();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{public_port}/webhooks/lms");
+    let forged = |i: usize| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let body = format!("{{\"junk\":{i}}}");
+        let headers = switchyard_testkit::lms::LmsSim::sign_webhook(
+            "whsec_bm90LXRoZS1yZWFsLXNlY3JldC1hdC1hbGw=",
+            &format!("msg_junk_{i}"),
+            now,
+            body.as_bytes(),
+        )
+        .unwrap();
+        let mut request = client.post(&url).body(body);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        request
+    };
+    // 300 forged deliveries from one address: the first burst (50) is
+    // refused as forged, then the address is answered 429 without its
+    // requests being verified.
+    let mut statuses = BTreeMap::<u16, usize>::new();
+    let mut retry_after = None;
+    for i in 0..300 {
+        let response = forged(i).send().await.unwrap();
+        if response.status() == 429 {
+            retry_after = response.headers().get("retry-after").cloned();
+        }
+        *statuses.entry(response.status().as_u16()).or_default() += 1;
+    }
+    let refused = statuses.get(&401).copied().unwrap_or(0);
+    let throttled = statuses.get(&429).copied().unwrap_or(0);
+    assert_eq!(refused + throttled, 300, "{statuses:?}");
+    assert!(
+        (50..=60).contains(&refused),
+        "a burst of 50, a few refilled: {statuses:?}"
+    );
+    let wait: u64 = retry_after
+        .expect("a 429 says when to retry")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    // Wrong admin tokens from the same address are throttled as well.
+    let (status, _) = admin.send("get", "/v1/links", Some("wrong-token")).await;
+    assert_eq!(status, 429);
+
+    // Nothing was written per request.
+    let records_now = state
+        .audit()
+        .read(&switchyard::audit::Filter::default(), None)
+        .unwrap()
+        .len();
+    assert_eq!(records_now, records_before, "no audit record per refusal");
+    daemon.shutdown().await.unwrap();
+
+    // At shutdown, one summary per source, listener and reason.
+    let summaries: Vec<serde_json::Value> = state
+        .audit()
+        .read(
+            &switchyard::audit::Filter {
+                kind: Some("requests.rejected".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|e| e.record.detail)
+        .collect();
+    let count = |listener: &str, reason: &str| {
+        summaries
+            .iter()
+            .filter(|d| {
+                d["listener"] == listener && d["reason"] == reason && d["source"] == "127.0.0.1"
+            })
+            .map(|d| d["count"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        count("public", "bad-signature"),
+        refused as u64,
+        "{summaries:?}"
+    );
+    assert_eq!(
+        count("public", "throttled"),
+        throttled as u64,
+        "{summaries:?}"
+    );
+    assert_eq!(count("admin", "throttled"), 1, "{summaries:?}");
+    assert!(summaries.len() <= 4, "{summaries:?}");
+    assert_eq!(state.audit().verify().unwrap().broken, None);
 }

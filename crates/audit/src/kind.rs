@@ -74,6 +74,9 @@ kinds! {
     PluginHeld => "plugin.held",
     /// An operator approved a held plugin file.
     PluginApproved => "plugin.approved",
+    /// Requests refused before any work (bad signatures, wrong tokens,
+    /// throttled clients), summed per client address and reason.
+    RequestsRejected => "requests.rejected",
     /// A connector was paused (no usable plugin or credential).
     ConnectorPaused => "connector.paused",
     /// A connector was quarantined after faults in a row.
@@ -112,20 +115,6 @@ kinds! {
     WebhookAccepted => "webhook.accepted",
     /// A webhook delivery id seen before.
     WebhookReplay => "webhook.replay",
-    /// A webhook body over the size limit.
-    WebhookTooLarge => "webhook.too-large",
-    /// A webhook without a signature header it needs.
-    WebhookMissingHeader => "webhook.missing-header",
-    /// A webhook with a header that does not parse.
-    WebhookMalformedHeader => "webhook.malformed-header",
-    /// A webhook whose signature does not verify.
-    WebhookBadSignature => "webhook.bad-signature",
-    /// A webhook with a timestamp outside the tolerance.
-    WebhookStale => "webhook.stale",
-    /// A webhook body that could not be read.
-    WebhookUnreadable => "webhook.unreadable",
-    /// A webhook to a plugin that takes none.
-    WebhookUnsupported => "webhook.unsupported",
     /// A webhook body the plugin rejected.
     WebhookMalformedBody => "webhook.malformed-body",
     /// A webhook refused by the mass-deactivation guard.

@@ -104,6 +104,13 @@ pub struct DaemonConfig {
     /// kernel's accept queue. Lowered at start to what the open-file limit
     /// allows.
     pub max_connections: usize,
+    /// Refused requests (a bad webhook signature, a wrong admin token, ...)
+    /// one client address may cause per second (bursts of ten times that)
+    /// before its requests are answered 429 without being looked at.
+    pub max_rejections_per_second: u32,
+    /// How often refused requests are written to the audit log, as one
+    /// `requests.rejected` record per client address, listener and reason.
+    pub rejection_summary_every: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -118,6 +125,8 @@ impl Default for DaemonConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             max_connections: 256,
+            max_rejections_per_second: 10,
+            rejection_summary_every: Duration::from_secs(60),
         }
     }
 }

@@ -123,6 +123,8 @@ pub struct Shared {
     /// Shared with every assembled service: set at shutdown so runs stop at
     /// their next checkpoint.
     stop: Arc<AtomicBool>,
+    /// Refused requests of both listeners, summed per client.
+    pub rejections: Arc<crate::rejections::Rejections>,
 }
 
 fn now_rfc3339() -> String {
@@ -491,7 +493,8 @@ pub fn public_router(shared: Arc<Shared>) -> anyhow::Result<Router> {
         for link in links {
             trigger.trigger(link);
         }
-    });
+    })
+    .with_rejections(shared.rejections.clone());
     Ok(Router::new()
         .route(
             "/healthz",
@@ -564,6 +567,9 @@ impl Daemon {
             ready: AtomicBool::new(false),
             in_flight: Arc::new(()),
             stop,
+            rejections: Arc::new(crate::rejections::Rejections::new(
+                config.daemon.max_rejections_per_second,
+            )),
             shutdown,
             config,
             runtime,
@@ -638,6 +644,7 @@ impl Daemon {
         let service = shared.assemble(None)?;
         shared.publish(Arc::new(service));
         tasks.spawn(watch_plugins(shared.clone()));
+        tasks.spawn(summarise_rejections(shared.clone()));
         let grace = shared.config.daemon.shutdown_grace;
         for slot in shared.links.values() {
             tasks.spawn(scheduler::run_link(
@@ -670,9 +677,28 @@ impl Daemon {
             }
         }
         self.shared.runs_released(Duration::from_secs(10)).await;
+        if let Err(e) = self.shared.rejections.flush(self.shared.state.audit()) {
+            tracing::error!("failed to write the audit log: {e:#}");
+        }
         self.shared.state.flush()?;
         tracing::info!("stopped; state flushed");
         Ok(())
+    }
+}
+
+/// Every `rejection_summary_every`, write the refused requests summed since
+/// the last time to the audit log (and once more at shutdown).
+async fn summarise_rejections(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let every = shared.config.daemon.rejection_summary_every;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if let Err(e) = shared.rejections.flush(shared.state.audit()) {
+            tracing::error!("failed to write the audit log: {e:#}");
+        }
     }
 }
 

@@ -15,6 +15,8 @@
 //! - [`secrets`]: where credentials come from, and the encrypted secret store;
 //! - [`service`]: the configuration assembled into runtime, connectors,
 //!   store and engine; connector quarantine; retention;
+//! - [`rejections`]: refused requests summed per client, rate-limited logs,
+//!   and a per-client budget answered with 429;
 //! - [`review`]: capability review on upgrade: a plugin version that needs
 //!   more than the approved one is held until an operator approves it;
 //! - [`telemetry`]: metrics, and the audit records of plugin calls;
@@ -28,6 +30,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod rejections;
 pub mod review;
 pub mod secrets;
 pub mod service;

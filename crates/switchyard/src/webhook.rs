@@ -100,6 +100,7 @@ pub struct Ingress {
     retention_secs: u64,
     last_prune: AtomicU64,
     on_accepted: LinksHook,
+    rejections: Arc<crate::rejections::Rejections>,
 }
 
 /// Called with the links a delivery queued work for.
@@ -142,6 +143,21 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Refused before the signature verified (or with no signature to
+    /// verify): anyone can send these, so they are summed, not recorded
+    /// one by one.
+    pub fn is_junk(&self) -> bool {
+        matches!(
+            self,
+            Outcome::UnknownConnector
+                | Outcome::NotConfigured
+                | Outcome::TooLarge { .. }
+                | Outcome::Refused(_)
+                | Outcome::Unreadable(_)
+                | Outcome::Unsupported(_)
+        )
+    }
+
     /// The HTTP status of the answer.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -181,24 +197,23 @@ impl Outcome {
         }
     }
 
-    /// The audit record kind of this verdict. Deliveries for a connector
-    /// that takes no webhooks are not audited (the name is the sender's).
+    /// The audit record kind of this verdict; `None` for a delivery refused
+    /// before its signature verified (summed per source instead).
     pub fn audit_kind(&self) -> Option<crate::audit::Kind> {
         use crate::audit::Kind;
         Some(match self {
             Outcome::Accepted { .. } => Kind::WebhookAccepted,
             Outcome::Replay => Kind::WebhookReplay,
-            Outcome::UnknownConnector | Outcome::NotConfigured => return None,
-            Outcome::TooLarge { .. } => Kind::WebhookTooLarge,
-            Outcome::Refused(Refusal::MissingHeader(_)) => Kind::WebhookMissingHeader,
-            Outcome::Refused(Refusal::MalformedHeader { .. }) => Kind::WebhookMalformedHeader,
-            Outcome::Refused(Refusal::BadSignature) => Kind::WebhookBadSignature,
-            Outcome::Refused(Refusal::Stale { .. }) => Kind::WebhookStale,
-            Outcome::Unreadable(_) => Kind::WebhookUnreadable,
-            Outcome::Unsupported(_) => Kind::WebhookUnsupported,
             Outcome::MalformedBody(_) => Kind::WebhookMalformedBody,
             Outcome::Halted(_) => Kind::WebhookHalted,
             Outcome::Unavailable(_) => Kind::WebhookUnavailable,
+            // Summed per source instead (`requests.rejected`).
+            Outcome::UnknownConnector
+            | Outcome::NotConfigured
+            | Outcome::TooLarge { .. }
+            | Outcome::Refused(_)
+            | Outcome::Unreadable(_)
+            | Outcome::Unsupported(_) => return None,
         })
     }
 
@@ -242,8 +257,9 @@ pub fn verdict(connector: &str, outcome: &Outcome) {
         Outcome::Unavailable(reason) | Outcome::Halted(reason) => {
             tracing::error!(connector, verdict, "webhook not processed: {reason}")
         }
-        Outcome::Unreadable(reason) => {
-            tracing::warn!(connector, verdict, "webhook refused: {reason}")
+        // Logged, at most once in a while per source, by `Rejections`.
+        other if other.is_junk() => {
+            tracing::debug!(connector, verdict, "webhook refused: {}", other.detail())
         }
         other => tracing::warn!(connector, verdict, "webhook refused: {}", other.detail()),
     }
@@ -325,6 +341,9 @@ impl Ingress {
             retention_secs: MIN_REPLAY_RETENTION_SECS.max(max_tolerance.saturating_mul(2)),
             last_prune: AtomicU64::new(0),
             on_accepted: Box::new(|_| {}),
+            rejections: Arc::new(crate::rejections::Rejections::new(
+                config.daemon.max_rejections_per_second,
+            )),
         })
     }
 
@@ -347,18 +366,54 @@ impl Ingress {
         self
     }
 
+    /// Sum refused deliveries in `rejections` (the daemon's, shared with
+    /// the admin API) instead of a tally of its own.
+    pub fn with_rejections(mut self, rejections: Arc<crate::rejections::Rejections>) -> Ingress {
+        self.rejections = rejections;
+        self
+    }
+
     /// Use `clock` (Unix seconds) instead of the system clock.
     pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Ingress {
         self.clock = Box::new(clock);
         self
     }
 
-    /// Answer one delivery to `connector`. Records the verdict.
+    /// Answer one delivery to `connector` from an unknown address.
     pub async fn handle(&self, connector: &str, headers: &HeaderMap, body: Body) -> Outcome {
+        self.handle_from(None, connector, headers, body).await
+    }
+
+    /// Answer one delivery to `connector` from `source`. Records the
+    /// verdict: a delivery refused before its signature verified is summed
+    /// per source ([`crate::rejections`]), any other gets an audit record.
+    pub async fn handle_from(
+        &self,
+        source: Option<std::net::IpAddr>,
+        connector: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Outcome {
         let outcome = self.process(connector, headers, body).await;
         verdict(connector, &outcome);
-        self.audit(connector, headers, &outcome);
+        if outcome.is_junk() {
+            let configured = self.endpoints.contains_key(connector)
+                || matches!(outcome, Outcome::NotConfigured | Outcome::Unsupported(_));
+            self.rejections.note(
+                "public",
+                source,
+                outcome.verdict(),
+                configured.then_some(connector),
+            );
+        } else {
+            self.audit(connector, headers, &outcome);
+        }
         outcome
+    }
+
+    /// Whether `source` is over its budget of refused requests.
+    pub fn throttled(&self, source: std::net::IpAddr) -> Option<std::time::Duration> {
+        self.rejections.throttled("public", source)
     }
 
     /// The audit record of a delivery to a configured connector
@@ -641,10 +696,18 @@ pub fn router(ingress: Arc<Ingress>) -> Router {
 async fn receive(
     AxumState(ingress): AxumState<Arc<Ingress>>,
     Path(connector): Path<String>,
+    source: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let outcome = ingress.handle(&connector, &headers, body).await;
+    let source = source.map(|c| c.0.0.ip());
+    // A source over its budget of refused deliveries is not looked at.
+    if let Some(wait) = source.and_then(|ip| ingress.throttled(ip)) {
+        return crate::rejections::too_many(wait);
+    }
+    let outcome = ingress
+        .handle_from(source, &connector, &headers, body)
+        .await;
     let answer = serde_json::json!({ "verdict": outcome.verdict(), "detail": outcome.detail() });
     (outcome.status(), axum::Json(answer)).into_response()
 }

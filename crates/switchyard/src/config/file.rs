@@ -45,6 +45,8 @@ struct RawDaemon {
     header_read_timeout: Option<Spanned<String>>,
     body_read_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
+    max_rejections_per_second: Option<Spanned<i64>>,
+    rejection_summary_every: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -545,6 +547,23 @@ impl Config {
                             ),
                         )
                     })?;
+            }
+            if let Some(v) = d.max_rejections_per_second {
+                daemon.max_rejections_per_second = u32::try_from(*v.get_ref())
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        at(
+                            v.span().start,
+                            format!(
+                                "daemon: max_rejections_per_second must be a positive number, not {}",
+                                v.get_ref()
+                            ),
+                        )
+                    })?;
+            }
+            if let Some(v) = d.rejection_summary_every {
+                daemon.rejection_summary_every = positive(v, "rejection_summary_every")?;
             }
             if let Some(token) = d.admin_token {
                 if matches!(token.get_ref(), SecretSource::Literal(_)) {

@@ -199,6 +199,10 @@ async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // A client that keeps presenting wrong tokens is not looked at.
+    if let Some(wait) = shared.rejections.throttled("admin", remote.ip()) {
+        return crate::rejections::too_many(wait);
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -213,7 +217,11 @@ async fn require_token(
             next.run(request).await
         }
         _ => {
-            tracing::warn!(%remote, path = %request.uri().path(), "admin API: missing or wrong bearer token");
+            // Logged at most once in a while per address, summed in the
+            // audit log (`requests.rejected`).
+            shared
+                .rejections
+                .note("admin", Some(remote.ip()), "unauthorized", None);
             let mut response = ApiError(
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required".into(),
