@@ -150,22 +150,26 @@ when = {{ job_title = ["Forklift Operator"] }}
 }
 
 /// The `switchyard` binary built beside the running test (`cargo test` at
-/// the workspace root builds it for the host crate's own tests), or
-/// `SWITCHYARD_BIN`.
+/// the workspace root builds it for the host crate's own tests) or beside
+/// the running binary (the benchmark), or `SWITCHYARD_BIN`.
 pub fn switchyard_bin() -> PathBuf {
     if let Ok(path) = std::env::var("SWITCHYARD_BIN") {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap_or(Path::new("."));
-    let bin = dir.join("switchyard");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p switchyard` (or `cargo test` at the workspace root)",
-        bin.display()
-    );
-    bin
+    // A test runs from `target/<profile>/deps`, a binary from `target/<profile>`.
+    let beside = exe.parent().unwrap_or(Path::new("."));
+    let candidates = [Some(beside), beside.parent()];
+    let bin = candidates
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join("switchyard"))
+        .find(|bin| bin.is_file());
+    match bin {
+        Some(bin) => bin,
+        None => panic!(
+            "no switchyard binary beside {}: run `cargo build -p switchyard` (or `cargo test` at the workspace root; `--release` for the benchmark)",
+            exe.display()
+        ),
+    }
 }

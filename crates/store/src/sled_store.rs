@@ -156,7 +156,13 @@ fn remove_unfinished_snapshots(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sled::open`, with sled's panics on damaged files turned into an error
+/// sled's page cache. Its default (1 GiB) let a daemon's memory grow with
+/// every record written until it reached it (about 1 KiB per webhook
+/// delivery, measured in BENCHMARKS.md); the working set of a sync is far
+/// smaller than this.
+const CACHE_BYTES: u64 = 64 << 20;
+
+/// `sled::open` (with a bounded page cache), with sled's panics on damaged files turned into an error
 /// (sled 0.34 panics while recovering some corrupt logs). The panic is kept
 /// off stderr for this thread only; other threads' panics print as usual.
 fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
@@ -173,7 +179,12 @@ fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
             forward(info);
         }
     }));
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sled::open(dir)));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+    }));
     std::panic::set_hook(Box::new(move |info| previous(info)));
     match opened {
         Ok(db) => db.context("sled could not open it"),

@@ -14,6 +14,13 @@
 //! 4. Audit append throughput (hash chain, salted personal payload, one
 //!    sled transaction per call as the runtime writes them) versus plain
 //!    sled inserts of the same JSON.
+//! 5. Webhook ingestion (`--webhooks`): signed Standard Webhooks deliveries
+//!    of real completion bodies to a `switchyard run` process (the release
+//!    binary beside this one) at 1, 8 and 32 concurrent senders: accepted/s,
+//!    p50 and p99, the daemon's CPU and RSS; then every accepted delivery is
+//!    checked to be in the audit log exactly once. Floor: an axum server in
+//!    this process that verifies the same signature and makes each delivery
+//!    durable with one sled insert and flush.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +49,16 @@ struct Args {
     /// Records for the audit append benchmark.
     #[arg(long, default_value_t = 50_000)]
     audit_records: usize,
+    /// Run only the webhook ingestion benchmark.
+    #[arg(long)]
+    webhooks: bool,
+    /// Deliveries per concurrency level of the webhook benchmark.
+    #[arg(long, default_value_t = 4_000)]
+    deliveries: usize,
+    /// Then deliver at 32 senders for this many seconds, sampling the
+    /// daemon's RSS (0: no soak).
+    #[arg(long, default_value_t = 0)]
+    soak_secs: u64,
 }
 
 struct Floor {
@@ -311,6 +328,9 @@ fn audit_append(records: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[path = "bench/webhooks.rs"]
+mod webhooks;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -322,6 +342,9 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::env::consts::ARCH
     );
+    if args.webhooks {
+        return webhooks::run(args.deliveries, args.soak_secs).await;
+    }
     call_latency(args.calls).await?;
     audit_append(args.audit_records)?;
     listing(args.employees, args.page_size).await?;
