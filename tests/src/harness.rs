@@ -142,6 +142,16 @@ when = {{ job_title = ["Forklift Operator"] }}
         })
     }
 
+    /// `switchyard sync --once` on the harness configuration, as an
+    /// operator's script runs it.
+    pub fn sync_cli(&self) -> std::process::Output {
+        std::process::Command::new(switchyard_bin())
+            .args(["sync", "--once", "--config"])
+            .arg(&self.config_path)
+            .output()
+            .unwrap_or_else(|e| panic!("failed to run {}: {e}", switchyard_bin().display()))
+    }
+
     /// A service opened on the harness configuration.
     pub fn service(&self) -> anyhow::Result<Service> {
         let config = Config::load(&self.config_path)?;

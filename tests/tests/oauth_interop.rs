@@ -604,15 +604,6 @@ fn provisioned(h: &Harness) -> BTreeSet<String> {
     h.lms.users().into_iter().map(|u| u.idnumber).collect()
 }
 
-/// `switchyard sync --once`, as an operator's script runs it.
-fn sync_cli(h: &Harness) -> std::process::Output {
-    Command::new(switchyard_testkit::harness::switchyard_bin())
-        .args(["sync", "--once", "--config"])
-        .arg(&h.config_path)
-        .output()
-        .unwrap()
-}
-
 // ---- the tests ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -725,7 +716,7 @@ async fn a_wrong_client_secret_stops_the_link_with_the_servers_error() {
     let before = gateway.seen().len();
 
     std::fs::write(&secret, "wrong:secret/+=%").unwrap();
-    let out = sync_cli(&h);
+    let out = h.sync_cli();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(3), "needs an operator: {stderr}");
     assert!(stderr.contains("invalid_client"), "{stderr}");
@@ -759,7 +750,7 @@ async fn a_wrong_client_secret_stops_the_link_with_the_servers_error() {
 
     // The right secret again: the next run delivers what waited.
     std::fs::write(&secret, BASIC.secret).unwrap();
-    let out = sync_cli(&h);
+    let out = h.sync_cli();
     assert_eq!(
         out.status.code(),
         Some(0),

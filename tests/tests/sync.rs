@@ -316,15 +316,6 @@ async fn a_wrong_credential_stops_the_link_without_hammering() {
     assert!(h.lms.users().is_empty());
 }
 
-/// `switchyard sync --once` as an operator's script runs it.
-fn sync_cli(h: &Harness) -> std::process::Output {
-    std::process::Command::new(switchyard_testkit::harness::switchyard_bin())
-        .args(["sync", "--once", "--config"])
-        .arg(&h.config_path)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_dead_letters_exits_4_and_a_vendor_that_stays_unavailable_exits_5() {
     let h = Harness::start(6).await.unwrap();
@@ -335,12 +326,12 @@ async fn a_run_that_dead_letters_exits_4_and_a_vendor_that_stays_unavailable_exi
         .find(|e| e.status == "Active")
         .unwrap();
     h.hris.update_employee(&victim.id, |e| e.work_email = None);
-    let out = sync_cli(&h);
+    let out = h.sync_cli();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{text}");
     // Nothing new to give up on: success.
-    let out = sync_cli(&h);
+    let out = h.sync_cli();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -351,12 +342,12 @@ async fn a_run_that_dead_letters_exits_4_and_a_vendor_that_stays_unavailable_exi
     // The HRIS answers 503 to every attempt of the listing: the run stops
     // without losing anything, and says so with its own code.
     h.hris.fail_next(50, 0);
-    let out = sync_cli(&h);
+    let out = h.sync_cli();
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(5), "{text}");
     assert!(text.contains("fetch-employees"), "{text}");
     h.hris.fail_next(0, 0);
-    let out = sync_cli(&h);
+    let out = h.sync_cli();
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -535,32 +535,11 @@ impl Config {
                 daemon.body_read_timeout = positive(v, "body_read_timeout")?;
             }
             if let Some(v) = d.max_connections {
-                daemon.max_connections = usize::try_from(*v.get_ref())
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
-                        at(
-                            v.span().start,
-                            format!(
-                                "daemon: max_connections must be a positive number, not {}",
-                                v.get_ref()
-                            ),
-                        )
-                    })?;
+                daemon.max_connections = positive_number(&v, "max_connections", &at)?;
             }
             if let Some(v) = d.max_rejections_per_second {
-                daemon.max_rejections_per_second = u32::try_from(*v.get_ref())
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
-                        at(
-                            v.span().start,
-                            format!(
-                                "daemon: max_rejections_per_second must be a positive number, not {}",
-                                v.get_ref()
-                            ),
-                        )
-                    })?;
+                daemon.max_rejections_per_second =
+                    positive_number(&v, "max_rejections_per_second", &at)?;
             }
             if let Some(v) = d.rejection_summary_every {
                 daemon.rejection_summary_every = positive(v, "rejection_summary_every")?;
@@ -605,6 +584,21 @@ impl Config {
             retention: raw.retention,
         })
     }
+}
+
+/// A `[daemon]` count that must be positive and fit `T`.
+fn positive_number<T: TryFrom<i64>>(
+    v: &Spanned<i64>,
+    key: &str,
+    at: &impl Fn(usize, String) -> ConfigError,
+) -> Result<T, ConfigError> {
+    let n = *v.get_ref();
+    T::try_from(n).ok().filter(|_| n > 0).ok_or_else(|| {
+        at(
+            v.span().start,
+            format!("daemon: {key} must be a positive number, not {n}"),
+        )
+    })
 }
 
 /// Names are used in keys and paths: keep them plain.

@@ -50,16 +50,6 @@ fn usage(pid: u32) -> anyhow::Result<(f64, u64, u64)> {
     Ok((ticks / hz, kib("VmRSS:"), kib("VmHWM:")))
 }
 
-fn stats(mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    if samples.is_empty() {
-        return (Duration::ZERO, Duration::ZERO);
-    }
-    let median = samples[samples.len() / 2];
-    let p99 = samples[(samples.len() * 99 / 100).min(samples.len() - 1)];
-    (median, p99)
-}
-
 /// One delivery: a completion body, signed, with a unique id.
 struct Delivery {
     id: String,
@@ -293,14 +283,14 @@ pub async fn run(per_level: usize, soak_secs: u64) -> anyhow::Result<()> {
         )
         .await?;
         let (cpu_after, rss, _) = usage(pid)?;
-        let (p50, p99) = stats(latencies);
+        let (p50, p99) = super::stats(latencies);
         let (floor_latencies, _, floor_wall) = load(
             &floor_url,
             deliveries(&bodies, &format!("f{senders}"), per_level),
             senders,
         )
         .await?;
-        let (fp50, fp99) = stats(floor_latencies);
+        let (fp50, fp99) = super::stats(floor_latencies);
         println!(
             "  {senders:<8} {:>12.0} {:>9.1?} {:>9.1?} {:>9.0}% {:>6} MiB {:>12.0} {:>9.1?} {:>9.1?}",
             accepted.len() as f64 / wall.as_secs_f64(),
