@@ -9,6 +9,7 @@ use switchyard::{Config, Service};
 use crate::hris::{HrisSeed, HrisSim};
 use crate::lms::{LmsSeed, LmsSim};
 use crate::plugins;
+use crate::proxy::FaultProxy;
 
 /// Name of the link the harness configures.
 pub const LINK: &str = "acme";
@@ -23,6 +24,9 @@ pub struct Harness {
     pub dir: PathBuf,
     /// The configuration file.
     pub config_path: PathBuf,
+    /// Fault-injecting proxies the configuration points at instead of the
+    /// simulators ([`Options::fault_seed`]).
+    pub faults: Option<Faults>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -37,6 +41,50 @@ pub struct Options {
     pub link_extra: String,
     /// Lines added to both connectors' `limits` tables.
     pub limits: String,
+    /// Put a [`FaultProxy`] in front of each simulator, drawing faults from
+    /// this seed (off until [`FaultProxy::set_rate`]).
+    pub fault_seed: Option<u64>,
+}
+
+/// The proxies in front of the simulators.
+pub struct Faults {
+    /// In front of the HRIS.
+    pub hris: FaultProxy,
+    /// In front of the LMS.
+    pub lms: FaultProxy,
+}
+
+impl Faults {
+    /// Set both proxies' fault rate (per thousand requests).
+    pub fn set_rate(&self, per_mille: u32) {
+        self.hris.set_rate(per_mille);
+        self.lms.set_rate(per_mille);
+    }
+}
+
+/// BambooHR requests: training record writes are writes, the rest reads
+/// (the dataset listing is a `POST` that reads).
+fn classify_hris(method: &str, target: &str, _body: &[u8]) -> &'static str {
+    if target.contains("/training/record") && (method == "POST" || method == "PUT") {
+        "hris-write"
+    } else {
+        "hris-read"
+    }
+}
+
+/// Moodle requests, by the web service function in the query or the body.
+fn classify_lms(_method: &str, target: &str, body: &[u8]) -> &'static str {
+    let text = format!("{target}&{}", String::from_utf8_lossy(body));
+    let function = text
+        .split(['?', '&'])
+        .find_map(|pair| pair.strip_prefix("wsfunction="))
+        .unwrap_or("");
+    let writes = ["create", "update", "enrol_users", "unenrol"];
+    if writes.iter().any(|w| function.contains(w)) {
+        "lms-write"
+    } else {
+        "lms-read"
+    }
 }
 
 impl Harness {
@@ -71,6 +119,17 @@ impl Harness {
         })
         .await?;
         let lms = LmsSim::start(LmsSeed::default()).await?;
+        let faults = match options.fault_seed {
+            Some(seed) => Some(Faults {
+                hris: FaultProxy::start(&hris.base_url(), seed, classify_hris).await?,
+                lms: FaultProxy::start(&lms.base_url(), seed ^ 0x5eed, classify_lms).await?,
+            }),
+            None => None,
+        };
+        let (hris_url, lms_url) = match &faults {
+            Some(f) => (f.hris.base_url(), f.lms.base_url()),
+            None => (hris.base_url(), lms.base_url()),
+        };
         // Secrets go through files, as an operator would mount them.
         let key_file = dir.join("bamboohr.key");
         let token_file = dir.join("moodle.token");
@@ -124,8 +183,8 @@ name = "forklift"
 courses = ["FORKLIFT-CERT"]
 when = {{ job_title = ["Forklift Operator"] }}
 "#,
-            hris = hris.base_url(),
-            lms = lms.base_url(),
+            hris = hris_url,
+            lms = lms_url,
             key = key_file.display(),
             token = token_file.display(),
             limits = options.limits,
@@ -138,6 +197,7 @@ when = {{ job_title = ["Forklift Operator"] }}
             lms,
             dir: dir.to_owned(),
             config_path,
+            faults,
             _temp: None,
         })
     }

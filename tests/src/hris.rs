@@ -299,6 +299,48 @@ impl HrisSim {
         }
     }
 
+    /// Mutates an employee without bumping `lastChanged`: a change the
+    /// vendor's change feed never reports, as when an integration missed
+    /// it. Only a full listing shows it. Unknown ids are ignored.
+    pub fn update_employee_unseen(&self, id: &str, f: impl FnOnce(&mut SimEmployee)) {
+        let mut s = lock(&self.state);
+        if let Some(e) = s.employees.get_mut(id) {
+            let last_changed = e.last_changed.clone();
+            f(e);
+            e.id = id.to_owned();
+            e.last_changed = last_changed;
+        }
+    }
+
+    /// Adds a training record by hand, as an HR administrator would (or a
+    /// client that wrote one twice). Returns its id; `None` for an unknown
+    /// training type.
+    pub fn add_training_record(
+        &self,
+        employee_id: &str,
+        type_name: &str,
+        completed: &str,
+    ) -> Option<u32> {
+        let mut s = lock(&self.state);
+        let type_id = s.training_types.iter().find(|(_, n)| n == type_name)?.0;
+        let id = s.next_record_id;
+        s.next_record_id += 1;
+        s.records.insert(
+            id,
+            TrainingRecord {
+                id,
+                employee_id: employee_id.to_owned(),
+                type_id,
+                completed: completed.to_owned(),
+                notes: Some("entered by hand".into()),
+                hours: None,
+                credits: None,
+                instructor: None,
+            },
+        );
+        Some(id)
+    }
+
     /// Removes an employee; `/employees/changed` then reports it as `"Deleted"`.
     /// Unknown ids are ignored. Its training records are kept.
     pub fn remove_employee(&self, id: &str) {

@@ -8,12 +8,17 @@
 //! - [`plugins`]: builds the real plugins from `plugins/` for wasm32-wasip2;
 //! - [`harness`]: both simulators, the plugins and a configuration in a
 //!   temporary directory, ready for a sync;
+//! - [`proxy`]: a fault-injecting proxy to put in front of a simulator;
+//! - [`chaos`]: the kill -9 campaign (churn, faults, kills, then a check of
+//!   both systems against what should be there);
 //! - `src/bin/`: the end-to-end demo, the benchmark and standalone simulators;
 //! - `tests/`: black-box tests.
 //!
 //! The simulators are test fixtures: the product never depends on them.
 
+pub mod chaos;
 pub mod harness;
 pub mod hris;
 pub mod lms;
 pub mod plugins;
+pub mod proxy;
