@@ -69,10 +69,10 @@ pub mod __private {
             world: "hris-connector",
             path: "../wit",
             with: {
-                "switchyard:connector/types@0.2.0": crate::__private::base::switchyard::connector::types,
-                "switchyard:connector/http@0.2.0": crate::__private::base::switchyard::connector::http,
-                "switchyard:connector/log@0.2.0": crate::__private::base::switchyard::connector::log,
-                "switchyard:connector/config@0.2.0": crate::__private::base::switchyard::connector::config,
+                "switchyard:connector/types@0.3.0": crate::__private::base::switchyard::connector::types,
+                "switchyard:connector/http@0.3.0": crate::__private::base::switchyard::connector::http,
+                "switchyard:connector/log@0.3.0": crate::__private::base::switchyard::connector::log,
+                "switchyard:connector/config@0.3.0": crate::__private::base::switchyard::connector::config,
             },
             pub_export_macro: true,
             export_macro_name: "__export_hris_world",
@@ -87,10 +87,10 @@ pub mod __private {
             world: "lms-connector",
             path: "../wit",
             with: {
-                "switchyard:connector/types@0.2.0": crate::__private::base::switchyard::connector::types,
-                "switchyard:connector/http@0.2.0": crate::__private::base::switchyard::connector::http,
-                "switchyard:connector/log@0.2.0": crate::__private::base::switchyard::connector::log,
-                "switchyard:connector/config@0.2.0": crate::__private::base::switchyard::connector::config,
+                "switchyard:connector/types@0.3.0": crate::__private::base::switchyard::connector::types,
+                "switchyard:connector/http@0.3.0": crate::__private::base::switchyard::connector::http,
+                "switchyard:connector/log@0.3.0": crate::__private::base::switchyard::connector::log,
+                "switchyard:connector/config@0.3.0": crate::__private::base::switchyard::connector::config,
             },
             pub_export_macro: true,
             export_macro_name: "__export_lms_world",
@@ -104,7 +104,7 @@ use __private::base::switchyard::connector::types;
 
 pub use types::{
     Completion, CompletionPage, CompletionStatus, ConnectorError, Employee, EmployeePage,
-    EmploymentStatus, LmsUser, WebhookEvent,
+    EmploymentStatus, LmsUser, TrainingRecord, WebhookEvent,
 };
 
 /// One verified webhook delivery, as the host hands it to
@@ -185,6 +185,16 @@ pub trait HrisConnector {
     ) -> Result<(), ConnectorError> {
         let _ = (completion, idempotency_key, supersedes);
         Err(ConnectorError::unsupported("push-completion"))
+    }
+
+    /// The training records the HRIS holds for `employee_id`, of the courses
+    /// Switchyard writes (since contract 0.3.0). Reads only; the host's
+    /// `reconcile` compares them with the LMS and reports a missing, stale
+    /// or doubled record. The default: `unsupported` (reconcile then falls
+    /// back to what the host remembers writing).
+    fn list_training_records(employee_id: String) -> Result<Vec<TrainingRecord>, ConnectorError> {
+        let _ = employee_id;
+        Err(ConnectorError::unsupported("list-training-records"))
     }
 
     /// Translate a verified webhook delivery into events (since contract
@@ -288,6 +298,11 @@ macro_rules! export_hris {
                     idempotency_key,
                     supersedes,
                 )
+            }
+            fn list_training_records(
+                employee_id: String,
+            ) -> Result<Vec<$crate::TrainingRecord>, $crate::ConnectorError> {
+                <$connector as $crate::HrisConnector>::list_training_records(employee_id)
             }
         }
         impl $crate::__private::hris::exports::switchyard::connector::webhook_source::Guest

@@ -621,14 +621,20 @@ pub fn check(h: &Harness, report: &mut Report) -> anyhow::Result<()> {
         ));
     }
     let reconcile = cli(&h.config_path, &["reconcile", "--format", "json", LINK])?;
-    let drifts: serde_json::Value =
+    let found: serde_json::Value =
         serde_json::from_slice(&reconcile.stdout).with_context(|| {
             format!(
                 "reconcile printed no JSON: {}",
                 String::from_utf8_lossy(&reconcile.stderr)
             )
         })?;
-    for drift in drifts.as_array().into_iter().flatten() {
+    if found["hris_records_read"] != true {
+        findings.push((
+            Finding::Drift,
+            "reconcile did not read the HRIS's training records".into(),
+        ));
+    }
+    for drift in found["drifts"].as_array().into_iter().flatten() {
         findings.push((Finding::Drift, drift.to_string()));
     }
     Ok(())

@@ -405,7 +405,7 @@ async fn reconcile_reports_drift_between_the_systems() {
     let service = h.service().unwrap();
     service.sync_link(LINK).await.unwrap();
     assert!(
-        service.reconcile(LINK).await.unwrap().is_empty(),
+        service.reconcile(LINK).await.unwrap().drifts.is_empty(),
         "in sync after a run"
     );
 
@@ -434,7 +434,9 @@ async fn reconcile_reports_drift_between_the_systems() {
         .mark_completed(&learner, "CODE-OF-CONDUCT", Some(75.0), Some(true))
         .unwrap();
 
-    let drifts = service.reconcile(LINK).await.unwrap();
+    let found = service.reconcile(LINK).await.unwrap();
+    assert!(found.hris_records_read, "BambooHR lists training records");
+    let drifts = found.drifts;
     let kinds: Vec<(DriftKind, String)> = drifts
         .iter()
         .map(|d| (d.kind, d.employee_id.to_string()))
@@ -450,7 +452,7 @@ async fn reconcile_reports_drift_between_the_systems() {
     // After a sync, the completion is no longer drift; the manual suspension
     // still is (the host does not fight it unless the HRIS changes).
     service.sync_link(LINK).await.unwrap();
-    let drifts = service.reconcile(LINK).await.unwrap();
+    let drifts = service.reconcile(LINK).await.unwrap().drifts;
     assert_eq!(drifts.len(), 1);
     assert_eq!(drifts[0].kind, DriftKind::SuspendedInLms);
 }

@@ -24,14 +24,48 @@ fn the_real_plugins_implement_their_worlds() {
         .load_plugin(&plugins::build("bamboohr").unwrap())
         .unwrap();
     assert_eq!(hris.world, World::Hris);
-    assert_eq!(hris.contract_version, "0.2.0");
+    assert_eq!(hris.contract_version, "0.3.0");
     assert!(hris.takes_webhooks());
     let lms = runtime
         .load_plugin(&plugins::build("moodle").unwrap())
         .unwrap();
     assert_eq!(lms.world, World::Lms);
-    assert_eq!(lms.contract_version, "0.2.0");
+    assert_eq!(lms.contract_version, "0.3.0");
     assert!(lms.takes_webhooks());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_of_contract_0_2_still_loads_and_runs_without_training_record_reads() {
+    let runtime = Runtime::new().unwrap();
+    let plugin = Arc::new(
+        runtime
+            .load_plugin(&plugins::build("contract-v0-2").unwrap())
+            .unwrap(),
+    );
+    assert_eq!(plugin.world, World::Hris);
+    assert_eq!(plugin.contract_version, "0.2.0");
+    assert!(plugin.takes_webhooks());
+    let config = ConnectorConfig {
+        plugin: "contract-v0-2".into(),
+        line: 0,
+        optional: false,
+        settings: BTreeMap::new(),
+        allow: Vec::new(),
+        auth: None,
+        credential_origins: None,
+        limits: Limits::default(),
+    };
+    let old = runtime.connector("old-hris", &config.grants(), plugin, None);
+    let page = old.fetch_employees(None).await.unwrap();
+    assert_eq!(page.employees[0].id, "1");
+    assert!(old.parse_webhook(&[], b"{}").await.unwrap().is_empty());
+    let err = old.list_training_records("1").await.unwrap_err();
+    assert!(matches!(err, ConnectorError::Unsupported(_)), "{err}");
+    assert!(
+        err.to_string().contains("0.2.0") && err.to_string().contains("0.3.0"),
+        "names the plugin's contract and the one needed: {err}"
+    );
+    assert_eq!(old.consecutive_faults(), 0, "not a plugin fault");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -209,6 +209,18 @@ pub struct Completion {
     pub expires_at: Option<Timestamp>,
 }
 
+/// A training record as the HRIS holds it (contract 0.3.0), read by
+/// `reconcile` to compare with the LMS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// The HRIS's id of the record.
+    pub id: String,
+    /// Course key.
+    pub course_id: CourseId,
+    /// Day of completion.
+    pub completed_on: Date,
+}
+
 /// An LMS account as the LMS reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LmsUser {

@@ -1,10 +1,11 @@
 //! Host bindings generated from `wit/`: the current contract (`hris`,
-//! `lms`) and each older version the host still loads (`v0_1`, in a file of
-//! its own), and the conversions between the generated records and
+//! `lms`) and each older version the host still loads (`v0_1`, `v0_2`, each in a
+//! file of its own), and the conversions between the generated records and
 //! `switchyard-model`'s.
 
 pub(crate) mod typecheck;
 pub mod v0_1;
+pub mod v0_2;
 
 pub mod hris {
     wasmtime::component::bindgen!({
@@ -222,6 +223,19 @@ impl From<model::Completion> for wit::Completion {
             score: c.score,
             expires_at: c.expires_at.map(|t| t.to_string()),
         }
+    }
+}
+
+impl TryFrom<wit::TrainingRecord> for model::TrainingRecord {
+    type Error = Malformed;
+
+    fn try_from(r: wit::TrainingRecord) -> Result<Self, Malformed> {
+        let completed_on = parse(&r.completed_on, "training record", &r.id, "completed-on")?;
+        Ok(model::TrainingRecord {
+            id: r.id,
+            course_id: r.course_id.into(),
+            completed_on,
+        })
     }
 }
 

@@ -12,3 +12,60 @@ pub mod stdio;
 
 /// The `types` interface has no functions; its `Host` trait is empty.
 impl crate::bindings::types::Host for crate::HostState {}
+
+/// The imports of an older contract (`$contract` is the path of its
+/// generated `switchyard::connector` module): the same functions and
+/// records under the older package name, delegating to the current ones.
+macro_rules! older_contract_imports {
+    ($($contract:ident)::+) => {
+        impl $($contract)::+::config::Host for crate::HostState {
+            async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+                crate::bindings::hris::switchyard::connector::config::Host::get(self, key).await
+            }
+        }
+
+        impl $($contract)::+::log::Host for crate::HostState {
+            async fn log(
+                &mut self,
+                level: $($contract)::+::log::Level,
+                message: String,
+            ) -> wasmtime::Result<()> {
+                use $($contract)::+::log::Level as Old;
+                use crate::bindings::hris::switchyard::connector::log::{Host, Level};
+                let level = match level {
+                    Old::Trace => Level::Trace,
+                    Old::Debug => Level::Debug,
+                    Old::Info => Level::Info,
+                    Old::Warn => Level::Warn,
+                    Old::Error => Level::Error,
+                };
+                Host::log(self, level, message).await
+            }
+        }
+
+        impl $($contract)::+::http::Host for crate::HostState {
+            async fn send(
+                &mut self,
+                request: $($contract)::+::http::Request,
+            ) -> wasmtime::Result<Result<$($contract)::+::http::Response, String>> {
+                use crate::bindings::hris::switchyard::connector::http::{Host, Request};
+                let request = Request {
+                    method: request.method,
+                    url: request.url,
+                    headers: request.headers,
+                    body: request.body,
+                };
+                Ok(Host::send(self, request).await?.map(|r| {
+                    $($contract)::+::http::Response {
+                        status: r.status,
+                        headers: r.headers,
+                        body: r.body,
+                    }
+                }))
+            }
+        }
+    };
+}
+
+older_contract_imports!(crate::bindings::v0_1::hris::switchyard::connector);
+older_contract_imports!(crate::bindings::v0_2::hris::switchyard::connector);

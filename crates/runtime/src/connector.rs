@@ -159,6 +159,17 @@ impl Output for model::CompletionPage {
     }
 }
 
+impl Output for Vec<model::TrainingRecord> {
+    fn records(&self) -> usize {
+        self.len()
+    }
+    fn approx_bytes(&self) -> usize {
+        self.iter()
+            .map(|r| r.id.len() + r.course_id.len() + 16)
+            .sum()
+    }
+}
+
 impl Output for Vec<model::WebhookEvent> {
     fn records(&self) -> usize {
         self.len()
@@ -374,6 +385,7 @@ impl Connector {
     ) -> Result<
         &Versioned<
             bindings::hris::HrisConnectorPre<HostState>,
+            bindings::v0_2::hris::HrisConnectorPre<HostState>,
             bindings::v0_1::hris::HrisConnectorPre<HostState>,
         >,
         ConnectorError,
@@ -393,6 +405,7 @@ impl Connector {
     ) -> Result<
         &Versioned<
             bindings::lms::LmsConnectorPre<HostState>,
+            bindings::v0_2::lms::LmsConnectorPre<HostState>,
             bindings::v0_1::lms::LmsConnectorPre<HostState>,
         >,
         ConnectorError,
@@ -445,6 +458,47 @@ impl Connector {
             })
         })
         .await
+    }
+
+    /// `list-training-records`: what the HRIS holds for one employee. A
+    /// plugin built against a contract before 0.3.0 gets `unsupported`
+    /// without a call.
+    pub async fn list_training_records(
+        &self,
+        employee_id: &str,
+    ) -> Result<Vec<model::TrainingRecord>, ConnectorError> {
+        let pre = match self.hris()? {
+            Versioned::Current(pre) => pre,
+            Versioned::V0_2(_) | Versioned::V0_1(_) => {
+                return Err(self.predates("list-training-records", "0.3.0"));
+            }
+        };
+        self.call("list-training-records", async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let listed = instance
+                .switchyard_connector_completion_sink()
+                .call_list_training_records(&mut *store, employee_id)
+                .await?;
+            Ok(match listed {
+                Ok(records) => Ok(records
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<Result<Vec<model::TrainingRecord>, _>>()?),
+                Err(e) => Err(e),
+            })
+        })
+        .await
+    }
+
+    /// `unsupported` for an operation the plugin's contract lacks.
+    fn predates(&self, operation: &str, since: &str) -> ConnectorError {
+        ConnectorError::Unsupported(format!(
+            "connector `{}` runs plugin {} {}, built against contract {}, which has no {operation} ({since} or later)",
+            self.name,
+            self.plugin.name,
+            self.plugin.version(),
+            self.plugin.contract_version
+        ))
     }
 
     /// `upsert-user`: returns the LMS user id.
@@ -586,43 +640,30 @@ impl Connector {
                 .map(TryInto::try_into)
                 .collect::<Result<Vec<model::WebhookEvent>, _>>()
         };
+        // The same call through each contract that has `webhook-source`.
+        macro_rules! parse {
+            ($pre:expr) => {
+                self.call("parse-webhook", async |store| {
+                    let instance = $pre.instantiate_async(&mut *store).await?;
+                    let parsed = instance
+                        .switchyard_connector_webhook_source()
+                        .call_parse_webhook(&mut *store, headers, body)
+                        .await?;
+                    Ok(match parsed {
+                        Ok(parsed) => Ok(events(parsed)?),
+                        Err(e) => Err(e),
+                    })
+                })
+                .await
+            };
+        }
         match &self.plugin.pre {
-            Pre::Hris(Versioned::Current(pre)) => {
-                self.call("parse-webhook", async |store| {
-                    let instance = pre.instantiate_async(&mut *store).await?;
-                    let parsed = instance
-                        .switchyard_connector_webhook_source()
-                        .call_parse_webhook(&mut *store, headers, body)
-                        .await?;
-                    Ok(match parsed {
-                        Ok(parsed) => Ok(events(parsed)?),
-                        Err(e) => Err(e),
-                    })
-                })
-                .await
-            }
-            Pre::Lms(Versioned::Current(pre)) => {
-                self.call("parse-webhook", async |store| {
-                    let instance = pre.instantiate_async(&mut *store).await?;
-                    let parsed = instance
-                        .switchyard_connector_webhook_source()
-                        .call_parse_webhook(&mut *store, headers, body)
-                        .await?;
-                    Ok(match parsed {
-                        Ok(parsed) => Ok(events(parsed)?),
-                        Err(e) => Err(e),
-                    })
-                })
-                .await
-            }
+            Pre::Hris(Versioned::Current(pre)) => parse!(pre),
+            Pre::Hris(Versioned::V0_2(pre)) => parse!(pre),
+            Pre::Lms(Versioned::Current(pre)) => parse!(pre),
+            Pre::Lms(Versioned::V0_2(pre)) => parse!(pre),
             Pre::Hris(Versioned::V0_1(_)) | Pre::Lms(Versioned::V0_1(_)) => {
-                Err(ConnectorError::Unsupported(format!(
-                    "connector `{}` runs plugin {} {}, built against contract {}, which has no webhook-source (0.2.0 or later)",
-                    self.name,
-                    self.plugin.name,
-                    self.plugin.version(),
-                    self.plugin.contract_version
-                )))
+                Err(self.predates("webhook-source", "0.2.0"))
             }
         }
     }

@@ -53,13 +53,24 @@ pub use secret::{Credential, Secret};
 /// The contract package and the versions of it this host loads.
 pub const CONTRACT_PACKAGE: &str = "switchyard:connector";
 /// Supported contract versions (semver-compatible with these).
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0"];
 
 /// Bound on the wasm call stack of a plugin.
 const MAX_WASM_STACK: usize = 512 * 1024;
 
 /// Epoch tick: the granularity of wasm deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Which contract version's bindings a plugin is called through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Contract {
+    /// 0.1.x: no `webhook-source`, no `list-training-records`.
+    V0_1,
+    /// 0.2.x: no `list-training-records`.
+    V0_2,
+    /// The current contract (`wit/`).
+    Current,
+}
 
 /// Which side of a link a plugin implements, read from its exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,21 +204,25 @@ enum Pre {
     Hris(
         Versioned<
             bindings::hris::HrisConnectorPre<HostState>,
+            bindings::v0_2::hris::HrisConnectorPre<HostState>,
             bindings::v0_1::hris::HrisConnectorPre<HostState>,
         >,
     ),
     Lms(
         Versioned<
             bindings::lms::LmsConnectorPre<HostState>,
+            bindings::v0_2::lms::LmsConnectorPre<HostState>,
             bindings::v0_1::lms::LmsConnectorPre<HostState>,
         >,
     ),
 }
 
 /// A pre-instantiated plugin of the current contract or of an older one.
-enum Versioned<Current, V0_1> {
+enum Versioned<Current, V0_2, V0_1> {
     /// Built against the current contract (`wit/`).
     Current(Current),
+    /// Built against contract 0.2.x (`wit/since_v0.2.0`).
+    V0_2(V0_2),
     /// Built against contract 0.1.x (`wit/since_v0.1.0`).
     V0_1(V0_1),
 }
@@ -220,6 +235,10 @@ macro_rules! with_instance {
     ($pre:expr, $store:ident, |$instance:ident| $call:expr) => {
         match $pre {
             Versioned::Current(pre) => {
+                let $instance = pre.instantiate_async(&mut *$store).await?;
+                $call
+            }
+            Versioned::V0_2(pre) => {
                 let $instance = pre.instantiate_async(&mut *$store).await?;
                 $call
             }
@@ -244,7 +263,8 @@ impl Plugin {
     pub fn takes_webhooks(&self) -> bool {
         matches!(
             &self.pre,
-            Pre::Hris(Versioned::Current(_)) | Pre::Lms(Versioned::Current(_))
+            Pre::Hris(Versioned::Current(_) | Versioned::V0_2(_))
+                | Pre::Lms(Versioned::Current(_) | Versioned::V0_2(_))
         )
     }
 }
@@ -400,7 +420,11 @@ impl Runtime {
             &mut linker,
             |s| s,
         )?;
-        // Contract 0.1.0 imports the same functions under 0.1.0 names.
+        // Older contracts import the same functions under their own names.
+        bindings::v0_2::hris::HrisConnector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
         bindings::v0_1::hris::HrisConnector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
@@ -553,23 +577,36 @@ impl Runtime {
             reason: format!("{e:#}"),
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
-        let v0_1 =
-            semver::Version::parse(&contract_version).is_ok_and(|v| v.major == 0 && v.minor == 1);
-        let pre = match (world, v0_1) {
-            (World::Hris, false) => Pre::Hris(Versioned::Current(
+        let minor = semver::Version::parse(&contract_version)
+            .ok()
+            .filter(|v| v.major == 0)
+            .map(|v| v.minor);
+        let contract = match minor {
+            Some(1) => Contract::V0_1,
+            Some(2) => Contract::V0_2,
+            _ => Contract::Current,
+        };
+        let pre = match (world, contract) {
+            (World::Hris, Contract::Current) => Pre::Hris(Versioned::Current(
                 bindings::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
             )),
-            (World::Hris, true) => Pre::Hris(Versioned::V0_1(
+            (World::Hris, Contract::V0_2) => Pre::Hris(Versioned::V0_2(
+                bindings::v0_2::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+            (World::Hris, Contract::V0_1) => Pre::Hris(Versioned::V0_1(
                 bindings::v0_1::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
             )),
-            (World::Lms, false) => Pre::Lms(Versioned::Current(
+            (World::Lms, Contract::Current) => Pre::Lms(Versioned::Current(
                 bindings::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
             )),
-            (World::Lms, true) => Pre::Lms(Versioned::V0_1(
+            (World::Lms, Contract::V0_2) => Pre::Lms(Versioned::V0_2(
+                bindings::v0_2::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+            (World::Lms, Contract::V0_1) => Pre::Lms(Versioned::V0_1(
                 bindings::v0_1::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
             )),
         };
-        bindings::typecheck::check_exports(&self.engine, &component, world, !v0_1).map_err(
+        bindings::typecheck::check_exports(&self.engine, &component, world, contract).map_err(
             |reason| PluginError::Link {
                 path: path.to_owned(),
                 reason,
@@ -855,7 +892,8 @@ mod tests {
         assert!(supported("0.1.7"));
         assert!(supported("0.2.0"));
         assert!(supported("0.2.3"));
-        assert!(!supported("0.3.0"));
+        assert!(supported("0.3.0"));
+        assert!(!supported("0.4.0"));
         assert!(!supported("1.0.0"));
         assert!(!supported(""));
     }

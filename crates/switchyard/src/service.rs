@@ -578,18 +578,22 @@ impl Service {
         })
     }
 
-    /// Compare the HRIS snapshot, the LMS and the completion ledger of a link.
+    /// Compare the HRIS, the LMS and the HRIS's training records of a link.
     pub async fn reconcile(
         &self,
         name: &str,
-    ) -> anyhow::Result<Vec<crate::engine::reconcile::Drift>> {
+    ) -> anyhow::Result<crate::engine::reconcile::Reconciliation> {
         let (name, link) = self.link(name)?;
-        let lms = self.connectors.get(&link.lms).ok_or_else(|| Paused {
-            link: name.to_string(),
-            connector: link.lms.to_string(),
-            reason: self.paused.get(&link.lms).cloned().unwrap_or_default(),
-        })?;
-        crate::engine::reconcile::reconcile(name, link, lms, &*self.state).await
+        let connector = |which: &ConnectorName| {
+            self.connectors.get(which).ok_or_else(|| Paused {
+                link: name.to_string(),
+                connector: which.to_string(),
+                reason: self.paused.get(which).cloned().unwrap_or_default(),
+            })
+        };
+        let hris = connector(&link.hris)?;
+        let lms = connector(&link.lms)?;
+        crate::engine::reconcile::reconcile(name, link, hris, lms, &*self.state).await
     }
 
     /// What state a link is in: halted for an operator, paused or

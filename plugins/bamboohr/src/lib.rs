@@ -34,7 +34,7 @@ use serde::Deserialize;
 use switchyard_sdk::http::Request;
 use switchyard_sdk::{
     Completion, CompletionStatus, ConnectorError, Employee, EmployeePage, EmploymentStatus,
-    HrisConnector, Webhook, WebhookEvent, config, log,
+    HrisConnector, TrainingRecord as Record, Webhook, WebhookEvent, config, log,
 };
 
 struct BambooHr;
@@ -114,6 +114,12 @@ struct TrainingType {
 struct TrainingRecord {
     #[serde(deserialize_with = "string_or_number")]
     id: String,
+    /// The training type's id.
+    #[serde(rename = "type", default, deserialize_with = "string_or_number")]
+    kind: String,
+    /// `yyyy-mm-dd`.
+    #[serde(default)]
+    completed: String,
     notes: Option<String>,
 }
 
@@ -307,6 +313,15 @@ fn changes(
     })
 }
 
+/// BambooHR's training types, by id.
+fn training_types(api: &str) -> Result<BTreeMap<String, TrainingType>, ConnectorError> {
+    Request::get(format!("{api}/training/type"))
+        .header("accept", "application/json")
+        .send()?
+        .error_for_status()?
+        .json()
+}
+
 fn bad_cursor(cursor: &str) -> ConnectorError {
     ConnectorError::InvalidConfig(format!("unrecognised cursor `{cursor}`"))
 }
@@ -352,17 +367,37 @@ impl HrisConnector for BambooHr {
         Err(bad_cursor(&cursor))
     }
 
+    fn list_training_records(employee_id: String) -> Result<Vec<Record>, ConnectorError> {
+        let api = api()?;
+        let types = training_types(&api)?;
+        let records: BTreeMap<String, TrainingRecord> =
+            Request::get(format!("{api}/training/record/employee/{employee_id}"))
+                .header("accept", "application/json")
+                .send()?
+                .error_for_status()?
+                .json()?;
+        // Records of training types that are not courses of the link come
+        // back too (with the type's name); the host keeps what it knows.
+        Ok(records
+            .into_values()
+            .filter_map(|r| {
+                let kind = types.values().find(|t| t.id.to_string() == r.kind)?;
+                Some(Record {
+                    id: r.id,
+                    course_id: kind.name.clone(),
+                    completed_on: r.completed,
+                })
+            })
+            .collect())
+    }
+
     fn push_completion(
         completion: Completion,
         idempotency_key: String,
         supersedes: Option<String>,
     ) -> Result<(), ConnectorError> {
         let api = api()?;
-        let types: BTreeMap<String, TrainingType> = Request::get(format!("{api}/training/type"))
-            .header("accept", "application/json")
-            .send()?
-            .error_for_status()?
-            .json()?;
+        let types = training_types(&api)?;
         let Some(kind) = types.values().find(|t| t.name == completion.course_id) else {
             return Err(ConnectorError::Rejected(format!(
                 "no BambooHR training type is named `{}`",

@@ -13,9 +13,10 @@ use wasmtime::component::Component;
 use wasmtime::component::types::{self, ComponentItem};
 
 use super::types::{
-    Completion, CompletionPage, ConnectorError, Employee, EmployeePage, LmsUser, WebhookEvent,
+    Completion, CompletionPage, ConnectorError, Employee, EmployeePage, LmsUser, TrainingRecord,
+    WebhookEvent,
 };
-use crate::World;
+use crate::{Contract, World};
 
 /// The exported function `name` of the interface `interface` (its name
 /// without a version: a plugin of contract 0.2.3 exports `...@0.2.3`).
@@ -41,13 +42,14 @@ fn function(
     })
 }
 
-/// Check every export of `world` (with `webhooks`: contract 0.2.0 and
-/// later, which add `webhook-source`). The error names the function.
+/// Check every export of `world` in the `contract` version (0.2.0 added
+/// `webhook-source`, 0.3.0 `list-training-records`). The error names the
+/// function.
 pub(crate) fn check_exports(
     engine: &Engine,
     component: &Component,
     world: World,
-    webhooks: bool,
+    contract: Contract,
 ) -> Result<(), String> {
     let ty = component.component_type();
     let cx = ty.instance_type();
@@ -71,6 +73,9 @@ pub(crate) fn check_exports(
         World::Hris => {
             check!("employee-source", "fetch-employees", (Option<String>) -> Result<EmployeePage>);
             check!("completion-sink", "push-completion", (Completion, String, Option<String>) -> Result<()>);
+            if contract >= Contract::Current {
+                check!("completion-sink", "list-training-records", (String) -> Result<Vec<TrainingRecord>>);
+            }
         }
         World::Lms => {
             check!("user-provisioning", "upsert-user", (Employee, Option<String>, String) -> Result<String>);
@@ -81,7 +86,7 @@ pub(crate) fn check_exports(
             check!("completion-source", "fetch-completions", (Option<String>) -> Result<CompletionPage>);
         }
     }
-    if webhooks {
+    if contract >= Contract::V0_2 {
         check!("webhook-source", "parse-webhook", (Vec<(String, String)>, Vec<u8>) -> Result<Vec<WebhookEvent>>);
     }
     Ok(())

@@ -12,11 +12,3 @@ impl Host for HostState {
         Ok(self.settings.get(&key).cloned())
     }
 }
-
-/// Contract 0.1.0's `config`.
-impl crate::bindings::v0_1::hris::switchyard::connector::config::Host for HostState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        self.host_call()?;
-        Ok(self.settings.get(&key).cloned())
-    }
-}

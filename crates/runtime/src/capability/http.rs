@@ -863,31 +863,6 @@ impl Host for HostState {
     }
 }
 
-/// Contract 0.1.0's `http`: the same records under the older package name.
-impl crate::bindings::v0_1::hris::switchyard::connector::http::Host for HostState {
-    async fn send(
-        &mut self,
-        request: crate::bindings::v0_1::hris::switchyard::connector::http::Request,
-    ) -> wasmtime::Result<
-        Result<crate::bindings::v0_1::hris::switchyard::connector::http::Response, String>,
-    > {
-        self.host_call()?;
-        let request = Request {
-            method: request.method,
-            url: request.url,
-            headers: request.headers,
-            body: request.body,
-        };
-        Ok(self.http.send(request).await.map(|r| {
-            crate::bindings::v0_1::hris::switchyard::connector::http::Response {
-                status: r.status,
-                headers: r.headers,
-                body: r.body,
-            }
-        }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,25 +31,6 @@ impl LogState {
     }
 }
 
-/// Contract 0.1.0's `log`: the same levels under the older package name.
-impl crate::bindings::v0_1::hris::switchyard::connector::log::Host for HostState {
-    async fn log(
-        &mut self,
-        level: crate::bindings::v0_1::hris::switchyard::connector::log::Level,
-        message: String,
-    ) -> wasmtime::Result<()> {
-        use crate::bindings::v0_1::hris::switchyard::connector::log::Level as V0_1;
-        let level = match level {
-            V0_1::Trace => Level::Trace,
-            V0_1::Debug => Level::Debug,
-            V0_1::Info => Level::Info,
-            V0_1::Warn => Level::Warn,
-            V0_1::Error => Level::Error,
-        };
-        Host::log(self, level, message).await
-    }
-}
-
 impl Host for HostState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         self.host_call()?;

@@ -1,5 +1,5 @@
-//! `switchyard reconcile`: report drift between a link's HRIS snapshot, the
-//! LMS and the completions written, as a table, CSV or JSON.
+//! `switchyard reconcile`: report drift between a link's HRIS, its LMS and
+//! the training records the HRIS holds, as a table, CSV or JSON.
 
 use clap::{Args, ValueEnum};
 
@@ -25,13 +25,19 @@ enum Format {
 
 pub async fn execute(args: ReconcileArgs) -> anyhow::Result<Exit> {
     let service = open(&args.config)?;
-    let drifts = service.reconcile(&args.link).await?;
+    let found = service.reconcile(&args.link).await?;
+    let drifts = &found.drifts;
+    if !found.hris_records_read {
+        eprintln!(
+            "note: the HRIS plugin cannot list training records (contract before 0.3.0, or unsupported): completions were compared with what Switchyard remembers writing, and a record written twice cannot be seen"
+        );
+    }
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&drifts)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&found)?),
         Format::Csv => {
             let mut out = csv::Writer::from_writer(std::io::stdout());
             out.write_record(["kind", "employee_id", "course", "detail"])?;
-            for d in &drifts {
+            for d in drifts {
                 let kind = serde_json::to_value(d.kind)?;
                 out.write_record([
                     kind.as_str().unwrap_or_default(),
@@ -44,7 +50,7 @@ pub async fn execute(args: ReconcileArgs) -> anyhow::Result<Exit> {
         }
         Format::Table => {
             println!("{:<24} {:<10} {:<16} DETAIL", "DRIFT", "EMPLOYEE", "COURSE");
-            for d in &drifts {
+            for d in drifts {
                 let kind = serde_json::to_value(d.kind)?;
                 println!(
                     "{:<24} {:<10} {:<16} {}",
