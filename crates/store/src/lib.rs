@@ -26,7 +26,7 @@ use switchyard_model::{
 };
 
 pub use audit_log::{AuditLog, Writer};
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, storage_full};
 pub use switchyard_model::now_ms;
 
 mod audit_log;

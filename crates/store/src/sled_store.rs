@@ -127,7 +127,25 @@ pub(crate) fn tx_result<T>(
 ) -> anyhow::Result<T> {
     r.map_err(|e| match e {
         sled::transaction::TransactionError::Abort(e) => e,
-        sled::transaction::TransactionError::Storage(e) => anyhow!("state storage error: {e}"),
+        sled::transaction::TransactionError::Storage(e) => {
+            anyhow::Error::new(e).context("state storage error")
+        }
+    })
+}
+
+/// Whether `e` comes from a full disk (no space left, or a quota reached)
+/// anywhere in its chain: the state is intact, and the command can run
+/// again once there is room.
+pub fn storage_full(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    e.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
+            match cause.downcast_ref::<sled::Error>() {
+                Some(sled::Error::Io(io)) => Some(io),
+                _ => None,
+            }
+        });
+        io.is_some_and(|io| matches!(io.kind(), StorageFull | QuotaExceeded))
     })
 }
 
@@ -225,11 +243,17 @@ impl SledStore {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<SledStore> {
         remove_unfinished_snapshots(dir)?;
-        Self::open_db(dir).with_context(|| {
-            format!(
+        Self::open_db(dir).map_err(|e| {
+            if storage_full(&e) {
+                return e.context(format!(
+                    "the state database in {} cannot be opened: the disk is full; it is not damaged: free space on that device and run again",
+                    dir.display()
+                ));
+            }
+            e.context(format!(
                 "the state database in {} cannot be opened; if it is damaged (a full or failing disk, a truncated copy), restore the directory from a backup, or move it aside to start with an empty state (the next sync finds existing LMS accounts again; pending operations, dead letters and the audit log stay in the old directory)",
                 dir.display()
-            )
+            ))
         })
     }
 

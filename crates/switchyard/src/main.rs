@@ -39,6 +39,11 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
+            if switchyard::store::storage_full(&e) {
+                eprintln!(
+                    "hint: the disk holding the state directory is full. Free space there and run the command again: nothing is lost (an operation is recorded before it is sent, and one sent without its result recorded is recognised, not repeated, on the next run)."
+                );
+            }
             exit_code_of(&e)
         }
     }
