@@ -1,6 +1,9 @@
 //! A full disk, on a real small filesystem: a tmpfs of a few MiB mounted
-//! over the state directory (this needs root, as CI has; elsewhere the test
-//! fails saying so, unless `SWITCHYARD_TEST_NO_MOUNT=1` skips it out loud).
+//! over the state directory. Mounting needs root: as root (CI) the test
+//! mounts it; otherwise it runs itself again inside a user and mount
+//! namespace of its own (`unshare --user --map-root-user --mount`), where
+//! it may. Where neither is possible it fails saying so, unless
+//! `SWITCHYARD_TEST_NO_MOUNT=1` skips it out loud.
 //! A sync that runs out of space fails with a clear error and no panic,
 //! loses nothing, and once space is freed the next start opens the same
 //! database (no unfinished snapshot, no "damaged") and finishes the work
@@ -82,8 +85,36 @@ fn sync(h: &Harness) -> std::process::Output {
         .unwrap()
 }
 
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_that_fills_up_mid_sync_fails_clearly_and_the_next_start_finishes_exactly_once() {
+    if !is_root() && std::env::var_os("SWITCHYARD_TEST_NO_MOUNT").is_none() {
+        // Run this same test again where mounting is allowed.
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new("unshare")
+            .args(["--user", "--map-root-user", "--mount"])
+            .arg(exe)
+            .args([
+                "--exact",
+                "a_disk_that_fills_up_mid_sync_fails_clearly_and_the_next_start_finishes_exactly_once",
+                "--nocapture",
+            ])
+            .output()
+            .expect("unshare(1) runs");
+        assert!(
+            out.status.success(),
+            "in a user and mount namespace: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
     let h = Harness::start_with(Options {
         employees: 60,
         page_size: 10,
