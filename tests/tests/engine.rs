@@ -247,6 +247,36 @@ async fn reassignment_withdraws_courses_no_longer_required_by_policy() {
     assert!(courses_of(&h, &mover).contains("SAFETY-2026"));
 }
 
+/// A rule removed by mistake and restored, while nobody's HRIS record
+/// changes: the course is withdrawn, then assigned again (the restored
+/// enrollment is a new operation, not the first one's key already done),
+/// and a second round does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_removed_and_restored_assigns_the_course_again() {
+    let h = harness(10, "on_reassignment = \"withdraw\"").await;
+    h.service().unwrap().sync_link(LINK).await.unwrap();
+    let worker = full_time(&h, "Warehouse").id;
+    assert!(courses_of(&h, &worker).contains("SAFETY-2026"));
+    let original = std::fs::read_to_string(&h.config_path).unwrap();
+    let without = original.replace(
+        "courses = [\"SAFETY-2026\"]",
+        "courses = [\"CODE-OF-CONDUCT\"]",
+    );
+    assert_ne!(original, without);
+    for round in 1..=2 {
+        std::fs::write(&h.config_path, &without).unwrap();
+        let report = h.service().unwrap().sync_link(LINK).await.unwrap();
+        assert!(report.unenrollments >= 1, "round {round}: {report:?}");
+        assert!(!courses_of(&h, &worker).contains("SAFETY-2026"));
+        std::fs::write(&h.config_path, &original).unwrap();
+        h.service().unwrap().sync_link(LINK).await.unwrap();
+        assert!(
+            courses_of(&h, &worker).contains("SAFETY-2026"),
+            "round {round}: assigned again"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recertification_reassigns_once_before_expiry() {
     let h = harness(10, "recertify_lead_days = 30").await;

@@ -37,6 +37,7 @@ pub fn load_known(
         retired_rev,
         account: state.account(link, employee)?,
         enrollments: state.enrollments_of(link, employee)?.into_iter().collect(),
+        withdrawals: state.withdrawals_of(link, employee)?.into_iter().collect(),
         pending: state.pending_for(link, employee)?,
         winners: state.winners_of(link, employee)?.into_iter().collect(),
     })

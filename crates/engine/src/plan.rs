@@ -33,6 +33,11 @@ pub struct Known {
     pub account: Option<Account>,
     /// Enrollments the host made, by course.
     pub enrollments: BTreeMap<CourseId, Enrollment>,
+    /// How many times the host withdrew the employee from a course, by
+    /// course: part of later enrollment and withdrawal keys, so that a course
+    /// withdrawn and assigned again (a rule removed and restored) is a new
+    /// operation and not one already done.
+    pub withdrawals: BTreeMap<CourseId, u32>,
     /// Operations waiting in the outbox, in order.
     pub pending: Vec<Operation>,
     /// The winning completion of each course, by course (recertification).
@@ -46,6 +51,8 @@ struct Projection {
     active: bool,
     /// Course -> (assignment cycle, date assigned).
     enrolled: BTreeMap<CourseId, (u32, Date)>,
+    /// Course -> withdrawals, those waiting in the outbox included.
+    withdrawn: BTreeMap<CourseId, u32>,
 }
 
 /// The ledgers with the operations still waiting in the outbox folded in.
@@ -59,6 +66,7 @@ fn project(known: &Known) -> Projection {
         p.enrolled
             .insert(course.clone(), (enrollment.cycle, enrollment.assigned_on));
     }
+    p.withdrawn = known.withdrawals.clone();
     for op in &known.pending {
         match &op.kind {
             OpKind::UpsertUser { .. } => {
@@ -78,11 +86,24 @@ fn project(known: &Known) -> Projection {
             }
             OpKind::Unenroll { course } => {
                 p.enrolled.remove(course);
+                *p.withdrawn.entry(course.clone()).or_default() += 1;
             }
             OpKind::PushCompletion { .. } => {}
         }
     }
     p
+}
+
+impl Projection {
+    /// The key part that tells apart the assignments of a course separated
+    /// by withdrawals: none before the first withdrawal (keys made before
+    /// withdrawals were counted stay the same), `w<n>` after the n-th.
+    fn generation(&self, course: &CourseId) -> Option<String> {
+        self.withdrawn
+            .get(course)
+            .filter(|n| **n > 0)
+            .map(|n| format!("w{n}"))
+    }
 }
 
 /// One line of a plan, for `--dry-run` output.
@@ -249,9 +270,13 @@ impl Planner<'_> {
                         "rule {rule}: recertification (cycle {cycle}) before the completion expires"
                     )
                 };
+                let cycle_text = cycle.to_string();
+                let generation = p.generation(&a.course);
+                let mut parts = vec![a.course.as_str(), &cycle_text, &rev_text];
+                parts.extend(generation.as_deref());
                 ops.push(self.op(
                     e,
-                    &[&a.course, &cycle.to_string(), &rev_text],
+                    &parts,
                     OpKind::Enroll {
                         course: a.course.clone(),
                         due,
@@ -265,9 +290,12 @@ impl Planner<'_> {
             if self.link.on_reassignment == ReassignmentPolicy::Withdraw {
                 for course in p.enrolled.keys() {
                     if assignments.iter().all(|a| &a.course != course) {
+                        let generation = p.generation(course);
+                        let mut parts = vec![course.as_str(), &rev_text];
+                        parts.extend(generation.as_deref());
                         ops.push(self.op(
                             e,
-                            &[course, &rev_text],
+                            &parts,
                             OpKind::Unenroll { course: course.clone() },
                             format!("no rule requires {course} any more ({}); policy on_reassignment = withdraw", context(e)),
                         ));

@@ -181,6 +181,12 @@ trait Knowledge: Sized {
     fn account_suspended(self) -> Self {
         self.change(|k| k.account = Some(account(false)))
     }
+    /// Withdrawn from `course` `times` times before.
+    fn withdrawn(self, course: &str, times: u32) -> Self {
+        self.change(|k| {
+            k.withdrawals.insert(course.into(), times);
+        })
+    }
     /// Enrolled in `course` (assignment `cycle`) on `assigned_on`.
     fn enrolled(self, course: &str, cycle: u32, assigned_on: &str) -> Self {
         self.change(|k| {
@@ -1528,14 +1534,12 @@ fn an_enrollment_names_its_rule_and_the_day_it_was_assigned() {
     assert_eq!(safety, (Some("Warehouse safety".into()), day(TODAY)));
 }
 
-/// Suspected gap (reported, not fixed): keys of enrollments are made of
-/// course, cycle and record revision only. A rule removed (withdraw) and
-/// restored while the employee's record does not change gives the restored
-/// enrollment the key of the original one; the run drops operations whose
-/// key is already done (`ingest`), so the employee is never enrolled again
-/// until their HRIS record changes.
+/// A rule removed (withdraw) and restored while the employee's record does
+/// not change: the restored enrollment must not reuse the key of the
+/// original one (the run drops operations whose key is already done), nor
+/// a second withdrawal the key of the first. The store counts withdrawals
+/// per course and the keys include the count.
 #[test]
-#[ignore = "suspected gap: a rule removed and restored without a record change reuses a done key"]
 fn a_rule_removed_then_restored_is_enrolled_again() {
     let mut done: Vec<String> = Vec::new();
     let mut run = |link: &LinkConfig, today: &str, known: &Known| {
@@ -1570,11 +1574,58 @@ fn a_rule_removed_then_restored_is_enrolled_again() {
     let withdrawn = nothing_known()
         .last_seen(1, ann())
         .account_active()
-        .enrolled("CONDUCT", 0, "2026-03-01");
+        .enrolled("CONDUCT", 0, "2026-03-01")
+        .withdrawn("SAFETY-101", 1);
     assert_eq!(
         run(&acme_withdrawing(), "2026-03-03", &withdrawn),
         ["enroll SAFETY-101 due 2026-04-02 cycle 0"]
     );
+    // 4 March: removed again, and again restored on the 5th.
+    let restored = withdrawn.enrolled("SAFETY-101", 0, "2026-03-03");
+    assert_eq!(
+        run(&without_rule, "2026-03-04", &restored),
+        ["unenroll SAFETY-101"]
+    );
+    let withdrawn_twice = nothing_known()
+        .last_seen(1, ann())
+        .account_active()
+        .enrolled("CONDUCT", 0, "2026-03-01")
+        .withdrawn("SAFETY-101", 2);
+    assert_eq!(
+        run(&acme_withdrawing(), "2026-03-05", &withdrawn_twice),
+        ["enroll SAFETY-101 due 2026-04-04 cycle 0"]
+    );
+}
+
+/// A withdrawal still waiting in the outbox counts: restoring the rule
+/// before it is sent plans an enrollment with a new key, which follows the
+/// withdrawal, so the course ends assigned.
+#[test]
+fn a_rule_restored_while_its_withdrawal_waits_is_enrolled_after_it() {
+    let without_rule = LinkConfig {
+        on_reassignment: ReassignmentPolicy::Withdraw,
+        ..link(vec![conduct(), forklift(), berlin_induction()])
+    };
+    let enrolled = nothing_known()
+        .last_seen(1, ann())
+        .account_active()
+        .enrolled("CONDUCT", 0, "2026-03-01")
+        .enrolled("SAFETY-101", 0, "2026-03-01");
+    let first = plan_with(&acme_withdrawing(), "2026-03-01", &ann(), &nothing_known());
+    let withdrawal = plan_with(&without_rule, "2026-03-02", &ann(), &enrolled);
+    let [unenroll] = &withdrawal.operations[..] else {
+        panic!("one withdrawal: {:?}", withdrawal.operations);
+    };
+    let waiting = enrolled.change(|k| k.pending.push(unenroll.clone()));
+    let restored = plan_with(&acme_withdrawing(), "2026-03-03", &ann(), &waiting);
+    let lines: Vec<String> = restored.operations.iter().map(line).collect();
+    assert_eq!(lines, ["enroll SAFETY-101 due 2026-04-02 cycle 0"]);
+    let original = first
+        .operations
+        .iter()
+        .find(|o| line(o).starts_with("enroll SAFETY-101"))
+        .unwrap();
+    assert_ne!(restored.operations[0].key, original.key, "a new key");
 }
 
 // ---------------------------------------------------------------------------

@@ -175,6 +175,16 @@ pub trait Store: Send + Sync {
         employee: &EmployeeId,
     ) -> anyhow::Result<Vec<(CourseId, Enrollment)>>;
 
+    /// How many times the host withdrew an employee from each course
+    /// (courses never withdrawn are absent). Enrollment and withdrawal keys
+    /// include it, so that a course withdrawn and assigned again is a new
+    /// operation, not one already done.
+    fn withdrawals_of(
+        &self,
+        link: &LinkName,
+        employee: &EmployeeId,
+    ) -> anyhow::Result<Vec<(CourseId, u32)>>;
+
     /// Whether an operation with this key succeeded before.
     fn is_done(&self, link: &LinkName, idempotency_key: &str) -> anyhow::Result<bool>;
 

@@ -5,6 +5,8 @@
 //!   counter that moves when the record changes (to diff, and to key effects);
 //! - `accounts`: HRIS id -> LMS user id and whether the account is active;
 //! - `enrollments`: enrollments the host made (employee, course) and their cycle;
+//! - `withdrawals`: how many times the host withdrew an employee from a
+//!   course (part of the keys of later enrollments and withdrawals);
 //! - `outbox`: operations planned but not yet done, `link\0employee\0seq`,
 //!   applied in seq order per employee; `outbox_keys` indexes them by
 //!   idempotency key so a plan never enqueues the same effect twice;
@@ -71,6 +73,7 @@ pub struct SledStore {
     snapshots: sled::Tree,
     accounts: sled::Tree,
     enrollments: sled::Tree,
+    withdrawals: sled::Tree,
     outbox: sled::Tree,
     outbox_keys: sled::Tree,
     done: sled::Tree,
@@ -278,6 +281,7 @@ impl SledStore {
             snapshots: tree("snapshots")?,
             accounts: tree("accounts")?,
             enrollments: tree("enrollments")?,
+            withdrawals: tree("withdrawals")?,
             outbox: tree("outbox")?,
             outbox_keys: tree("outbox_keys")?,
             done: tree("done")?,
@@ -429,6 +433,18 @@ impl Store for SledStore {
     ) -> anyhow::Result<Vec<(CourseId, Enrollment)>> {
         Self::scan_named(
             &self.enrollments,
+            prefix(&[link.as_str(), employee.as_str()]),
+        )
+    }
+
+    /// How many times the host withdrew an employee from each course.
+    fn withdrawals_of(
+        &self,
+        link: &LinkName,
+        employee: &EmployeeId,
+    ) -> anyhow::Result<Vec<(CourseId, u32)>> {
+        Self::scan_named(
+            &self.withdrawals,
             prefix(&[link.as_str(), employee.as_str()]),
         )
     }
@@ -715,10 +731,11 @@ impl Store for SledStore {
             &self.done,
             &self.accounts,
             &self.enrollments,
+            &self.withdrawals,
             self.audit.tree(),
         );
-        tx_result(
-            trees.transaction(|(outbox, keys, done, accounts, enrollments, audit)| {
+        tx_result(trees.transaction(
+            |(outbox, keys, done, accounts, enrollments, withdrawals, audit)| {
                 outbox.remove(outbox_key.clone())?;
                 keys.remove(key(&[link.as_str(), &op.key]))?;
                 tx_put(
@@ -736,17 +753,19 @@ impl Store for SledStore {
                         enrollment,
                     )?,
                     Effect::Unenrolled { course } => {
-                        enrollments.remove(key(&[
-                            link.as_str(),
-                            &op.employee_id,
-                            course.as_str(),
-                        ]))?;
+                        let at = key(&[link.as_str(), &op.employee_id, course.as_str()]);
+                        enrollments.remove(at.clone())?;
+                        let before: u32 = match withdrawals.get(&at)? {
+                            Some(v) => decode(&v).map_err(ConflictableTransactionError::Abort)?,
+                            None => 0,
+                        };
+                        tx_put(withdrawals, at, &(before + 1))?;
                     }
                     Effect::None => {}
                 }
                 Writer::write(audit, &record)
-            }),
-        )?;
+            },
+        ))?;
         writer.committed(record);
         Ok(())
     }
