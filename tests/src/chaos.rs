@@ -11,8 +11,8 @@
 //! defect can be replayed (the moments of the kills still depend on the
 //! machine's speed).
 //!
-//! `tests/tests/chaos.rs` runs a short campaign in CI; `cargo run --release
-//! -p switchyard-testkit --bin chaos` runs long ones (RELIABILITY.md).
+//! `tests/tests/chaos.rs` runs a short campaign in CI; `target/debug/chaos`
+//! (`src/bin/chaos.rs`) runs long ones (RELIABILITY.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -386,6 +386,17 @@ fn churn(
             last_changed: String::new(),
         });
         *counts.entry("hire").or_default() += 1;
+        // Sometimes the LMS already has an account for the new hire, made
+        // by hand: it must be adopted, not duplicated.
+        if rng.u8(0..4) == 0 {
+            h.lms.add_user(
+                &format!("hand.made.{id}"),
+                &id,
+                &format!("nova.hire{id}@acme.example"),
+                false,
+            );
+            *counts.entry("hire with an LMS account").or_default() += 1;
+        }
     }
     if !active.is_empty() && rng.u8(0..3) == 0 {
         let who = &active[rng.usize(0..active.len())].id;

@@ -1,6 +1,6 @@
-//! The long chaos campaign: `cargo run --release -p switchyard-testkit --bin
-//! chaos -- --kills 500 --seeds 1,2,3 --mode both` (build the `switchyard`
-//! binary in the same profile first: `cargo build --release -p switchyard`).
+//! The long chaos campaign: after `cargo test --no-run` (which builds this
+//! binary and `switchyard` beside it), `target/debug/chaos --kills 170
+//! --seeds 1,2,3 --mode both`.
 //! Prints each seed's report and the totals; exits 1 when anything was
 //! duplicated, lost or left behind. RELIABILITY.md keeps the last result.
 
@@ -15,7 +15,7 @@ use switchyard_testkit::chaos::{self, Campaign, Mode};
 )]
 struct Args {
     /// SIGKILLs per seed.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 170)]
     kills: usize,
     /// Seeds, one campaign each.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
