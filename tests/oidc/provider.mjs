@@ -53,6 +53,11 @@ const ttls = new Map(config.clients.map((c) => [c.client_id, c.ttl ?? 600]));
 const stats = { issued: {}, refused: [] };
 
 const server = http.createServer();
+// Node closes an idle keep-alive connection after 5 s by default; a client
+// that reuses one just as it is closed gets "connection reset". Keep them
+// well past the clients' own idle timeout (2 s in the test).
+server.keepAliveTimeout = 60_000;
+server.headersTimeout = 65_000;
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;

@@ -227,7 +227,7 @@ impl Provider {
             child,
             issuer: String::new(),
             stderr,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            http: test_client(),
         };
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(ready) => {
@@ -351,7 +351,7 @@ impl ResourceServer {
             provider,
             hris: h.hris.base_url(),
             hris_key: h.hris.api_key(),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            http: test_client(),
             seen: Mutex::default(),
             revoke_at: Mutex::default(),
         });
@@ -760,4 +760,15 @@ async fn a_wrong_client_secret_stops_the_link_with_the_servers_error() {
     let records = h.hris.training_records();
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].employee_id, someone);
+}
+
+/// The test's own HTTP client: idle connections are dropped after 2 s, well
+/// before the provider closes them (a connection reused just as the server
+/// closed it was reset under load, failing the test, not the host).
+fn test_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
 }
