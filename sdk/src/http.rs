@@ -16,7 +16,6 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::__private::base::switchyard::connector::http as imports;
 use crate::ConnectorError;
 
 /// An outgoing HTTP request, built step by step and sent with [`Request::send`].
@@ -52,6 +51,14 @@ impl Request {
     pub fn put(url: impl Into<String>) -> Self {
         Self::new("PUT", url)
     }
+    /// A `PATCH` request.
+    pub fn patch(url: impl Into<String>) -> Self {
+        Self::new("PATCH", url)
+    }
+    /// A `DELETE` request.
+    pub fn delete(url: impl Into<String>) -> Self {
+        Self::new("DELETE", url)
+    }
 
     /// Append a query parameter (percent-encoded).
     pub fn query(mut self, name: &str, value: impl AsRef<str>) -> Self {
@@ -66,21 +73,39 @@ impl Request {
         self
     }
 
-    /// Set a JSON body and its content type.
-    pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Result<Self, ConnectorError> {
-        self.body = serde_json::to_vec(body)
+    /// Set a JSON body and its content type (`application/json`).
+    pub fn json<T: Serialize + ?Sized>(self, body: &T) -> Result<Self, ConnectorError> {
+        self.json_as(body, "application/json")
+    }
+
+    /// Set a JSON body sent with another content type, such as SCIM's
+    /// `application/scim+json`.
+    pub fn json_as<T: Serialize + ?Sized>(
+        self,
+        body: &T,
+        content_type: &str,
+    ) -> Result<Self, ConnectorError> {
+        let bytes = serde_json::to_vec(body)
             .map_err(|e| ConnectorError::Rejected(format!("cannot encode JSON body: {e}")))?;
-        Ok(self.header("content-type", "application/json"))
+        Ok(self.body(bytes, content_type))
+    }
+
+    /// Set a raw body and its content type (replacing any set before).
+    pub fn body(mut self, bytes: impl Into<Vec<u8>>, content_type: &str) -> Self {
+        self.body = bytes.into();
+        self.headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
+        self.header("content-type", content_type)
     }
 
     /// Set an `application/x-www-form-urlencoded` body from name/value pairs.
-    pub fn form<K: AsRef<str>, V: AsRef<str>>(mut self, pairs: &[(K, V)]) -> Self {
+    pub fn form<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self {
         let mut encoder = form_urlencoded::Serializer::new(String::new());
         for (name, value) in pairs {
             encoder.append_pair(name.as_ref(), value.as_ref());
         }
-        self.body = encoder.finish().into_bytes();
-        self.header("content-type", "application/x-www-form-urlencoded")
+        let body = encoder.finish().into_bytes();
+        self.body(body, "application/x-www-form-urlencoded")
     }
 
     /// The full URL, query parameters included.
@@ -102,18 +127,7 @@ impl Request {
     /// not an error here: see [`Response::error_for_status`].
     pub fn send(self) -> Result<Response, ConnectorError> {
         let url = self.url();
-        let request = imports::Request {
-            method: self.method,
-            url,
-            headers: self.headers,
-            body: self.body,
-        };
-        imports::send(&request)
-            .map(|r| Response {
-                status: r.status,
-                headers: r.headers,
-                body: r.body,
-            })
+        crate::host::send(self.method, url, self.headers, self.body)
             .map_err(ConnectorError::Transient)
     }
 }
@@ -202,5 +216,48 @@ pub fn snippet(text: &str) -> String {
     match text.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}...", &text[..cut]),
         None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_delete_and_a_body_with_its_own_content_type() {
+        let patch = Request::patch("https://lms.example/scim/v2/Groups/7")
+            .json_as(
+                &serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"]}),
+                "application/scim+json",
+            )
+            .unwrap();
+        assert_eq!(patch.method, "PATCH");
+        assert_eq!(
+            patch.headers,
+            [(
+                "content-type".to_owned(),
+                "application/scim+json".to_owned()
+            )]
+        );
+        assert!(patch.body.starts_with(b"{\"schemas\""));
+
+        let delete = Request::delete("https://lms.example/scim/v2/Users/9").query("a b", "c&d");
+        assert_eq!(delete.method, "DELETE");
+        assert_eq!(
+            delete.url(),
+            "https://lms.example/scim/v2/Users/9?a+b=c%26d"
+        );
+
+        // A later body replaces the content type of an earlier one.
+        let raw = Request::post("https://x.example")
+            .header("Content-Type", "text/plain")
+            .json(&1)
+            .unwrap()
+            .body(b"<a/>".to_vec(), "application/xml");
+        assert_eq!(
+            raw.headers,
+            [("content-type".to_owned(), "application/xml".to_owned())]
+        );
+        assert_eq!(raw.body, b"<a/>");
     }
 }

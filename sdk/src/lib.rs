@@ -39,14 +39,20 @@
 //!   [`WebhookEvent`]s), the export macros;
 //! - [`http`]: requests through the host, JSON, and mapping HTTP failures to
 //!   [`ConnectorError`];
-//! - [`config`], [`log`]: the connector's non-secret settings and its log.
+//! - [`config`], [`log`]: the connector's non-secret settings and its log;
+//! - `mock` (feature `mock`): a mock host, so that a plugin's unit tests run
+//!   natively under `cargo test` (canned responses, config, captured logs
+//!   and requests); `host.rs` is where the SDK picks the real host or it.
 //!
 //! The bindings generated from the WIT contract stay private (`__private`).
 
 // Lets the generated code name this crate the same way from inside and outside.
 extern crate self as switchyard_sdk;
 
+mod host;
 pub mod http;
+#[cfg(all(any(test, feature = "mock"), not(target_arch = "wasm32")))]
+pub mod mock;
 pub mod time;
 
 #[doc(hidden)]
@@ -259,7 +265,12 @@ pub trait LmsConnector {
     }
 
     /// Completions after `cursor` (`None`: from the beginning), oldest first.
-    fn fetch_completions(cursor: Option<String>) -> Result<CompletionPage, ConnectorError>;
+    /// The default: `unsupported`; the host then provisions only and writes
+    /// nothing back (each run's report says so).
+    fn fetch_completions(cursor: Option<String>) -> Result<CompletionPage, ConnectorError> {
+        let _ = cursor;
+        Err(ConnectorError::unsupported("fetch-completions"))
+    }
 
     /// Translate a verified webhook delivery into events (since contract
     /// 0.2.0). Return `Ok(vec![])` for deliveries that carry nothing the host
@@ -402,12 +413,11 @@ macro_rules! export_lms {
 /// The connector's non-secret settings (the `config` table of its entry in
 /// the host's configuration).
 pub mod config {
-    use crate::__private::base::switchyard::connector::config as imports;
     use crate::ConnectorError;
 
     /// The value of `key`, if set.
     pub fn get(key: &str) -> Option<String> {
-        imports::get(key)
+        crate::host::config(key)
     }
 
     /// The value of `key`, or an `invalid-config` error naming it.
@@ -418,22 +428,20 @@ pub mod config {
 
 /// Log lines, attributed by the host to this connector.
 pub mod log {
-    use crate::__private::base::switchyard::connector::log::{self as imports, Level};
-
     /// Debug detail.
     pub fn debug(message: &str) {
-        imports::log(Level::Debug, message);
+        crate::host::log("debug", message);
     }
     /// Normal operation.
     pub fn info(message: &str) {
-        imports::log(Level::Info, message);
+        crate::host::log("info", message);
     }
     /// Something unexpected that the connector worked around.
     pub fn warn(message: &str) {
-        imports::log(Level::Warn, message);
+        crate::host::log("warn", message);
     }
     /// Something failed.
     pub fn error(message: &str) {
-        imports::log(Level::Error, message);
+        crate::host::log("error", message);
     }
 }

@@ -79,7 +79,7 @@ pub fn build(name: &str) -> anyhow::Result<PathBuf> {
 /// had the toolchain, the first plugin build would fail with "can't find
 /// crate for `std`". So the builder asks rustup (idempotent, quick when the
 /// target is present) and says plainly what to do if that is not possible.
-fn ensure_wasm_target(root: &Path) -> anyhow::Result<()> {
+pub fn ensure_wasm_target(root: &Path) -> anyhow::Result<()> {
     static CHECKED: OnceLock<()> = OnceLock::new();
     if CHECKED.get().is_some() {
         return Ok(());
@@ -116,4 +116,30 @@ pub fn install(name: &str, dir: &Path, as_name: &str) -> anyhow::Result<PathBuf>
     std::fs::copy(&wasm, &target)
         .with_context(|| format!("failed to copy {} to {}", wasm.display(), target.display()))?;
     Ok(target)
+}
+
+/// Run the native unit tests of the plugin crate `name` (against the SDK's
+/// mock host) with their own cargo invocation and target directory
+/// (`target/plugin-tests`), and return cargo's standard output. Fails with
+/// cargo's output when a test fails or the build does.
+pub fn test_natively(name: &str) -> anyhow::Result<String> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(&root)
+        .args(["test", "--quiet", "-p", name, "--target-dir"])
+        .arg(root.join("target").join("plugin-tests"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .with_context(|| format!("failed to run cargo to test plugin `{name}`"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "the unit tests of plugin `{name}` failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(stdout)
 }

@@ -11,7 +11,7 @@ use switchyard::config::{
 };
 use switchyard::model::ConnectorError;
 use switchyard::runtime::{Connector, PluginError, Runtime, World};
-use switchyard_testkit::harness::Harness;
+use switchyard_testkit::harness::{Harness, switchyard_bin};
 use switchyard_testkit::plugins;
 
 #[path = "plugins/containment.rs"]
@@ -1509,4 +1509,93 @@ async fn only_the_plugins_in_use_are_read_and_a_file_too_large_is_refused_unread
         message.contains("5242880 bytes, larger than the limit `max_plugin_mib` of 1 MiB"),
         "{message}"
     );
+}
+
+/// A plugin's own unit tests run natively against the SDK's mock host
+/// (canned responses, config, captured requests): no wasm build, no host.
+#[test]
+fn the_bamboohr_plugins_unit_tests_run_natively_against_the_mock_host() {
+    let out = plugins::test_natively("bamboohr").unwrap();
+    let passed: usize = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: ok. "))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert!(passed >= 3, "the plugin's tests ran: {out}");
+}
+
+/// From nothing to a loadable plugin, out of the repository's tree:
+/// `switchyard plugin new` makes a crate whose own unit tests pass against
+/// the mock host (`cargo test`), which builds to a component with one
+/// command, and which `switchyard plugin check` accepts. Both kinds.
+#[test]
+fn plugin_new_makes_a_crate_that_tests_builds_and_loads_out_of_tree() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = plugins::workspace_root();
+    // Cached between local runs; the crate itself is outside the repository.
+    let target = root.join("target").join("plugin-new");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    plugins::ensure_wasm_target(&root).unwrap();
+    for (name, kind, world) in [
+        ("acme-lms", "lms", "lms-connector"),
+        ("acme-hr", "hris", "hris-connector"),
+    ] {
+        let out = std::process::Command::new(switchyard_bin())
+            .args(["plugin", "new", name, "--kind", kind, "--dir"])
+            .arg(parent.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let dir = parent.path().join(name);
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(&cargo)
+                .current_dir(&dir)
+                .args(args)
+                .env("CARGO_TARGET_DIR", &target)
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .env_remove("CARGO_BUILD_TARGET")
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success(),
+                "cargo {args:?} in {}: {text}",
+                dir.display()
+            );
+            text
+        };
+        let tested = run(&["test"]);
+        assert!(tested.contains("test result: ok."), "{tested}");
+        assert!(!tested.contains("test result: ok. 0 passed"), "{tested}");
+        run(&["build", "--release", "--target", "wasm32-wasip2"]);
+        let wasm = target
+            .join("wasm32-wasip2")
+            .join("release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let check = std::process::Command::new(switchyard_bin())
+            .args(["plugin", "check"])
+            .arg(&wasm)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            check.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(said.contains(world), "{said}");
+    }
+    // A second `new` with the same name is refused, not overwritten.
+    let again = std::process::Command::new(switchyard_bin())
+        .args(["plugin", "new", "acme-lms", "--kind", "lms", "--dir"])
+        .arg(parent.path())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
 }

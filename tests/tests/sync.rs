@@ -505,3 +505,111 @@ async fn a_replayed_completion_updates_the_record_it_wrote_not_a_second_one() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].completed, "2026-01-03");
 }
+
+/// An LMS plugin that implements only accounts and enrollments (the SDK's
+/// defaults answer `unsupported` for the rest): the link runs to the end,
+/// exit 0, with a note that nothing is written back; a withdrawal is
+/// skipped with a note and an `operation.skipped` record, and not tried
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_operations_a_plugin_leaves_out_are_skipped_with_a_note() {
+    let h = Harness::start_with(switchyard_testkit::harness::Options {
+        employees: 10,
+        page_size: 25,
+        link_extra: "on_reassignment = \"withdraw\"".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    switchyard_testkit::plugins::install("lms-minimal", &h.dir.join("plugins.d"), "moodle")
+        .unwrap();
+    let out = h.sync_cli();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("note: connector `lms` does not fetch completions"),
+        "{stdout}"
+    );
+    let mover = h
+        .hris
+        .employees()
+        .into_iter()
+        .find(|e| e.status == "Active" && e.department.as_deref() == Some("Warehouse"))
+        .unwrap()
+        .id;
+    h.hris.update_employee(&mover, |e| {
+        e.department = Some("Finance".into());
+        e.job_title = Some("Accountant".into());
+    });
+    let out = h.sync_cli();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "not a stopped link: {stdout}");
+    assert!(
+        stdout.contains("note: unenroll skipped: connector `lms` does not support it"),
+        "{stdout}"
+    );
+    let service = h.service().unwrap();
+    let skipped: Vec<_> = service
+        .state
+        .audit()
+        .read(&Default::default(), None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.record.kind == "operation.skipped")
+        .collect();
+    assert!(!skipped.is_empty());
+    assert!(
+        skipped
+            .iter()
+            .all(|e| e.record.employee.as_deref() == Some(mover.as_str()))
+    );
+    drop(service);
+    // Not tried again: the next run has nothing to skip.
+    let out = h.sync_cli();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(!stdout.contains("unenroll skipped"), "{stdout}");
+}
+
+/// An HRIS plugin without `push-completion` (the SDK's default): a
+/// completion in the LMS is skipped with a note, the link is not stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hris_that_takes_no_training_records_skips_write_back() {
+    let h = Harness::start(3).await.unwrap();
+    switchyard_testkit::plugins::install("hostile", &h.dir.join("plugins.d"), "bamboohr").unwrap();
+    let config = std::fs::read_to_string(&h.config_path).unwrap();
+    let hr = config
+        .lines()
+        .find(|l| l.starts_with("config = { base_url") && l.contains("page_size"))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &h.config_path,
+        config.replace(
+            &hr,
+            "config = { mode = \"ok\", email = \"one@acme.example\" }",
+        ),
+    )
+    .unwrap();
+    let out = h.sync_cli();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The hostile plugin's one employee is `1`.
+    h.lms
+        .mark_completed("1", "CODE-OF-CONDUCT", Some(80.0), Some(true))
+        .unwrap();
+    let out = h.sync_cli();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "not a stopped link: {stdout}");
+    assert!(
+        stdout.contains("note: push-completion skipped: connector `hr` does not support it"),
+        "{stdout}"
+    );
+}

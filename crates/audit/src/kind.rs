@@ -57,6 +57,9 @@ kinds! {
     CompletionWritten => "completion.written",
     /// An operation was given up on.
     OperationDeadLettered => "operation.dead-lettered",
+    /// An optional operation (`push-completion`, `unenroll`) the plugin
+    /// does not support was skipped, with the plugin's reason.
+    OperationSkipped => "operation.skipped",
     /// A plugin call failed (an error or a fault).
     PluginCallFailed => "plugin.call-failed",
     /// A plugin made (or tried) an HTTP request.

@@ -136,10 +136,12 @@ pub async fn reconcile(
     let mut pages = CompletionPages::from(None);
     let mut bounds = ListingBounds::new("fetch-completions", &lms.name, lms.limits());
     while pages.more() {
-        let page = lms
-            .fetch_completions(pages.cursor())
-            .await
-            .map_err(|e| read_error("fetch-completions", e))?;
+        let page = match lms.fetch_completions(pages.cursor()).await {
+            Ok(page) => page,
+            // Optional: no completions to compare.
+            Err(ConnectorError::Unsupported(_)) => break,
+            Err(e) => return Err(read_error("fetch-completions", e)),
+        };
         bounds
             .take(page.completions.len(), page.next_cursor.as_deref())
             .map_err(|e| read_error("fetch-completions", e))?;

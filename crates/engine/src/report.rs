@@ -49,6 +49,10 @@ pub struct RunReport {
     pub retries: usize,
     /// Operations still waiting in the outbox after the run.
     pub pending: usize,
+    /// What the run skipped and why (an optional operation the plugin does
+    /// not support), for the operator.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// In a dry run: what would be done.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedOperation>,
@@ -67,6 +71,18 @@ impl RunReport {
         self.dead_lettered += other.dead_lettered;
         self.retries += other.retries;
         self.resumed += other.resumed;
+        for note in &other.notes {
+            self.note(note.clone());
+        }
+    }
+
+    /// Add a note for the operator (once: a note repeated by many
+    /// operations is kept once).
+    pub fn note(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            tracing::info!(link = %self.link, "{note}");
+            self.notes.push(note);
+        }
     }
 
     /// Write calls that succeeded.

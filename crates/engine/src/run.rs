@@ -336,11 +336,29 @@ impl LinkRun<'_> {
         let mut bounds = ListingBounds::new("fetch-completions", &self.lms.name, self.lms.limits());
         while pages.more() {
             self.checkpoint()?;
-            let page = self
-                .read("fetch-completions", &mut report.retries, async || {
-                    self.lms.fetch_completions(pages.cursor()).await
-                })
+            // `fetch-completions` is optional: a learning system whose
+            // plugin does not report completions provisions only.
+            let fetched = self
+                .read(
+                    "fetch-completions",
+                    &mut report.retries,
+                    async || match self.lms.fetch_completions(pages.cursor()).await {
+                        Err(ConnectorError::Unsupported(reason)) => Ok(Err(reason)),
+                        other => other.map(Ok),
+                    },
+                )
                 .await?;
+            let page = match fetched {
+                Ok(page) => page,
+                Err(reason) => {
+                    let note = format!(
+                        "connector `{}` does not fetch completions ({reason}): nothing is written back to the HRIS",
+                        self.lms.name
+                    );
+                    report.note(note);
+                    break;
+                }
+            };
             // Where the next fetch would start: a page without a cursor
             // keeps the position, so `more` with none repeats it too.
             let next = page
@@ -443,6 +461,27 @@ impl LinkRun<'_> {
                         unflushed = true;
                         self.observer
                             .operation(self.name, op.kind.name(), OperationResult::Ok);
+                        break;
+                    }
+                    // An optional operation the plugin does not support is
+                    // skipped, not a stopped link: recorded as done (it is
+                    // not planned again) with its reason.
+                    Err(ConnectorError::Unsupported(reason)) if op.kind.is_optional() => {
+                        let event = self
+                            .op_event(&op, Kind::OperationSkipped)
+                            .personal(serde_json::json!({ "reason": reason }));
+                        self.state.complete(self.name, &op, &Effect::None, event)?;
+                        unflushed = true;
+                        self.observer
+                            .operation(self.name, op.kind.name(), OperationResult::Ok);
+                        let connector = match op.kind {
+                            OpKind::PushCompletion { .. } => &self.hris.name,
+                            _ => &self.lms.name,
+                        };
+                        report.note(format!(
+                            "{} skipped: connector `{connector}` does not support it ({reason})",
+                            op.kind.name()
+                        ));
                         break;
                     }
                     Err(error) => error,

@@ -101,6 +101,16 @@ impl OpKind {
             OpKind::PushCompletion { .. } => "push-completion",
         }
     }
+
+    /// Whether a plugin may leave this operation out: an HRIS that takes no
+    /// training records, an LMS that cannot withdraw an enrollment. Its
+    /// `unsupported` skips the operation instead of stopping the link.
+    pub fn is_optional(&self) -> bool {
+        matches!(
+            self,
+            OpKind::PushCompletion { .. } | OpKind::Unenroll { .. }
+        )
+    }
 }
 
 /// A durable, planned write to a plugin.

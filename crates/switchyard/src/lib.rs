@@ -19,6 +19,8 @@
 //!   and a per-client budget answered with 429;
 //! - [`review`]: capability review on upgrade: a plugin version that needs
 //!   more than the approved one is held until an operator approves it;
+//! - [`scaffold`]: `plugin new`, a plugin crate with the SDK and the contract
+//!   in its `vendor/`;
 //! - [`telemetry`]: metrics, and the audit records of plugin calls;
 //! - [`daemon`]: `switchyard run`, the long-running service: scheduler,
 //!   plugin-directory watcher, admin API;
@@ -32,6 +34,7 @@ pub mod config;
 pub mod daemon;
 pub mod rejections;
 pub mod review;
+pub mod scaffold;
 pub mod secrets;
 pub mod service;
 pub mod telemetry;

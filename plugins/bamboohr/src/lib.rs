@@ -478,3 +478,171 @@ impl HrisConnector for BambooHr {
 }
 
 switchyard_sdk::export_hris!(BambooHr);
+
+/// Native unit tests against the SDK's mock host: `cargo test -p bamboohr`
+/// (the test kit runs them; no wasm build, no simulator).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_sdk::mock::{MockHost, MockResponse};
+
+    const API: &str = "https://acme.example/api/v1";
+
+    fn host() -> MockHost {
+        MockHost::new()
+            .config("base_url", "https://acme.example")
+            .config("page_size", "2")
+    }
+
+    #[test]
+    fn a_full_listing_pages_and_its_changes_cursor_is_when_it_started() {
+        let host = host()
+            .on(
+                "POST",
+                &format!("{API}/datasets/employee?page=1&page_size=2"),
+                MockResponse::json(
+                    200,
+                    serde_json::json!({
+                        "data": [
+                            {"id": 7, "firstName": "Ann", "status": "Active", "employmentHistoryStatus": "Full-Time", "hireDate": "0000-00-00"},
+                            {"id": "8", "status": "Inactive", "employmentHistoryStatus": "Leave of Absence"},
+                        ],
+                        "pagination": {"next_page": "2"}
+                    }),
+                )
+                .header("Date", "Wed, 02 Dec 2026 10:00:00 GMT"),
+            )
+            .on(
+                "POST",
+                &format!("{API}/datasets/employee?page=2&page_size=2"),
+                MockResponse::json(
+                    200,
+                    serde_json::json!({
+                        "data": [{"id": 9, "status": "Active", "employmentHistoryStatus": "Terminated"}],
+                        "pagination": {"next_page": null}
+                    }),
+                )
+                .header("Date", "Wed, 02 Dec 2026 10:05:00 GMT"),
+            );
+        let _installed = host.install();
+        let first = BambooHr::fetch_employees(None).unwrap();
+        assert_eq!(first.employees[0].id, "7");
+        assert_eq!(first.employees[0].status, EmploymentStatus::Active);
+        assert_eq!(first.employees[0].hire_date, None, "0000-00-00 is no date");
+        assert_eq!(
+            first.employees[1].status,
+            EmploymentStatus::Inactive,
+            "inactive with a leave entry has left"
+        );
+        let next = first.next_cursor.unwrap();
+        assert_eq!(first.changes_cursor, None);
+        let last = BambooHr::fetch_employees(Some(next)).unwrap();
+        assert_eq!(last.employees[0].status, EmploymentStatus::Terminated);
+        // The moment the listing started (first page's Date, less 2 s), not
+        // the last page's.
+        assert_eq!(
+            last.changes_cursor.as_deref(),
+            Some("since|2026-12-02T09:59:58Z")
+        );
+        let requests = host.requests();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0].json()["fields"][0], "id");
+    }
+
+    #[test]
+    fn a_completion_already_written_under_its_key_is_not_written_again() {
+        let host = host()
+            .on(
+                "GET",
+                &format!("{API}/training/type"),
+                MockResponse::json(200, serde_json::json!({"1": {"id": 1, "name": "SAFETY"}})),
+            )
+            .on(
+                "GET",
+                &format!("{API}/training/record/employee/7?type=1"),
+                MockResponse::json(
+                    200,
+                    serde_json::json!({"1001": {"id": 1001, "type": 1, "completed": "2026-03-01", "notes": "switchyard:key-1 attempt=1"}}),
+                ),
+            );
+        let _installed = host.install();
+        let completion = Completion {
+            employee_id: "7".into(),
+            course_id: "SAFETY".into(),
+            attempt_id: "1".into(),
+            status: CompletionStatus::Passed,
+            completed_at: "2026-03-01T09:00:00Z".into(),
+            score: Some(90.0),
+            expires_at: None,
+        };
+        BambooHr::push_completion(completion.clone(), "key-1".into(), None).unwrap();
+        assert!(
+            host.requests().iter().all(|r| r.method == "GET"),
+            "nothing written twice: {:?}",
+            host.requests()
+        );
+        // A new attempt updates Switchyard's record, never adds one.
+        let newer = Completion {
+            attempt_id: "2".into(),
+            ..completion
+        };
+        let host = host.on(
+            "PUT",
+            &format!("{API}/training/record/1001"),
+            MockResponse::status(200),
+        );
+        BambooHr::push_completion(newer, "key-2".into(), Some("key-1".into())).unwrap();
+        let put = host
+            .requests()
+            .into_iter()
+            .find(|r| r.method == "PUT")
+            .unwrap();
+        assert_eq!(put.json()["completed"], "2026-03-01");
+        assert!(
+            put.json()["notes"]
+                .as_str()
+                .unwrap()
+                .contains("switchyard:key-2")
+        );
+        assert!(host.requests().iter().all(|r| r.method != "POST"));
+    }
+
+    #[test]
+    fn training_records_are_listed_by_course_and_errors_are_classified() {
+        let host = host()
+            .on(
+                "GET",
+                &format!("{API}/training/type"),
+                MockResponse::json(200, serde_json::json!({"1": {"id": 1, "name": "SAFETY"}})),
+            )
+            .on(
+                "GET",
+                &format!("{API}/training/record/employee/7"),
+                MockResponse::json(
+                    200,
+                    serde_json::json!({
+                        "1001": {"id": 1001, "type": 1, "completed": "2026-03-01"},
+                        "1002": {"id": "1002", "type": "1", "completed": "2026-03-02"},
+                        "1003": {"id": 1003, "type": 99, "completed": "2026-03-03"},
+                    }),
+                ),
+            )
+            .on(
+                "GET",
+                &format!("{API}/training/record/employee/8"),
+                MockResponse::status(429).header("Retry-After", "30"),
+            );
+        let _installed = host.install();
+        let records = BambooHr::list_training_records("7".into()).unwrap();
+        let listed: Vec<(&str, &str)> = records
+            .iter()
+            .map(|r| (r.course_id.as_str(), r.completed_on.as_str()))
+            .collect();
+        assert_eq!(listed, [("SAFETY", "2026-03-01"), ("SAFETY", "2026-03-02")]);
+        let err = BambooHr::list_training_records("8".into()).unwrap_err();
+        assert!(
+            matches!(err, ConnectorError::RateLimited(Some(30))),
+            "{err:?}"
+        );
+    }
+}

@@ -152,4 +152,7 @@ pub fn print_report(r: &RunReport) {
     println!("  dead letters         {}", r.dead_lettered);
     println!("  retries              {}", r.retries);
     println!("  still in outbox      {}", r.pending);
+    for note in &r.notes {
+        println!("  note: {note}");
+    }
 }

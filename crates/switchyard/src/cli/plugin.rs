@@ -16,6 +16,19 @@ use super::common::{ConfigArg, Exit, record_action};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
+    /// Start a plugin: a crate that builds out of any tree with one command
+    /// (the SDK and the contract copied into its `vendor/`), with unit
+    /// tests that already pass against the SDK's mock host.
+    New {
+        /// The plugin's name (lower-case letters, digits, `-`).
+        name: String,
+        /// Which side it implements.
+        #[arg(long, value_enum)]
+        kind: switchyard::scaffold::Kind,
+        /// Where to make the crate's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Check a plugin file: is it a component, which world, which contract version.
     Check {
         /// The `.wasm` file.
@@ -81,6 +94,7 @@ pub enum PluginCommand {
 
 pub fn execute(command: PluginCommand) -> anyhow::Result<Exit> {
     match command {
+        PluginCommand::New { name, kind, dir } => new(&dir, &name, kind),
         PluginCommand::Check { file } => check(&file),
         PluginCommand::Inspect { file, config } => inspect(&file, config.as_deref()),
         PluginCommand::List { config } => list(&config),
@@ -92,6 +106,28 @@ pub fn execute(command: PluginCommand) -> anyhow::Result<Exit> {
             plugin,
             sha256,
         } => approve(&config, &plugin, sha256.as_deref()),
+    }
+}
+
+/// `plugin new`: exit 2 for a bad name or a directory that exists.
+fn new(parent: &Path, name: &str, kind: switchyard::scaffold::Kind) -> anyhow::Result<Exit> {
+    use switchyard::scaffold::ScaffoldError;
+    match switchyard::scaffold::new_plugin(parent, name, kind) {
+        Ok(dir) => {
+            println!("made {}", dir.display());
+            println!("  cd {} && cargo test", dir.display());
+            println!("  cargo build --release --target wasm32-wasip2");
+            println!(
+                "  switchyard plugin check target/wasm32-wasip2/release/{}.wasm",
+                name.replace('-', "_")
+            );
+            Ok(Exit::Success)
+        }
+        Err(e @ (ScaffoldError::BadName(_) | ScaffoldError::Exists(_))) => {
+            eprintln!("error: {e}");
+            Ok(Exit::Invalid)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

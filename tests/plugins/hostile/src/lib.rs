@@ -1,7 +1,8 @@
 //! A misbehaving HRIS plugin for containment tests. Its `mode` config key
 //! picks the misbehaviour of `fetch-employees`:
 //!
-//! - `ok`: one well-formed employee (proves the plugin still works after a fault);
+//! - `ok`: one well-formed employee (proves the plugin still works after a
+//!   fault); its email is the config key `email`, if set;
 //! - `loop`: spin forever (deadline);
 //! - `memory`: allocate until refused (memory budget);
 //! - `trap`: panic (trap);
@@ -38,6 +39,7 @@ struct Hostile;
 fn page(given_name: String) -> EmployeePage {
     let mut e = Employee::new("1", EmploymentStatus::Active);
     e.given_name = Some(given_name);
+    e.email = config::get("email");
     EmployeePage {
         employees: vec![e],
         next_cursor: None,
