@@ -34,6 +34,20 @@ fn the_real_plugins_implement_their_worlds() {
     assert!(lms.takes_webhooks());
 }
 
+/// A connector of `plugin` with no settings, grants or auth.
+fn bare_config(plugin: &str) -> ConnectorConfig {
+    ConnectorConfig {
+        plugin: plugin.into(),
+        line: 0,
+        optional: false,
+        settings: BTreeMap::new(),
+        allow: Vec::new(),
+        auth: None,
+        credential_origins: None,
+        limits: Limits::default(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_of_contract_0_2_still_loads_and_runs_without_training_record_reads() {
     let runtime = Runtime::new().unwrap();
@@ -45,16 +59,7 @@ async fn a_plugin_of_contract_0_2_still_loads_and_runs_without_training_record_r
     assert_eq!(plugin.world, World::Hris);
     assert_eq!(plugin.contract_version, "0.2.0");
     assert!(plugin.takes_webhooks());
-    let config = ConnectorConfig {
-        plugin: "contract-v0-2".into(),
-        line: 0,
-        optional: false,
-        settings: BTreeMap::new(),
-        allow: Vec::new(),
-        auth: None,
-        credential_origins: None,
-        limits: Limits::default(),
-    };
+    let config = bare_config("contract-v0-2");
     let old = runtime.connector("old-hris", &config.grants(), plugin, None);
     let page = old.fetch_employees(None).await.unwrap();
     assert_eq!(page.employees[0].id, "1");
@@ -79,16 +84,7 @@ async fn a_plugin_of_contract_0_1_still_loads_and_runs_without_webhooks() {
     assert_eq!(plugin.world, World::Lms);
     assert_eq!(plugin.contract_version, "0.1.0");
     assert!(!plugin.takes_webhooks());
-    let config = ConnectorConfig {
-        plugin: "contract-v0-1".into(),
-        line: 0,
-        optional: false,
-        settings: BTreeMap::new(),
-        allow: Vec::new(),
-        auth: None,
-        credential_origins: None,
-        limits: Limits::default(),
-    };
+    let config = bare_config("contract-v0-1");
     let old = runtime.connector("old-lms", &config.grants(), plugin, None);
     let page = old.fetch_completions(None).await.unwrap();
     assert_eq!(page.completions.len(), 1);
