@@ -26,6 +26,29 @@
 //! | `GET /api/v1/training/record/employee/{employeeId}?type=T` | "List employee trainings" |
 //! | `POST /api/v1/training/record/employee/{employeeId}` | "Add new employee training record" |
 //! | `PUT /api/v1/training/record/{recordId}` | "Update employee training record" |
+//! | `GET /api/v1/employees/directory` | "Get employee directory" (current employees) |
+//! | `POST /api/v1/reports/custom?format=JSON` | "Request a custom report" (`fields`, `filters.lastChanged`) |
+//!
+//! # Control API
+//!
+//! Not BambooHR's: how a test or an integrator changes the simulated company
+//! over HTTP, with no Rust code. Under `/_sim/`, with no credentials, never
+//! faulted and not in the request log. Bodies and answers are JSON with the
+//! API's camelCase employee fields.
+//!
+//! | Route | Does |
+//! |---|---|
+//! | `GET /_sim/state` | every employee, training type and training record |
+//! | `POST /_sim/employees` | hires: any employee fields; `id` defaults to the next free one, `status` to `Active`, `hireDate` to today |
+//! | `PATCH /_sim/employees/{id}` | changes the fields given (`department`, `jobTitle`, `workEmail` ...) |
+//! | `POST /_sim/employees/{id}/terminate` | `Inactive`/`Terminated` as of `{"date": "yyyy-mm-dd"}` (default today) |
+//! | `POST /_sim/employees/{id}/rehire` | `Active`/`Full-Time`, hired again as of `date` (default today) |
+//! | `DELETE /_sim/employees/{id}` | removes the employee (reported as `Deleted` by `/employees/changed`) |
+//! | `POST /_sim/training-records` | adds a training record by hand: `{"employeeId", "type", "completed"}` |
+//! | `GET /_sim/requests` | the request log |
+//! | `POST`, `GET`, `DELETE /_sim/faults` | scripted faults ([`crate::control::FaultRule`]) |
+//!
+//! Every change advances the logical clock, as the Rust API's do.
 //!
 //! # Seed data
 //!
@@ -58,6 +81,11 @@
 //! * Handler errors (400/404) carry a JSON `{"error": "..."}` body in addition to BambooHR's
 //!   `X-BambooHR-Error-Message` header.
 //! * Fault injection ([`HrisSim::fail_next`]) applies to every request, before auth.
+//! * The directory ignores the company's privacy settings and lists every
+//!   `Active` employee with the fields below; `photoUrl` is always null.
+//! * Custom reports take `format=JSON` only; a field the simulator does not
+//!   know comes back as `null`, and `filters` other than `lastChanged` are
+//!   refused with 400.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -78,6 +106,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::control::{self, CONTROL_PREFIX, Faults, control_error};
 
 /// Unix time of `2026-01-01T00:00:00Z`, the origin of the logical clock.
 /// Seeded employees were last changed then; the clock starts
@@ -209,6 +239,7 @@ pub struct RequestLogEntry {
 pub struct HrisSim {
     addr: SocketAddr,
     state: Shared,
+    faults: Arc<Faults>,
     shutdown_tx: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -232,21 +263,15 @@ impl HrisSim {
             &seed,
             format!("http://{addr}"),
         )));
-        let app = router(state.clone());
+        let faults = Arc::new(Faults::default());
+        let app = router(state.clone()).merge(control::fault_routes(faults.clone()));
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                // Resolves on an explicit signal or when the sender is dropped.
-                let _ = shutdown_rx.await;
-            });
-            if let Err(e) = server.await {
-                tracing::warn!(error = %e, "HRIS simulator server stopped with an error");
-            }
-        });
+        let task = control::serve(listener, app, faults.clone(), shutdown_rx);
         tracing::debug!(%addr, "HRIS simulator listening");
         Ok(HrisSim {
             addr,
             state,
+            faults,
             shutdown_tx: Some(shutdown_tx),
             task,
         })
@@ -274,29 +299,14 @@ impl HrisSim {
 
     /// Inserts or replaces an employee. `lastChanged` is set from the logical clock; a
     /// previously unknown id is reported as `"Inserted"` by `/employees/changed`.
-    pub fn upsert_employee(&self, mut e: SimEmployee) {
-        let mut s = lock(&self.state);
-        e.last_changed = s.tick();
-        if !s.employees.contains_key(&e.id) {
-            s.inserted.insert(e.id.clone());
-        }
-        s.tombstones.remove(&e.id);
-        s.employees.insert(e.id.clone(), e);
+    pub fn upsert_employee(&self, e: SimEmployee) {
+        lock(&self.state).upsert(e);
     }
 
     /// Mutates an existing employee and bumps its `lastChanged`. The id cannot be changed
     /// (it is restored after `f`). Unknown ids are ignored (`f` is not called).
     pub fn update_employee(&self, id: &str, f: impl FnOnce(&mut SimEmployee)) {
-        let mut s = lock(&self.state);
-        if !s.employees.contains_key(id) {
-            return;
-        }
-        let ts = s.tick();
-        if let Some(e) = s.employees.get_mut(id) {
-            f(e);
-            e.id = id.to_owned();
-            e.last_changed = ts;
-        }
+        lock(&self.state).update(id, f);
     }
 
     /// Mutates an employee without bumping `lastChanged`: a change the
@@ -321,34 +331,13 @@ impl HrisSim {
         type_name: &str,
         completed: &str,
     ) -> Option<u32> {
-        let mut s = lock(&self.state);
-        let type_id = s.training_types.iter().find(|(_, n)| n == type_name)?.0;
-        let id = s.next_record_id;
-        s.next_record_id += 1;
-        s.records.insert(
-            id,
-            TrainingRecord {
-                id,
-                employee_id: employee_id.to_owned(),
-                type_id,
-                completed: completed.to_owned(),
-                notes: Some("entered by hand".into()),
-                hours: None,
-                credits: None,
-                instructor: None,
-            },
-        );
-        Some(id)
+        lock(&self.state).add_record_by_hand(employee_id, type_name, completed)
     }
 
     /// Removes an employee; `/employees/changed` then reports it as `"Deleted"`.
     /// Unknown ids are ignored. Its training records are kept.
     pub fn remove_employee(&self, id: &str) {
-        let mut s = lock(&self.state);
-        if s.employees.remove(id).is_some() {
-            let ts = s.tick();
-            s.tombstones.insert(id.to_owned(), ts);
-        }
+        lock(&self.state).remove(id);
     }
 
     /// `(id, name)` of every training type, ordered by id.
@@ -372,6 +361,11 @@ impl HrisSim {
     /// Delays every response by `d` (`Duration::ZERO` turns the delay off).
     pub fn set_latency(&self, d: Duration) {
         lock(&self.state).latency = d;
+    }
+
+    /// The scripted faults of the control API (`/_sim/faults`).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Every answered request since start or the last [`reset_request_log`](Self::reset_request_log).
@@ -493,6 +487,80 @@ impl HrisState {
     fn has_type(&self, type_id: u32) -> bool {
         self.training_types.iter().any(|(id, _)| *id == type_id)
     }
+
+    /// Today by the logical clock, `yyyy-mm-dd`.
+    fn today(&self) -> String {
+        self.now()[..10].to_owned()
+    }
+
+    fn upsert(&mut self, mut e: SimEmployee) {
+        e.last_changed = self.tick();
+        if !self.employees.contains_key(&e.id) {
+            self.inserted.insert(e.id.clone());
+        }
+        self.tombstones.remove(&e.id);
+        self.employees.insert(e.id.clone(), e);
+    }
+
+    /// Applies `f` to an employee and bumps its `lastChanged`; false for an unknown id.
+    fn update(&mut self, id: &str, f: impl FnOnce(&mut SimEmployee)) -> bool {
+        if !self.employees.contains_key(id) {
+            return false;
+        }
+        let ts = self.tick();
+        if let Some(e) = self.employees.get_mut(id) {
+            f(e);
+            e.id = id.to_owned();
+            e.last_changed = ts;
+        }
+        true
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        if self.employees.remove(id).is_none() {
+            return false;
+        }
+        let ts = self.tick();
+        self.tombstones.insert(id.to_owned(), ts);
+        true
+    }
+
+    fn add_record_by_hand(
+        &mut self,
+        employee_id: &str,
+        type_name: &str,
+        completed: &str,
+    ) -> Option<u32> {
+        let type_id = self.training_types.iter().find(|(_, n)| n == type_name)?.0;
+        let id = self.next_record_id;
+        self.next_record_id += 1;
+        self.records.insert(
+            id,
+            TrainingRecord {
+                id,
+                employee_id: employee_id.to_owned(),
+                type_id,
+                completed: completed.to_owned(),
+                notes: Some("entered by hand".into()),
+                hours: None,
+                credits: None,
+                instructor: None,
+            },
+        );
+        Some(id)
+    }
+
+    /// The next numeric id no employee, removed or not, has had.
+    fn next_employee_id(&self) -> String {
+        let highest = self
+            .employees
+            .keys()
+            .chain(self.tombstones.keys())
+            .filter_map(|id| id.parse::<u64>().ok())
+            .max()
+            .unwrap_or(100);
+        (highest + 1).to_string()
+    }
 }
 
 /// Sort key: numeric ids first, by value; anything else after, by string.
@@ -569,6 +637,18 @@ fn router(state: Shared) -> Router {
             get(list_records).post(create_record),
         )
         .route("/api/v1/training/record/{record_id}", put(update_record))
+        .route("/api/v1/employees/directory", get(directory))
+        .route("/api/v1/reports/custom", post(custom_report))
+        .route("/_sim/state", get(control_state))
+        .route("/_sim/employees", post(control_hire))
+        .route(
+            "/_sim/employees/{id}",
+            axum::routing::patch(control_change).delete(control_remove),
+        )
+        .route("/_sim/employees/{id}/terminate", post(control_terminate))
+        .route("/_sim/employees/{id}/rehire", post(control_rehire))
+        .route("/_sim/training-records", post(control_add_record))
+        .route("/_sim/requests", get(control_requests))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
@@ -578,6 +658,9 @@ fn router(state: Shared) -> Router {
 async fn gate(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
+    if path.starts_with(CONTROL_PREFIX) {
+        return next.run(req).await;
+    }
     let (latency, fault, authorized) = {
         let mut s = lock(&state);
         let fault = if s.fail_remaining > 0 {
@@ -1011,6 +1094,443 @@ async fn update_record(
 // ---------------------------------------------------------------------------------------
 // Dates and timestamps (no chrono/time dependency)
 // ---------------------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------------------
+// Directory and custom reports
+// ---------------------------------------------------------------------------------------
+
+/// Report fields the simulator knows: `(id, BambooHR type, display name)`.
+const REPORT_FIELDS: [(&str, &str, &str); 16] = [
+    ("employeeNumber", "text", "Employee #"),
+    ("firstName", "text", "First Name"),
+    ("lastName", "text", "Last Name"),
+    ("displayName", "text", "Display name"),
+    ("workEmail", "email", "Work Email"),
+    ("status", "status", "Status"),
+    ("employmentHistoryStatus", "list", "Employment Status"),
+    ("department", "list", "Department"),
+    ("jobTitle", "list", "Job Title"),
+    ("location", "list", "Location"),
+    ("supervisorEId", "int", "Supervisor EID"),
+    ("supervisor", "text", "Supervisor"),
+    ("hireDate", "date", "Hire Date"),
+    ("terminationDate", "date", "Termination Date"),
+    ("lastChanged", "timestamp", "Last Changed"),
+    ("id", "int", "EEID"),
+];
+
+/// One employee as a flat object of report fields (the stored fields plus
+/// `displayName` and the supervisor's name).
+fn report_row(s: &HrisState, e: &SimEmployee) -> Map<String, Value> {
+    let mut row = match serde_json::to_value(e) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    row.insert(
+        "displayName".into(),
+        Value::String(format!("{} {}", e.first_name, e.last_name)),
+    );
+    let supervisor = e
+        .supervisor_eid
+        .as_ref()
+        .and_then(|id| s.employees.get(id))
+        .map(|m| Value::String(format!("{} {}", m.first_name, m.last_name)))
+        .unwrap_or(Value::Null);
+    row.insert("supervisor".into(), supervisor);
+    row
+}
+
+fn field_meta(id: &str) -> Value {
+    let (kind, name) = REPORT_FIELDS
+        .iter()
+        .find(|(f, _, _)| *f == id)
+        .map_or(("text", id), |(_, kind, name)| (*kind, *name));
+    json!({ "id": id, "type": kind, "name": name })
+}
+
+/// `GET /api/v1/employees/directory`: current employees, BambooHR's shape.
+async fn directory(State(state): State<Shared>) -> Response {
+    const FIELDS: [&str; 11] = [
+        "displayName",
+        "firstName",
+        "lastName",
+        "jobTitle",
+        "workEmail",
+        "department",
+        "location",
+        "division",
+        "supervisor",
+        "photoUploaded",
+        "photoUrl",
+    ];
+    let s = lock(&state);
+    let employees: Vec<Value> = s
+        .sorted_employees()
+        .iter()
+        .filter(|e| e.status == "Active")
+        .map(|e| {
+            let row = report_row(&s, e);
+            let mut out = Map::new();
+            out.insert("id".into(), Value::String(e.id.clone()));
+            for field in FIELDS {
+                let value = match field {
+                    "photoUploaded" => Value::Bool(false),
+                    other => row.get(other).cloned().unwrap_or(Value::Null),
+                };
+                out.insert(field.into(), value);
+            }
+            Value::Object(out)
+        })
+        .collect();
+    let fields: Vec<Value> = FIELDS.iter().map(|f| field_meta(f)).collect();
+    Json(json!({ "fields": fields, "employees": employees })).into_response()
+}
+
+/// `POST /api/v1/reports/custom?format=JSON`: the fields asked for, of
+/// every employee (or those changed after `filters.lastChanged.value`).
+async fn custom_report(
+    State(state): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    match query.get("format").map(String::as_str) {
+        Some(f) if f.eq_ignore_ascii_case("json") => {}
+        other => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!("format must be JSON (the simulator serves no other), got {other:?}"),
+            );
+        }
+    }
+    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
+        return api_error(StatusCode::BAD_REQUEST, "body must be a JSON object");
+    };
+    let Some(Value::Array(fields)) = request.get("fields") else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "fields must be an array of field names",
+        );
+    };
+    let Some(fields) = fields
+        .iter()
+        .map(|f| f.as_str().map(str::to_owned))
+        .collect::<Option<Vec<String>>>()
+    else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "fields must be an array of field names",
+        );
+    };
+    let mut since = None;
+    if let Some(filters) = request.get("filters").filter(|f| !f.is_null()) {
+        let Some(filters) = filters.as_object() else {
+            return api_error(StatusCode::BAD_REQUEST, "filters must be an object");
+        };
+        for (name, filter) in filters {
+            if name != "lastChanged" {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("filter {name} is not supported (lastChanged is)"),
+                );
+            }
+            let value = filter.get("value").and_then(Value::as_str);
+            match value.and_then(parse_rfc3339) {
+                Some(t) => since = Some(t),
+                None => {
+                    return api_error(
+                        StatusCode::BAD_REQUEST,
+                        "filters.lastChanged.value must be an ISO 8601 timestamp",
+                    );
+                }
+            }
+        }
+    }
+    let s = lock(&state);
+    let employees: Vec<Value> = s
+        .sorted_employees()
+        .iter()
+        .filter(|e| since.is_none_or(|t| parse_rfc3339(&e.last_changed).is_some_and(|c| c > t)))
+        .map(|e| {
+            let row = report_row(&s, e);
+            let mut out = Map::new();
+            out.insert("id".into(), Value::String(e.id.clone()));
+            for field in &fields {
+                out.insert(
+                    field.clone(),
+                    row.get(field).cloned().unwrap_or(Value::Null),
+                );
+            }
+            Value::Object(out)
+        })
+        .collect();
+    let title = request
+        .get("title")
+        .and_then(Value::as_str)
+        .unwrap_or("Report");
+    let fields: Vec<Value> = fields.iter().map(|f| field_meta(f)).collect();
+    Json(json!({ "title": title, "fields": fields, "employees": employees })).into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Control API
+// ---------------------------------------------------------------------------------------
+
+/// Employee fields the control API lets a caller set (`id` only on hire).
+const SETTABLE: [&str; 12] = [
+    "employeeNumber",
+    "firstName",
+    "lastName",
+    "workEmail",
+    "status",
+    "employmentHistoryStatus",
+    "department",
+    "jobTitle",
+    "location",
+    "supervisorEId",
+    "hireDate",
+    "terminationDate",
+];
+
+/// `employee` with the fields of `changes` applied; an unknown field, a
+/// wrong type or a malformed date is an error naming it.
+fn apply_fields(employee: &SimEmployee, changes: &Value) -> Result<SimEmployee, String> {
+    let Some(changes) = changes.as_object() else {
+        return Err("the body must be a JSON object of employee fields".into());
+    };
+    let Ok(Value::Object(mut current)) = serde_json::to_value(employee) else {
+        return Err("the employee does not serialize".into());
+    };
+    for (field, value) in changes {
+        if !SETTABLE.contains(&field.as_str()) {
+            return Err(format!(
+                "{field} cannot be set (settable: {})",
+                SETTABLE.join(", ")
+            ));
+        }
+        if matches!(field.as_str(), "hireDate" | "terminationDate")
+            && let Some(date) = value.as_str()
+            && !is_valid_date(date)
+        {
+            return Err(format!("{field} {date:?} is not a date (yyyy-mm-dd)"));
+        }
+        current.insert(field.clone(), value.clone());
+    }
+    serde_json::from_value(Value::Object(current)).map_err(|e| format!("bad field value: {e}"))
+}
+
+/// A control request's JSON body (`{}` when empty); the error is a 400's message.
+fn parse_body(body: &Bytes) -> Result<Value, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))
+}
+
+/// The `date` of a terminate or rehire body, today if absent.
+fn body_date(s: &HrisState, body: &Value) -> Result<String, String> {
+    match body.get("date") {
+        None | Some(Value::Null) => Ok(s.today()),
+        Some(Value::String(d)) if is_valid_date(d) => Ok(d.clone()),
+        Some(other) => Err(format!("date {other} is not a date (yyyy-mm-dd)")),
+    }
+}
+
+fn unknown_employee(id: &str) -> Response {
+    control_error(StatusCode::NOT_FOUND, format!("no employee {id}"))
+}
+
+/// `GET /_sim/state`
+async fn control_state(State(state): State<Shared>) -> Response {
+    let s = lock(&state);
+    let types: Vec<Value> = s
+        .training_types
+        .iter()
+        .map(|(id, name)| json!({ "id": id, "name": name }))
+        .collect();
+    Json(json!({
+        "now": s.now(),
+        "employees": s.sorted_employees(),
+        "trainingTypes": types,
+        "trainingRecords": s.records.values().collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// `POST /_sim/employees`: a hire.
+async fn control_hire(State(state): State<Shared>, body: Bytes) -> Response {
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    let mut s = lock(&state);
+    let id = match body.get("id") {
+        None | Some(Value::Null) => s.next_employee_id(),
+        Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
+        Some(other) => {
+            return control_error(
+                StatusCode::BAD_REQUEST,
+                format!("id {other} is not a string"),
+            );
+        }
+    };
+    if s.employees.contains_key(&id) {
+        return control_error(
+            StatusCode::CONFLICT,
+            format!("employee {id} exists (PATCH it, or rehire)"),
+        );
+    }
+    let blank = SimEmployee {
+        id: id.clone(),
+        employee_number: None,
+        first_name: String::new(),
+        last_name: String::new(),
+        work_email: None,
+        status: "Active".into(),
+        employment_history_status: Some("Full-Time".into()),
+        department: None,
+        job_title: None,
+        location: None,
+        supervisor_eid: None,
+        hire_date: Some(s.today()),
+        termination_date: None,
+        last_changed: String::new(),
+    };
+    let mut fields = body;
+    if let Some(map) = fields.as_object_mut() {
+        map.remove("id");
+    }
+    match apply_fields(&blank, &fields) {
+        Ok(employee) => {
+            s.upsert(employee);
+            let stored = s.employees.get(&id).cloned();
+            (StatusCode::CREATED, Json(stored)).into_response()
+        }
+        Err(e) => control_error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// Applies `change` to employee `id` and answers with the result (a 400
+/// with the message `change` fails with).
+fn change_employee(
+    state: &Shared,
+    id: &str,
+    change: impl FnOnce(&HrisState, &SimEmployee) -> Result<SimEmployee, String>,
+) -> Response {
+    let mut s = lock(state);
+    let Some(current) = s.employees.get(id).cloned() else {
+        return unknown_employee(id);
+    };
+    let changed = match change(&s, &current) {
+        Ok(e) => e,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    s.update(id, |e| *e = changed);
+    Json(s.employees.get(id).cloned()).into_response()
+}
+
+/// `PATCH /_sim/employees/{id}`
+async fn control_change(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    change_employee(&state, &id, |_, e| apply_fields(e, &body))
+}
+
+/// `POST /_sim/employees/{id}/terminate`
+async fn control_terminate(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    change_employee(&state, &id, |s, e| {
+        let date = body_date(s, &body)?;
+        let mut e = e.clone();
+        e.status = "Inactive".into();
+        e.employment_history_status = Some("Terminated".into());
+        e.termination_date = Some(date);
+        Ok(e)
+    })
+}
+
+/// `POST /_sim/employees/{id}/rehire`
+async fn control_rehire(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    change_employee(&state, &id, |s, e| {
+        let date = body_date(s, &body)?;
+        let mut e = e.clone();
+        e.status = "Active".into();
+        e.employment_history_status = Some("Full-Time".into());
+        e.hire_date = Some(date);
+        e.termination_date = None;
+        Ok(e)
+    })
+}
+
+/// `DELETE /_sim/employees/{id}`
+async fn control_remove(State(state): State<Shared>, Path(id): Path<String>) -> Response {
+    if lock(&state).remove(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        unknown_employee(&id)
+    }
+}
+
+/// `POST /_sim/training-records`: `{"employeeId", "type" (a name), "completed"}`.
+async fn control_add_record(State(state): State<Shared>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct HandMade {
+        employee_id: String,
+        r#type: String,
+        completed: String,
+    }
+    let record: HandMade = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return control_error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"employeeId\", \"type\", \"completed\"}}: {e}"),
+            );
+        }
+    };
+    if !is_valid_date(&record.completed) {
+        return control_error(StatusCode::BAD_REQUEST, "completed must be yyyy-mm-dd");
+    }
+    let mut s = lock(&state);
+    match s.add_record_by_hand(&record.employee_id, &record.r#type, &record.completed) {
+        Some(id) => (StatusCode::CREATED, Json(s.records.get(&id).cloned())).into_response(),
+        None => control_error(
+            StatusCode::BAD_REQUEST,
+            format!("no training type named {}", record.r#type),
+        ),
+    }
+}
+
+/// `GET /_sim/requests`
+async fn control_requests(State(state): State<Shared>) -> Response {
+    let log: Vec<Value> = lock(&state)
+        .log
+        .iter()
+        .map(|r| json!({ "method": r.method, "path": r.path, "status": r.status }))
+        .collect();
+    Json(log).into_response()
+}
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {

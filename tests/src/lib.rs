@@ -17,6 +17,7 @@
 //! The simulators are test fixtures: the product never depends on them.
 
 pub mod chaos;
+pub mod control;
 pub mod harness;
 pub mod hris;
 pub mod lms;

@@ -59,6 +59,21 @@
 //!   `nottracked` exception.
 //! * Time is a logical clock: completion `n` is stamped `1767225600 + n`
 //!   (2026-01-01T00:00:00Z plus n seconds).
+//!
+//! # Control API
+//!
+//! Not Moodle's: how a test or an integrator changes the simulated site over
+//! HTTP, with no Rust code. Under `/_sim/`, with no token, never faulted and
+//! not in the call log. Bodies and answers are JSON.
+//!
+//! | Route | Does |
+//! |---|---|
+//! | `GET /_sim/state` | every user, course, enrolment (with the user's and course's idnumber) and completion |
+//! | `POST /_sim/users` | an account made by hand: `{"username", "idnumber", "email", "suspended"}` |
+//! | `POST /_sim/courses` | a course: `{"idnumber", "fullname"}` (`fullname` defaults from the idnumber) |
+//! | `POST /_sim/completions` | a learner completes a course: `{"idnumber", "course", "grade", "passed"}` (grade and passed optional) |
+//! | `GET /_sim/calls` | the call log |
+//! | `POST`, `GET`, `DELETE /_sim/faults` | scripted faults ([`crate::control::FaultRule`]) |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -72,11 +87,13 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Serialize;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::control::{self, Faults, control_error};
 
 /// Unix time of `2026-01-01T00:00:00Z`, the origin of the logical clock.
 const CLOCK_EPOCH: i64 = 1_767_225_600;
@@ -235,6 +252,7 @@ pub struct CallLogEntry {
 pub struct LmsSim {
     addr: SocketAddr,
     state: Shared,
+    faults: Arc<Faults>,
     shutdown_tx: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -260,22 +278,22 @@ impl LmsSim {
                 "/webservice/rest/server.php",
                 get(server_php).post(server_php),
             )
+            .route("/_sim/state", get(control_state))
+            .route("/_sim/users", post(control_add_user))
+            .route("/_sim/courses", post(control_add_course))
+            .route("/_sim/completions", post(control_complete))
+            .route("/_sim/calls", get(control_calls))
             .fallback(|| async { StatusCode::NOT_FOUND })
             .with_state(state.clone());
+        let faults = Arc::new(Faults::default());
+        let app = app.merge(control::fault_routes(faults.clone()));
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                // Resolves on an explicit signal or when the sender is dropped.
-                let _ = shutdown_rx.await;
-            });
-            if let Err(e) = server.await {
-                tracing::warn!(error = %e, "LMS simulator server stopped with an error");
-            }
-        });
+        let task = control::serve(listener, app, faults.clone(), shutdown_rx);
         tracing::debug!(%addr, "LMS simulator listening");
         Ok(LmsSim {
             addr,
             state,
+            faults,
             shutdown_tx: Some(shutdown_tx),
             task,
         })
@@ -300,25 +318,7 @@ impl LmsSim {
     /// Adds an account as an administrator or a CSV import would, outside any
     /// client: `username` must be free. Returns its id.
     pub fn add_user(&self, username: &str, idnumber: &str, email: &str, suspended: bool) -> u64 {
-        let mut s = lock(&self.state);
-        let id = s.next_user_id;
-        s.next_user_id += 1;
-        s.users.insert(
-            id,
-            LmsUser {
-                id,
-                username: username.to_lowercase(),
-                firstname: "Existing".into(),
-                lastname: "Account".into(),
-                email: email.into(),
-                idnumber: idnumber.into(),
-                suspended,
-                auth: "manual".into(),
-                department: String::new(),
-                city: String::new(),
-            },
-        );
-        id
+        lock(&self.state).add_user(username, idnumber, email, suspended)
     }
 
     /// Every user with this idnumber (more than one if a client created duplicates).
@@ -368,37 +368,7 @@ impl LmsSim {
         grade: Option<f64>,
         passed: Option<bool>,
     ) -> anyhow::Result<u64> {
-        let mut s = lock(&self.state);
-        let userids: Vec<u64> = s
-            .users
-            .values()
-            .filter(|u| u.idnumber == user_idnumber)
-            .map(|u| u.id)
-            .collect();
-        let userid = match userids.as_slice() {
-            [id] => *id,
-            [] => bail!("no LMS user with idnumber {user_idnumber:?}"),
-            _ => bail!("idnumber {user_idnumber:?} is shared by users {userids:?}"),
-        };
-        let courseid = s
-            .courses
-            .iter()
-            .find(|c| c.idnumber == course_idnumber)
-            .map(|c| c.id)
-            .ok_or_else(|| anyhow!("no LMS course with idnumber {course_idnumber:?}"))?;
-        s.clock += 1;
-        let id = s.next_completion_id;
-        s.next_completion_id += 1;
-        let timecompleted = CLOCK_EPOCH + s.clock;
-        s.completions.push(CompletionRow {
-            id,
-            userid,
-            courseid,
-            timecompleted,
-            grade,
-            passed,
-        });
-        Ok(id)
+        lock(&self.state).mark_completed(user_idnumber, course_idnumber, grade, passed)
     }
 
     /// The body the companion local plugin posts to Switchyard when
@@ -464,6 +434,11 @@ impl LmsSim {
     /// Delays every response by `d` (`Duration::ZERO` turns the delay off).
     pub fn set_latency(&self, d: Duration) {
         lock(&self.state).latency = d;
+    }
+
+    /// The scripted faults of the control API (`/_sim/faults`).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Every answered call since start or the last [`reset_request_log`](Self::reset_request_log).
@@ -559,6 +534,66 @@ impl LmsState {
 
     fn course(&self, id: u64) -> Option<&LmsCourse> {
         self.courses.iter().find(|c| c.id == id)
+    }
+
+    fn add_user(&mut self, username: &str, idnumber: &str, email: &str, suspended: bool) -> u64 {
+        let id = self.next_user_id;
+        self.next_user_id += 1;
+        self.users.insert(
+            id,
+            LmsUser {
+                id,
+                username: username.to_lowercase(),
+                firstname: "Existing".into(),
+                lastname: "Account".into(),
+                email: email.into(),
+                idnumber: idnumber.into(),
+                suspended,
+                auth: "manual".into(),
+                department: String::new(),
+                city: String::new(),
+            },
+        );
+        id
+    }
+
+    fn mark_completed(
+        &mut self,
+        user_idnumber: &str,
+        course_idnumber: &str,
+        grade: Option<f64>,
+        passed: Option<bool>,
+    ) -> anyhow::Result<u64> {
+        let userids: Vec<u64> = self
+            .users
+            .values()
+            .filter(|u| u.idnumber == user_idnumber)
+            .map(|u| u.id)
+            .collect();
+        let userid = match userids.as_slice() {
+            [id] => *id,
+            [] => bail!("no LMS user with idnumber {user_idnumber:?}"),
+            _ => bail!("idnumber {user_idnumber:?} is shared by users {userids:?}"),
+        };
+        let courseid = self
+            .courses
+            .iter()
+            .find(|c| c.idnumber == course_idnumber)
+            .map(|c| c.id)
+            .ok_or_else(|| anyhow!("no LMS course with idnumber {course_idnumber:?}"))?;
+        self.clock += 1;
+        let id = self.next_completion_id;
+        self.next_completion_id += 1;
+        let timecompleted = CLOCK_EPOCH + self.clock;
+        self.completions.push(CompletionRow {
+            id,
+            userid,
+            courseid,
+            timecompleted,
+            grade,
+            passed,
+        });
+        Ok(id)
     }
 }
 
@@ -1051,6 +1086,169 @@ fn req_scalar_list<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Vec<&'a
             format!("Only arrays accepted. The bad value is: '{other}'"),
         )),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Control API
+// ---------------------------------------------------------------------------------------
+
+/// `GET /_sim/state`
+async fn control_state(State(state): State<Shared>) -> Response {
+    let s = lock(&state);
+    let idnumber_of_user = |id: u64| s.users.get(&id).map(|u| u.idnumber.clone());
+    let idnumber_of_course = |id: u64| s.course(id).map(|c| c.idnumber.clone());
+    let enrolments: Vec<Value> = s
+        .enrolments
+        .iter()
+        .map(|e| {
+            json!({
+                "userid": e.userid,
+                "courseid": e.courseid,
+                "roleid": e.roleid,
+                "timestart": e.timestart,
+                "timeend": e.timeend,
+                "user_idnumber": idnumber_of_user(e.userid),
+                "course_idnumber": idnumber_of_course(e.courseid),
+            })
+        })
+        .collect();
+    let completions: Vec<Value> = s
+        .completions
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "userid": c.userid,
+                "courseid": c.courseid,
+                "timecompleted": c.timecompleted,
+                "grade": c.grade,
+                "passed": c.passed,
+                "user_idnumber": idnumber_of_user(c.userid),
+                "course_idnumber": idnumber_of_course(c.courseid),
+            })
+        })
+        .collect();
+    Json(json!({
+        "users": s.users.values().collect::<Vec<_>>(),
+        "courses": s.courses,
+        "enrolments": enrolments,
+        "completions": completions,
+    }))
+    .into_response()
+}
+
+/// A control request's body as `T`; the error is a 400 naming the expected shape.
+fn control_body<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("expected {shape}: {e}"))
+}
+
+/// `POST /_sim/users`: an account made by hand.
+async fn control_add_user(State(state): State<Shared>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct HandMade {
+        username: String,
+        #[serde(default)]
+        idnumber: String,
+        email: String,
+        #[serde(default)]
+        suspended: bool,
+    }
+    let user: HandMade =
+        match control_body(&body, r#"{"username", "idnumber", "email", "suspended"}"#) {
+            Ok(u) => u,
+            Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+        };
+    if user.username.trim().is_empty() {
+        return control_error(StatusCode::BAD_REQUEST, "username must not be empty");
+    }
+    let mut s = lock(&state);
+    let username = user.username.to_lowercase();
+    if s.users.values().any(|u| u.username == username) {
+        return control_error(
+            StatusCode::CONFLICT,
+            format!("username {username} is taken"),
+        );
+    }
+    let id = s.add_user(&username, &user.idnumber, &user.email, user.suspended);
+    (StatusCode::CREATED, Json(s.users.get(&id).cloned())).into_response()
+}
+
+/// `POST /_sim/courses`
+async fn control_add_course(State(state): State<Shared>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NewCourse {
+        idnumber: String,
+        fullname: Option<String>,
+    }
+    let course: NewCourse = match control_body(&body, r#"{"idnumber", "fullname"}"#) {
+        Ok(c) => c,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    if course.idnumber.trim().is_empty() {
+        return control_error(StatusCode::BAD_REQUEST, "idnumber must not be empty");
+    }
+    let mut s = lock(&state);
+    if s.courses.iter().any(|c| c.idnumber == course.idnumber) {
+        return control_error(
+            StatusCode::CONFLICT,
+            format!("a course with idnumber {} exists", course.idnumber),
+        );
+    }
+    let id = s.courses.iter().map(|c| c.id).max().unwrap_or(FIRST_ID - 1) + 1;
+    let created = LmsCourse {
+        id,
+        shortname: course.idnumber.clone(),
+        fullname: course
+            .fullname
+            .unwrap_or_else(|| course_fullname(&course.idnumber)),
+        idnumber: course.idnumber,
+    };
+    s.courses.push(created.clone());
+    (StatusCode::CREATED, Json(created)).into_response()
+}
+
+/// `POST /_sim/completions`: a learner completes a course.
+async fn control_complete(State(state): State<Shared>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Completed {
+        idnumber: String,
+        course: String,
+        grade: Option<f64>,
+        passed: Option<bool>,
+    }
+    let done: Completed = match control_body(&body, r#"{"idnumber", "course", "grade", "passed"}"#)
+    {
+        Ok(c) => c,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    if done.grade.is_some_and(|g| !(0.0..=100.0).contains(&g)) {
+        return control_error(StatusCode::BAD_REQUEST, "grade must be 0 to 100");
+    }
+    let mut s = lock(&state);
+    match s.mark_completed(&done.idnumber, &done.course, done.grade, done.passed) {
+        Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
+        Err(e) => control_error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// `GET /_sim/calls`
+async fn control_calls(State(state): State<Shared>) -> Response {
+    let calls: Vec<Value> = lock(&state)
+        .calls
+        .iter()
+        .map(|c| {
+            json!({
+                "wsfunction": c.wsfunction,
+                "status": c.status,
+                "exception": c.exception,
+                "errorcode": c.errorcode,
+            })
+        })
+        .collect();
+    Json(calls).into_response()
 }
 
 /// Validates one item of a list argument, prefixing errors with `list => `.

@@ -42,6 +42,10 @@ async fn main() -> anyhow::Result<()> {
         hris.api_key(),
         hris.base_url()
     );
+    println!(
+        "  control:  curl -X POST {}/_sim/employees -d '{{\"firstName\": \"Nora\", \"lastName\": \"Quist\", \"department\": \"Warehouse\"}}'",
+        hris.base_url()
+    );
     println!("LMS (Moodle-shaped) simulator");
     println!("  base URL: {}", lms.base_url());
     println!("  endpoint: {}/webservice/rest/server.php", lms.base_url());
@@ -50,6 +54,10 @@ async fn main() -> anyhow::Result<()> {
         "  example:  curl -d wstoken={} -d moodlewsrestformat=json -d wsfunction=core_course_get_courses_by_field {}/webservice/rest/server.php",
         lms.token(),
         lms.base_url()
+    );
+    println!("  control:  curl {}/_sim/state", lms.base_url());
+    println!(
+        "The control API (hire, change, terminate, rehire, complete, faults): docs/simulators.md"
     );
     println!(
         "{} employees, {} courses. Press Ctrl-C to stop.",
