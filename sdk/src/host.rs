@@ -4,7 +4,8 @@
 
 #[cfg(not(all(any(test, feature = "mock"), not(target_arch = "wasm32"))))]
 mod imp {
-    use crate::__private::base::switchyard::connector::{config, http, log};
+    use crate::__private::base::switchyard::connector::{config, http, log, shared};
+    use crate::ConnectorError;
     use crate::http::Response;
 
     pub(crate) fn send(
@@ -39,11 +40,27 @@ mod imp {
         };
         log::log(level, message);
     }
+
+    pub(crate) fn lock(key: &str) -> Result<(), ConnectorError> {
+        shared::lock(key)
+    }
+
+    pub(crate) fn unlock(key: &str) {
+        shared::unlock(key);
+    }
+
+    pub(crate) fn recall(key: &str) -> Option<String> {
+        shared::recall(key)
+    }
+
+    pub(crate) fn remember(key: &str, value: &str) {
+        shared::remember(key, value);
+    }
 }
 
 #[cfg(all(any(test, feature = "mock"), not(target_arch = "wasm32")))]
 mod imp {
-    pub(crate) use crate::mock::{config, log, send};
+    pub(crate) use crate::mock::{config, lock, log, recall, remember, send, unlock};
 }
 
-pub(crate) use imp::{config, log, send};
+pub(crate) use imp::{config, lock, log, recall, remember, send, unlock};

@@ -75,10 +75,11 @@ pub mod __private {
             world: "hris-connector",
             path: "../wit",
             with: {
-                "switchyard:connector/types@0.3.0": crate::__private::base::switchyard::connector::types,
-                "switchyard:connector/http@0.3.0": crate::__private::base::switchyard::connector::http,
-                "switchyard:connector/log@0.3.0": crate::__private::base::switchyard::connector::log,
-                "switchyard:connector/config@0.3.0": crate::__private::base::switchyard::connector::config,
+                "switchyard:connector/types@0.4.0": crate::__private::base::switchyard::connector::types,
+                "switchyard:connector/http@0.4.0": crate::__private::base::switchyard::connector::http,
+                "switchyard:connector/log@0.4.0": crate::__private::base::switchyard::connector::log,
+                "switchyard:connector/config@0.4.0": crate::__private::base::switchyard::connector::config,
+                "switchyard:connector/shared@0.4.0": crate::__private::base::switchyard::connector::shared,
             },
             pub_export_macro: true,
             export_macro_name: "__export_hris_world",
@@ -93,10 +94,11 @@ pub mod __private {
             world: "lms-connector",
             path: "../wit",
             with: {
-                "switchyard:connector/types@0.3.0": crate::__private::base::switchyard::connector::types,
-                "switchyard:connector/http@0.3.0": crate::__private::base::switchyard::connector::http,
-                "switchyard:connector/log@0.3.0": crate::__private::base::switchyard::connector::log,
-                "switchyard:connector/config@0.3.0": crate::__private::base::switchyard::connector::config,
+                "switchyard:connector/types@0.4.0": crate::__private::base::switchyard::connector::types,
+                "switchyard:connector/http@0.4.0": crate::__private::base::switchyard::connector::http,
+                "switchyard:connector/log@0.4.0": crate::__private::base::switchyard::connector::log,
+                "switchyard:connector/config@0.4.0": crate::__private::base::switchyard::connector::config,
+                "switchyard:connector/shared@0.4.0": crate::__private::base::switchyard::connector::shared,
             },
             pub_export_macro: true,
             export_macro_name: "__export_lms_world",
@@ -423,6 +425,126 @@ pub mod config {
     /// The value of `key`, or an `invalid-config` error naming it.
     pub fn require(key: &str) -> Result<String, ConnectorError> {
         get(key).ok_or_else(|| ConnectorError::InvalidConfig(format!("missing config key `{key}`")))
+    }
+}
+
+/// Coordination between this connector's concurrent calls (contract 0.4.0).
+///
+/// The host runs a connector's calls concurrently, each in a fresh
+/// instance: a plugin's memory does not outlive a call, and two calls that
+/// find-then-create a resource they share (an LMS group standing for a
+/// course) can both find nothing and both create it. Take the resource's
+/// key with [`lock`] (or use [`get_or_create`]), and keep its id with
+/// [`remember`] for the calls after. Locks and values are per connector and
+/// in memory: a host restart starts empty, so the work under a lock must
+/// still look before it creates.
+pub mod shared {
+    use crate::ConnectorError;
+
+    /// A key held until dropped (or the end of the call).
+    #[must_use = "the key is let go when this is dropped"]
+    pub struct Held {
+        key: String,
+    }
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            crate::host::unlock(&self.key);
+        }
+    }
+
+    /// Wait until no other call of this connector holds `key`, then hold
+    /// it until the returned [`Held`] is dropped. `transient` when the wait
+    /// outlasts the call's deadline (the host retries the operation later).
+    pub fn lock(key: &str) -> Result<Held, ConnectorError> {
+        crate::host::lock(key)?;
+        Ok(Held {
+            key: key.to_owned(),
+        })
+    }
+
+    /// What an earlier call of this connector remembered under `key`.
+    pub fn recall(key: &str) -> Option<String> {
+        crate::host::recall(key)
+    }
+
+    /// Remember `value` (up to 4 KiB) under `key` for this connector's
+    /// later calls.
+    pub fn remember(key: &str, value: &str) {
+        crate::host::remember(key, value);
+    }
+
+    /// The value remembered under `key`, or, with `key` locked so that no
+    /// other call does the same at once, the one `find_or_create` returns,
+    /// remembered. `find_or_create` must itself look before it creates: the
+    /// memory is empty after a restart, and the resource may exist already.
+    ///
+    /// ```ignore
+    /// let group = shared::get_or_create(&format!("group:{course}"), || {
+    ///     match find_group(&course)? {
+    ///         Some(id) => Ok(id),
+    ///         None => create_group(&course),
+    ///     }
+    /// })?;
+    /// ```
+    pub fn get_or_create(
+        key: &str,
+        find_or_create: impl FnOnce() -> Result<String, ConnectorError>,
+    ) -> Result<String, ConnectorError> {
+        if let Some(value) = recall(key) {
+            return Ok(value);
+        }
+        let _held = lock(key)?;
+        // Another call may have made it while this one waited.
+        if let Some(value) = recall(key) {
+            return Ok(value);
+        }
+        let value = find_or_create()?;
+        remember(key, &value);
+        Ok(value)
+    }
+}
+
+/// Idempotent creation on an API with nowhere to put an idempotency key
+/// (SCIM, most REST APIs): look the record up by its natural key (the HRIS
+/// id stored on it, a username, an external id) before creating it, and
+/// when the create meets "already exists" (a retry after a lost answer, a
+/// call that raced this one), look again and use what is there.
+///
+/// `find` returns the record's id if it exists; `create` creates it and
+/// returns its id, or `Err(Conflict)` when the API says it exists.
+pub fn find_or_create<E>(
+    find: impl Fn() -> Result<Option<String>, ConnectorError>,
+    create: impl FnOnce() -> Result<String, Created<E>>,
+) -> Result<String, ConnectorError> {
+    if let Some(id) = find()? {
+        return Ok(id);
+    }
+    match create() {
+        Ok(id) => Ok(id),
+        Err(Created::Failed(e)) => Err(e),
+        Err(Created::Conflict(_)) => find()?.ok_or_else(|| {
+            ConnectorError::Transient(
+                "the API said the record exists but a lookup by its natural key found none; retry"
+                    .into(),
+            )
+        }),
+    }
+}
+
+/// How a create in [`find_or_create`] failed.
+#[derive(Debug)]
+pub enum Created<E> {
+    /// The API says the record exists (409, "username taken"): carries
+    /// whatever the plugin wants to keep (the response, a message).
+    Conflict(E),
+    /// Any other failure, returned as is.
+    Failed(ConnectorError),
+}
+
+impl<E> From<ConnectorError> for Created<E> {
+    fn from(e: ConnectorError) -> Self {
+        Created::Failed(e)
     }
 }
 

@@ -127,6 +127,10 @@ struct State {
     routes: Vec<Route>,
     requests: Vec<MockRequest>,
     logs: Vec<(String, String)>,
+    /// Keys held now (`shared::lock`), and every key ever locked, in order.
+    held: Vec<String>,
+    locked: Vec<String>,
+    remembered: std::collections::BTreeMap<String, String>,
 }
 
 /// The mock host: build it, [`install`](MockHost::install) it on the test's
@@ -201,6 +205,31 @@ impl MockHost {
     pub fn logs(&self) -> Vec<(String, String)> {
         self.state.borrow().logs.clone()
     }
+
+    /// A value as if an earlier call had remembered it (`shared::remember`).
+    pub fn remembered(self, key: &str, value: &str) -> Self {
+        self.state
+            .borrow_mut()
+            .remembered
+            .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// What the plugin remembered under `key`.
+    pub fn recalled(&self, key: &str) -> Option<String> {
+        self.state.borrow().remembered.get(key).cloned()
+    }
+
+    /// Every key the plugin locked, in order.
+    pub fn locked(&self) -> Vec<String> {
+        self.state.borrow().locked.clone()
+    }
+
+    /// The keys the plugin holds now (empty after a call that let go of
+    /// everything it locked).
+    pub fn held(&self) -> Vec<String> {
+        self.state.borrow().held.clone()
+    }
 }
 
 fn with_host<T>(what: &str, f: impl FnOnce(&MockHost) -> T) -> T {
@@ -260,6 +289,38 @@ pub(crate) fn log(level: &str, message: &str) {
     })
 }
 
+pub(crate) fn lock(key: &str) -> Result<(), crate::ConnectorError> {
+    with_host("shared.lock", |host| {
+        let mut state = host.state.borrow_mut();
+        state.locked.push(key.to_owned());
+        if !state.held.iter().any(|k| k == key) {
+            state.held.push(key.to_owned());
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn unlock(key: &str) {
+    with_host("shared.unlock", |host| {
+        host.state.borrow_mut().held.retain(|k| k != key);
+    })
+}
+
+pub(crate) fn recall(key: &str) -> Option<String> {
+    with_host("shared.recall", |host| {
+        host.state.borrow().remembered.get(key).cloned()
+    })
+}
+
+pub(crate) fn remember(key: &str, value: &str) {
+    with_host("shared.remember", |host| {
+        host.state
+            .borrow_mut()
+            .remembered
+            .insert(key.to_owned(), value.to_owned());
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +377,60 @@ mod tests {
         assert_eq!(requests[3].json(), serde_json::json!(1));
         assert_eq!(requests[3].header("Content-Type"), Some("application/json"));
         assert_eq!(host.logs(), [("warn".to_owned(), "careful".to_owned())]);
+    }
+
+    #[test]
+    fn get_or_create_locks_once_remembers_and_lets_go() {
+        use crate::shared;
+        let host = MockHost::new();
+        let _installed = host.install();
+        let mut made = 0;
+        let id = shared::get_or_create("group:SAFETY", || {
+            made += 1;
+            Ok("g-1".to_owned())
+        })
+        .unwrap();
+        assert_eq!(id, "g-1");
+        let again = shared::get_or_create("group:SAFETY", || {
+            made += 1;
+            Ok("g-2".to_owned())
+        })
+        .unwrap();
+        assert_eq!(
+            (again.as_str(), made),
+            ("g-1", 1),
+            "remembered, not made twice"
+        );
+        assert_eq!(host.locked(), ["group:SAFETY"]);
+        assert!(host.held().is_empty(), "the key is let go");
+        assert_eq!(host.recalled("group:SAFETY").as_deref(), Some("g-1"));
+    }
+
+    #[test]
+    fn find_or_create_looks_again_after_a_conflict() {
+        use crate::{Created, find_or_create};
+        let host = MockHost::new();
+        let _installed = host.install();
+        let finds = std::cell::Cell::new(0);
+        // The record was made by an earlier attempt whose answer was lost:
+        // the first lookup misses (not yet visible), the create conflicts,
+        // the second lookup finds it.
+        let id = find_or_create(
+            || {
+                finds.set(finds.get() + 1);
+                Ok((finds.get() > 1).then(|| "u-7".to_owned()))
+            },
+            || Err(Created::Conflict("409 uniqueness")),
+        )
+        .unwrap();
+        assert_eq!((id.as_str(), finds.get()), ("u-7", 2));
+        let failed = find_or_create::<()>(
+            || Ok(None),
+            || Err(crate::ConnectorError::Unauthorized("401".into()).into()),
+        );
+        assert!(matches!(
+            failed,
+            Err(crate::ConnectorError::Unauthorized(_))
+        ));
     }
 }

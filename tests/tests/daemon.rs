@@ -543,7 +543,7 @@ async fn admin_api_needs_the_token_and_serves_every_documented_route() {
     for p in plugins.as_array().unwrap() {
         assert_eq!(p["status"], "serving", "{p}");
         assert_eq!(p["serving"]["sha256"].as_str().unwrap().len(), 64);
-        assert_eq!(p["serving"]["contract_version"], "0.3.0");
+        assert_eq!(p["serving"]["contract_version"], "0.4.0");
     }
     // A manual trigger runs the link; the link shows its last run and counts.
     let link = admin.sync().await;
@@ -797,7 +797,7 @@ async fn plugin_inspect_shows_world_contract_imports_and_grants() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("world             lms-connector"), "{text}");
-    assert!(text.contains("contract version  0.3.0"), "{text}");
+    assert!(text.contains("contract version  0.4.0"), "{text}");
     assert!(text.contains("switchyard:connector/http"), "{text}");
     assert!(text.contains("connector `lms`"), "{text}");
     let origin = h.lms.base_url().trim_end_matches('/').to_owned();
@@ -1587,7 +1587,7 @@ async fn a_version_that_needs_more_is_held_until_an_operator_approves_it() {
     assert_eq!(old["status"], "serving", "{old}");
     let old_sha = old["serving"]["sha256"].as_str().unwrap().to_owned();
 
-    // A version built against 0.3.0 needs more: held, the old one serves on.
+    // A version built against 0.4.0 needs more: held, the old one serves on.
     let install = |bytes: Vec<u8>| {
         let hidden = plugin_dir.join(".moodle.wasm.part");
         std::fs::write(&hidden, bytes).unwrap();
@@ -1608,9 +1608,9 @@ async fn a_version_that_needs_more_is_held_until_an_operator_approves_it() {
     assert_eq!(
         needs,
         [
-            "contract 0.3.0 (approved: 0.1.0)",
-            "imports switchyard:connector/http@0.3.0",
-            "imports switchyard:connector/config@0.3.0"
+            "contract 0.4.0 (approved: 0.1.0)",
+            "imports switchyard:connector/http@0.4.0",
+            "imports switchyard:connector/config@0.4.0"
         ],
         "{held}"
     );

@@ -24,13 +24,13 @@ fn the_real_plugins_implement_their_worlds() {
         .load_plugin(&plugins::build("bamboohr").unwrap())
         .unwrap();
     assert_eq!(hris.world, World::Hris);
-    assert_eq!(hris.contract_version, "0.3.0");
+    assert_eq!(hris.contract_version, "0.4.0");
     assert!(hris.takes_webhooks());
     let lms = runtime
         .load_plugin(&plugins::build("moodle").unwrap())
         .unwrap();
     assert_eq!(lms.world, World::Lms);
-    assert_eq!(lms.contract_version, "0.3.0");
+    assert_eq!(lms.contract_version, "0.4.0");
     assert!(lms.takes_webhooks());
 }
 
@@ -46,6 +46,231 @@ fn bare_config(plugin: &str) -> ConnectorConfig {
         credential_origins: None,
         limits: Limits::default(),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_of_contract_0_3_still_loads_and_runs_every_operation() {
+    let runtime = Runtime::new().unwrap();
+    let plugin = Arc::new(
+        runtime
+            .load_plugin(&plugins::build("contract-v0-3").unwrap())
+            .unwrap(),
+    );
+    assert_eq!(plugin.world, World::Hris);
+    assert_eq!(plugin.contract_version, "0.3.0");
+    assert!(plugin.takes_webhooks());
+    assert!(
+        plugin.imports.iter().all(|i| !i.contains("shared")),
+        "{:?}",
+        plugin.imports
+    );
+    let config = bare_config("contract-v0-3");
+    let old = runtime.connector("old-hris", &config.grants(), plugin, None);
+    assert_eq!(
+        old.fetch_employees(None).await.unwrap().employees[0].id,
+        "1"
+    );
+    let records = old.list_training_records("1").await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].course_id, "OLD-COURSE");
+    assert!(old.parse_webhook(&[], b"{}").await.unwrap().is_empty());
+}
+
+/// A group API for `shared-groups`: lookups wait (up to a second) until
+/// `expected` of them are in flight, so that calls that do not take turns
+/// all look before any creates, deterministically.
+mod group_api {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::extract::{Path, Query, State};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use serde_json::{Value, json};
+
+    #[derive(Default)]
+    pub struct Groups {
+        pub groups: Mutex<Vec<String>>,
+        pub members: Mutex<Vec<(String, String)>>,
+        lookups: tokio::sync::Notify,
+        waiting: Mutex<usize>,
+        pub expected: usize,
+    }
+
+    pub async fn start(expected: usize) -> (String, Arc<Groups>) {
+        let state = Arc::new(Groups {
+            expected,
+            ..Groups::default()
+        });
+        let app = Router::new()
+            .route("/groups", get(find).post(create))
+            .route("/groups/{id}/members", post(add))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, state)
+    }
+
+    async fn find(
+        State(s): State<Arc<Groups>>,
+        Query(q): Query<std::collections::HashMap<String, String>>,
+    ) -> Json<Value> {
+        let arrived = {
+            let mut waiting = s.waiting.lock().unwrap();
+            *waiting += 1;
+            *waiting
+        };
+        if arrived >= s.expected {
+            s.lookups.notify_waiters();
+        } else {
+            let _ = tokio::time::timeout(Duration::from_secs(1), s.lookups.notified()).await;
+        }
+        let name = q.get("name").cloned().unwrap_or_default();
+        let groups = s.groups.lock().unwrap();
+        let found: Vec<Value> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| **g == name)
+            .map(|(i, _)| json!({ "id": i.to_string() }))
+            .collect();
+        Json(json!(found))
+    }
+
+    async fn create(State(s): State<Arc<Groups>>, Json(body): Json<Value>) -> Json<Value> {
+        let mut groups = s.groups.lock().unwrap();
+        groups.push(body["name"].as_str().unwrap_or_default().to_owned());
+        Json(json!({ "id": (groups.len() - 1).to_string() }))
+    }
+
+    async fn add(
+        State(s): State<Arc<Groups>>,
+        Path(id): Path<String>,
+        Json(body): Json<Value>,
+    ) -> Json<Value> {
+        let user = body["user"].as_str().unwrap_or_default().to_owned();
+        s.members.lock().unwrap().push((id, user));
+        Json(json!({}))
+    }
+}
+
+/// Eight concurrent enrolments in one course through `shared-groups`:
+/// with `coordinate` set to `none`, the calls race and create a group each;
+/// with the host's lock, one group is made and every member is in it.
+async fn enrol_eight(coordinate: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let (url, api) = group_api::start(8).await;
+    let runtime = Runtime::new().unwrap();
+    let plugin = Arc::new(
+        runtime
+            .load_plugin(&plugins::build("shared-groups").unwrap())
+            .unwrap(),
+    );
+    let mut config = bare_config("shared-groups");
+    config.settings.insert("base_url".into(), url.clone());
+    config
+        .settings
+        .insert("coordinate".into(), coordinate.into());
+    config.allow = vec![origin_of(&url)];
+    let lms = runtime.connector("groups", &config.grants(), plugin, None);
+    let calls = (0..8).map(|i| {
+        let lms = lms.clone();
+        async move {
+            lms.enroll(&format!("user-{i}"), "SAFETY", None, &format!("key-{i}"))
+                .await
+        }
+    });
+    for result in futures::future::join_all(calls).await {
+        result.unwrap();
+    }
+    let groups = api.groups.lock().unwrap().clone();
+    let members = api.members.lock().unwrap().clone();
+    (groups, members)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_make_a_shared_resource_once_under_the_hosts_lock() {
+    // The race the lock exists for: every call looks, finds nothing, creates.
+    let (groups, _) = enrol_eight("none").await;
+    assert_eq!(
+        groups.len(),
+        8,
+        "without coordination each call made a group"
+    );
+
+    let (groups, members) = enrol_eight("lock").await;
+    assert_eq!(groups, ["SAFETY"], "one group for the course");
+    assert_eq!(members.len(), 8);
+    assert!(members.iter().all(|(group, _)| group == "0"), "{members:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_hogs_a_shared_key_cannot_stall_the_others_or_keep_it() {
+    let runtime = Runtime::new().unwrap();
+    let limits = Limits {
+        call_timeout_ms: 1000,
+        ..Limits::default()
+    };
+    let evil = hostile_with(
+        &runtime,
+        "shared",
+        "",
+        limits,
+        None,
+        &[("key", "group:SAFETY"), ("count", "17"), ("bytes", "10")],
+    );
+    // One call takes the key and spins; another waits for it, and gets a
+    // transient error before its own deadline: contention, not a fault.
+    let hog = {
+        let evil = evil.clone();
+        tokio::spawn(async move { evil.fetch_employees(Some("hog")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let waited = evil.fetch_employees(Some("lock")).await.unwrap();
+    let name = waited.employees[0].given_name.clone().unwrap();
+    assert!(name.contains("Transient"), "{name}");
+    assert!(name.contains("group:SAFETY"), "names the key: {name}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The hog is stopped at its deadline, and its key is let go with it.
+    let stopped = hog.await.unwrap().unwrap_err();
+    assert!(
+        matches!(stopped, ConnectorError::PluginFault(_)),
+        "{stopped}"
+    );
+    let after = evil.fetch_employees(Some("lock")).await.unwrap();
+    assert_eq!(after.employees[0].given_name.as_deref(), Some("locked"));
+
+    // A call holds at most 16 keys.
+    let hoard = evil.fetch_employees(Some("hoard")).await.unwrap();
+    let name = hoard.employees[0].given_name.clone().unwrap();
+    assert!(
+        name.starts_with("16: ") && name.contains("Transient"),
+        "{name}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_values_are_bounded_in_size() {
+    let runtime = Runtime::new().unwrap();
+    let evil = hostile_with(
+        &runtime,
+        "shared",
+        "",
+        Limits::default(),
+        None,
+        &[("count", "2"), ("bytes", "5000")],
+    );
+    let hoard = evil.fetch_employees(Some("hoard")).await.unwrap();
+    assert_eq!(
+        hoard.employees[0].given_name.as_deref(),
+        Some("0: not kept"),
+        "a value over 4 KiB is not kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

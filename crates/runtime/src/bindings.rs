@@ -1,11 +1,12 @@
 //! Host bindings generated from `wit/`: the current contract (`hris`,
-//! `lms`) and each older version the host still loads (`v0_1`, `v0_2`, each in a
+//! `lms`) and each older version the host still loads (`v0_1` to `v0_3`, each in a
 //! file of its own), and the conversions between the generated records and
 //! `switchyard-model`'s.
 
 pub(crate) mod typecheck;
 pub mod v0_1;
 pub mod v0_2;
+pub mod v0_3;
 
 pub mod hris {
     wasmtime::component::bindgen!({
@@ -26,6 +27,7 @@ pub mod lms {
             "switchyard:connector/http": super::hris::switchyard::connector::http,
             "switchyard:connector/log": super::hris::switchyard::connector::log,
             "switchyard:connector/config": super::hris::switchyard::connector::config,
+            "switchyard:connector/shared": super::hris::switchyard::connector::shared,
         },
     });
 }

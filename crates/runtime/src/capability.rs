@@ -8,6 +8,7 @@
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod shared;
 pub mod stdio;
 
 /// The `types` interface has no functions; its `Host` trait is empty.
@@ -69,3 +70,4 @@ macro_rules! older_contract_imports {
 
 older_contract_imports!(crate::bindings::v0_1::hris::switchyard::connector);
 older_contract_imports!(crate::bindings::v0_2::hris::switchyard::connector);
+older_contract_imports!(crate::bindings::v0_3::hris::switchyard::connector);

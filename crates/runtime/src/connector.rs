@@ -17,6 +17,7 @@ use wasmtime_wasi::WasiCtx;
 use crate::bindings::{self, types as wit};
 use crate::capability::http::{Egress, ExchangeLog, HttpState};
 use crate::capability::log::LogState;
+use crate::capability::shared::{Shared, SharedState};
 use crate::capability::stdio::Captured;
 use crate::grants::{Grants, Limits};
 use crate::observe::{CallContext, CallObserver, CallOutcome, FinishedCall};
@@ -35,6 +36,8 @@ pub struct Connector {
     limits: Limits,
     egress: Arc<Egress>,
     faults: Arc<FaultCount>,
+    /// Locks and remembered values of this connector's calls (`shared`).
+    shared: Arc<Shared>,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
@@ -60,6 +63,7 @@ impl Runtime {
                 self.budgets.clone(),
             )),
             faults: Arc::new(FaultCount::default()),
+            shared: Arc::new(Shared::default()),
             observer: None,
         }
     }
@@ -245,6 +249,10 @@ impl Connector {
             ),
             log: LogState::new(&self.name, &self.plugin.name),
             settings: self.settings.clone(),
+            shared: SharedState::new(
+                self.shared.clone(),
+                Duration::from_millis(self.limits.call_timeout_ms),
+            ),
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.memory);
@@ -385,6 +393,7 @@ impl Connector {
     ) -> Result<
         &Versioned<
             bindings::hris::HrisConnectorPre<HostState>,
+            bindings::v0_3::hris::HrisConnectorPre<HostState>,
             bindings::v0_2::hris::HrisConnectorPre<HostState>,
             bindings::v0_1::hris::HrisConnectorPre<HostState>,
         >,
@@ -405,6 +414,7 @@ impl Connector {
     ) -> Result<
         &Versioned<
             bindings::lms::LmsConnectorPre<HostState>,
+            bindings::v0_3::lms::LmsConnectorPre<HostState>,
             bindings::v0_2::lms::LmsConnectorPre<HostState>,
             bindings::v0_1::lms::LmsConnectorPre<HostState>,
         >,
@@ -467,27 +477,33 @@ impl Connector {
         &self,
         employee_id: &str,
     ) -> Result<Vec<model::TrainingRecord>, ConnectorError> {
-        let pre = match self.hris()? {
-            Versioned::Current(pre) => pre,
+        // The same call through each contract that has it.
+        macro_rules! list {
+            ($pre:expr) => {
+                self.call("list-training-records", async |store| {
+                    let instance = $pre.instantiate_async(&mut *store).await?;
+                    let listed = instance
+                        .switchyard_connector_completion_sink()
+                        .call_list_training_records(&mut *store, employee_id)
+                        .await?;
+                    Ok(match listed {
+                        Ok(records) => Ok(records
+                            .into_iter()
+                            .map(TryInto::try_into)
+                            .collect::<Result<Vec<model::TrainingRecord>, _>>()?),
+                        Err(e) => Err(e),
+                    })
+                })
+                .await
+            };
+        }
+        match self.hris()? {
+            Versioned::Current(pre) => list!(pre),
+            Versioned::V0_3(pre) => list!(pre),
             Versioned::V0_2(_) | Versioned::V0_1(_) => {
-                return Err(self.predates("list-training-records", "0.3.0"));
+                Err(self.predates("list-training-records", "0.3.0"))
             }
-        };
-        self.call("list-training-records", async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            let listed = instance
-                .switchyard_connector_completion_sink()
-                .call_list_training_records(&mut *store, employee_id)
-                .await?;
-            Ok(match listed {
-                Ok(records) => Ok(records
-                    .into_iter()
-                    .map(TryInto::try_into)
-                    .collect::<Result<Vec<model::TrainingRecord>, _>>()?),
-                Err(e) => Err(e),
-            })
-        })
-        .await
+        }
     }
 
     /// `unsupported` for an operation the plugin's contract lacks.
@@ -659,8 +675,10 @@ impl Connector {
         }
         match &self.plugin.pre {
             Pre::Hris(Versioned::Current(pre)) => parse!(pre),
+            Pre::Hris(Versioned::V0_3(pre)) => parse!(pre),
             Pre::Hris(Versioned::V0_2(pre)) => parse!(pre),
             Pre::Lms(Versioned::Current(pre)) => parse!(pre),
+            Pre::Lms(Versioned::V0_3(pre)) => parse!(pre),
             Pre::Lms(Versioned::V0_2(pre)) => parse!(pre),
             Pre::Hris(Versioned::V0_1(_)) | Pre::Lms(Versioned::V0_1(_)) => {
                 Err(self.predates("webhook-source", "0.2.0"))

@@ -53,7 +53,7 @@ pub use secret::{Credential, Secret};
 /// The contract package and the versions of it this host loads.
 pub const CONTRACT_PACKAGE: &str = "switchyard:connector";
 /// Supported contract versions (semver-compatible with these).
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.4.0"];
 
 /// Bound on the wasm call stack of a plugin.
 const MAX_WASM_STACK: usize = 512 * 1024;
@@ -68,6 +68,8 @@ pub(crate) enum Contract {
     V0_1,
     /// 0.2.x: no `list-training-records`.
     V0_2,
+    /// 0.3.x: no `shared` import.
+    V0_3,
     /// The current contract (`wit/`).
     Current,
 }
@@ -204,6 +206,7 @@ enum Pre {
     Hris(
         Versioned<
             bindings::hris::HrisConnectorPre<HostState>,
+            bindings::v0_3::hris::HrisConnectorPre<HostState>,
             bindings::v0_2::hris::HrisConnectorPre<HostState>,
             bindings::v0_1::hris::HrisConnectorPre<HostState>,
         >,
@@ -211,6 +214,7 @@ enum Pre {
     Lms(
         Versioned<
             bindings::lms::LmsConnectorPre<HostState>,
+            bindings::v0_3::lms::LmsConnectorPre<HostState>,
             bindings::v0_2::lms::LmsConnectorPre<HostState>,
             bindings::v0_1::lms::LmsConnectorPre<HostState>,
         >,
@@ -218,9 +222,11 @@ enum Pre {
 }
 
 /// A pre-instantiated plugin of the current contract or of an older one.
-enum Versioned<Current, V0_2, V0_1> {
+enum Versioned<Current, V0_3, V0_2, V0_1> {
     /// Built against the current contract (`wit/`).
     Current(Current),
+    /// Built against contract 0.3.x (`wit/since_v0.3.0`).
+    V0_3(V0_3),
     /// Built against contract 0.2.x (`wit/since_v0.2.0`).
     V0_2(V0_2),
     /// Built against contract 0.1.x (`wit/since_v0.1.0`).
@@ -235,6 +241,10 @@ macro_rules! with_instance {
     ($pre:expr, $store:ident, |$instance:ident| $call:expr) => {
         match $pre {
             Versioned::Current(pre) => {
+                let $instance = pre.instantiate_async(&mut *$store).await?;
+                $call
+            }
+            Versioned::V0_3(pre) => {
                 let $instance = pre.instantiate_async(&mut *$store).await?;
                 $call
             }
@@ -263,8 +273,8 @@ impl Plugin {
     pub fn takes_webhooks(&self) -> bool {
         matches!(
             &self.pre,
-            Pre::Hris(Versioned::Current(_) | Versioned::V0_2(_))
-                | Pre::Lms(Versioned::Current(_) | Versioned::V0_2(_))
+            Pre::Hris(Versioned::Current(_) | Versioned::V0_3(_) | Versioned::V0_2(_))
+                | Pre::Lms(Versioned::Current(_) | Versioned::V0_3(_) | Versioned::V0_2(_))
         )
     }
 }
@@ -287,6 +297,7 @@ pub(crate) struct HostState {
     pub(crate) http: HttpState,
     pub(crate) log: LogState,
     pub(crate) settings: Arc<BTreeMap<String, String>>,
+    pub(crate) shared: capability::shared::SharedState,
     /// Calls of the contract's imports (`http`, `log`, `config`) so far.
     pub(crate) host_calls: u32,
 }
@@ -421,6 +432,10 @@ impl Runtime {
             |s| s,
         )?;
         // Older contracts import the same functions under their own names.
+        bindings::v0_3::hris::HrisConnector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
         bindings::v0_2::hris::HrisConnector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
@@ -584,11 +599,15 @@ impl Runtime {
         let contract = match minor {
             Some(1) => Contract::V0_1,
             Some(2) => Contract::V0_2,
+            Some(3) => Contract::V0_3,
             _ => Contract::Current,
         };
         let pre = match (world, contract) {
             (World::Hris, Contract::Current) => Pre::Hris(Versioned::Current(
                 bindings::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+            (World::Hris, Contract::V0_3) => Pre::Hris(Versioned::V0_3(
+                bindings::v0_3::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
             )),
             (World::Hris, Contract::V0_2) => Pre::Hris(Versioned::V0_2(
                 bindings::v0_2::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
@@ -598,6 +617,9 @@ impl Runtime {
             )),
             (World::Lms, Contract::Current) => Pre::Lms(Versioned::Current(
                 bindings::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+            (World::Lms, Contract::V0_3) => Pre::Lms(Versioned::V0_3(
+                bindings::v0_3::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
             )),
             (World::Lms, Contract::V0_2) => Pre::Lms(Versioned::V0_2(
                 bindings::v0_2::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,

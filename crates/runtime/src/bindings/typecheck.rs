@@ -43,7 +43,7 @@ fn function(
 }
 
 /// Check every export of `world` in the `contract` version (0.2.0 added
-/// `webhook-source`, 0.3.0 `list-training-records`). The error names the
+/// `webhook-source`, 0.3.0 `list-training-records`; 0.4.0 only imports more). The error names the
 /// function.
 pub(crate) fn check_exports(
     engine: &Engine,
@@ -73,7 +73,7 @@ pub(crate) fn check_exports(
         World::Hris => {
             check!("employee-source", "fetch-employees", (Option<String>) -> Result<EmployeePage>);
             check!("completion-sink", "push-completion", (Completion, String, Option<String>) -> Result<()>);
-            if contract >= Contract::Current {
+            if contract >= Contract::V0_3 {
                 check!("completion-sink", "list-training-records", (String) -> Result<Vec<TrainingRecord>>);
             }
         }

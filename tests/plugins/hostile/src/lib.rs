@@ -27,11 +27,17 @@
 //! - `headers`: GET `target` with `count` distinct headers of `bytes` bytes
 //!   each (plus the header `name: value` from `extra_header`, if set) and
 //!   return the body or the host's refusal;
-//! - `log`: log `text` through the `log` import, then behave as `ok`.
+//! - `log`: log `text` through the `log` import, then behave as `ok`;
+//! - `shared`: the `shared` import, the cursor saying what to do (so that
+//!   calls of one connector do different things): `hog` takes the key
+//!   `key` and spins forever holding it; `lock` takes `key` and returns the
+//!   outcome (`locked`, or the error) as the given name; `hoard` takes
+//!   `count` distinct keys and remembers a value of `bytes` bytes under
+//!   each, returning the first refusal (or `all`).
 
 use switchyard_sdk::http::Request;
 use switchyard_sdk::{
-    ConnectorError, Employee, EmployeePage, EmploymentStatus, HrisConnector, config, log,
+    ConnectorError, Employee, EmployeePage, EmploymentStatus, HrisConnector, config, log, shared,
 };
 
 struct Hostile;
@@ -195,6 +201,33 @@ impl HrisConnector for Hostile {
             "log" => {
                 log::info(&config::get("text").unwrap_or_default());
                 Ok(page("logged".into()))
+            }
+            "shared" if cursor.as_deref() == Some("hog") => {
+                let _held = shared::lock(&config::get("key").unwrap_or_default())?;
+                #[allow(clippy::empty_loop)]
+                loop {}
+            }
+            "shared" if cursor.as_deref() == Some("lock") => {
+                match shared::lock(&config::get("key").unwrap_or_default()) {
+                    Ok(_held) => Ok(page("locked".into())),
+                    Err(e) => Ok(page(format!("{e:?}"))),
+                }
+            }
+            "shared" => {
+                let value = "v".repeat(number("bytes"));
+                let mut held = Vec::new();
+                for i in 0..number("count") {
+                    let key = format!("hoard-{i}");
+                    match shared::lock(&key) {
+                        Ok(h) => held.push(h),
+                        Err(e) => return Ok(page(format!("{i}: {e:?}"))),
+                    }
+                    shared::remember(&key, &value);
+                    if shared::recall(&key).is_none() {
+                        return Ok(page(format!("{i}: not kept")));
+                    }
+                }
+                Ok(page("all".into()))
             }
             other => Err(ConnectorError::InvalidConfig(format!(
                 "unknown mode `{other}`"
