@@ -83,7 +83,7 @@ pub async fn execute(command: Command) -> anyhow::Result<Exit> {
         Command::Trigger(args) => trigger::execute(args).await,
         Command::Status(args) => status::execute(args),
         Command::Reconcile(args) => reconcile::execute(args).await,
-        Command::Plugin { command } => plugin::execute(command),
+        Command::Plugin { command } => plugin::execute(command).await,
         Command::Secret { command } => secret::execute(command),
         Command::Dlq { command } => dlq::execute(command).await,
         Command::Audit { command } => audit::execute(command),

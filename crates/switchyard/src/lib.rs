@@ -31,6 +31,7 @@
 //! [`audit`], [`store`], [`runtime`], [`engine`].
 
 pub mod config;
+pub mod conformance;
 pub mod daemon;
 pub mod rejections;
 pub mod review;

@@ -29,6 +29,36 @@ pub enum PluginCommand {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// The conformance runner: drive the plugin against a live system (a
+    /// vendor sandbox, a simulator, a SCIM server) as the host would, every
+    /// operation twice, a lost answer, concurrent calls, injected errors;
+    /// print a table of checks, exit 1 if any fails.
+    ///
+    /// Use test data: an LMS plugin creates accounts `sy-<tag>-<n>` (left
+    /// suspended), an HRIS plugin writes a completion of `--course` for the
+    /// first active employee.
+    Test {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// The system's base URL (the plugin's `base_url` setting becomes
+        /// the runner's proxy in front of it).
+        #[arg(long)]
+        against: String,
+        /// A further setting for the plugin, `KEY=VALUE` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        /// The credential, as a connector's `auth` table in TOML:
+        /// `{ kind = "bearer", token = { secret = "env:TOKEN" } }`.
+        #[arg(long)]
+        auth: Option<String>,
+        /// A course (LMS) or training type (HRIS) that exists on the
+        /// system; enrolment and writeback checks are skipped without it.
+        #[arg(long)]
+        course: Option<String>,
+        /// Print the checks as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a plugin file: is it a component, which world, which contract version.
     Check {
         /// The `.wasm` file.
@@ -92,9 +122,17 @@ pub enum PluginCommand {
     },
 }
 
-pub fn execute(command: PluginCommand) -> anyhow::Result<Exit> {
+pub async fn execute(command: PluginCommand) -> anyhow::Result<Exit> {
     match command {
         PluginCommand::New { name, kind, dir } => new(&dir, &name, kind),
+        PluginCommand::Test {
+            file,
+            against,
+            settings,
+            auth,
+            course,
+            json,
+        } => test(file, against, &settings, auth.as_deref(), course, json).await,
         PluginCommand::Check { file } => check(&file),
         PluginCommand::Inspect { file, config } => inspect(&file, config.as_deref()),
         PluginCommand::List { config } => list(&config),
@@ -129,6 +167,97 @@ fn new(parent: &Path, name: &str, kind: switchyard::scaffold::Kind) -> anyhow::R
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `plugin test`: exit 1 if a check fails, 2 for input that cannot be used.
+async fn test(
+    plugin: PathBuf,
+    against: String,
+    settings: &[String],
+    auth: Option<&str>,
+    course: Option<String>,
+    json: bool,
+) -> anyhow::Result<Exit> {
+    use switchyard::conformance::{self, ConformanceError, Outcome};
+    let mut parsed = std::collections::BTreeMap::new();
+    for setting in settings {
+        let Some((key, value)) = setting.split_once('=') else {
+            eprintln!("error: --set {setting}: expected KEY=VALUE");
+            return Ok(Exit::Invalid);
+        };
+        parsed.insert(key.trim().to_owned(), value.to_owned());
+    }
+    let auth = match auth {
+        None => None,
+        Some(text) => {
+            #[derive(serde::Deserialize)]
+            struct Wrapper {
+                auth: switchyard::config::AuthConfig,
+            }
+            match toml::from_str::<Wrapper>(&format!("auth = {text}")) {
+                Ok(w) => Some(w.auth),
+                Err(e) => {
+                    eprintln!("error: --auth is not an auth table: {e}");
+                    return Ok(Exit::Invalid);
+                }
+            }
+        }
+    };
+    if url::Url::parse(&against).is_err() {
+        eprintln!("error: --against {against}: not a URL");
+        return Ok(Exit::Invalid);
+    }
+    let options = conformance::Options {
+        plugin,
+        against,
+        settings: parsed,
+        auth,
+        course,
+    };
+    let report = match conformance::run(&options).await {
+        Ok(report) => report,
+        Err(e @ (ConformanceError::Plugin(_) | ConformanceError::Setup(_))) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    if json {
+        let checks: Vec<serde_json::Value> = report
+            .checks
+            .iter()
+            .map(|c| {
+                let (result, detail) = match &c.outcome {
+                    Outcome::Passed(d) => ("pass", d),
+                    Outcome::Failed(d) => ("fail", d),
+                    Outcome::Skipped(d) => ("skip", d),
+                };
+                serde_json::json!({ "check": c.name, "result": result, "detail": detail })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "world": report.world.to_string(),
+                "contract_version": report.contract_version,
+                "passed": report.passed(),
+                "checks": checks,
+            })
+        );
+    } else {
+        println!(
+            "{} ({} connector, contract {}) against {}",
+            options.plugin.display(),
+            report.world,
+            report.contract_version,
+            options.against
+        );
+        print!("{}", report.table());
+    }
+    Ok(if report.passed() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
 }
 
 /// `plugin check`: exit 2 if the file is refused.
