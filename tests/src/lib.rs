@@ -23,3 +23,4 @@ pub mod hris;
 pub mod lms;
 pub mod plugins;
 pub mod proxy;
+pub mod scim;

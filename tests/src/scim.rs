@@ -1,0 +1,147 @@
+//! A real SCIM 2.0 server for the SCIM plugin's tests: PyPI `scim2-server`
+//! (RFC 7643/7644 in memory: users, groups, PATCH, filters, Bulk), started
+//! on 127.0.0.1 with a bearer token and killed when dropped.
+//!
+//! The server comes from `SWITCHYARD_SCIM2_SERVER` (a path to the
+//! `scim2-server` executable) or from a virtual environment the test kit
+//! makes once in `target/scim-venv` (`python3 -m venv`, then `pip install`
+//! of the pinned version). Without Python 3 the tests fail, saying what to
+//! install; they never skip.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::plugins::workspace_root;
+
+/// The version the tests are written against.
+pub const SCIM2_SERVER: &str = "scim2-server==0.8.3";
+
+/// A running `scim2-server`; killed on drop.
+pub struct ScimServer {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for ScimServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `scim2-server` executable, installed once per target directory.
+fn executable() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SWITCHYARD_SCIM2_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    static INSTALL: OnceLock<Mutex<()>> = OnceLock::new();
+    let _once = INSTALL
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let venv = workspace_root().join("target").join("scim-venv");
+    let server = venv.join("bin").join("scim2-server");
+    if server.exists() {
+        return Ok(server);
+    }
+    let install = "the SCIM tests need Python 3 with venv and pip (Debian: \
+                   `apt-get install python3 python3-venv`; .ci/run installs them)";
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .with_context(|| format!("python3 is not on PATH: {install}"))?;
+    if !made.status.success() {
+        bail!(
+            "`python3 -m venv {}` failed: {}\n{install}",
+            venv.display(),
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let pip = Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet", SCIM2_SERVER])
+        .output()
+        .context("running the virtual environment's pip")?;
+    if !pip.status.success() || !server.exists() {
+        bail!(
+            "`pip install {SCIM2_SERVER}` failed: {}{}",
+            String::from_utf8_lossy(&pip.stdout),
+            String::from_utf8_lossy(&pip.stderr)
+        );
+    }
+    Ok(server)
+}
+
+impl ScimServer {
+    /// Start a server on a free loopback port, accepting `token`.
+    pub fn start(token: &str) -> anyhow::Result<ScimServer> {
+        let server = executable()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(&server)
+            .args(["--hostname", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--bearer-token", token])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", server.display()))?;
+        let scim = ScimServer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            token: token.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if ready {
+                return Ok(scim);
+            }
+            if Instant::now() > deadline {
+                bail!("scim2-server did not listen on port {port} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The SCIM base URL (`/Users`, `/Groups` are under it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The bearer token it accepts.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// `GET {url}/{path}` with the token, as JSON.
+    pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .build()?
+            .get(format!("{}/{}", self.url, path.trim_start_matches('/')))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(response.json().await?)
+    }
+
+    /// Every resource of `kind` (`Users`, `Groups`) matching `filter`
+    /// (every one for an empty filter).
+    pub async fn list(&self, kind: &str, filter: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let page = if filter.is_empty() {
+            self.get(&format!("{kind}?count=1000")).await?
+        } else {
+            let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+            self.get(&format!("{kind}?filter={encoded}&count=1000"))
+                .await?
+        };
+        Ok(page["Resources"].as_array().cloned().unwrap_or_default())
+    }
+}

@@ -1,0 +1,157 @@
+//! The SCIM 2.0 plugin (`plugins/scim`) against a real SCIM server
+//! (`scim2-server`, see `switchyard_testkit::scim`): the conformance
+//! runner, and a whole lifecycle synced from the BambooHR simulator.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use switchyard_testkit::harness::{Harness, LINK, switchyard_bin};
+use switchyard_testkit::plugins;
+use switchyard_testkit::scim::ScimServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scim_plugin_passes_the_conformance_runner_against_a_real_scim_server() {
+    let scim = ScimServer::start("conformance-token").unwrap();
+    let plugin = plugins::build("scim").unwrap();
+    let auth = format!(r#"{{ kind = "bearer", token = "{}" }}"#, scim.token());
+    let output = std::process::Command::new(switchyard_bin())
+        .args(["plugin", "test"])
+        .arg(&plugin)
+        .args(["--against", scim.url(), "--auth", &auth])
+        .args(["--course", "SAFETY-2026", "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    let results: Vec<(String, String)> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["check"].as_str().unwrap().to_owned(),
+                c["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (check, result) in &results {
+        let expected = if check == "completion fetch" {
+            "skip" // SCIM has no completions
+        } else {
+            "pass"
+        };
+        assert_eq!(result, expected, "{check}: {report:#}");
+    }
+    assert!(results.len() >= 18, "{results:?}");
+
+    // What the server holds: the eight enrolments made at once share one
+    // group (the shared lock), the withdrawn first account is not in it.
+    let groups = scim
+        .list("Groups", r#"displayName eq "SAFETY-2026""#)
+        .await
+        .unwrap();
+    assert_eq!(groups.len(), 1, "{groups:#?}");
+    let members = groups[0]["members"].as_array().cloned().unwrap_or_default();
+    assert_eq!(members.len(), 8, "{members:#?}");
+    let users = scim.list("Users", "").await.unwrap();
+    assert_eq!(users.len(), 10, "one account per test employee");
+    assert!(users.iter().all(|u| u["active"] == false), "left suspended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_provisions_scim_users_and_course_groups_through_a_whole_lifecycle() {
+    let scim = ScimServer::start("sync-token").unwrap();
+    let h = Harness::start(12).await.unwrap();
+    // The link's LMS side becomes the SCIM plugin.
+    plugins::install("scim", &h.dir.join("plugins.d"), "scim").unwrap();
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let start = text.find("[connectors.lms]").unwrap();
+    let end = text.find("[links.").unwrap();
+    let lms = format!(
+        "[connectors.lms]\nplugin = \"scim\"\nconfig = {{ base_url = \"{url}\" }}\nallow = [\"{url}\"]\nauth = {{ kind = \"bearer\", token = \"{token}\" }}\n\n",
+        url = scim.url(),
+        token = scim.token(),
+    );
+    std::fs::write(
+        &h.config_path,
+        format!("{}{lms}{}", &text[..start], &text[end..]),
+    )
+    .unwrap();
+    let service = h.service().unwrap();
+    let report = service.sync_link(LINK).await.unwrap();
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("does not fetch completions")),
+        "no completions from SCIM, said: {:?}",
+        report.notes
+    );
+
+    let with_access: BTreeSet<String> = h
+        .hris
+        .employees()
+        .iter()
+        .filter(|e| {
+            e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated")
+        })
+        .map(|e| e.id.clone())
+        .collect();
+    let users = scim.list("Users", "").await.unwrap();
+    let external: BTreeSet<String> = users
+        .iter()
+        .map(|u| u["externalId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(external, with_access);
+    assert_eq!(users.len(), with_access.len(), "no duplicates");
+
+    // Every course a group, everyone active in the code of conduct.
+    let conduct = scim
+        .list("Groups", r#"displayName eq "CODE-OF-CONDUCT""#)
+        .await
+        .unwrap();
+    assert_eq!(conduct.len(), 1);
+    let members: BTreeSet<String> = conduct[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(members.len() >= with_access.len() - 2, "{members:?}");
+
+    // A termination suspends, a rehire reactivates the same account.
+    let id = "102";
+    let account = |users: &[Value]| {
+        users
+            .iter()
+            .find(|u| u["externalId"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let before = account(&users);
+    h.hris.update_employee(id, |e| {
+        e.status = "Inactive".into();
+        e.employment_history_status = Some("Terminated".into());
+        e.termination_date = Some("2026-06-30".into());
+    });
+    service.sync_link(LINK).await.unwrap();
+    let after = account(&scim.list("Users", "").await.unwrap());
+    assert_eq!(after["active"], false);
+    h.hris.update_employee(id, |e| {
+        e.status = "Active".into();
+        e.employment_history_status = Some("Full-Time".into());
+        e.termination_date = None;
+    });
+    service.sync_link(LINK).await.unwrap();
+    let users = scim.list("Users", "").await.unwrap();
+    let rehired = account(&users);
+    assert_eq!(rehired["active"], true);
+    assert_eq!(rehired["id"], before["id"], "the same account");
+    assert_eq!(users.len(), with_access.len(), "still no duplicates");
+}
