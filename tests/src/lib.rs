@@ -23,4 +23,5 @@ pub mod hris;
 pub mod lms;
 pub mod plugins;
 pub mod proxy;
+pub mod python;
 pub mod scim;

@@ -122,6 +122,40 @@ pub fn install(name: &str, dir: &Path, as_name: &str) -> anyhow::Result<PathBuf>
     Ok(target)
 }
 
+/// Build the Python plugin in `examples/{name}` (its `app.py`) for
+/// `world` with componentize-py, once per process, and return the path of
+/// its `.wasm` component (`target/plugins/{name}.wasm`).
+pub fn build_python(name: &str, world: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(name) {
+        return Ok(path.clone());
+    }
+    let root = workspace_root();
+    let componentize = crate::python::tool(crate::python::COMPONENTIZE_PY, "componentize-py")?;
+    let out_dir = root.join("target").join("plugins");
+    std::fs::create_dir_all(&out_dir)?;
+    let wasm = out_dir.join(format!("{}.wasm", name.replace('-', "_")));
+    let output = Command::new(&componentize)
+        .current_dir(root.join("examples").join(name))
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args(["-w", world, "componentize", "app", "-o"])
+        .arg(&wasm)
+        .output()
+        .with_context(|| format!("failed to run {}", componentize.display()))?;
+    if !output.status.success() {
+        bail!(
+            "componentize-py failed to build examples/{name}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    built.insert(name.to_owned(), wasm.clone());
+    Ok(wasm)
+}
+
 /// Run the native unit tests of the plugin crate `name` (against the SDK's
 /// mock host) with their own cargo invocation and target directory
 /// (`target/plugin-tests`), and return cargo's standard output. Fails with

@@ -3,19 +3,15 @@
 //! on 127.0.0.1 with a bearer token and killed when dropped.
 //!
 //! The server comes from `SWITCHYARD_SCIM2_SERVER` (a path to the
-//! `scim2-server` executable) or from a virtual environment the test kit
-//! makes once in `target/scim-venv` (`python3 -m venv`, then `pip install`
-//! of the pinned version). Without Python 3 the tests fail, saying what to
+//! `scim2-server` executable) or from the test kit's Python environment
+//! ([`crate::python`]). Without Python 3 the tests fail, saying what to
 //! install; they never skip.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-
-use crate::plugins::workspace_root;
 
 /// The version the tests are written against.
 pub const SCIM2_SERVER: &str = "scim2-server==0.8.3";
@@ -34,47 +30,12 @@ impl Drop for ScimServer {
     }
 }
 
-/// The `scim2-server` executable, installed once per target directory.
+/// The `scim2-server` executable.
 fn executable() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("SWITCHYARD_SCIM2_SERVER") {
         return Ok(PathBuf::from(path));
     }
-    static INSTALL: OnceLock<Mutex<()>> = OnceLock::new();
-    let _once = INSTALL
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let venv = workspace_root().join("target").join("scim-venv");
-    let server = venv.join("bin").join("scim2-server");
-    if server.exists() {
-        return Ok(server);
-    }
-    let install = "the SCIM tests need Python 3 with venv and pip (Debian: \
-                   `apt-get install python3 python3-venv`; .ci/run installs them)";
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .output()
-        .with_context(|| format!("python3 is not on PATH: {install}"))?;
-    if !made.status.success() {
-        bail!(
-            "`python3 -m venv {}` failed: {}\n{install}",
-            venv.display(),
-            String::from_utf8_lossy(&made.stderr)
-        );
-    }
-    let pip = Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", SCIM2_SERVER])
-        .output()
-        .context("running the virtual environment's pip")?;
-    if !pip.status.success() || !server.exists() {
-        bail!(
-            "`pip install {SCIM2_SERVER}` failed: {}{}",
-            String::from_utf8_lossy(&pip.stdout),
-            String::from_utf8_lossy(&pip.stderr)
-        );
-    }
-    Ok(server)
+    crate::python::tool(SCIM2_SERVER, "scim2-server")
 }
 
 impl ScimServer {

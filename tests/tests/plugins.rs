@@ -1745,6 +1745,17 @@ fn the_bamboohr_plugins_unit_tests_run_natively_against_the_mock_host() {
     assert!(passed >= 3, "the plugin's tests ran: {out}");
 }
 
+#[test]
+fn the_scim_plugins_unit_tests_run_natively_against_the_mock_host() {
+    let out = plugins::test_natively("scim").unwrap();
+    let passed: usize = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: ok. "))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert!(passed >= 2, "the plugin's tests ran: {out}");
+}
+
 /// From nothing to a loadable plugin, out of the repository's tree:
 /// `switchyard plugin new` makes a crate whose own unit tests pass against
 /// the mock host (`cargo test`), which builds to a component with one

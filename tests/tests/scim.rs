@@ -9,14 +9,14 @@ use switchyard_testkit::harness::{Harness, LINK, switchyard_bin};
 use switchyard_testkit::plugins;
 use switchyard_testkit::scim::ScimServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scim_plugin_passes_the_conformance_runner_against_a_real_scim_server() {
+/// Run the conformance runner on `plugin` against a fresh SCIM server and
+/// check both its verdict and what the server holds afterwards.
+async fn passes_conformance(plugin: &std::path::Path) {
     let scim = ScimServer::start("conformance-token").unwrap();
-    let plugin = plugins::build("scim").unwrap();
     let auth = format!(r#"{{ kind = "bearer", token = "{}" }}"#, scim.token());
     let output = std::process::Command::new(switchyard_bin())
         .args(["plugin", "test"])
-        .arg(&plugin)
+        .arg(plugin)
         .args(["--against", scim.url(), "--auth", &auth])
         .args(["--course", "SAFETY-2026", "--json"])
         .output()
@@ -62,6 +62,19 @@ async fn the_scim_plugin_passes_the_conformance_runner_against_a_real_scim_serve
     let users = scim.list("Users", "").await.unwrap();
     assert_eq!(users.len(), 10, "one account per test employee");
     assert!(users.iter().all(|u| u["active"] == false), "left suspended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scim_plugin_passes_the_conformance_runner_against_a_real_scim_server() {
+    passes_conformance(&plugins::build("scim").unwrap()).await;
+}
+
+/// The Python plugin (`examples/python-scim`, built with componentize-py
+/// against the same WIT) passes the same checks against the same server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_plugin_passes_the_conformance_runner_against_a_real_scim_server() {
+    let wasm = plugins::build_python("python-scim", "lms-connector").unwrap();
+    passes_conformance(&wasm).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
