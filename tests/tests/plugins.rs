@@ -1759,7 +1759,9 @@ fn the_scim_plugins_unit_tests_run_natively_against_the_mock_host() {
 /// From nothing to a loadable plugin, out of the repository's tree:
 /// `switchyard plugin new` makes a crate whose own unit tests pass against
 /// the mock host (`cargo test`), which builds to a component with one
-/// command, and which `switchyard plugin check` accepts. Both kinds.
+/// command, and which `switchyard plugin check` accepts. Both kinds; the
+/// LMS one (a SCIM 2.0 starting point) also passes `switchyard plugin test`
+/// against a real SCIM server.
 #[test]
 fn plugin_new_makes_a_crate_that_tests_builds_and_loads_out_of_tree() {
     let parent = tempfile::tempdir().unwrap();
@@ -1822,6 +1824,19 @@ fn plugin_new_makes_a_crate_that_tests_builds_and_loads_out_of_tree() {
             String::from_utf8_lossy(&check.stderr)
         );
         assert!(said.contains(world), "{said}");
+        if kind == "lms" {
+            let scim = switchyard_testkit::scim::ScimServer::start("new-token").unwrap();
+            let tested = std::process::Command::new(switchyard_bin())
+                .args(["plugin", "test"])
+                .arg(&wasm)
+                .args(["--against", scim.url(), "--course", "SAFETY-2026"])
+                .args(["--auth", r#"{ kind = "bearer", token = "new-token" }"#])
+                .output()
+                .unwrap();
+            let table = String::from_utf8_lossy(&tested.stdout);
+            assert!(tested.status.success(), "{table}");
+            assert!(table.contains(" 0 failed"), "{table}");
+        }
     }
     // A second `new` with the same name is refused, not overwritten.
     let again = std::process::Command::new(switchyard_bin())
