@@ -1,7 +1,10 @@
 """A Switchyard LMS connector for SCIM 2.0, in Python (componentize-py).
 
-The same behaviour as the Rust plugin in plugins/scim, written against the
-same contract (wit/connector.wit, world lms-connector):
+A starting point for an LMS that takes SCIM 2.0 (RFC 7644), the
+provisioning standard most learning systems speak; for another API,
+replace the requests and keep the shape. It behaves as the Rust plugin
+plugins/scim in Switchyard's repository, against the same contract (world
+lms-connector):
 
 - accounts are SCIM Users whose externalId is the HRIS id; a create that
   meets 409 uniqueness (a retry after a lost answer) looks the account up
@@ -13,9 +16,10 @@ same contract (wit/connector.wit, world lms-connector):
   the host's shared lock (the calls run concurrently, each in a fresh
   instance) and remembered; an enrolment is a PATCH add of a member.
 
-The host injects the bearer token: this code never sees it. Build:
+The host injects the bearer token: this code never sees it. Errors are
+raised as `Err(ConnectorError_...)`. Build (with `wit/` the contract):
 
-    componentize-py -d ../../wit -w lms-connector componentize app -o scim_python.wasm
+    componentize-py -d wit -w lms-connector componentize app -o plugin.wasm
 """
 
 import json

@@ -1756,6 +1756,89 @@ fn the_scim_plugins_unit_tests_run_natively_against_the_mock_host() {
     assert!(passed >= 2, "the plugin's tests ran: {out}");
 }
 
+/// The same in Python: `switchyard plugin new --lang python` makes a
+/// project whose unit tests pass natively on its mock host, which
+/// componentize-py builds to a component the host loads; the LMS one (the
+/// SCIM example) passes `switchyard plugin test` against a real SCIM server.
+#[test]
+fn plugin_new_in_python_makes_a_project_that_tests_builds_and_loads_out_of_tree() {
+    use switchyard_testkit::python;
+    let parent = tempfile::tempdir().unwrap();
+    let componentize = python::tool(python::COMPONENTIZE_PY, "componentize-py").unwrap();
+    let interpreter = python::venv().join("bin").join("python");
+    for (name, kind, world) in [
+        ("py-lms", "lms", "lms-connector"),
+        ("py-hr", "hris", "hris-connector"),
+    ] {
+        let made = std::process::Command::new(switchyard_bin())
+            .args([
+                "plugin", "new", name, "--kind", kind, "--lang", "python", "--dir",
+            ])
+            .arg(parent.path())
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let dir = parent.path().join(name);
+        let run = |program: &std::path::Path, args: &[&str]| {
+            let out = std::process::Command::new(program)
+                .current_dir(&dir)
+                .args(args)
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{program:?} {args:?}: {text}");
+            text
+        };
+        run(&componentize, &["-d", "wit", "-w", world, "bindings", "."]);
+        let tested = run(&interpreter, &["-m", "unittest", &format!("test_{kind}")]);
+        assert!(
+            tested.contains("Ran 2 tests") && tested.contains("OK"),
+            "{tested}"
+        );
+        let wasm = dir.join(format!("{}.wasm", name.replace('-', "_")));
+        run(
+            &componentize,
+            &[
+                "-d",
+                "wit",
+                "-w",
+                world,
+                "componentize",
+                "app",
+                "-o",
+                wasm.to_str().unwrap(),
+            ],
+        );
+        let check = run(
+            &switchyard_bin(),
+            &["plugin", "check", wasm.to_str().unwrap()],
+        );
+        assert!(check.contains(world), "{check}");
+        if kind == "lms" {
+            let scim = switchyard_testkit::scim::ScimServer::start("py-token").unwrap();
+            let table = run(
+                &switchyard_bin(),
+                &[
+                    "plugin",
+                    "test",
+                    wasm.to_str().unwrap(),
+                    "--against",
+                    scim.url(),
+                    "--course",
+                    "SAFETY-2026",
+                    "--auth",
+                    r#"{ kind = "bearer", token = "py-token" }"#,
+                ],
+            );
+            assert!(table.contains(" 0 failed"), "{table}");
+        }
+    }
+}
+
 /// From nothing to a loadable plugin, out of the repository's tree:
 /// `switchyard plugin new` makes a crate whose own unit tests pass against
 /// the mock host (`cargo test`), which builds to a component with one

@@ -3,6 +3,9 @@
 //! its `vendor/` (embedded here at build time), with the dependency
 //! versions pinned by this repository's `Cargo.lock`, so the crate needs
 //! nothing but the Rust toolchain and crates.io (or a warm cargo cache).
+//! With `--lang python`, a Python project for componentize-py instead: the
+//! contract in `wit/`, `app.py`, a mock host and unit tests in plain
+//! Python.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +25,23 @@ impl Kind {
             Kind::Lms => "lms",
         }
     }
+
+    fn world(self) -> &'static str {
+        match self {
+            Kind::Hris => "hris-connector",
+            Kind::Lms => "lms-connector",
+        }
+    }
+}
+
+/// The language of the new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Lang {
+    /// A Rust crate on the SDK (`cargo build --target wasm32-wasip2`).
+    #[default]
+    Rust,
+    /// A Python project built with componentize-py.
+    Python,
 }
 
 /// What `new` refuses.
@@ -64,6 +84,15 @@ const README: &str = include_str!("../templates/rust/README.md.tmpl");
 const LIB_HRIS: &str = include_str!("../templates/rust/lib_hris.rs.tmpl");
 const LIB_LMS: &str = include_str!("../templates/rust/lib_lms.rs.tmpl");
 
+const PY_README: &str = include_str!("../templates/python/README.md.tmpl");
+const PY_GITIGNORE: &str = include_str!("../templates/python/gitignore.tmpl");
+const PY_MOCK_HOST: &str = include_str!("../templates/python/mock_host.py");
+const PY_APP_HRIS: &str = include_str!("../templates/python/app_hris.py");
+const PY_TEST_HRIS: &str = include_str!("../templates/python/test_hris.py");
+/// The Python LMS template is the SCIM example CI builds and tests.
+const PY_APP_LMS: &str = include_str!("../../../examples/python-scim/app.py");
+const PY_TEST_LMS: &str = include_str!("../templates/python/test_lms.py");
+
 fn valid(name: &str) -> bool {
     name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -73,9 +102,14 @@ fn valid(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-/// Write a new plugin crate `name` of `kind` into `parent/name`; returns
-/// the crate's directory.
-pub fn new_plugin(parent: &Path, name: &str, kind: Kind) -> Result<PathBuf, ScaffoldError> {
+/// Write a new plugin `name` of `kind` in `lang` into `parent/name`;
+/// returns its directory.
+pub fn new_plugin(
+    parent: &Path,
+    name: &str,
+    kind: Kind,
+    lang: Lang,
+) -> Result<PathBuf, ScaffoldError> {
     if !valid(name) {
         return Err(ScaffoldError::BadName(name.to_owned()));
     }
@@ -88,26 +122,46 @@ pub fn new_plugin(parent: &Path, name: &str, kind: Kind) -> Result<PathBuf, Scaf
             .replace("{{name}}", name)
             .replace("{{crate}}", &name.replace('-', "_"))
             .replace("{{kind}}", kind.feature())
+            .replace("{{world}}", kind.world())
     };
-    let lib = match kind {
-        Kind::Hris => LIB_HRIS,
-        Kind::Lms => LIB_LMS,
+    let files: Vec<(PathBuf, String)> = match lang {
+        Lang::Rust => {
+            let lib = match kind {
+                Kind::Hris => LIB_HRIS,
+                Kind::Lms => LIB_LMS,
+            };
+            let mut files: Vec<(PathBuf, String)> = vec![
+                ("Cargo.toml".into(), fill(CARGO_TOML)),
+                ("Cargo.lock".into(), LOCK.to_owned()),
+                ("rust-toolchain.toml".into(), TOOLCHAIN.to_owned()),
+                (".gitignore".into(), GITIGNORE.to_owned()),
+                ("README.md".into(), fill(README)),
+                ("src/lib.rs".into(), fill(lib)),
+                ("vendor/wit/connector.wit".into(), WIT.to_owned()),
+            ];
+            for (path, text) in SDK {
+                files.push((
+                    Path::new("vendor/switchyard-sdk").join(path),
+                    (*text).to_owned(),
+                ));
+            }
+            files
+        }
+        Lang::Python => {
+            let (app, test, test_name) = match kind {
+                Kind::Hris => (PY_APP_HRIS, PY_TEST_HRIS, "test_hris.py"),
+                Kind::Lms => (PY_APP_LMS, PY_TEST_LMS, "test_lms.py"),
+            };
+            vec![
+                ("README.md".into(), fill(PY_README)),
+                (".gitignore".into(), PY_GITIGNORE.to_owned()),
+                ("app.py".into(), fill(app)),
+                ("mock_host.py".into(), PY_MOCK_HOST.to_owned()),
+                (test_name.into(), test.to_owned()),
+                ("wit/connector.wit".into(), WIT.to_owned()),
+            ]
+        }
     };
-    let mut files: Vec<(PathBuf, String)> = vec![
-        ("Cargo.toml".into(), fill(CARGO_TOML)),
-        ("Cargo.lock".into(), LOCK.to_owned()),
-        ("rust-toolchain.toml".into(), TOOLCHAIN.to_owned()),
-        (".gitignore".into(), GITIGNORE.to_owned()),
-        ("README.md".into(), fill(README)),
-        ("src/lib.rs".into(), fill(lib)),
-        ("vendor/wit/connector.wit".into(), WIT.to_owned()),
-    ];
-    for (path, text) in SDK {
-        files.push((
-            Path::new("vendor/switchyard-sdk").join(path),
-            (*text).to_owned(),
-        ));
-    }
     for (path, text) in files {
         let path = dir.join(path);
         let io = |source| ScaffoldError::Io {
@@ -129,7 +183,7 @@ mod tests {
     #[test]
     fn writes_a_crate_with_the_sdk_and_the_contract_and_refuses_bad_names() {
         let parent = tempfile::tempdir().unwrap();
-        let dir = new_plugin(parent.path(), "acme-lms", Kind::Lms).unwrap();
+        let dir = new_plugin(parent.path(), "acme-lms", Kind::Lms, Lang::Rust).unwrap();
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("name = \"acme-lms\""));
         assert!(manifest.contains("features = [\"lms\"]"));
@@ -144,14 +198,22 @@ mod tests {
         let sdk = std::fs::read_to_string(dir.join("vendor/switchyard-sdk/Cargo.toml")).unwrap();
         assert!(!sdk.contains(".workspace"), "{sdk}");
 
+        let py = new_plugin(parent.path(), "acme-hr", Kind::Hris, Lang::Python).unwrap();
+        let readme = std::fs::read_to_string(py.join("README.md")).unwrap();
+        assert!(readme.contains("-w hris-connector componentize app -o acme_hr.wasm"));
+        assert!(py.join("wit/connector.wit").is_file());
+        assert!(py.join("test_hris.py").is_file() && py.join("mock_host.py").is_file());
+        let app = std::fs::read_to_string(py.join("app.py")).unwrap();
+        assert!(app.starts_with("\"\"\"acme-hr: "), "{app}");
+
         assert!(matches!(
-            new_plugin(parent.path(), "acme-lms", Kind::Lms),
+            new_plugin(parent.path(), "acme-lms", Kind::Lms, Lang::Rust),
             Err(ScaffoldError::Exists(_))
         ));
         for bad in ["Acme", "1acme", "acme_lms", "acme-", "", "../x"] {
             assert!(
                 matches!(
-                    new_plugin(parent.path(), bad, Kind::Hris),
+                    new_plugin(parent.path(), bad, Kind::Hris, Lang::Python),
                     Err(ScaffoldError::BadName(_))
                 ),
                 "{bad}"

@@ -28,6 +28,10 @@ pub enum PluginCommand {
         /// Where to make the crate's directory.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// The language: a Rust crate on the SDK, or a Python project built
+        /// with componentize-py.
+        #[arg(long, value_enum, default_value_t)]
+        lang: switchyard::scaffold::Lang,
     },
     /// The conformance runner: drive the plugin against a live system (a
     /// vendor sandbox, a simulator, a SCIM server) as the host would, every
@@ -124,7 +128,12 @@ pub enum PluginCommand {
 
 pub async fn execute(command: PluginCommand) -> anyhow::Result<Exit> {
     match command {
-        PluginCommand::New { name, kind, dir } => new(&dir, &name, kind),
+        PluginCommand::New {
+            name,
+            kind,
+            dir,
+            lang,
+        } => new(&dir, &name, kind, lang),
         PluginCommand::Test {
             file,
             against,
@@ -148,17 +157,29 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Exit> {
 }
 
 /// `plugin new`: exit 2 for a bad name or a directory that exists.
-fn new(parent: &Path, name: &str, kind: switchyard::scaffold::Kind) -> anyhow::Result<Exit> {
-    use switchyard::scaffold::ScaffoldError;
-    match switchyard::scaffold::new_plugin(parent, name, kind) {
+fn new(
+    parent: &Path,
+    name: &str,
+    kind: switchyard::scaffold::Kind,
+    lang: switchyard::scaffold::Lang,
+) -> anyhow::Result<Exit> {
+    use switchyard::scaffold::{Lang, ScaffoldError};
+    match switchyard::scaffold::new_plugin(parent, name, kind, lang) {
         Ok(dir) => {
             println!("made {}", dir.display());
-            println!("  cd {} && cargo test", dir.display());
-            println!("  cargo build --release --target wasm32-wasip2");
-            println!(
-                "  switchyard plugin check target/wasm32-wasip2/release/{}.wasm",
-                name.replace('-', "_")
-            );
+            match lang {
+                Lang::Rust => {
+                    println!("  cd {} && cargo test", dir.display());
+                    println!("  cargo build --release --target wasm32-wasip2");
+                    println!(
+                        "  switchyard plugin check target/wasm32-wasip2/release/{}.wasm",
+                        name.replace('-', "_")
+                    );
+                }
+                Lang::Python => {
+                    println!("  cd {}: the commands are in README.md", dir.display());
+                }
+            }
             Ok(Exit::Success)
         }
         Err(e @ (ScaffoldError::BadName(_) | ScaffoldError::Exists(_))) => {
