@@ -198,28 +198,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         }
         Some(Fault::ResetAfter) | None => {}
     }
-    let mut forward = state
-        .client
-        .request(parts.method.clone(), format!("{}{target}", state.upstream))
-        .body(body);
-    for (name, value) in &parts.headers {
-        if name != "host" && name != "content-length" && name != "connection" {
-            forward = forward.header(name, value);
-        }
-    }
-    let answer = forward.send().await.map_err(|_| Dropped)?;
-    let code = answer.status();
-    let headers = answer.headers().clone();
-    let bytes = answer.bytes().await.map_err(|_| Dropped)?;
+    let upstream = state.upstream.clone();
+    let response = switchyard::conformance::proxy::relay(&state.client, &upstream, &parts, body)
+        .await
+        .ok_or(Dropped)?;
     if fault == Some(Fault::ResetAfter) {
         return Err(Dropped);
-    }
-    let mut response = Response::new(Body::from(bytes));
-    *response.status_mut() = code;
-    for (name, value) in &headers {
-        if name != "content-length" && name != "transfer-encoding" && name != "connection" {
-            response.headers_mut().append(name, value.clone());
-        }
     }
     Ok(response)
 }

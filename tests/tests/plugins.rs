@@ -1732,28 +1732,19 @@ async fn only_the_plugins_in_use_are_read_and_a_file_too_large_is_refused_unread
     );
 }
 
-/// A plugin's own unit tests run natively against the SDK's mock host
-/// (canned responses, config, captured requests): no wasm build, no host.
+/// The bundled plugins' own unit tests run natively against the SDK's mock
+/// host (canned responses, config, captured requests): no wasm build, no host.
 #[test]
-fn the_bamboohr_plugins_unit_tests_run_natively_against_the_mock_host() {
-    let out = plugins::test_natively("bamboohr").unwrap();
-    let passed: usize = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("test result: ok. "))
-        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
-        .sum();
-    assert!(passed >= 3, "the plugin's tests ran: {out}");
-}
-
-#[test]
-fn the_scim_plugins_unit_tests_run_natively_against_the_mock_host() {
-    let out = plugins::test_natively("scim").unwrap();
-    let passed: usize = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("test result: ok. "))
-        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
-        .sum();
-    assert!(passed >= 2, "the plugin's tests ran: {out}");
+fn the_bundled_plugins_unit_tests_run_natively_against_the_mock_host() {
+    for (plugin, at_least) in [("bamboohr", 3), ("scim", 2)] {
+        let out = plugins::test_natively(plugin).unwrap();
+        let passed: usize = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("test result: ok. "))
+            .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+            .sum();
+        assert!(passed >= at_least, "{plugin}'s tests ran: {out}");
+    }
 }
 
 /// The same in Python: `switchyard plugin new --lang python` makes a

@@ -11,7 +11,7 @@
 //! recovery steps (a lookup by natural key after a refused create) where
 //! the host would take them.
 
-mod proxy;
+pub mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
