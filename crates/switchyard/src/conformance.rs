@@ -876,8 +876,11 @@ impl Run {
             );
             return;
         };
-        let completed_at = Timestamp::now();
-        let completion = |attempt: &str, score: f64| model::Completion {
+        // The first attempt a month ago, the retake yesterday: the record
+        // must say the retake's day after it.
+        let first_at = Timestamp::now().plus_days(-30);
+        let retake_at = Timestamp::now().plus_days(-1);
+        let completion = |attempt: &str, score: f64, completed_at: Timestamp| model::Completion {
             employee_id: employee.id.clone(),
             course_id: course.as_str().into(),
             attempt_id: attempt.to_owned(),
@@ -894,7 +897,11 @@ impl Run {
         for _ in 0..2 {
             if let Err(e) = self
                 .connector
-                .push_completion(&completion("conformance-1", 91.5), &first_key, None)
+                .push_completion(
+                    &completion("conformance-1", 91.5, first_at),
+                    &first_key,
+                    None,
+                )
                 .await
             {
                 outcome = Outcome::Failed(format!("push-completion: {}: {e}", kind(&e)));
@@ -903,9 +910,17 @@ impl Run {
         let records = self.records_of(employee, &course).await;
         if matches!(outcome, Outcome::Passed(_)) {
             match &records {
-                Some(Ok(n)) if *n != 1 => {
+                Some(Ok(found)) if found.len() != 1 => {
                     outcome = Outcome::Failed(format!(
-                        "{n} training records of {course} after the same completion twice"
+                        "{} training records of {course} after the same completion twice",
+                        found.len()
+                    ));
+                }
+                Some(Ok(found)) if found[0].completed_on != first_at.date() => {
+                    outcome = Outcome::Failed(format!(
+                        "the record says completed on {}, the completion {}",
+                        found[0].completed_on,
+                        first_at.date()
                     ));
                 }
                 Some(Err(m)) => outcome = Outcome::Failed(m.clone()),
@@ -918,7 +933,7 @@ impl Run {
         if let Err(e) = self
             .connector
             .push_completion(
-                &completion("conformance-2", 97.0),
+                &completion("conformance-2", 97.0, retake_at),
                 &self.key("completion-2"),
                 Some(&first_key),
             )
@@ -935,12 +950,20 @@ impl Run {
                     );
                 }
             }
-            Some(Ok(1)) => {}
-            Some(Ok(n)) => {
+            Some(Ok(found)) if found.len() != 1 => {
                 outcome = Outcome::Failed(format!(
-                    "{n} training records of {course}: a retake must update the record it supersedes"
+                    "{} training records of {course}: a retake must update the record it supersedes",
+                    found.len()
                 ));
             }
+            Some(Ok(found)) if found[0].completed_on != retake_at.date() => {
+                outcome = Outcome::Failed(format!(
+                    "the record still says {}, not the retake's {}",
+                    found[0].completed_on,
+                    retake_at.date()
+                ));
+            }
+            Some(Ok(_)) => {}
             Some(Err(m)) => outcome = Outcome::Failed(m),
         }
         self.record("retake supersedes", outcome);
@@ -948,16 +971,20 @@ impl Run {
 
     /// How many training records of `course` the HRIS holds for the
     /// employee; `None` if the plugin cannot list them.
-    async fn records_of(&self, employee: &Employee, course: &str) -> Option<Result<usize, String>> {
+    async fn records_of(
+        &self,
+        employee: &Employee,
+        course: &str,
+    ) -> Option<Result<Vec<model::TrainingRecord>, String>> {
         match self
             .connector
             .list_training_records(employee.id.as_str())
             .await
         {
             Ok(records) => Some(Ok(records
-                .iter()
+                .into_iter()
                 .filter(|r| r.course_id.as_str() == course)
-                .count())),
+                .collect())),
             Err(ConnectorError::Unsupported(_)) => None,
             Err(e) => Some(Err(format!("list-training-records: {}: {e}", kind(&e)))),
         }
