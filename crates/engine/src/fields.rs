@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use switchyard_model::Employee;
 
-use crate::policy::Rule;
+use crate::policy::{Conditions, Rule, Scope};
 
 /// Standard employee fields that an allowlist can name. The default
 /// allowlist keeps all of them (identity, status and org context) and drops
@@ -61,21 +61,40 @@ impl FieldAllowlist {
 
     /// Also keep the fields the rules match on (a rule on
     /// `custom.cost_center` needs that field).
-    pub fn with_rule_fields(mut self, rules: &[Rule]) -> FieldAllowlist {
-        for rule in rules {
-            for c in std::iter::once(&rule.when).chain(rule.unless.as_ref()) {
-                for (field, used) in [
-                    ("department", c.department.is_some()),
-                    ("location", c.location.is_some()),
-                    ("job_title", c.job_title.is_some()),
-                ] {
-                    if used {
-                        self.standard.insert(field.to_owned());
-                    }
+    pub fn with_rule_fields(self, rules: &[Rule]) -> FieldAllowlist {
+        self.with_condition_fields(
+            rules
+                .iter()
+                .flat_map(|rule| std::iter::once(&rule.when).chain(rule.unless.as_ref())),
+        )
+    }
+
+    /// Also keep the fields the link's scope matches on.
+    pub fn with_scope_fields(self, scope: Option<&Scope>) -> FieldAllowlist {
+        self.with_condition_fields(
+            scope
+                .into_iter()
+                .flat_map(|s| s.include.iter().chain(s.exclude.as_ref())),
+        )
+    }
+
+    fn with_condition_fields<'a>(
+        mut self,
+        conditions: impl Iterator<Item = &'a Conditions>,
+    ) -> FieldAllowlist {
+        for c in conditions {
+            for (field, used) in [
+                ("department", c.department.is_some()),
+                ("location", c.location.is_some()),
+                ("job_title", c.job_title.is_some()),
+                ("raw_status", c.employment_type.is_some()),
+            ] {
+                if used {
+                    self.standard.insert(field.to_owned());
                 }
-                if let Some(custom) = &c.custom {
-                    self.custom.extend(custom.keys().cloned());
-                }
+            }
+            if let Some(custom) = &c.custom {
+                self.custom.extend(custom.keys().cloned());
             }
         }
         self

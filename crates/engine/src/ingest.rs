@@ -53,6 +53,8 @@ pub struct Ingest<'a> {
     pub state: &'a dyn Store,
     /// Today, for due dates and recertification.
     pub today: Date,
+    /// Suspend accounts outside the link's scope ([`crate::RunOptions`]).
+    pub retire_out_of_scope: bool,
 }
 
 /// What a plan would deactivate, against what the link allows.
@@ -95,6 +97,7 @@ impl Ingest<'_> {
             link_name: self.link_name,
             link: self.link,
             today: self.today,
+            retire_out_of_scope: self.retire_out_of_scope,
         };
         let known = load_known(self.state, self.link_name, &e.id)?;
         let mut planned = planner.plan(e, &known);
@@ -177,6 +180,15 @@ pub fn decide_completions(
             decisions.skipped += 1;
             continue;
         };
+        if link
+            .scope
+            .as_ref()
+            .is_some_and(|scope| !scope.covers(&snapshot.employee))
+        {
+            tracing::debug!(link = %name, employee = %c.employee_id, "completion of an employee outside the link's scope skipped");
+            decisions.skipped += 1;
+            continue;
+        }
         let mut c = c;
         if c.expires_at.is_none()
             && let Some(days) =

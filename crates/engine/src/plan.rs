@@ -147,6 +147,9 @@ pub struct Planner<'a> {
     pub link: &'a LinkConfig,
     /// Today, for due dates and recertification.
     pub today: Date,
+    /// Suspend the accounts of active employees outside the link's scope
+    /// (`sync --retire-out-of-scope`); otherwise they are left alone.
+    pub retire_out_of_scope: bool,
 }
 
 fn status_name(e: &Employee) -> String {
@@ -189,11 +192,27 @@ impl Planner<'_> {
             None => (known.retired_rev.map_or(1, |r| r + 1), true),
         };
         let rev_text = rev.to_string();
+        // With a scope, activation keys name it too: a narrowing, a
+        // retirement and a widening at the same record revision are
+        // different operations, not one already done.
+        let scope_text = self
+            .link
+            .scope
+            .as_ref()
+            .map(|s| crate::idempotency_key(&["scope", &s.describe()])[..8].to_owned());
         let p = project(known);
         let status = status_name(e);
         let mut ops = Vec::new();
 
+        let in_scope = self.link.scope.as_ref().is_none_or(|s| s.covers(e));
         let want_access = match e.status {
+            // Out of scope: nothing made, nothing changed, unless the
+            // operator retires the accounts left from a wider scope.
+            EmploymentStatus::Active | EmploymentStatus::OnLeave | EmploymentStatus::Pending
+                if !in_scope =>
+            {
+                (self.retire_out_of_scope && p.account).then_some(false)
+            }
             EmploymentStatus::Active => Some(true),
             EmploymentStatus::OnLeave => match self.link.on_leave {
                 LeavePolicy::Keep => Some(true),
@@ -226,26 +245,35 @@ impl Planner<'_> {
                 ));
             }
             if p.account && !p.active {
+                let mut parts = vec!["true", rev_text.as_str()];
+                parts.extend(scope_text.as_deref());
                 ops.push(self.op(
                     e,
-                    &["true", &rev_text],
+                    &parts,
                     OpKind::SetActive { active: true },
                     format!("employee is {status} again (rehire or return)"),
                 ));
             }
         }
         if want_access == Some(false) && p.active {
-            let policy = if e.status == EmploymentStatus::OnLeave {
-                "on_leave = suspend"
+            let cause = if !in_scope
+                && matches!(
+                    e.status,
+                    EmploymentStatus::Active
+                        | EmploymentStatus::OnLeave
+                        | EmploymentStatus::Pending
+                ) {
+                format!(
+                    "employee is {status} but outside the link's scope; sync --retire-out-of-scope"
+                )
+            } else if e.status == EmploymentStatus::OnLeave {
+                format!("employee is {status}; policy on_leave = suspend")
             } else {
-                "on_termination = suspend"
+                format!("employee is {status}; policy on_termination = suspend")
             };
-            ops.push(self.op(
-                e,
-                &["false", &rev_text],
-                OpKind::SetActive { active: false },
-                format!("employee is {status}; policy {policy}"),
-            ));
+            let mut parts = vec!["false", rev_text.as_str()];
+            parts.extend(scope_text.as_deref());
+            ops.push(self.op(e, &parts, OpKind::SetActive { active: false }, cause));
         }
 
         // New assignments only for people at work with access.

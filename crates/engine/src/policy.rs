@@ -42,6 +42,9 @@ pub struct LinkConfig {
     /// listing is older than this (`full_listing_every`, default 7 days):
     /// that is how employees gone from the HRIS are noticed for retention.
     pub full_listing_every: Duration,
+    /// Which employees the link manages (`[links.NAME.scope]`); `None`:
+    /// everyone.
+    pub scope: Option<Scope>,
 }
 
 /// What leave does to the LMS account.
@@ -190,4 +193,83 @@ pub struct Conditions {
     pub status: Option<Vec<EmploymentStatus>>,
     /// Custom HRIS fields: field name to any-of values.
     pub custom: Option<BTreeMap<String, Vec<String>>>,
+    /// Any of these employment types, matched against the HRIS's own
+    /// status wording (`raw-status`, each part of BambooHR's
+    /// `Active / Full-Time`): `Full-Time`, `Part-Time`, `Contractor`.
+    pub employment_type: Option<Vec<String>>,
+    /// Any of these HRIS employee ids.
+    pub ids: Option<Vec<String>>,
+}
+
+/// Which employees a link manages: a pilot on part of the workforce.
+/// `include` works as a rule's `when` (every given field matches, each an
+/// any-of list), `exclude` as its `unless` (any given field matches).
+/// Employees out of scope are neither created nor enrolled and get no
+/// completions written back; an account made while they were in scope is
+/// left alone when the scope narrows, unless the run is asked to retire
+/// it (`sync --retire-out-of-scope`), and is still suspended on
+/// termination.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// Who is in (absent: everyone).
+    #[serde(default)]
+    pub include: Option<Conditions>,
+    /// Who is out, though included.
+    #[serde(default)]
+    pub exclude: Option<Conditions>,
+}
+
+impl Scope {
+    /// Whether the link manages this employee.
+    pub fn covers(&self, e: &switchyard_model::Employee) -> bool {
+        self.include
+            .as_ref()
+            .is_none_or(|c| crate::rules::matches(c, e))
+            && !self
+                .exclude
+                .as_ref()
+                .is_some_and(|c| crate::rules::matches_any(c, e))
+    }
+
+    /// One line for `status` and logs: `department = Warehouse; excluding ids = 7`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = &self.include {
+            parts.push(describe(c));
+        }
+        if let Some(c) = &self.exclude {
+            parts.push(format!("excluding {}", describe(c)));
+        }
+        parts.retain(|p| !p.is_empty() && p != "excluding ");
+        if parts.is_empty() {
+            "everyone".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+fn describe(c: &Conditions) -> String {
+    let mut parts = Vec::new();
+    let mut list = |name: &str, values: &Option<Vec<String>>| {
+        if let Some(v) = values {
+            parts.push(format!("{name} = {}", v.join(" | ")));
+        }
+    };
+    list("department", &c.department);
+    list("location", &c.location);
+    list("job_title", &c.job_title);
+    list("employment_type", &c.employment_type);
+    list("ids", &c.ids);
+    if let Some(statuses) = &c.status {
+        let names: Vec<String> = statuses.iter().map(|s| format!("{s:?}")).collect();
+        parts.push(format!("status = {}", names.join(" | ")));
+    }
+    if let Some(custom) = &c.custom {
+        for (field, values) in custom {
+            parts.push(format!("{field} = {}", values.join(" | ")));
+        }
+    }
+    parts.join(", ")
 }

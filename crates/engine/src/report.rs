@@ -19,6 +19,9 @@ pub struct RunReport {
     pub full_listing: bool,
     /// Employee records fetched from the HRIS.
     pub employees_fetched: usize,
+    /// With a `scope`, how many of the employees the link knows it covers
+    /// (this run's listing and the stored records); `None` without one.
+    pub in_scope: Option<usize>,
     /// Operations left by an earlier run and finished by this one.
     pub resumed: usize,
     /// LMS accounts created.
@@ -165,6 +168,9 @@ pub struct RunOptions {
     /// List every employee, not only the changes since the last run (also
     /// notes who is gone from the HRIS, for retention).
     pub full_listing: bool,
+    /// Suspend the accounts of active employees outside the link's scope
+    /// (left alone otherwise when a scope narrows).
+    pub retire_out_of_scope: bool,
 }
 
 /// How one attempt at an outbox operation ended.

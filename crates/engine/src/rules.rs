@@ -66,6 +66,18 @@ fn conditions(c: &Conditions, e: &Employee) -> Vec<Option<bool>> {
         one_of(&c.location, e.location.as_deref()),
         one_of(&c.job_title, e.job_title.as_deref()),
         c.status.as_ref().map(|s| s.contains(&e.status)),
+        c.employment_type.as_ref().map(|types| {
+            e.raw_status.as_deref().is_some_and(|raw| {
+                raw.split('/').any(|part| {
+                    types
+                        .iter()
+                        .any(|t| t.trim().eq_ignore_ascii_case(part.trim()))
+                })
+            })
+        }),
+        c.ids
+            .as_ref()
+            .map(|ids| ids.iter().any(|id| id.trim() == e.id.as_str())),
     ];
     if let Some(custom) = &c.custom {
         for (field, values) in custom {
@@ -76,12 +88,12 @@ fn conditions(c: &Conditions, e: &Employee) -> Vec<Option<bool>> {
 }
 
 /// All present conditions hold (an empty set matches everyone).
-fn matches(c: &Conditions, e: &Employee) -> bool {
+pub(crate) fn matches(c: &Conditions, e: &Employee) -> bool {
     conditions(c, e).into_iter().flatten().all(|ok| ok)
 }
 
 /// Any present condition holds.
-fn matches_any(c: &Conditions, e: &Employee) -> bool {
+pub(crate) fn matches_any(c: &Conditions, e: &Employee) -> bool {
     conditions(c, e).into_iter().flatten().any(|ok| ok)
 }
 

@@ -95,12 +95,13 @@ fn backoff(attempt: u32, after: Option<u32>) -> Duration {
 }
 
 impl LinkRun<'_> {
-    fn ingest(&self) -> Ingest<'_> {
+    fn ingest(&self, retire_out_of_scope: bool) -> Ingest<'_> {
         Ingest {
             link_name: self.name,
             link: self.link,
             state: self.state,
             today: self.today,
+            retire_out_of_scope,
         }
     }
 
@@ -259,8 +260,18 @@ impl LinkRun<'_> {
         };
         report.employees_fetched = employees.len();
         let listed: BTreeSet<EmployeeId> = employees.iter().map(|e| e.id.clone()).collect();
+        let scope = self.link.scope.as_ref();
+        let mut in_scope = scope.map(|s| {
+            let mut latest: BTreeSet<&EmployeeId> = BTreeSet::new();
+            employees
+                .iter()
+                .rev()
+                .filter(|e| latest.insert(&e.id))
+                .filter(|e| s.covers(&self.link.fields.apply((*e).clone())))
+                .count()
+        });
 
-        let ingest = self.ingest();
+        let ingest = self.ingest(options.retire_out_of_scope);
         let mut planned = ingest.plan_employees(employees)?;
         if !report.full_listing {
             // A changes-only listing leaves out whoever did not change; their
@@ -270,11 +281,18 @@ impl LinkRun<'_> {
             // from `fields` since they were stored leaves the snapshot now.
             for snapshot in self.state.snapshots(self.name)? {
                 if !listed.contains(&snapshot.employee.id) {
-                    planned.push(ingest.plan_one(&self.link.fields.apply(snapshot.employee))?);
+                    let employee = self.link.fields.apply(snapshot.employee);
+                    if let (Some(n), Some(s)) = (in_scope.as_mut(), scope)
+                        && s.covers(&employee)
+                    {
+                        *n += 1;
+                    }
+                    planned.push(ingest.plan_one(&employee)?);
                 }
             }
         }
 
+        report.in_scope = in_scope;
         let deactivations = ingest.deactivations(&planned)?;
         let mut status = self.state.link_status(self.name)?;
         if deactivations.exceeded() && !options.approve_deactivations {

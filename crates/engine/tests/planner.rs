@@ -408,6 +408,7 @@ fn link(rules: Vec<Rule>) -> LinkConfig {
         rules,
         fields: FieldAllowlist::default(),
         full_listing_every: Duration::from_secs(7 * 24 * 60 * 60),
+        scope: None,
     }
 }
 
@@ -1344,6 +1345,7 @@ fn plan_with(
         link_name: &LinkName::from(LINK),
         link,
         today: day(today),
+        retire_out_of_scope: false,
     }
     .plan(employee, known)
 }
@@ -1463,6 +1465,7 @@ fn another_link_gives_other_keys() {
             link_name: &LinkName::from(link_name),
             link: &acme(),
             today: day(TODAY),
+            retire_out_of_scope: false,
         }
         .plan(&ann(), &nothing_known())
     };
@@ -1826,4 +1829,66 @@ fn retake_table() {
         cases.len(),
         failures.join("\n\n")
     );
+}
+
+/// A link whose scope is the Sales department (Ann works in the Warehouse).
+fn sales_pilot() -> LinkConfig {
+    let scope: switchyard_engine::policy::Scope =
+        toml::from_str("include = { department = [\"Sales\"] }").unwrap();
+    LinkConfig {
+        scope: Some(scope),
+        ..acme()
+    }
+}
+
+#[test]
+fn out_of_scope_nobody_is_provisioned_or_suspended_unless_retired() {
+    let link = sales_pilot();
+    // No account: none made, no course.
+    let planned = plan_with(&link, TODAY, &ann(), &nothing_known());
+    assert!(planned.operations.is_empty(), "{:?}", planned.operations);
+    assert!(
+        planned.snapshot.is_some(),
+        "the record is kept for a wider scope"
+    );
+    // An account from a wider scope: left alone.
+    let planned = plan_with(&link, TODAY, &ann(), &ann_settled());
+    assert!(planned.operations.is_empty(), "{:?}", planned.operations);
+    // Retired on request: suspended, with the reason.
+    let retired = Planner {
+        link_name: &LinkName::from(LINK),
+        link: &link,
+        today: day(TODAY),
+        retire_out_of_scope: true,
+    }
+    .plan(&ann(), &ann_settled());
+    assert_eq!(retired.operations.len(), 1);
+    assert!(matches!(
+        retired.operations[0].kind,
+        OpKind::SetActive { active: false }
+    ));
+    assert!(
+        retired.operations[0]
+            .cause
+            .contains("outside the link's scope")
+    );
+    // A termination suspends in or out of scope.
+    let mut gone = ann();
+    gone.status = Terminated;
+    let planned = plan_with(&link, TODAY, &gone, &ann_settled());
+    assert!(matches!(
+        planned.operations[..],
+        [Operation {
+            kind: OpKind::SetActive { active: false },
+            ..
+        }]
+    ));
+    // In scope (Sales), she is provisioned as ever.
+    let mut moved = ann();
+    moved.department = Some("Sales".into());
+    let planned = plan_with(&link, TODAY, &moved, &nothing_known());
+    assert!(matches!(
+        planned.operations[0].kind,
+        OpKind::UpsertUser { .. }
+    ));
 }

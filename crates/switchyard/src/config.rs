@@ -26,7 +26,7 @@ use crate::daemon::scheduler::Schedule;
 pub use crate::engine::fields::FieldAllowlist;
 pub use crate::engine::policy::{
     CompletionPolicy, Conditions, DeactivationLimit, LeavePolicy, LinkConfig, ReassignmentPolicy,
-    Rule, TerminationPolicy,
+    Rule, Scope, TerminationPolicy,
 };
 pub use crate::runtime::{Grants, Limits, Origin, OriginBudget};
 

@@ -256,6 +256,10 @@ pub fn link_run(
             .increment(r.retries as u64);
         metrics::counter!("switchyard_dead_letters_total", "link" => link.clone())
             .increment(r.dead_lettered as u64);
+        if let Some(n) = r.in_scope {
+            metrics::gauge!("switchyard_link_scope_employees", "link" => link.clone())
+                .set(n as f64);
+        }
     }
     if outcome == "ok" {
         metrics::gauge!("switchyard_link_last_success_timestamp_seconds", "link" => link)

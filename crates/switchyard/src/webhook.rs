@@ -615,6 +615,7 @@ impl Ingress {
                     link,
                     state: &*self.state,
                     today,
+                    retire_out_of_scope: false,
                 };
                 let employees = events.iter().filter_map(|event| match event {
                     WebhookEvent::EmployeeChanged(e) => Some(e.clone()),

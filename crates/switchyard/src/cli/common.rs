@@ -119,6 +119,9 @@ pub fn print_report(r: &RunReport) {
         "changes-only listing"
     };
     println!("link {} ({mode})", r.link);
+    if let Some(n) = r.in_scope {
+        println!("  in the link's scope  {n} employees");
+    }
     if r.dry_run {
         println!("  employees fetched    {}", r.employees_fetched);
         println!("  completions fetched  {}", r.completions_fetched);

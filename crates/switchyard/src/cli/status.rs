@@ -25,6 +25,20 @@ pub fn execute(args: StatusArgs) -> anyhow::Result<Exit> {
             c.employees, c.accounts, c.enrollments, c.completions, c.outbox, c.dead_letters, state
         );
     }
+    for (link, config) in &service.config.links {
+        if let Some(scope) = &config.scope {
+            let covered = service
+                .state
+                .snapshots(link)?
+                .into_iter()
+                .filter(|s| scope.covers(&config.fields.apply(s.employee.clone())))
+                .count();
+            println!(
+                "scope: link `{link}` manages {} ({covered} of the employees it knows)",
+                scope.describe()
+            );
+        }
+    }
     for (connector, health) in service.state.quarantined()? {
         if let Some(q) = health.quarantine {
             println!(

@@ -24,6 +24,10 @@ pub struct SyncArgs {
     /// (notes who is gone from the HRIS, for retention).
     #[arg(long)]
     full: bool,
+    /// Suspend the accounts of active employees outside the link's `scope`
+    /// (a narrowed pilot); without it they are left alone.
+    #[arg(long)]
+    retire_out_of_scope: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -40,6 +44,7 @@ pub async fn execute(args: SyncArgs) -> anyhow::Result<Exit> {
         dry_run,
         approve_deactivations,
         full,
+        retire_out_of_scope,
         json,
         link,
     } = args;
@@ -48,6 +53,7 @@ pub async fn execute(args: SyncArgs) -> anyhow::Result<Exit> {
         dry_run,
         approve_deactivations,
         full_listing: full,
+        retire_out_of_scope,
     };
     let links: Vec<String> = match link {
         Some(link) => vec![link],

@@ -198,6 +198,8 @@ struct RawLink {
     schedule: Option<Spanned<String>>,
     jitter: Option<Spanned<String>>,
     full_listing_every: Option<Spanned<String>>,
+    #[serde(default)]
+    scope: Option<Scope>,
 }
 
 fn default_leave() -> LeavePolicy {
@@ -425,7 +427,8 @@ impl Config {
                 Some(names) => FieldAllowlist::parse(names.get_ref())
                     .map_err(|m| at(names.span().start, format!("link `{name}`: {m}")))?,
             }
-            .with_rule_fields(&rules);
+            .with_rule_fields(&rules)
+            .with_scope_fields(raw.scope.as_ref());
             let schedule = raw
                 .schedule
                 .map(|s| {
@@ -469,6 +472,7 @@ impl Config {
                     rules,
                     fields,
                     full_listing_every,
+                    scope: raw.scope,
                 },
             );
         }
