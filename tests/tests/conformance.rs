@@ -117,7 +117,7 @@ async fn the_bamboohr_plugin_passes_against_the_hris_simulator() {
         "paging to the end",
         "changes cursor",
         "change during a listing",
-        "lost answer",
+        "no answer is retried",
         "writeback",
         "retake supersedes",
     ] {

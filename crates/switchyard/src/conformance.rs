@@ -719,7 +719,7 @@ impl Run {
         self.record("change during a listing", outcome);
 
         let outcome = self.transient_listing().await;
-        self.record("lost answer", outcome);
+        self.record("no answer is retried", outcome);
 
         let Some(employee) = listing
             .employees
