@@ -30,7 +30,7 @@
 //! - `log`: log `text` through the `log` import, then behave as `ok`;
 //! - `shared`: the `shared` import, the cursor saying what to do (so that
 //!   calls of one connector do different things): `hog` takes the key
-//!   `key` and spins forever holding it; `lock` takes `key` and returns the
+//!   `key`, GETs `target` (if set) to say so, and spins forever holding it; `lock` takes `key` and returns the
 //!   outcome (`locked`, or the error) as the given name; `hoard` takes
 //!   `count` distinct keys and remembers a value of `bytes` bytes under
 //!   each, returning the first refusal (or `all`).
@@ -204,6 +204,10 @@ impl HrisConnector for Hostile {
             }
             "shared" if cursor.as_deref() == Some("hog") => {
                 let _held = shared::lock(&config::get("key").unwrap_or_default())?;
+                // Tell the test the key is held, then spin.
+                if !target.is_empty() {
+                    let _ = Request::get(&target).send();
+                }
                 #[allow(clippy::empty_loop)]
                 loop {}
             }
