@@ -1409,18 +1409,24 @@ async fn control_hire(State(state): State<Shared>, body: Bytes) -> Response {
     }
 }
 
-/// Applies `change` to employee `id` and answers with the result (a 400
-/// with the message `change` fails with).
+/// Applies `change` (given the request's JSON body) to employee `id` and
+/// answers with the result; a body that is not JSON, or the message
+/// `change` fails with, is a 400.
 fn change_employee(
     state: &Shared,
     id: &str,
-    change: impl FnOnce(&HrisState, &SimEmployee) -> Result<SimEmployee, String>,
+    body: &Bytes,
+    change: impl FnOnce(&HrisState, &SimEmployee, &Value) -> Result<SimEmployee, String>,
 ) -> Response {
+    let body = match parse_body(body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
     let mut s = lock(state);
     let Some(current) = s.employees.get(id).cloned() else {
         return unknown_employee(id);
     };
-    let changed = match change(&s, &current) {
+    let changed = match change(&s, &current, &body) {
         Ok(e) => e,
         Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
     };
@@ -1434,11 +1440,7 @@ async fn control_change(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let body = match parse_body(&body) {
-        Ok(b) => b,
-        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
-    };
-    change_employee(&state, &id, |_, e| apply_fields(e, &body))
+    change_employee(&state, &id, &body, |_, e, body| apply_fields(e, body))
 }
 
 /// `POST /_sim/employees/{id}/terminate`
@@ -1447,16 +1449,11 @@ async fn control_terminate(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let body = match parse_body(&body) {
-        Ok(b) => b,
-        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
-    };
-    change_employee(&state, &id, |s, e| {
-        let date = body_date(s, &body)?;
+    change_employee(&state, &id, &body, |s, e, body| {
         let mut e = e.clone();
         e.status = "Inactive".into();
         e.employment_history_status = Some("Terminated".into());
-        e.termination_date = Some(date);
+        e.termination_date = Some(body_date(s, body)?);
         Ok(e)
     })
 }
@@ -1467,16 +1464,11 @@ async fn control_rehire(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let body = match parse_body(&body) {
-        Ok(b) => b,
-        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
-    };
-    change_employee(&state, &id, |s, e| {
-        let date = body_date(s, &body)?;
+    change_employee(&state, &id, &body, |s, e, body| {
         let mut e = e.clone();
         e.status = "Active".into();
         e.employment_history_status = Some("Full-Time".into());
-        e.hire_date = Some(date);
+        e.hire_date = Some(body_date(s, body)?);
         e.termination_date = None;
         Ok(e)
     })

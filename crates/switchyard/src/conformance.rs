@@ -266,7 +266,7 @@ impl Run {
             Ok(id) => Ok(id),
             Err(first) => match self.find(e).await {
                 Ok(Some(Some(found))) => Ok(found.id.into_string()),
-                _ => Err(format!("{}: {first}", kind(&first))),
+                _ => Err(format!("{first}")),
             },
         }
     }
@@ -286,10 +286,7 @@ impl Run {
         let id = match created {
             Ok(id) => id,
             Err(e) => {
-                self.record(
-                    "hire",
-                    Outcome::Failed(format!("upsert-user: {}: {e}", kind(&e))),
-                );
+                self.record("hire", Outcome::Failed(format!("upsert-user: {e}")));
                 self.record(
                     "the rest",
                     Outcome::Skipped("nothing to check without an account".into()),
@@ -322,10 +319,7 @@ impl Run {
                 false
             }
             Err(e) => {
-                self.record(
-                    "hire",
-                    Outcome::Failed(format!("find-user: {}: {e}", kind(&e))),
-                );
+                self.record("hire", Outcome::Failed(format!("find-user: {e}")));
                 true
             }
         };
@@ -346,7 +340,7 @@ impl Run {
                     "refused ({m}) and find-user says {other:?}, not {id}"
                 )),
             },
-            Err(e) => Outcome::Failed(format!("{}: {e}", kind(&e))),
+            Err(e) => Outcome::Failed(format!("{e}")),
         };
         self.record("hire twice", outcome);
 
@@ -376,7 +370,7 @@ impl Run {
                     Ok(other) => {
                         outcome = Outcome::Failed(format!("answered account {other}, not {id}"));
                     }
-                    Err(e) => outcome = Outcome::Failed(format!("{}: {e}", kind(&e))),
+                    Err(e) => outcome = Outcome::Failed(format!("{e}")),
                 }
             }
             if name == "email change" && can_find && matches!(outcome, Outcome::Passed(_)) {
@@ -410,7 +404,7 @@ impl Run {
                     .set_active(&id, active, &self.key(name))
                     .await
                 {
-                    outcome = Outcome::Failed(format!("set-active: {}: {e}", kind(&e)));
+                    outcome = Outcome::Failed(format!("set-active: {e}"));
                 }
             }
             if can_find && matches!(outcome, Outcome::Passed(_)) {
@@ -442,7 +436,7 @@ impl Run {
                         .enroll(&id, &course, None, &self.key("enrol"))
                         .await
                     {
-                        outcome = Outcome::Failed(format!("enroll: {}: {e}", kind(&e)));
+                        outcome = Outcome::Failed(format!("enroll: {e}"));
                     }
                 }
                 self.record("enrolment", outcome);
@@ -459,7 +453,7 @@ impl Run {
                                 Outcome::Skipped(format!("unenroll is not implemented ({m})"));
                             break;
                         }
-                        Err(e) => outcome = Outcome::Failed(format!("unenroll: {}: {e}", kind(&e))),
+                        Err(e) => outcome = Outcome::Failed(format!("unenroll: {e}")),
                     }
                 }
                 self.record("withdrawal", outcome);
@@ -512,8 +506,7 @@ impl Run {
                     }
                 }
                 Err(e) => Outcome::Failed(format!(
-                    "a dropped answer must be transient (retried), not {}: {e}",
-                    kind(&e)
+                    "a dropped answer must be transient (retried), not {e}"
                 )),
             }
         };
@@ -576,9 +569,7 @@ impl Run {
             self.proxy.settle();
             let outcome = match result {
                 Err(e) if expected(&e) => Outcome::Passed(kind(&e).to_owned()),
-                Err(e) => {
-                    Outcome::Failed(format!("{}: {e}; the contract wants {wanted}", kind(&e)))
-                }
+                Err(e) => Outcome::Failed(format!("{e}; the contract wants {wanted}")),
                 Ok(()) => {
                     Outcome::Failed(format!("the call succeeded; the contract wants {wanted}"))
                 }
@@ -608,7 +599,7 @@ impl Run {
                 Err(ConnectorError::Unsupported(m)) => {
                     return Outcome::Skipped(format!("fetch-completions is not implemented ({m})"));
                 }
-                Err(e) => return Outcome::Failed(format!("{}: {e}", kind(&e))),
+                Err(e) => return Outcome::Failed(format!("{e}")),
             }
         }
         Outcome::Failed("more than 1000 pages of completions".into())
@@ -640,10 +631,7 @@ impl Run {
             });
             for result in futures::future::join_all(enrolments).await {
                 if let Err(e) = result {
-                    return Outcome::Failed(format!(
-                        "enrolling at once in {course}: {}: {e}",
-                        kind(&e)
-                    ));
+                    return Outcome::Failed(format!("enrolling at once in {course}: {e}"));
                 }
             }
             detail.push_str(&format!("; 8 enrolments in {course} at once"));
@@ -745,7 +733,7 @@ impl Run {
                 .connector
                 .fetch_employees(cursor.as_deref())
                 .await
-                .map_err(|e| format!("fetch-employees: {}: {e}", kind(&e)))?;
+                .map_err(|e| format!("fetch-employees: {e}"))?;
             listing.pages += 1;
             listing.employees.extend(page.employees);
             match page.next_cursor {
@@ -788,7 +776,7 @@ impl Run {
         }
         let first = match self.connector.fetch_employees(None).await {
             Ok(page) => page,
-            Err(e) => return Outcome::Failed(format!("{}: {e}", kind(&e))),
+            Err(e) => return Outcome::Failed(format!("{e}")),
         };
         let Some(next) = first.next_cursor.clone() else {
             return Outcome::Skipped("the listing has one page; set a smaller page size".into());
@@ -860,10 +848,7 @@ impl Run {
             Err(ConnectorError::Transient(_) | ConnectorError::RateLimited(_)) => {
                 Outcome::Passed("transient".into())
             }
-            Err(e) => Outcome::Failed(format!(
-                "a dropped connection must be transient, not {}: {e}",
-                kind(&e)
-            )),
+            Err(e) => Outcome::Failed(format!("a dropped connection must be transient, not {e}")),
             Ok(_) => Outcome::Failed("a page came back though the connection dropped".into()),
         }
     }
@@ -904,7 +889,7 @@ impl Run {
                 )
                 .await
             {
-                outcome = Outcome::Failed(format!("push-completion: {}: {e}", kind(&e)));
+                outcome = Outcome::Failed(format!("push-completion: {e}"));
             }
         }
         let records = self.records_of(employee, &course).await;
@@ -939,7 +924,7 @@ impl Run {
             )
             .await
         {
-            outcome = Outcome::Failed(format!("push-completion: {}: {e}", kind(&e)));
+            outcome = Outcome::Failed(format!("push-completion: {e}"));
         }
         match self.records_of(employee, &course).await {
             None => {
@@ -986,7 +971,7 @@ impl Run {
                 .filter(|r| r.course_id.as_str() == course)
                 .collect())),
             Err(ConnectorError::Unsupported(_)) => None,
-            Err(e) => Some(Err(format!("list-training-records: {}: {e}", kind(&e)))),
+            Err(e) => Some(Err(format!("list-training-records: {e}"))),
         }
     }
 }

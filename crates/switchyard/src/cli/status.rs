@@ -31,7 +31,7 @@ pub fn execute(args: StatusArgs) -> anyhow::Result<Exit> {
                 .state
                 .snapshots(link)?
                 .into_iter()
-                .filter(|s| scope.covers(&config.fields.apply(s.employee.clone())))
+                .filter(|s| scope.covers(&s.employee))
                 .count();
             println!(
                 "scope: link `{link}` manages {} ({covered} of the employees it knows)",
