@@ -194,6 +194,21 @@ class Enrollment(exports.Enrollment):
         patch(f"/Groups/{group}", [{"op": "remove", "path": f"members[value eq {json.dumps(lms_user_id)}]"}])
 
 
+class BatchProvisioning(exports.BatchProvisioning):
+    """Optional (contract 0.5.0): SCIM's Bulk endpoint is optional on servers,
+    so this connector sends one operation per call and the host falls back
+    to `upsert_user` and `enroll`."""
+
+    def upsert_users(self, items):
+        raise Err(ConnectorError_Unsupported("one account per request"))
+
+    def enroll_all(self, items):
+        raise Err(ConnectorError_Unsupported("one enrolment per request"))
+
+    def list_accounts(self, cursor: Optional[str]):
+        raise Err(ConnectorError_Unsupported("not implemented"))
+
+
 class CompletionSource(exports.CompletionSource):
     def fetch_completions(self, cursor: Optional[str]) -> CompletionPage:
         raise Err(ConnectorError_Unsupported("SCIM has no completions"))

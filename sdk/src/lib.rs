@@ -75,11 +75,11 @@ pub mod __private {
             world: "hris-connector",
             path: "../wit",
             with: {
-                "switchyard:connector/types@0.4.0": crate::__private::base::switchyard::connector::types,
-                "switchyard:connector/http@0.4.0": crate::__private::base::switchyard::connector::http,
-                "switchyard:connector/log@0.4.0": crate::__private::base::switchyard::connector::log,
-                "switchyard:connector/config@0.4.0": crate::__private::base::switchyard::connector::config,
-                "switchyard:connector/shared@0.4.0": crate::__private::base::switchyard::connector::shared,
+                "switchyard:connector/types@0.5.0": crate::__private::base::switchyard::connector::types,
+                "switchyard:connector/http@0.5.0": crate::__private::base::switchyard::connector::http,
+                "switchyard:connector/log@0.5.0": crate::__private::base::switchyard::connector::log,
+                "switchyard:connector/config@0.5.0": crate::__private::base::switchyard::connector::config,
+                "switchyard:connector/shared@0.5.0": crate::__private::base::switchyard::connector::shared,
             },
             pub_export_macro: true,
             export_macro_name: "__export_hris_world",
@@ -94,11 +94,11 @@ pub mod __private {
             world: "lms-connector",
             path: "../wit",
             with: {
-                "switchyard:connector/types@0.4.0": crate::__private::base::switchyard::connector::types,
-                "switchyard:connector/http@0.4.0": crate::__private::base::switchyard::connector::http,
-                "switchyard:connector/log@0.4.0": crate::__private::base::switchyard::connector::log,
-                "switchyard:connector/config@0.4.0": crate::__private::base::switchyard::connector::config,
-                "switchyard:connector/shared@0.4.0": crate::__private::base::switchyard::connector::shared,
+                "switchyard:connector/types@0.5.0": crate::__private::base::switchyard::connector::types,
+                "switchyard:connector/http@0.5.0": crate::__private::base::switchyard::connector::http,
+                "switchyard:connector/log@0.5.0": crate::__private::base::switchyard::connector::log,
+                "switchyard:connector/config@0.5.0": crate::__private::base::switchyard::connector::config,
+                "switchyard:connector/shared@0.5.0": crate::__private::base::switchyard::connector::shared,
             },
             pub_export_macro: true,
             export_macro_name: "__export_lms_world",
@@ -281,7 +281,46 @@ pub trait LmsConnector {
         let _ = webhook;
         Err(ConnectorError::unsupported("parse-webhook"))
     }
+
+    /// `upsert_user` for many employees in one call (contract 0.5.0), for
+    /// an API that takes many records per request. Return one result per
+    /// item, in the order given; an item's error is that item's alone
+    /// (`rejected` dead-letters only it). An item without `lms_user_id`
+    /// adopts the account the LMS already holds for the employee's id, as
+    /// `upsert_user` does. The host sends at most 100 items. The default:
+    /// `unsupported`, and the host calls `upsert_user` per item.
+    fn upsert_users(
+        items: Vec<AccountWrite>,
+    ) -> Result<Vec<ItemResult<AccountWritten>>, ConnectorError> {
+        let _ = items;
+        Err(ConnectorError::unsupported("upsert-users"))
+    }
+
+    /// `enroll` for many enrolments in one call (contract 0.5.0), answered
+    /// as `upsert_users` is. The default: `unsupported`, and the host calls
+    /// `enroll` per item.
+    fn enroll_all(items: Vec<EnrollmentWrite>) -> Result<Vec<ItemResult<()>>, ConnectorError> {
+        let _ = items;
+        Err(ConnectorError::unsupported("enroll-all"))
+    }
+
+    /// One page of the accounts the LMS holds (contract 0.5.0), with what
+    /// identifies them, for matching employees to existing accounts.
+    /// Reads only. The default: `unsupported`.
+    fn list_accounts(cursor: Option<String>) -> Result<AccountPage, ConnectorError> {
+        let _ = cursor;
+        Err(ConnectorError::unsupported("list-accounts"))
+    }
 }
+
+/// The outcome of one item of a batch call.
+#[cfg(feature = "lms")]
+pub type ItemResult<T> = Result<T, ConnectorError>;
+
+#[cfg(feature = "lms")]
+pub use __private::lms::exports::switchyard::connector::batch_provisioning::{
+    AccountPage, AccountWrite, AccountWritten, EnrollmentWrite, LmsAccount,
+};
 
 /// Export a type implementing [`HrisConnector`] as this component's
 /// `hris-connector` world. Invoke once, at the crate root.
@@ -387,6 +426,25 @@ macro_rules! export_lms {
                 idempotency_key: String,
             ) -> Result<(), $crate::ConnectorError> {
                 <$connector as $crate::LmsConnector>::unenroll(lms_user_id, course_id, idempotency_key)
+            }
+        }
+        impl $crate::__private::lms::exports::switchyard::connector::batch_provisioning::Guest
+            for $connector
+        {
+            fn upsert_users(
+                items: Vec<$crate::AccountWrite>,
+            ) -> Result<Vec<$crate::ItemResult<$crate::AccountWritten>>, $crate::ConnectorError> {
+                <$connector as $crate::LmsConnector>::upsert_users(items)
+            }
+            fn enroll_all(
+                items: Vec<$crate::EnrollmentWrite>,
+            ) -> Result<Vec<$crate::ItemResult<()>>, $crate::ConnectorError> {
+                <$connector as $crate::LmsConnector>::enroll_all(items)
+            }
+            fn list_accounts(
+                cursor: Option<String>,
+            ) -> Result<$crate::AccountPage, $crate::ConnectorError> {
+                <$connector as $crate::LmsConnector>::list_accounts(cursor)
             }
         }
         impl $crate::__private::lms::exports::switchyard::connector::completion_source::Guest

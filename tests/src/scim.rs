@@ -93,6 +93,39 @@ impl ScimServer {
         Ok(response.json().await?)
     }
 
+    /// `POST {url}/{path}` of a SCIM JSON body with the token; the created
+    /// resource.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .build()?
+            .post(format!("{}/{}", self.url, path.trim_start_matches('/')))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/scim+json")
+            .body(serde_json::to_vec(body)?)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(response.json().await?)
+    }
+
+    /// `DELETE {url}/{path}` with the token.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()?
+            .delete(format!("{}/{}", self.url, path.trim_start_matches('/')))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     /// Every resource of `kind` (`Users`, `Groups`) matching `filter`
     /// (every one for an empty filter).
     pub async fn list(&self, kind: &str, filter: &str) -> anyhow::Result<Vec<serde_json::Value>> {

@@ -147,21 +147,17 @@ async fn a_sync_is_audited_with_its_causes_keys_and_requests() {
                 .unwrap()
                 .starts_with("http://127.0.0.1:")
     }));
-    let for_101 = requests
-        .iter()
-        .find(|e| e.record.employee.as_deref() == Some("101"))
-        .expect("a request on behalf of employee 101");
+    // The Moodle plugin writes in batches: a request of a batch call is
+    // about many employees, so it names none (its path and query name
+    // nobody either).
     assert!(
-        for_101.personal_data.as_ref().unwrap()["path"]
-            .as_str()
-            .is_some()
-    );
-    assert!(
-        for_101.record.detail["query"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|q| q == "wsfunction")
+        to_lms.iter().all(|e| e.record.employee.is_none()
+            && e.record.detail["query"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|q| q == "wsfunction")),
+        "{to_lms:?}"
     );
 
     // A completion written back, with its score kept as personal data.
@@ -169,6 +165,28 @@ async fn a_sync_is_audited_with_its_causes_keys_and_requests() {
         .mark_completed("101", "SAFETY-2026", Some(91.0), Some(true))
         .unwrap();
     service.sync_link(LINK).await.unwrap();
+    // A call about one employee (`push-completion`): its requests are on
+    // their behalf, and the path that names them is personal.
+    let for_101: Vec<Entry> = entries(&service, kind("http.request"))
+        .into_iter()
+        .filter(|e| e.record.employee.as_deref() == Some("101"))
+        .collect();
+    assert!(
+        for_101
+            .iter()
+            .all(|e| e.record.connector.as_deref() == Some("hr")
+                && e.record.detail["function"] == "push-completion"
+                && e.personal_data.as_ref().unwrap()["path"].is_string()),
+        "{for_101:?}"
+    );
+    assert!(
+        for_101
+            .iter()
+            .any(|e| e.personal_data.as_ref().unwrap()["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/employee/101"))),
+        "the write names the employee in its path: {for_101:?}"
+    );
     let written = entries(&service, kind("completion.written"));
     assert_eq!(written.len(), 1);
     assert_eq!(written[0].record.course.as_deref(), Some("SAFETY-2026"));
@@ -472,6 +490,11 @@ async fn forget_erases_personal_data_everywhere_and_verify_still_passes() {
     h.hris
         .update_employee("104", |e| e.work_email = Some("not-an-email".into())); // a dead letter that quotes it
     let service = h.service().unwrap();
+    service.sync_link(LINK).await.unwrap();
+    // A completion of theirs written back: a record and a request about them.
+    h.lms
+        .mark_completed("101", "CODE-OF-CONDUCT", Some(77.0), Some(true))
+        .unwrap();
     service.sync_link(LINK).await.unwrap();
     let victim = h.hris.employee("101").unwrap();
     let email = victim.work_email.clone().unwrap();

@@ -51,6 +51,9 @@ async fn killed_at_many_points_a_restart_finishes_exactly_once() {
         employees: 40,
         page_size: 10,
         link_extra: "concurrency = 4\nmax_deactivations = 100".into(),
+        // Small batches: the kills land between and inside batch calls
+        // (a call whose batch was applied but not recorded).
+        limits: "max_batch = 3".into(),
         ..Options::default()
     })
     .await

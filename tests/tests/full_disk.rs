@@ -118,6 +118,9 @@ async fn a_disk_that_fills_up_mid_sync_fails_clearly_and_the_next_start_finishes
     let h = Harness::start_with(Options {
         employees: 60,
         page_size: 10,
+        // One operation per call: the free space below is measured for
+        // the records of single calls.
+        limits: "max_batch = 1".into(),
         ..Options::default()
     })
     .await

@@ -24,13 +24,13 @@ fn the_real_plugins_implement_their_worlds() {
         .load_plugin(&plugins::build("bamboohr").unwrap())
         .unwrap();
     assert_eq!(hris.world, World::Hris);
-    assert_eq!(hris.contract_version, "0.4.0");
+    assert_eq!(hris.contract_version, "0.5.0");
     assert!(hris.takes_webhooks());
     let lms = runtime
         .load_plugin(&plugins::build("moodle").unwrap())
         .unwrap();
     assert_eq!(lms.world, World::Lms);
-    assert_eq!(lms.contract_version, "0.4.0");
+    assert_eq!(lms.contract_version, "0.5.0");
     assert!(lms.takes_webhooks());
 }
 

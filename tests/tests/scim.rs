@@ -77,11 +77,8 @@ async fn the_python_plugin_passes_the_conformance_runner_against_a_real_scim_ser
     passes_conformance(&wasm).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sync_provisions_scim_users_and_course_groups_through_a_whole_lifecycle() {
-    let scim = ScimServer::start("sync-token").unwrap();
-    let h = Harness::start(12).await.unwrap();
-    // The link's LMS side becomes the SCIM plugin.
+/// Make the harness link's LMS side the SCIM plugin against `scim`.
+fn scim_lms(h: &Harness, scim: &ScimServer) {
     plugins::install("scim", &h.dir.join("plugins.d"), "scim").unwrap();
     let text = std::fs::read_to_string(&h.config_path).unwrap();
     let start = text.find("[connectors.lms]").unwrap();
@@ -96,6 +93,127 @@ async fn a_sync_provisions_scim_users_and_course_groups_through_a_whole_lifecycl
         format!("{}{lms}{}", &text[..start], &text[end..]),
     )
     .unwrap();
+}
+
+fn with_access(h: &Harness) -> BTreeSet<String> {
+    h.hris
+        .employees()
+        .iter()
+        .filter(|e| {
+            e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated")
+        })
+        .map(|e| e.id.clone())
+        .collect()
+}
+
+/// The paths of the requests the LMS connector made, from the audit log.
+fn lms_paths(service: &switchyard::Service) -> Vec<String> {
+    service
+        .state
+        .audit()
+        .read(&Default::default(), None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.record.kind == "http.request" && e.record.connector.as_deref() == Some("lms"))
+        .filter_map(|e| e.personal_data?["path"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_bulk_writes_in_a_few_requests_and_a_refused_operation_costs_only_itself() {
+    let scim = ScimServer::start("bulk-token").unwrap();
+    let h = Harness::start(30).await.unwrap();
+    scim_lms(&h, &scim);
+    let expected = with_access(&h);
+    // An account made by hand under the userName the plugin gives one
+    // employee, without their HRIS id: the Bulk create meets 409 and the
+    // plugin adopts that account.
+    let by_hand = expected.iter().next().unwrap().clone();
+    let made = scim
+        .post(
+            "Users",
+            &serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": format!("hris-{by_hand}"),
+            }),
+        )
+        .await
+        .unwrap();
+
+    let service = h.service().unwrap();
+    let report = service.sync_link(LINK).await.unwrap();
+    assert_eq!(report.dead_lettered, 0, "{report:?}");
+    assert_eq!(report.users_adopted, 1, "{report:?}");
+    assert_eq!(report.users_created, expected.len() - 1, "{report:?}");
+    let users = scim.list("Users", "").await.unwrap();
+    assert_eq!(users.len(), expected.len(), "no duplicates");
+    let adopted = users.iter().find(|u| u["id"] == made["id"]).unwrap();
+    assert_eq!(adopted["externalId"], by_hand.as_str());
+
+    // Accounts and memberships went out in Bulk requests: a handful of
+    // requests, where one per operation would be over a hundred.
+    let paths = lms_paths(&service);
+    let bulk = paths.iter().filter(|p| p.ends_with("/Bulk")).count();
+    assert!(bulk >= 2, "{paths:?}");
+    assert!(
+        paths.len() <= 20,
+        "{} LMS requests for {} accounts: {paths:?}",
+        paths.len(),
+        expected.len()
+    );
+    assert_eq!(report.enrollments, {
+        let groups = scim.list("Groups", "").await.unwrap();
+        groups
+            .iter()
+            .map(|g| g["members"].as_array().map_or(0, Vec::len))
+            .sum::<usize>()
+    });
+
+    // Someone deletes an account in the LMS; two employees change email.
+    // In the next Bulk request the deleted one's update is refused (404)
+    // and dead-lettered alone; the other goes through.
+    let mut ids = expected.iter().filter(|id| **id != by_hand);
+    let (gone, changed) = (ids.next().unwrap().clone(), ids.next().unwrap().clone());
+    let gone_account = users
+        .iter()
+        .find(|u| u["externalId"] == gone.as_str())
+        .unwrap();
+    scim.delete(&format!("Users/{}", gone_account["id"].as_str().unwrap()))
+        .await
+        .unwrap();
+    for id in [&gone, &changed] {
+        h.hris.update_employee(id, |e| {
+            e.work_email = Some(format!("{id}.new@acme.example"))
+        });
+    }
+    let second = service.sync_link(LINK).await.unwrap();
+    let letters = service.state.dead_letters(&LINK.into()).unwrap();
+    assert!(!letters.is_empty(), "{second:?}");
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.operation.employee_id.as_str() == gone.as_str()),
+        "{letters:?}"
+    );
+    assert_eq!(letters[0].operation.kind.name(), "upsert-user");
+    assert!(letters[0].reason.contains("404"), "{}", letters[0].reason);
+    assert_eq!(second.users_updated, 1, "{second:?}");
+    let users = scim.list("Users", "").await.unwrap();
+    let updated = users
+        .iter()
+        .find(|u| u["externalId"] == changed.as_str())
+        .unwrap();
+    assert_eq!(
+        updated["emails"][0]["value"],
+        format!("{changed}.new@acme.example").as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_provisions_scim_users_and_course_groups_through_a_whole_lifecycle() {
+    let scim = ScimServer::start("sync-token").unwrap();
+    let h = Harness::start(12).await.unwrap();
+    scim_lms(&h, &scim);
     let service = h.service().unwrap();
     let report = service.sync_link(LINK).await.unwrap();
     assert!(
@@ -107,15 +225,7 @@ async fn a_sync_provisions_scim_users_and_course_groups_through_a_whole_lifecycl
         report.notes
     );
 
-    let with_access: BTreeSet<String> = h
-        .hris
-        .employees()
-        .iter()
-        .filter(|e| {
-            e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated")
-        })
-        .map(|e| e.id.clone())
-        .collect();
+    let with_access = with_access(&h);
     let users = scim.list("Users", "").await.unwrap();
     let external: BTreeSet<String> = users
         .iter()

@@ -53,6 +53,18 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Employees committed per transaction.
 const COMMIT_CHUNK: usize = 500;
 
+mod waves;
+
+/// What became of one attempt of an operation (see `LinkRun::settle`).
+enum Settled {
+    /// Its effect is recorded (or it was skipped as unsupported).
+    Done,
+    /// Try again after this wait; the store has the later attempt.
+    Retry(Duration),
+    /// Given up on; the reason blocks the employee's later operations.
+    DeadLettered(String),
+}
+
 /// Everything one link needs to run.
 pub struct LinkRun<'a> {
     /// Link name.
@@ -422,7 +434,10 @@ impl LinkRun<'_> {
     /// Apply everything in the outbox: employees in parallel, each
     /// employee's operations in order.
     async fn apply_outbox(&self, report: &mut RunReport) -> Result<(), RunError> {
-        let groups = self.state.outbox(self.name)?;
+        let mut groups = self.state.outbox(self.name)?;
+        if self.batching() {
+            groups = self.apply_in_waves(groups, report).await?;
+        }
         let outcomes: Vec<RunReport> = futures::stream::iter(groups)
             .map(|group| self.apply_group(group))
             .buffer_unordered(self.link.concurrency)
@@ -450,17 +465,7 @@ impl LinkRun<'_> {
                 self.state.flush()?;
             }
             if let Some(reason) = &blocked {
-                // An earlier operation of this employee was given up on; the
-                // later ones depend on it and keep its order in the DLQ.
-                let reason = format!("blocked: {reason}");
-                let event = self
-                    .op_event(&op, Kind::OperationDeadLettered)
-                    .personal(serde_json::json!({ "reason": reason }));
-                self.state
-                    .dead_letter(self.name, &op, &reason, Timestamp::now(), event)?;
-                self.observer
-                    .operation(self.name, op.kind.name(), OperationResult::DeadLetter);
-                report.dead_lettered += 1;
+                self.dead_letter_blocked(&op, reason, &mut report)?;
                 continue;
             }
             if self.stopping() {
@@ -470,98 +475,130 @@ impl LinkRun<'_> {
             }
             loop {
                 let context = CallContext::operation(self.name, &op.employee_id, &op.key);
-                let error = match context.scope(self.execute(&op, &mut report)).await? {
-                    Ok((effect, outcome)) => {
-                        self.state.complete(
-                            self.name,
-                            &op,
-                            &effect,
-                            self.op_event(&op, outcome),
-                        )?;
+                let result = context.scope(self.execute(&op, &mut report)).await?;
+                match self.settle(&mut op, result, &mut report)? {
+                    Settled::Done => {
                         unflushed = true;
-                        self.observer
-                            .operation(self.name, op.kind.name(), OperationResult::Ok);
                         break;
                     }
-                    // An optional operation the plugin does not support is
-                    // skipped, not a stopped link: recorded as done (it is
-                    // not planned again) with its reason.
-                    Err(ConnectorError::Unsupported(reason)) if op.kind.is_optional() => {
-                        let event = self
-                            .op_event(&op, Kind::OperationSkipped)
-                            .personal(serde_json::json!({ "reason": reason }));
-                        self.state.complete(self.name, &op, &Effect::None, event)?;
-                        unflushed = true;
-                        self.observer
-                            .operation(self.name, op.kind.name(), OperationResult::Ok);
-                        let connector = match op.kind {
-                            OpKind::PushCompletion { .. } => &self.hris.name,
-                            _ => &self.lms.name,
-                        };
-                        report.note(format!(
-                            "{} skipped: connector `{connector}` does not support it ({reason})",
-                            op.kind.name()
-                        ));
-                        break;
-                    }
-                    Err(error) => error,
-                };
-                op.attempts += 1;
-                op.last_error = Some(error.to_string());
-                match error.remedy() {
-                    Remedy::Retry(after) if op.attempts < MAX_ATTEMPTS => {
-                        let wait = backoff(op.attempts, after);
-                        op.next_attempt_at = now_ms() + wait.as_millis() as u64;
-                        self.state.reschedule(self.name, &op)?;
-                        self.observer
-                            .operation(self.name, op.kind.name(), OperationResult::Retry);
-                        tracing::info!(link = %self.name, operation = op.kind.name(), employee = %op.employee_id, attempt = op.attempts, ?wait, "retrying: {error}");
-                        report.retries += 1;
+                    Settled::Retry(wait) => {
                         self.pause(wait).await;
                         if self.stopping() {
-                            // Rescheduled above; the next run retries it.
+                            // Rescheduled by `settle`; the next run retries it.
                             return Ok(report);
                         }
                     }
-                    Remedy::Retry(_) | Remedy::DeadLetter => {
-                        let reason = if error.remedy() == Remedy::DeadLetter {
-                            error.to_string()
-                        } else {
-                            format!("gave up after {} attempts: {error}", op.attempts)
-                        };
-                        let event = self
-                            .op_event(&op, Kind::OperationDeadLettered)
-                            .personal(serde_json::json!({ "reason": reason }));
-                        let id = self.state.dead_letter(
-                            self.name,
-                            &op,
-                            &reason,
-                            Timestamp::now(),
-                            event,
-                        )?;
-                        self.observer.operation(
-                            self.name,
-                            op.kind.name(),
-                            OperationResult::DeadLetter,
-                        );
-                        tracing::warn!(link = %self.name, operation = op.kind.name(), employee = %op.employee_id, dead_letter = id, "dead-lettered: {reason}");
-                        report.dead_lettered += 1;
-                        blocked = Some(format!("{} (dead letter {id}) failed", op.kind.name()));
+                    Settled::DeadLettered(reason) => {
+                        blocked = Some(reason);
                         break;
-                    }
-                    Remedy::Stop => {
-                        self.state.reschedule(self.name, &op)?;
-                        self.observer.operation(
-                            self.name,
-                            op.kind.name(),
-                            OperationResult::Stopped,
-                        );
-                        return Err(self.stopped(op.kind.name(), error).into());
                     }
                 }
             }
         }
         Ok(report)
+    }
+
+    /// Dead-letter an operation whose employee's earlier operation was given
+    /// up on: it depends on it, and keeps its order in the DLQ.
+    fn dead_letter_blocked(
+        &self,
+        op: &Operation,
+        reason: &str,
+        report: &mut RunReport,
+    ) -> Result<(), RunError> {
+        let reason = format!("blocked: {reason}");
+        let event = self
+            .op_event(op, Kind::OperationDeadLettered)
+            .personal(serde_json::json!({ "reason": reason }));
+        self.state
+            .dead_letter(self.name, op, &reason, Timestamp::now(), event)?;
+        self.observer
+            .operation(self.name, op.kind.name(), OperationResult::DeadLetter);
+        report.dead_lettered += 1;
+        Ok(())
+    }
+
+    /// Record the outcome of one attempt of `op`: its effect when it
+    /// succeeded, a later attempt when it may be retried (rescheduled in
+    /// the store), a dead letter when it is given up on; a stopped link
+    /// when the error says to stop (the operation stays in the outbox).
+    fn settle(
+        &self,
+        op: &mut Operation,
+        result: Result<(Effect, Kind), ConnectorError>,
+        report: &mut RunReport,
+    ) -> Result<Settled, RunError> {
+        let error = match result {
+            Ok((effect, outcome)) => {
+                self.state
+                    .complete(self.name, op, &effect, self.op_event(op, outcome))?;
+                self.observer
+                    .operation(self.name, op.kind.name(), OperationResult::Ok);
+                return Ok(Settled::Done);
+            }
+            // An optional operation the plugin does not support is
+            // skipped, not a stopped link: recorded as done (it is not
+            // planned again) with its reason.
+            Err(ConnectorError::Unsupported(reason)) if op.kind.is_optional() => {
+                let event = self
+                    .op_event(op, Kind::OperationSkipped)
+                    .personal(serde_json::json!({ "reason": reason }));
+                self.state.complete(self.name, op, &Effect::None, event)?;
+                self.observer
+                    .operation(self.name, op.kind.name(), OperationResult::Ok);
+                let connector = match op.kind {
+                    OpKind::PushCompletion { .. } => &self.hris.name,
+                    _ => &self.lms.name,
+                };
+                report.note(format!(
+                    "{} skipped: connector `{connector}` does not support it ({reason})",
+                    op.kind.name()
+                ));
+                return Ok(Settled::Done);
+            }
+            Err(error) => error,
+        };
+        op.attempts += 1;
+        op.last_error = Some(error.to_string());
+        match error.remedy() {
+            Remedy::Retry(after) if op.attempts < MAX_ATTEMPTS => {
+                let wait = backoff(op.attempts, after);
+                op.next_attempt_at = now_ms() + wait.as_millis() as u64;
+                self.state.reschedule(self.name, op)?;
+                self.observer
+                    .operation(self.name, op.kind.name(), OperationResult::Retry);
+                tracing::info!(link = %self.name, operation = op.kind.name(), employee = %op.employee_id, attempt = op.attempts, ?wait, "retrying: {error}");
+                report.retries += 1;
+                Ok(Settled::Retry(wait))
+            }
+            Remedy::Retry(_) | Remedy::DeadLetter => {
+                let reason = if error.remedy() == Remedy::DeadLetter {
+                    error.to_string()
+                } else {
+                    format!("gave up after {} attempts: {error}", op.attempts)
+                };
+                let event = self
+                    .op_event(op, Kind::OperationDeadLettered)
+                    .personal(serde_json::json!({ "reason": reason }));
+                let id = self
+                    .state
+                    .dead_letter(self.name, op, &reason, Timestamp::now(), event)?;
+                self.observer
+                    .operation(self.name, op.kind.name(), OperationResult::DeadLetter);
+                tracing::warn!(link = %self.name, operation = op.kind.name(), employee = %op.employee_id, dead_letter = id, "dead-lettered: {reason}");
+                report.dead_lettered += 1;
+                Ok(Settled::DeadLettered(format!(
+                    "{} (dead letter {id}) failed",
+                    op.kind.name()
+                )))
+            }
+            Remedy::Stop => {
+                self.state.reschedule(self.name, op)?;
+                self.observer
+                    .operation(self.name, op.kind.name(), OperationResult::Stopped);
+                Err(self.stopped(op.kind.name(), error).into())
+            }
+        }
     }
 
     /// The audit record of an operation's outcome: what, about whom, why,

@@ -232,6 +232,70 @@ pub struct LmsUser {
     pub email: Option<String>,
 }
 
+/// One account to create or update in a batch
+/// (`batch-provisioning.upsert-users`), as `upsert-user` takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountWrite {
+    /// The employee the account stands for.
+    pub employee: Employee,
+    /// The account the host binds them to, when it knows one.
+    pub lms_user_id: Option<LmsUserId>,
+    /// The write's idempotency key.
+    pub key: String,
+}
+
+/// What became of one [`AccountWrite`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountWritten {
+    /// The LMS user id.
+    pub id: LmsUserId,
+    /// Made by the call (false: an account was updated or adopted).
+    pub created: bool,
+    /// Whether the account is active now.
+    pub active: bool,
+}
+
+/// One enrolment in a batch (`batch-provisioning.enroll-all`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentWrite {
+    /// The account.
+    pub lms_user_id: LmsUserId,
+    /// The course key.
+    pub course: CourseId,
+    /// Due date.
+    pub due: Option<Date>,
+    /// The write's idempotency key.
+    pub key: String,
+}
+
+/// An LMS account with what identifies it (`batch-provisioning.list-accounts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmsAccount {
+    /// LMS user id.
+    pub id: LmsUserId,
+    /// The HRIS employee id the LMS holds on the account.
+    pub employee_id: Option<String>,
+    /// Login name.
+    pub username: Option<String>,
+    /// Email.
+    pub email: Option<String>,
+    /// Given name.
+    pub given_name: Option<String>,
+    /// Family name.
+    pub family_name: Option<String>,
+    /// False when suspended.
+    pub active: bool,
+}
+
+/// One page of [`LmsAccount`]s.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccountPage {
+    /// The accounts on this page.
+    pub accounts: Vec<LmsAccount>,
+    /// The next page's cursor; `None` on the last.
+    pub next_cursor: Option<String>,
+}
+
 /// What a verified webhook delivery reported (contract `webhook-event`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]

@@ -1,5 +1,5 @@
 //! Host bindings generated from `wit/`: the current contract (`hris`,
-//! `lms`) and each older version the host still loads (`v0_1` to `v0_3`, each in a
+//! `lms`) and each older version the host still loads (`v0_1` to `v0_4`, each in a
 //! file of its own), and the conversions between the generated records and
 //! `switchyard-model`'s.
 
@@ -7,6 +7,7 @@ pub(crate) mod typecheck;
 pub mod v0_1;
 pub mod v0_2;
 pub mod v0_3;
+pub mod v0_4;
 
 pub mod hris {
     wasmtime::component::bindgen!({

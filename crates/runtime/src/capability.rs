@@ -71,3 +71,26 @@ macro_rules! older_contract_imports {
 older_contract_imports!(crate::bindings::v0_1::hris::switchyard::connector);
 older_contract_imports!(crate::bindings::v0_2::hris::switchyard::connector);
 older_contract_imports!(crate::bindings::v0_3::hris::switchyard::connector);
+older_contract_imports!(crate::bindings::v0_4::hris::switchyard::connector);
+
+/// 0.4.0's `shared`: the same functions as the current one.
+impl crate::bindings::v0_4::hris::switchyard::connector::shared::Host for crate::HostState {
+    async fn lock(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<(), crate::bindings::types::ConnectorError>> {
+        crate::bindings::hris::switchyard::connector::shared::Host::lock(self, key).await
+    }
+
+    async fn unlock(&mut self, key: String) -> wasmtime::Result<()> {
+        crate::bindings::hris::switchyard::connector::shared::Host::unlock(self, key).await
+    }
+
+    async fn recall(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        crate::bindings::hris::switchyard::connector::shared::Host::recall(self, key).await
+    }
+
+    async fn remember(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        crate::bindings::hris::switchyard::connector::shared::Host::remember(self, key, value).await
+    }
+}

@@ -14,7 +14,7 @@ use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::WasiCtx;
 
-use crate::bindings::{self, types as wit};
+use crate::bindings::types as wit;
 use crate::capability::http::{Egress, ExchangeLog, HttpState};
 use crate::capability::log::LogState;
 use crate::capability::shared::{Shared, SharedState};
@@ -23,6 +23,9 @@ use crate::grants::{Grants, Limits};
 use crate::observe::{CallContext, CallObserver, CallOutcome, FinishedCall};
 use crate::secret::Credential;
 use crate::{EPOCH_TICK, HostState, MAX_WASM_STACK, MemoryBudget, Plugin, Pre, Runtime, Versioned};
+
+mod batch;
+pub use batch::{ItemResults, MAX_BATCH};
 
 /// A plugin bound to one connector's settings, grants and credential.
 #[derive(Clone)]
@@ -38,6 +41,8 @@ pub struct Connector {
     faults: Arc<FaultCount>,
     /// Locks and remembered values of this connector's calls (`shared`).
     shared: Arc<Shared>,
+    /// The batch functions the plugin turned down.
+    batch: Arc<batch::BatchSupport>,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
@@ -64,6 +69,7 @@ impl Runtime {
             )),
             faults: Arc::new(FaultCount::default()),
             shared: Arc::new(Shared::default()),
+            batch: Arc::default(),
             observer: None,
         }
     }
@@ -387,18 +393,7 @@ impl Connector {
         Ok(())
     }
 
-    #[allow(clippy::type_complexity)]
-    fn hris(
-        &self,
-    ) -> Result<
-        &Versioned<
-            bindings::hris::HrisConnectorPre<HostState>,
-            bindings::v0_3::hris::HrisConnectorPre<HostState>,
-            bindings::v0_2::hris::HrisConnectorPre<HostState>,
-            bindings::v0_1::hris::HrisConnectorPre<HostState>,
-        >,
-        ConnectorError,
-    > {
+    fn hris(&self) -> Result<&crate::HrisPre, ConnectorError> {
         match &self.plugin.pre {
             Pre::Hris(pre) => Ok(pre),
             Pre::Lms(_) => Err(ConnectorError::InvalidConfig(format!(
@@ -408,18 +403,7 @@ impl Connector {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn lms(
-        &self,
-    ) -> Result<
-        &Versioned<
-            bindings::lms::LmsConnectorPre<HostState>,
-            bindings::v0_3::lms::LmsConnectorPre<HostState>,
-            bindings::v0_2::lms::LmsConnectorPre<HostState>,
-            bindings::v0_1::lms::LmsConnectorPre<HostState>,
-        >,
-        ConnectorError,
-    > {
+    fn lms(&self) -> Result<&crate::LmsPre, ConnectorError> {
         match &self.plugin.pre {
             Pre::Lms(pre) => Ok(pre),
             Pre::Hris(_) => Err(ConnectorError::InvalidConfig(format!(
@@ -499,6 +483,7 @@ impl Connector {
         }
         match self.hris()? {
             Versioned::Current(pre) => list!(pre),
+            Versioned::V0_4(pre) => list!(pre),
             Versioned::V0_3(pre) => list!(pre),
             Versioned::V0_2(_) | Versioned::V0_1(_) => {
                 Err(self.predates("list-training-records", "0.3.0"))
@@ -675,9 +660,11 @@ impl Connector {
         }
         match &self.plugin.pre {
             Pre::Hris(Versioned::Current(pre)) => parse!(pre),
+            Pre::Hris(Versioned::V0_4(pre)) => parse!(pre),
             Pre::Hris(Versioned::V0_3(pre)) => parse!(pre),
             Pre::Hris(Versioned::V0_2(pre)) => parse!(pre),
             Pre::Lms(Versioned::Current(pre)) => parse!(pre),
+            Pre::Lms(Versioned::V0_4(pre)) => parse!(pre),
             Pre::Lms(Versioned::V0_3(pre)) => parse!(pre),
             Pre::Lms(Versioned::V0_2(pre)) => parse!(pre),
             Pre::Hris(Versioned::V0_1(_)) | Pre::Lms(Versioned::V0_1(_)) => {

@@ -48,6 +48,9 @@ pub struct Limits {
     pub max_records_per_run: u64,
     /// Minutes a run may last before it stops at its next checkpoint.
     pub max_run_minutes: u64,
+    /// Items in one batch call (`upsert-users`, `enroll-all`), 1 to
+    /// [`crate::MAX_BATCH`]; 1 sends one operation per call.
+    pub max_batch: u32,
 }
 
 impl Default for Limits {
@@ -66,6 +69,7 @@ impl Default for Limits {
             max_pages_per_run: 100_000,
             max_records_per_run: 2_000_000,
             max_run_minutes: 360,
+            max_batch: crate::MAX_BATCH as u32,
         }
     }
 }

@@ -53,7 +53,7 @@ pub use secret::{Credential, Secret};
 /// The contract package and the versions of it this host loads.
 pub const CONTRACT_PACKAGE: &str = "switchyard:connector";
 /// Supported contract versions (semver-compatible with these).
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.4.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"];
 
 /// Bound on the wasm call stack of a plugin.
 const MAX_WASM_STACK: usize = 512 * 1024;
@@ -70,6 +70,8 @@ pub(crate) enum Contract {
     V0_2,
     /// 0.3.x: no `shared` import.
     V0_3,
+    /// 0.4.x: no `batch-provisioning`.
+    V0_4,
     /// The current contract (`wit/`).
     Current,
 }
@@ -202,29 +204,35 @@ pub struct Plugin {
     pre: Pre,
 }
 
+/// An HRIS plugin, pre-instantiated through its contract's bindings.
+type HrisPre = Versioned<
+    bindings::hris::HrisConnectorPre<HostState>,
+    bindings::v0_4::hris::HrisConnectorPre<HostState>,
+    bindings::v0_3::hris::HrisConnectorPre<HostState>,
+    bindings::v0_2::hris::HrisConnectorPre<HostState>,
+    bindings::v0_1::hris::HrisConnectorPre<HostState>,
+>;
+
+/// An LMS plugin, pre-instantiated through its contract's bindings.
+type LmsPre = Versioned<
+    bindings::lms::LmsConnectorPre<HostState>,
+    bindings::v0_4::lms::LmsConnectorPre<HostState>,
+    bindings::v0_3::lms::LmsConnectorPre<HostState>,
+    bindings::v0_2::lms::LmsConnectorPre<HostState>,
+    bindings::v0_1::lms::LmsConnectorPre<HostState>,
+>;
+
 enum Pre {
-    Hris(
-        Versioned<
-            bindings::hris::HrisConnectorPre<HostState>,
-            bindings::v0_3::hris::HrisConnectorPre<HostState>,
-            bindings::v0_2::hris::HrisConnectorPre<HostState>,
-            bindings::v0_1::hris::HrisConnectorPre<HostState>,
-        >,
-    ),
-    Lms(
-        Versioned<
-            bindings::lms::LmsConnectorPre<HostState>,
-            bindings::v0_3::lms::LmsConnectorPre<HostState>,
-            bindings::v0_2::lms::LmsConnectorPre<HostState>,
-            bindings::v0_1::lms::LmsConnectorPre<HostState>,
-        >,
-    ),
+    Hris(HrisPre),
+    Lms(LmsPre),
 }
 
 /// A pre-instantiated plugin of the current contract or of an older one.
-enum Versioned<Current, V0_3, V0_2, V0_1> {
+enum Versioned<Current, V0_4, V0_3, V0_2, V0_1> {
     /// Built against the current contract (`wit/`).
     Current(Current),
+    /// Built against contract 0.4.x (`wit/since_v0.4.0`).
+    V0_4(V0_4),
     /// Built against contract 0.3.x (`wit/since_v0.3.0`).
     V0_3(V0_3),
     /// Built against contract 0.2.x (`wit/since_v0.2.0`).
@@ -241,6 +249,10 @@ macro_rules! with_instance {
     ($pre:expr, $store:ident, |$instance:ident| $call:expr) => {
         match $pre {
             Versioned::Current(pre) => {
+                let $instance = pre.instantiate_async(&mut *$store).await?;
+                $call
+            }
+            Versioned::V0_4(pre) => {
                 let $instance = pre.instantiate_async(&mut *$store).await?;
                 $call
             }
@@ -261,7 +273,7 @@ macro_rules! with_instance {
 }
 
 mod connector;
-pub use connector::Connector;
+pub use connector::{Connector, ItemResults, MAX_BATCH};
 
 impl Plugin {
     /// Short version label: the first 12 hex digits of the file's sha256.
@@ -273,8 +285,17 @@ impl Plugin {
     pub fn takes_webhooks(&self) -> bool {
         matches!(
             &self.pre,
-            Pre::Hris(Versioned::Current(_) | Versioned::V0_3(_) | Versioned::V0_2(_))
-                | Pre::Lms(Versioned::Current(_) | Versioned::V0_3(_) | Versioned::V0_2(_))
+            Pre::Hris(
+                Versioned::Current(_)
+                    | Versioned::V0_4(_)
+                    | Versioned::V0_3(_)
+                    | Versioned::V0_2(_)
+            ) | Pre::Lms(
+                Versioned::Current(_)
+                    | Versioned::V0_4(_)
+                    | Versioned::V0_3(_)
+                    | Versioned::V0_2(_)
+            )
         )
     }
 }
@@ -432,6 +453,10 @@ impl Runtime {
             |s| s,
         )?;
         // Older contracts import the same functions under their own names.
+        bindings::v0_4::hris::HrisConnector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
         bindings::v0_3::hris::HrisConnector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
@@ -600,11 +625,15 @@ impl Runtime {
             Some(1) => Contract::V0_1,
             Some(2) => Contract::V0_2,
             Some(3) => Contract::V0_3,
+            Some(4) => Contract::V0_4,
             _ => Contract::Current,
         };
         let pre = match (world, contract) {
             (World::Hris, Contract::Current) => Pre::Hris(Versioned::Current(
                 bindings::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+            (World::Hris, Contract::V0_4) => Pre::Hris(Versioned::V0_4(
+                bindings::v0_4::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
             )),
             (World::Hris, Contract::V0_3) => Pre::Hris(Versioned::V0_3(
                 bindings::v0_3::hris::HrisConnectorPre::new(instance_pre).map_err(link_err)?,
@@ -617,6 +646,9 @@ impl Runtime {
             )),
             (World::Lms, Contract::Current) => Pre::Lms(Versioned::Current(
                 bindings::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
+            )),
+            (World::Lms, Contract::V0_4) => Pre::Lms(Versioned::V0_4(
+                bindings::v0_4::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
             )),
             (World::Lms, Contract::V0_3) => Pre::Lms(Versioned::V0_3(
                 bindings::v0_3::lms::LmsConnectorPre::new(instance_pre).map_err(link_err)?,
@@ -916,7 +948,8 @@ mod tests {
         assert!(supported("0.2.3"));
         assert!(supported("0.3.0"));
         assert!(supported("0.4.0"));
-        assert!(!supported("0.5.0"));
+        assert!(supported("0.5.0"));
+        assert!(!supported("0.6.0"));
         assert!(!supported("1.0.0"));
         assert!(!supported(""));
     }

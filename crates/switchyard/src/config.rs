@@ -697,6 +697,25 @@ due_in_days = 30
         assert!(err.message.contains("oauth2 `token_url`"), "{err}");
         let zero = text.replace("quarantine_after = 3", "quarantine_after = 0");
         assert!(parse(&zero).unwrap_err().message.contains("at least 1"));
+
+        assert_eq!(lms.limits.max_batch, 100, "the default");
+        let single = parse(&text.replace(
+            "quarantine_after = 3",
+            "quarantine_after = 3\nmax_batch = 1",
+        ))
+        .unwrap();
+        assert_eq!(single.connectors["lms"].limits.max_batch, 1);
+        for bad in ["0", "101"] {
+            let text = text.replace(
+                "quarantine_after = 3",
+                &format!("quarantine_after = 3\nmax_batch = {bad}"),
+            );
+            let err = parse(&text).unwrap_err();
+            assert!(
+                err.message.contains("`max_batch` must be 1 to 100"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

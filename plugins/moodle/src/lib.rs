@@ -10,6 +10,8 @@
 //! Functions used: `core_user_get_users_by_field`, `core_user_create_users`,
 //! `core_user_update_users`, `core_course_get_courses_by_field`,
 //! `enrol_manual_enrol_users`, and `local_switchyard_get_course_completions`.
+//! The account and enrolment functions take many records per call, and the
+//! plugin sends up to the host's batch of 100 in one (`batch.rs`).
 //! Moodle has no core function that lists completions across courses; the
 //! last one comes from a small companion local plugin (a read-only query of
 //! `course_completions` joined to the user and course `idnumber`s).
@@ -38,9 +40,11 @@ use serde_json::Value;
 use switchyard_sdk::http::Request;
 use switchyard_sdk::time::{days_from_civil, rfc3339};
 use switchyard_sdk::{
-    Completion, CompletionPage, CompletionStatus, ConnectorError, Employee, LmsConnector, LmsUser,
-    Webhook, WebhookEvent, config,
+    AccountWrite, AccountWritten, Completion, CompletionPage, CompletionStatus, ConnectorError,
+    Employee, EnrollmentWrite, ItemResult, LmsConnector, LmsUser, Webhook, WebhookEvent, config,
 };
+
+mod batch;
 
 struct Moodle;
 
@@ -58,6 +62,7 @@ struct User {
     #[serde(default)]
     suspended: bool,
     email: Option<String>,
+    idnumber: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +257,16 @@ fn completion(r: CompletionRow) -> Option<Completion> {
 }
 
 impl LmsConnector for Moodle {
+    fn upsert_users(
+        items: Vec<AccountWrite>,
+    ) -> Result<Vec<ItemResult<AccountWritten>>, ConnectorError> {
+        batch::upsert_users(items)
+    }
+
+    fn enroll_all(items: Vec<EnrollmentWrite>) -> Result<Vec<ItemResult<()>>, ConnectorError> {
+        batch::enroll_all(items)
+    }
+
     fn parse_webhook(webhook: Webhook) -> Result<Vec<WebhookEvent>, ConnectorError> {
         let body: WebhookBody = webhook.json()?;
         if body.eventname != COURSE_COMPLETED {

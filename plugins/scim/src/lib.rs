@@ -20,6 +20,11 @@
 //!   make one group; the group's id is remembered for later calls.
 //!   Membership is `PATCH` `add` / `remove` of `members`, idempotent on the
 //!   server side.
+//! - Batches (contract 0.5.0): account writes and memberships go out in
+//!   SCIM Bulk requests when the server's `ServiceProviderConfig` says it
+//!   takes them, each operation with its own outcome; the accounts not yet
+//!   bound are looked up in one filtered request first. `list-accounts`
+//!   pages through `GET /Users` (`bulk.rs`).
 //! - Completions: SCIM has none; `fetch-completions` keeps the SDK's
 //!   default (`unsupported`), which the host skips with a note.
 //!
@@ -32,8 +37,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_sdk::http::{Request, Response};
 use switchyard_sdk::{
-    ConnectorError, Created, Employee, EmploymentStatus, LmsConnector, LmsUser, config,
-    find_or_create, shared,
+    AccountPage, AccountWrite, AccountWritten, ConnectorError, Created, Employee, EmploymentStatus,
+    EnrollmentWrite, ItemResult, LmsConnector, LmsUser, config, find_or_create, shared,
 };
 
 const SCIM_JSON: &str = "application/scim+json";
@@ -41,6 +46,8 @@ const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+mod bulk;
 
 struct Scim;
 
@@ -180,6 +187,20 @@ fn group_of(course: &str) -> Result<String, ConnectorError> {
 }
 
 impl LmsConnector for Scim {
+    fn upsert_users(
+        items: Vec<AccountWrite>,
+    ) -> Result<Vec<ItemResult<AccountWritten>>, ConnectorError> {
+        bulk::upsert_users(items)
+    }
+
+    fn enroll_all(items: Vec<EnrollmentWrite>) -> Result<Vec<ItemResult<()>>, ConnectorError> {
+        bulk::enroll_all(items)
+    }
+
+    fn list_accounts(cursor: Option<String>) -> Result<AccountPage, ConnectorError> {
+        bulk::list_accounts(cursor)
+    }
+
     fn find_user(employee_id: String) -> Result<Option<LmsUser>, ConnectorError> {
         let Some(user) = find_user_resource(&employee_id)? else {
             return Ok(None);

@@ -16,6 +16,9 @@ use super::types::{
     Completion, CompletionPage, ConnectorError, Employee, EmployeePage, LmsUser, TrainingRecord,
     WebhookEvent,
 };
+use crate::bindings::lms::exports::switchyard::connector::batch_provisioning::{
+    AccountPage, AccountWrite, AccountWritten, EnrollmentWrite,
+};
 use crate::{Contract, World};
 
 /// The exported function `name` of the interface `interface` (its name
@@ -43,7 +46,8 @@ fn function(
 }
 
 /// Check every export of `world` in the `contract` version (0.2.0 added
-/// `webhook-source`, 0.3.0 `list-training-records`; 0.4.0 only imports more). The error names the
+/// `webhook-source`, 0.3.0 `list-training-records`, 0.4.0 only imports more,
+/// 0.5.0 `batch-provisioning`). The error names the
 /// function.
 pub(crate) fn check_exports(
     engine: &Engine,
@@ -84,6 +88,11 @@ pub(crate) fn check_exports(
             check!("enrollment", "enroll", (String, String, Option<String>, String) -> Result<()>);
             check!("enrollment", "unenroll", (String, String, String) -> Result<()>);
             check!("completion-source", "fetch-completions", (Option<String>) -> Result<CompletionPage>);
+            if contract >= Contract::Current {
+                check!("batch-provisioning", "upsert-users", (Vec<AccountWrite>) -> Result<Vec<Result<AccountWritten>>>);
+                check!("batch-provisioning", "enroll-all", (Vec<EnrollmentWrite>) -> Result<Vec<Result<()>>>);
+                check!("batch-provisioning", "list-accounts", (Option<String>) -> Result<AccountPage>);
+            }
         }
     }
     if contract >= Contract::V0_2 {

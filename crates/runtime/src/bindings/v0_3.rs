@@ -1,5 +1,5 @@
-//! Contract 0.3.0 (`wit/since_v0.3.0`). Its records and exports are the
-//! current ones (0.4.0 only added the `shared` import), so `types` maps
+//! Contract 0.3.0 (`wit/since_v0.3.0`). Its records are the current ones
+//! (0.4.0 added the `shared` import, 0.5.0 an export), so `types` maps
 //! onto the current module and calls need no conversion; its imports are
 //! registered under their 0.3.0 names and delegate to the current
 //! implementations (`capability`).

@@ -293,6 +293,15 @@ impl Config {
                     ));
                 }
             }
+            let max_batch = switchyard_runtime::MAX_BATCH as u32;
+            if !(1..=max_batch).contains(&raw.limits.max_batch) {
+                return Err(at(
+                    span,
+                    format!(
+                        "connector `{name}`: limit `max_batch` must be 1 to {max_batch} (1 sends one operation per call)"
+                    ),
+                ));
+            }
             if raw.limits.max_records == 0 || raw.limits.quarantine_after == 0 {
                 return Err(at(
                     span,

@@ -1,0 +1,32 @@
+//! Contract 0.4.0 (`wit/since_v0.4.0`). Its records are the current ones
+//! (0.5.0 only added the `batch-provisioning` export), so `types` maps
+//! onto the current module and calls need no conversion; its imports are
+//! registered under their 0.4.0 names and delegate to the current
+//! implementations (`capability`).
+
+pub mod hris {
+    wasmtime::component::bindgen!({
+        world: "hris-connector",
+        path: "../../wit/since_v0.4.0",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "switchyard:connector/types@0.4.0": crate::bindings::types,
+        },
+    });
+}
+pub mod lms {
+    wasmtime::component::bindgen!({
+        world: "lms-connector",
+        path: "../../wit/since_v0.4.0",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "switchyard:connector/types@0.4.0": crate::bindings::types,
+            "switchyard:connector/http@0.4.0": super::hris::switchyard::connector::http,
+            "switchyard:connector/log@0.4.0": super::hris::switchyard::connector::log,
+            "switchyard:connector/config@0.4.0": super::hris::switchyard::connector::config,
+            "switchyard:connector/shared@0.4.0": super::hris::switchyard::connector::shared,
+        },
+    });
+}
