@@ -27,6 +27,7 @@
 //!   detail in `debuginfo`.
 //!
 //! Implemented functions: `core_user_create_users`, `core_user_get_users_by_field`,
+//! `core_user_get_users`,
 //! `core_user_update_users`, `core_course_get_courses_by_field`,
 //! `enrol_manual_enrol_users`, `core_completion_get_course_completion_status`, and
 //! `local_switchyard_get_course_completions`, which is not core Moodle but the web service
@@ -803,6 +804,7 @@ fn call(
     match wsfunction {
         "core_user_create_users" => create_users(s, &params),
         "core_user_get_users_by_field" => get_users_by_field(s, &params),
+        "core_user_get_users" => get_users(s, &params),
         "core_user_update_users" => update_users(s, &params),
         "core_course_get_courses_by_field" => get_courses_by_field(s, &params),
         "enrol_manual_enrol_users" => enrol_users(s, &params),
@@ -1436,6 +1438,70 @@ fn get_users_by_field(s: &mut LmsState, params: &Map<String, Value>) -> WsResult
     Ok(Value::Array(
         s.users.values().filter(|u| hit(u)).map(user_json).collect(),
     ))
+}
+
+/// `core_user_get_users`: users matching every criterion; `%` in a value
+/// is SQL `LIKE`'s wildcard (case-insensitive), as Moodle allows for
+/// names and email. No paging, as in Moodle.
+fn get_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
+    top_level(params, &["criteria"])?;
+    let items = req_list(params, "criteria").map_err(MoodleError::invalid_parameter)?;
+    let mut criteria = Vec::with_capacity(items.len());
+    for c in items {
+        let (key, value) = item("criteria", || {
+            check_keys(c, &["key", "value"])?;
+            Ok((
+                req_str(c, "key")?.to_owned(),
+                req_str(c, "value")?.to_owned(),
+            ))
+        })?;
+        if !matches!(
+            key.as_str(),
+            "id" | "lastname" | "firstname" | "idnumber" | "username" | "email" | "auth"
+        ) {
+            return Err(MoodleError::invalid_parameter(format!(
+                "The search key '{key}' is not supported, look at the web service documentation"
+            )));
+        }
+        criteria.push((key, value));
+    }
+    let like = |text: &str, pattern: &str| -> bool {
+        let (text, pattern) = (text.to_lowercase(), pattern.to_lowercase());
+        let parts: Vec<&str> = pattern.split('%').collect();
+        if parts.len() == 1 {
+            return text == pattern;
+        }
+        let mut rest = text.as_str();
+        for (n, part) in parts.iter().enumerate() {
+            if n == 0 {
+                match rest.strip_prefix(part) {
+                    Some(r) => rest = r,
+                    None => return false,
+                }
+            } else if n == parts.len() - 1 {
+                return rest.ends_with(part);
+            } else {
+                match rest.find(part) {
+                    Some(at) => rest = &rest[at + part.len()..],
+                    None => return false,
+                }
+            }
+        }
+        true
+    };
+    let hit = |u: &LmsUser| {
+        criteria.iter().all(|(key, value)| match key.as_str() {
+            "id" => value.trim().parse::<u64>().is_ok_and(|id| id == u.id),
+            "idnumber" => *value == u.idnumber,
+            "username" => value.trim().to_lowercase() == u.username,
+            "auth" => *value == u.auth,
+            "firstname" => like(&u.firstname, value),
+            "lastname" => like(&u.lastname, value),
+            _ => like(&u.email, value),
+        })
+    };
+    let users: Vec<Value> = s.users.values().filter(|u| hit(u)).map(user_json).collect();
+    Ok(json!({ "users": users, "warnings": [] }))
 }
 
 /// `core_user_update_users`

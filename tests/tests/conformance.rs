@@ -67,6 +67,10 @@ async fn the_moodle_plugin_passes_against_the_lms_simulator() {
         "completion fetch",
         "lost answer",
         "concurrent calls",
+        "batch accounts",
+        "batch twice",
+        "batch enrolments",
+        "account listing",
         "401 is unauthorized",
         "429 is rate-limited",
         "5xx is retried",
@@ -82,7 +86,10 @@ async fn the_moodle_plugin_passes_against_the_lms_simulator() {
     let total = idnumbers.len();
     idnumbers.dedup();
     assert_eq!(idnumbers.len(), total, "no duplicate account");
-    assert_eq!(total, 10, "hire, lost answer, eight at once: {idnumbers:?}");
+    assert_eq!(
+        total, 13,
+        "hire, lost answer, eight at once, three in a batch: {idnumbers:?}"
+    );
     assert!(users.iter().all(|u| u.suspended), "cleaned up");
 }
 

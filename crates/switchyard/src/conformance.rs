@@ -11,6 +11,7 @@
 //! recovery steps (a lookup by natural key after a refused create) where
 //! the host would take them.
 
+mod batch;
 pub mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -515,6 +516,9 @@ impl Run {
         // Concurrent calls: eight hires, then eight enrolments in one course.
         let outcome = self.concurrent().await;
         self.record("concurrent calls", outcome);
+
+        // Batches (contract 0.5.0), and the account listing.
+        self.batches(&id).await;
 
         // Error classification.
         let cases: [(&'static str, Fault, Expect, &str); 6] = [

@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 
 use switchyard_sdk::{
-    AccountWrite, AccountWritten, ConnectorError, EnrollmentWrite, ItemResult, config, shared,
+    AccountPage, AccountWrite, AccountWritten, ConnectorError, EnrollmentWrite, ItemResult,
+    LmsAccount, config, shared,
 };
 
 use super::{User, call, course_id, decode, end_of_day, param, parse_user_id, profile};
@@ -263,4 +264,46 @@ fn in_one_call<R, T: Clone>(
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Err(ConnectorError::Transient("not sent".into()))))
         .collect()
+}
+
+/// `list-accounts`: every account in one `core_user_get_users` call (the
+/// email wildcard matches every account: Moodle requires an email).
+pub(crate) fn list_accounts(cursor: Option<String>) -> Result<AccountPage, ConnectorError> {
+    const F: &str = "core_user_get_users";
+    if let Some(c) = cursor {
+        return Err(ConnectorError::InvalidConfig(format!(
+            "unrecognised account cursor `{c}`: Moodle lists every account in one page"
+        )));
+    }
+    #[derive(serde::Deserialize)]
+    struct Users {
+        users: Vec<User>,
+    }
+    let found: Users = decode(
+        F,
+        call(
+            F,
+            &[
+                param("criteria[0][key]", "email"),
+                param("criteria[0][value]", "%"),
+            ],
+        )?,
+    )?;
+    let text = |v: Option<String>| v.filter(|s| !s.is_empty());
+    Ok(AccountPage {
+        accounts: found
+            .users
+            .into_iter()
+            .map(|u| LmsAccount {
+                id: u.id.to_string(),
+                employee_id: text(u.idnumber),
+                username: text(u.username),
+                email: text(u.email),
+                given_name: text(u.firstname),
+                family_name: text(u.lastname),
+                active: !u.suspended,
+            })
+            .collect(),
+        next_cursor: None,
+    })
 }

@@ -12,6 +12,10 @@
 //! `enrol_manual_enrol_users`, and `local_switchyard_get_course_completions`.
 //! The account and enrolment functions take many records per call, and the
 //! plugin sends up to the host's batch of 100 in one (`batch.rs`).
+//! `list-accounts` is one `core_user_get_users` call for every account with
+//! an email (Moodle requires one); Moodle has no paged listing of users, so
+//! the answer's size is bounded by the connector's `max_response_kib`,
+//! `max_records` and `max_output_kib` (about 300 bytes an account).
 //! Moodle has no core function that lists completions across courses; the
 //! last one comes from a small companion local plugin (a read-only query of
 //! `course_completions` joined to the user and course `idnumber`s).
@@ -40,8 +44,9 @@ use serde_json::Value;
 use switchyard_sdk::http::Request;
 use switchyard_sdk::time::{days_from_civil, rfc3339};
 use switchyard_sdk::{
-    AccountWrite, AccountWritten, Completion, CompletionPage, CompletionStatus, ConnectorError,
-    Employee, EnrollmentWrite, ItemResult, LmsConnector, LmsUser, Webhook, WebhookEvent, config,
+    AccountPage, AccountWrite, AccountWritten, Completion, CompletionPage, CompletionStatus,
+    ConnectorError, Employee, EnrollmentWrite, ItemResult, LmsConnector, LmsUser, Webhook,
+    WebhookEvent, config,
 };
 
 mod batch;
@@ -59,6 +64,9 @@ struct MoodleException {
 #[derive(Deserialize)]
 struct User {
     id: u64,
+    username: Option<String>,
+    firstname: Option<String>,
+    lastname: Option<String>,
     #[serde(default)]
     suspended: bool,
     email: Option<String>,
@@ -265,6 +273,10 @@ impl LmsConnector for Moodle {
 
     fn enroll_all(items: Vec<EnrollmentWrite>) -> Result<Vec<ItemResult<()>>, ConnectorError> {
         batch::enroll_all(items)
+    }
+
+    fn list_accounts(cursor: Option<String>) -> Result<AccountPage, ConnectorError> {
+        batch::list_accounts(cursor)
     }
 
     fn parse_webhook(webhook: Webhook) -> Result<Vec<WebhookEvent>, ConnectorError> {

@@ -9,8 +9,10 @@
 //! 2. Employee listing throughput: every page of an N-employee HRIS through
 //!    the BambooHR plugin versus a native reqwest + serde client fetching and
 //!    decoding the same pages.
-//! 3. A full sync of N employees (provisioning, enrollments) in employees/s,
-//!    and verification of the audit chain it wrote.
+//! 3. A full sync of N employees (provisioning, enrollments) in employees/s
+//!    and LMS round trips per employee, with batches (`max_batch = 100`)
+//!    and with one operation per call (`max_batch = 1`, the floor of a
+//!    plugin that does not batch), and verification of the audit chain.
 //! 4. Audit append throughput (hash chain, salted personal payload, one
 //!    sled transaction per call as the runtime writes them) versus plain
 //!    sled inserts of the same JSON.
@@ -49,6 +51,9 @@ struct Args {
     /// Records for the audit append benchmark.
     #[arg(long, default_value_t = 50_000)]
     audit_records: usize,
+    /// Run only the full-sync benchmarks (batched, then one operation per call).
+    #[arg(long)]
+    sync_only: bool,
     /// Run only the webhook ingestion benchmark.
     #[arg(long)]
     webhooks: bool,
@@ -241,16 +246,40 @@ async fn listing(employees: usize, page_size: usize) -> anyhow::Result<()> {
         best_ours.as_secs_f64() / best_floor.as_secs_f64()
     );
 
+    drop(service);
+    drop(h);
+    full_sync(employees, page_size, 100).await?;
+    full_sync(employees, page_size, 1).await?;
+    Ok(())
+}
+
+/// A full sync of `employees` from nothing, the Moodle plugin sending up
+/// to `max_batch` items per call (1: one operation per call), then a run
+/// with no changes and `verify` of the audit chain both wrote.
+async fn full_sync(employees: usize, page_size: usize, max_batch: u32) -> anyhow::Result<()> {
+    let h = Harness::start_with(Options {
+        employees,
+        page_size,
+        limits: format!("max_batch = {max_batch}"),
+        ..Options::default()
+    })
+    .await?;
+    let service = h.service()?;
+    let rate = |d: Duration| employees as f64 / d.as_secs_f64();
     let t = Instant::now();
     let report = service.sync_link(LINK).await?;
     let elapsed = t.elapsed();
-    println!("full sync, {employees} employees (create users, enroll by rules)");
+    let trips = h.lms.calls().len();
     println!(
-        "  {elapsed:>10.1?}   {:>9.0} employees/s   ({} users created, {} enrollments, {} plugin write calls)",
+        "full sync, {employees} employees (create users, enroll by rules), max_batch = {max_batch}"
+    );
+    println!(
+        "  {elapsed:>10.1?}   {:>9.0} employees/s   ({} users created, {} enrollments, {} dead letters; {trips} LMS round trips, {:.3} per employee)",
         rate(elapsed),
         report.users_created,
         report.enrollments,
-        report.writes()
+        report.dead_lettered,
+        trips as f64 / employees as f64
     );
     let t = Instant::now();
     let again = service.sync_link(LINK).await?;
@@ -344,6 +373,10 @@ async fn main() -> anyhow::Result<()> {
     );
     if args.webhooks {
         return webhooks::run(args.deliveries, args.soak_secs).await;
+    }
+    if args.sync_only {
+        full_sync(args.employees, args.page_size, 100).await?;
+        return full_sync(args.employees, args.page_size, 1).await;
     }
     call_latency(args.calls).await?;
     audit_append(args.audit_records)?;
