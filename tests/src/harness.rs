@@ -212,6 +212,19 @@ when = {{ job_title = ["Forklift Operator"] }}
             .unwrap_or_else(|e| panic!("failed to run {}: {e}", switchyard_bin().display()))
     }
 
+    /// The HRIS employees who must have an (active) LMS account: active,
+    /// not terminated.
+    pub fn with_access(&self) -> std::collections::BTreeSet<String> {
+        self.hris
+            .employees()
+            .into_iter()
+            .filter(|e| {
+                e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated")
+            })
+            .map(|e| e.id)
+            .collect()
+    }
+
     /// A service opened on the harness configuration.
     pub fn service(&self) -> anyhow::Result<Service> {
         let config = Config::load(&self.config_path)?;

@@ -17,21 +17,10 @@ fn calls_of(h: &Harness, function: &str) -> (usize, usize) {
     (calls.len(), calls.iter().filter(|c| c.exception).count())
 }
 
-fn with_access(h: &Harness) -> BTreeSet<String> {
-    h.hris
-        .employees()
-        .into_iter()
-        .filter(|e| {
-            e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated")
-        })
-        .map(|e| e.id)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_with_one_bad_item_dead_letters_only_that_item() {
     let h = Harness::start(80).await.unwrap();
-    let expected = with_access(&h);
+    let expected = h.with_access();
     // Someone made an account by hand under the username the plugin gives
     // one employee, without the HRIS id: Moodle refuses that employee's
     // create, and with it the whole `core_user_create_users` call.
@@ -123,7 +112,7 @@ async fn a_batch_with_one_bad_item_dead_letters_only_that_item() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_sync_makes_few_round_trips_and_a_failed_batch_is_retried_item_by_item() {
     let h = Harness::start(400).await.unwrap();
-    let expected = with_access(&h);
+    let expected = h.with_access();
     // The first call fails as a whole (Moodle's database went away): every
     // item of its batch is retried, none is dead-lettered or written twice.
     h.lms.fail_next_with_exception(1, "dbconnectionfailed");

@@ -60,18 +60,6 @@ where
     }
 }
 
-/// The employees who must have an (active) LMS account.
-fn expected_accounts(h: &Harness) -> BTreeSet<String> {
-    h.hris
-        .employees()
-        .iter()
-        .filter(|e| {
-            e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated")
-        })
-        .map(|e| e.id.clone())
-        .collect()
-}
-
 fn assert_one_account_each(h: &Harness) {
     let mut seen = BTreeSet::new();
     for u in h.lms.users() {
@@ -83,7 +71,7 @@ fn assert_one_account_each(h: &Harness) {
     }
     assert_eq!(
         seen,
-        expected_accounts(h),
+        h.with_access(),
         "exactly one account per employee with access"
     );
     // No new assignments while on leave.
@@ -254,7 +242,7 @@ async fn sigterm_during_a_sync_exits_0_and_a_restart_finishes_it_exactly_once() 
     );
     let users_at_stop = h.lms.users().len();
     assert!(
-        users_at_stop < expected_accounts(&h).len(),
+        users_at_stop < h.with_access().len(),
         "the run was stopped midway ({users_at_stop} accounts)"
     );
     // What was left is in the outbox, durable.
@@ -554,7 +542,7 @@ async fn admin_api_needs_the_token_and_serves_every_documented_route() {
     assert!(link["last_run_finished"].is_string(), "{link}");
     assert_eq!(
         link["counts"]["accounts"].as_u64().unwrap() as usize,
-        expected_accounts(&h).len()
+        h.with_access().len()
     );
     assert!(
         link["next_run"].is_null(),
@@ -648,7 +636,7 @@ async fn metrics_after_a_sync_count_what_it_did() {
     assert_eq!(status, 401);
     let link = admin.sync().await;
     assert_eq!(link["activity"]["last_outcome"], "ok", "{link}");
-    let accounts = expected_accounts(&h).len() as f64;
+    let accounts = h.with_access().len() as f64;
 
     let (status, text) = admin.send("get", "/metrics", Some(TOKEN)).await;
     assert_eq!(status, 200);

@@ -101,17 +101,6 @@ fn scim_lms(h: &Harness, scim: &ScimServer) {
     .unwrap();
 }
 
-fn with_access(h: &Harness) -> BTreeSet<String> {
-    h.hris
-        .employees()
-        .iter()
-        .filter(|e| {
-            e.status == "Active" && e.employment_history_status.as_deref() != Some("Terminated")
-        })
-        .map(|e| e.id.clone())
-        .collect()
-}
-
 /// The paths of the requests the LMS connector made, from the audit log.
 fn lms_paths(service: &switchyard::Service) -> Vec<String> {
     service
@@ -130,7 +119,7 @@ async fn scim_bulk_writes_in_a_few_requests_and_a_refused_operation_costs_only_i
     let scim = ScimServer::start("bulk-token").unwrap();
     let h = Harness::start(30).await.unwrap();
     scim_lms(&h, &scim);
-    let expected = with_access(&h);
+    let expected = h.with_access();
     // An account made by hand under the userName the plugin gives one
     // employee, without their HRIS id: the Bulk create meets 409 and the
     // plugin adopts that account.
@@ -231,7 +220,7 @@ async fn a_sync_provisions_scim_users_and_course_groups_through_a_whole_lifecycl
         report.notes
     );
 
-    let with_access = with_access(&h);
+    let with_access = h.with_access();
     let users = scim.list("Users", "").await.unwrap();
     let external: BTreeSet<String> = users
         .iter()

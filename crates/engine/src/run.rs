@@ -29,8 +29,8 @@ use sha2::{Digest, Sha256};
 
 use switchyard_audit::{Event, Kind};
 use switchyard_model::{
-    Account, ConnectorError, CourseId, Date, Effect, EmployeeId, Enrollment, LinkName, OpKind,
-    Operation, PlannedEmployee, Remedy, Timestamp, Winner, now_ms,
+    Account, ConnectorError, CourseId, Date, Effect, EmployeeId, LinkName, OpKind, Operation,
+    PlannedEmployee, Remedy, Timestamp, Winner, now_ms,
 };
 use switchyard_runtime::{CallContext, Connector};
 use switchyard_store::{LinkStatus, Store};
@@ -759,15 +759,8 @@ impl LinkRun<'_> {
                         (effect, outcome)
                     }),
             },
-            OpKind::Enroll {
-                course,
-                due,
-                cycle,
-                rule,
-                assigned_on,
-            } => match account {
-                None => Err(needs_account()),
-                Some(account) => self
+            OpKind::Enroll { course, due, .. } => match (account, op.kind.enrolled()) {
+                (Some(account), Some(effect)) => self
                     .lms
                     .enroll(
                         &account.lms_user_id,
@@ -778,17 +771,9 @@ impl LinkRun<'_> {
                     .await
                     .map(|()| {
                         report.enrollments += 1;
-                        let effect = Effect::Enrolled {
-                            course: course.clone(),
-                            enrollment: Enrollment {
-                                due: *due,
-                                rule: rule.clone(),
-                                cycle: *cycle,
-                                assigned_on: *assigned_on,
-                            },
-                        };
                         (effect, Kind::CourseEnrolled)
                     }),
+                _ => Err(needs_account()),
             },
             OpKind::Unenroll { course } => match account {
                 None => Err(needs_account()),

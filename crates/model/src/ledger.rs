@@ -91,6 +91,28 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    /// What an `enroll` records when it succeeds; `None` for the others.
+    pub fn enrolled(&self) -> Option<Effect> {
+        match self {
+            OpKind::Enroll {
+                course,
+                due,
+                cycle,
+                rule,
+                assigned_on,
+            } => Some(Effect::Enrolled {
+                course: course.clone(),
+                enrollment: Enrollment {
+                    due: *due,
+                    rule: rule.clone(),
+                    cycle: *cycle,
+                    assigned_on: *assigned_on,
+                },
+            }),
+            _ => None,
+        }
+    }
+
     /// The contract function this operation calls.
     pub fn name(&self) -> &'static str {
         match self {

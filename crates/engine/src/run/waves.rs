@@ -24,8 +24,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use switchyard_audit::Kind;
 use switchyard_model::{
-    Account, AccountWrite, AccountWritten, ConnectorError, Effect, Enrollment, EnrollmentWrite,
-    OpKind, Operation,
+    Account, AccountWrite, AccountWritten, ConnectorError, Effect, EnrollmentWrite, OpKind,
+    Operation,
 };
 use switchyard_runtime::{CallContext, ItemResults, MAX_BATCH};
 
@@ -138,32 +138,18 @@ impl LinkRun<'_> {
                     };
                     accounts.push((i, op.clone(), write, account));
                 }
-                (
-                    OpKind::Enroll {
-                        course,
-                        due,
-                        cycle,
-                        rule,
-                        assigned_on,
-                    },
-                    Some(account),
-                ) if self.lms.batches_enrollments() => {
+                (OpKind::Enroll { course, due, .. }, Some(account))
+                    if self.lms.batches_enrollments() =>
+                {
                     let write = EnrollmentWrite {
                         lms_user_id: account.lms_user_id,
                         course: course.clone(),
                         due: *due,
                         key: op.key.clone(),
                     };
-                    let effect = Effect::Enrolled {
-                        course: course.clone(),
-                        enrollment: Enrollment {
-                            due: *due,
-                            rule: rule.clone(),
-                            cycle: *cycle,
-                            assigned_on: *assigned_on,
-                        },
-                    };
-                    enrollments.push((i, op.clone(), write, effect));
+                    if let Some(effect) = op.kind.enrolled() {
+                        enrollments.push((i, op.clone(), write, effect));
+                    }
                 }
                 _ => jobs.push(Job::Single(i, Box::new(op.clone()))),
             }
