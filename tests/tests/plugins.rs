@@ -9,7 +9,7 @@ use switchyard::Config;
 use switchyard::config::{
     AuthConfig, ClientAuthConfig, ConnectorConfig, Limits, Origin, SecretSource,
 };
-use switchyard::model::ConnectorError;
+use switchyard::model::{AccountWrite, ConnectorError, Employee, EmploymentStatus};
 use switchyard::runtime::{Connector, PluginError, Runtime, World};
 use switchyard_testkit::harness::{Harness, switchyard_bin};
 use switchyard_testkit::plugins;
@@ -74,6 +74,66 @@ async fn a_plugin_of_contract_0_3_still_loads_and_runs_every_operation() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].course_id, "OLD-COURSE");
     assert!(old.parse_webhook(&[], b"{}").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_of_contract_0_4_still_loads_and_gets_single_operations() {
+    let runtime = Runtime::new().unwrap();
+    let plugin = Arc::new(
+        runtime
+            .load_plugin(&plugins::build("contract-v0-4").unwrap())
+            .unwrap(),
+    );
+    assert_eq!(plugin.world, World::Lms);
+    assert_eq!(plugin.contract_version, "0.4.0");
+    assert!(
+        plugin.imports.iter().any(|i| i.contains("shared@0.4.0")),
+        "{:?}",
+        plugin.imports
+    );
+    let config = bare_config("contract-v0-4");
+    let old = runtime.connector("old-lms", &config.grants(), plugin, None);
+    // No batches: the host does not ask, and a batch call is answered
+    // `unsupported` without a call into the plugin.
+    assert!(!old.batches_accounts() && !old.batches_enrollments());
+    let employee = Employee {
+        id: "7".into(),
+        employee_number: None,
+        email: Some("seven@example.com".into()),
+        given_name: Some("Sev".into()),
+        family_name: Some("En".into()),
+        status: EmploymentStatus::Active,
+        raw_status: None,
+        department: None,
+        job_title: None,
+        location: None,
+        manager_id: None,
+        hire_date: None,
+        termination_date: None,
+        updated_at: None,
+        custom: Vec::new(),
+    };
+    let write = AccountWrite {
+        employee: employee.clone(),
+        lms_user_id: None,
+        key: "k".into(),
+    };
+    match old.upsert_users(&[write]).await {
+        Err(ConnectorError::Unsupported(m)) => assert!(m.contains("0.5.0"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        old.list_accounts(None).await,
+        Err(ConnectorError::Unsupported(_))
+    ));
+    // The single operations, and 0.4.0's `shared` import under its own name.
+    assert_eq!(
+        old.upsert_user(&employee, None, "k").await.unwrap(),
+        "lms-7"
+    );
+    let found = old.find_user("7").await.unwrap().unwrap();
+    assert_eq!(found.id.as_str(), "lms-7");
+    old.enroll("lms-7", "SAFETY", None, "e").await.unwrap();
 }
 
 /// A group API for `shared-groups`: lookups wait (up to 20 s) until
