@@ -383,6 +383,30 @@ mod tests {
     }
 
     #[test]
+    fn a_server_without_bulk_gets_single_operations_and_is_asked_once() {
+        let base = "https://lms.example/scim/v2";
+        let host = MockHost::new().config("base_url", base).on(
+            "GET",
+            &format!("{base}/ServiceProviderConfig"),
+            MockResponse::json(200, json!({ "bulk": { "supported": false } })),
+        );
+        let _installed = host.install();
+        let item = || AccountWrite {
+            employee: ann(),
+            lms_user_id: None,
+            idempotency_key: "key".into(),
+        };
+        for _ in 0..2 {
+            match Scim::upsert_users(vec![item()]) {
+                Err(ConnectorError::Unsupported(m)) => assert!(m.contains("Bulk"), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let requests = host.requests();
+        assert_eq!(requests.len(), 1, "the answer is remembered: {requests:?}");
+    }
+
+    #[test]
     fn an_enrolment_finds_or_makes_the_course_group_once_and_adds_the_member() {
         let base = "https://lms.example/scim/v2";
         let host = MockHost::new()
