@@ -162,6 +162,10 @@ impl LinkRun<'_> {
 
     async fn run_job(&self, job: Job) -> JobOutcome {
         let mut report = RunReport::default();
+        if self.stopping() {
+            // A checkpoint: the job's operations stay in the outbox.
+            return Ok((Vec::new(), report));
+        }
         let attempts = match job {
             Job::Single(i, op) => vec![(i, self.execute_one(&op, &mut report).await?)],
             Job::Accounts(items) => {
