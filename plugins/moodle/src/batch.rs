@@ -15,7 +15,10 @@ use switchyard_sdk::{
     LmsAccount, config, shared,
 };
 
-use super::{User, call, course_id, decode, end_of_day, param, parse_user_id, profile};
+use super::{
+    User, call, course_id, decode, end_of_day, held_accounts, new_user_params, param,
+    parse_user_id, profile,
+};
 
 /// `upsert-users`: look up the accounts not yet bound in one call, update
 /// the known ones in one call and create the rest in one call.
@@ -31,7 +34,7 @@ pub(crate) fn upsert_users(
         .collect();
     let held = held_accounts(&unbound)?;
 
-    let mut updates = Vec::new(); // (item, user id, created, active)
+    let mut updates = Vec::new(); // (item, user id, active)
     let mut creates = Vec::new(); // item
     for (n, item) in items.iter().enumerate() {
         match (&item.lms_user_id, held.get(item.employee.id.as_str())) {
@@ -62,19 +65,8 @@ pub(crate) fn upsert_users(
         }));
     }
 
-    let prefix_name = config::get("username_prefix").unwrap_or_else(|| "hris-".into());
-    let create_params = |n: &usize, k: usize| {
-        let employee = &items[*n].employee;
-        let prefix = format!("users[{k}]");
-        let username = format!("{prefix_name}{}", employee.id).to_lowercase();
-        let mut params = vec![
-            param(&format!("{prefix}[username]"), username),
-            param(&format!("{prefix}[auth]"), "manual"),
-            param(&format!("{prefix}[createpassword]"), 1),
-        ];
-        params.extend(profile(employee, &prefix)?);
-        Ok(params)
-    };
+    let create_params =
+        |n: &usize, k: usize| new_user_params(&items[*n].employee, &format!("users[{k}]"));
     let created_ids = |answer: serde_json::Value, _| -> Result<Vec<u64>, ConnectorError> {
         let users: Vec<User> = decode("core_user_create_users", answer)?;
         Ok(users.into_iter().map(|u| u.id).collect())
@@ -95,25 +87,6 @@ pub(crate) fn upsert_users(
     Ok(results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(ConnectorError::Transient("not sent".into()))))
-        .collect())
-}
-
-/// The accounts whose `idnumber` is one of `ids`, in one call.
-fn held_accounts(ids: &[&str]) -> Result<BTreeMap<String, User>, ConnectorError> {
-    if ids.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    const F: &str = "core_user_get_users_by_field";
-    let mut params = vec![param("field", "idnumber")];
-    params.extend(
-        ids.iter()
-            .enumerate()
-            .map(|(k, id)| param(&format!("values[{k}]"), id)),
-    );
-    let users: Vec<User> = decode(F, call(F, &params)?)?;
-    Ok(users
-        .into_iter()
-        .filter_map(|u| Some((u.idnumber.clone().filter(|s| !s.is_empty())?, u)))
         .collect())
 }
 

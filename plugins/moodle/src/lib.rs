@@ -39,6 +39,8 @@
 //! (same id, so the next poll recognises the attempt). Other event names are
 //! acknowledged and ignored.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard_sdk::http::Request;
@@ -162,16 +164,41 @@ fn param(name: &str, value: impl ToString) -> (String, String) {
     (name.to_owned(), value.to_string())
 }
 
-fn find_by_idnumber(hris_id: &str) -> Result<Option<User>, ConnectorError> {
+/// The accounts whose `idnumber` is one of `ids`, in one call.
+fn held_accounts(ids: &[&str]) -> Result<BTreeMap<String, User>, ConnectorError> {
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     const F: &str = "core_user_get_users_by_field";
-    let users: Vec<User> = decode(
-        F,
-        call(
-            F,
-            &[param("field", "idnumber"), param("values[0]", hris_id)],
-        )?,
-    )?;
-    Ok(users.into_iter().next())
+    let mut params = vec![param("field", "idnumber")];
+    params.extend(
+        ids.iter()
+            .enumerate()
+            .map(|(k, id)| param(&format!("values[{k}]"), id)),
+    );
+    let users: Vec<User> = decode(F, call(F, &params)?)?;
+    Ok(users
+        .into_iter()
+        .filter_map(|u| Some((u.idnumber.clone().filter(|s| !s.is_empty())?, u)))
+        .collect())
+}
+
+fn find_by_idnumber(hris_id: &str) -> Result<Option<User>, ConnectorError> {
+    Ok(held_accounts(&[hris_id])?.remove(hris_id))
+}
+
+/// The parameters of a new account (`{prefix}` is `users[k]`): a username
+/// from the HRIS id, manual auth with a password Moodle makes, the profile.
+fn new_user_params(e: &Employee, prefix: &str) -> Result<Vec<(String, String)>, ConnectorError> {
+    let name_prefix = config::get("username_prefix").unwrap_or_else(|| "hris-".into());
+    let username = format!("{name_prefix}{}", e.id).to_lowercase();
+    let mut params = vec![
+        param(&format!("{prefix}[username]"), username),
+        param(&format!("{prefix}[auth]"), "manual"),
+        param(&format!("{prefix}[createpassword]"), 1),
+    ];
+    params.extend(profile(e, prefix)?);
+    Ok(params)
 }
 
 fn parse_user_id(id: &str) -> Result<u64, ConnectorError> {
@@ -308,14 +335,7 @@ impl LmsConnector for Moodle {
             call("core_user_update_users", &params)?;
             return Ok(id.to_string());
         }
-        let prefix = config::get("username_prefix").unwrap_or_else(|| "hris-".into());
-        let username = format!("{prefix}{}", employee.id).to_lowercase();
-        let mut params = vec![
-            param("users[0][username]", username),
-            param("users[0][auth]", "manual"),
-            param("users[0][createpassword]", 1),
-        ];
-        params.extend(profile(&employee, "users[0]")?);
+        let params = new_user_params(&employee, "users[0]")?;
         const F: &str = "core_user_create_users";
         let created: Vec<User> = decode(F, call(F, &params)?)?;
         created

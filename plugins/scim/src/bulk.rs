@@ -13,13 +13,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_sdk::http::Request;
 use switchyard_sdk::{
-    AccountPage, AccountWrite, AccountWritten, ConnectorError, EmploymentStatus, EnrollmentWrite,
-    ItemResult, LmsAccount, shared,
+    AccountPage, AccountWrite, AccountWritten, ConnectorError, EnrollmentWrite, ItemResult,
+    LmsAccount, shared,
 };
 
 use super::{
-    PATCH_OP, SCIM_JSON, attributes, base, find_user_resource, group_of, id_of, quoted, schemas,
-    update_user,
+    ListResponse, PATCH_OP, SCIM_JSON, attributes, base, find_user_resource, group_of, id_of,
+    new_user, primary_email, quoted, update_user,
 };
 
 const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
@@ -187,12 +187,7 @@ fn held_accounts(ids: &[&str]) -> Result<Vec<(String, String, bool)>, ConnectorE
         .map(|id| format!("externalId eq {}", quoted(id)))
         .collect::<Vec<_>>()
         .join(" or ");
-    #[derive(Deserialize)]
-    struct List {
-        #[serde(rename = "Resources", default)]
-        resources: Vec<Value>,
-    }
-    let list: List = Request::get(format!("{}/Users", base()?))
+    let list: ListResponse = Request::get(format!("{}/Users", base()?))
         .query("filter", &filter)
         .query("count", ids.len().to_string())
         .query("attributes", "id,externalId,active")
@@ -248,19 +243,11 @@ pub(crate) fn upsert_users(
                     "Operations": [{ "op": "replace", "value": attributes(&item.employee) }],
                 }),
             },
-            None => {
-                let mut user = attributes(&item.employee);
-                user["schemas"] = json!(schemas());
-                user["active"] = json!(matches!(
-                    item.employee.status,
-                    EmploymentStatus::Active | EmploymentStatus::OnLeave
-                ));
-                Operation {
-                    method: "POST",
-                    path: "/Users".into(),
-                    data: user,
-                }
-            }
+            None => Operation {
+                method: "POST",
+                path: "/Users".into(),
+                data: new_user(&item.employee),
+            },
         })
         .collect();
     let outcomes = send(&operations, limit)?;
@@ -347,14 +334,7 @@ pub(crate) fn list_accounts(cursor: Option<String>) -> Result<AccountPage, Conne
             ConnectorError::InvalidConfig(format!("unrecognised account cursor `{c}`"))
         })?,
     };
-    #[derive(Deserialize)]
-    struct List {
-        #[serde(rename = "totalResults", default)]
-        total: usize,
-        #[serde(rename = "Resources", default)]
-        resources: Vec<Value>,
-    }
-    let list: List = Request::get(format!("{}/Users", base()?))
+    let list: ListResponse = Request::get(format!("{}/Users", base()?))
         .query("startIndex", start.to_string())
         .query("count", PAGE.to_string())
         .query("attributes", "id,externalId,userName,emails,name,active")
@@ -368,18 +348,11 @@ pub(crate) fn list_accounts(cursor: Option<String>) -> Result<AccountPage, Conne
         .iter()
         .map(|u| {
             let text = |v: &Value| v.as_str().map(str::to_owned);
-            let email = u["emails"].as_array().and_then(|emails| {
-                emails
-                    .iter()
-                    .find(|m| m["primary"] == true)
-                    .or_else(|| emails.first())
-                    .and_then(|m| text(&m["value"]))
-            });
             Ok(LmsAccount {
                 id: id_of(u)?,
                 employee_id: text(&u["externalId"]),
                 username: text(&u["userName"]),
-                email,
+                email: primary_email(u),
                 given_name: text(&u["name"]["givenName"]),
                 family_name: text(&u["name"]["familyName"]),
                 active: u["active"].as_bool().unwrap_or(true),

@@ -69,8 +69,32 @@ fn quoted(value: &str) -> String {
 
 #[derive(Deserialize)]
 struct ListResponse {
+    #[serde(rename = "totalResults", default)]
+    total: usize,
     #[serde(rename = "Resources", default)]
     resources: Vec<Value>,
+}
+
+/// A user's primary email, else its first.
+fn primary_email(user: &Value) -> Option<String> {
+    let emails = user["emails"].as_array()?;
+    emails
+        .iter()
+        .find(|m| m["primary"] == true)
+        .or_else(|| emails.first())
+        .and_then(|m| m["value"].as_str().map(str::to_owned))
+}
+
+/// The body of a `POST /Users` for `e`: its attributes, the schemas, and
+/// active unless the employee is not working.
+fn new_user(e: &Employee) -> Value {
+    let mut user = attributes(e);
+    user["schemas"] = json!(schemas());
+    user["active"] = json!(matches!(
+        e.status,
+        EmploymentStatus::Active | EmploymentStatus::OnLeave
+    ));
+    user
 }
 
 /// The first resource of `GET {base}/{kind}?filter={filter}`.
@@ -205,17 +229,10 @@ impl LmsConnector for Scim {
         let Some(user) = find_user_resource(&employee_id)? else {
             return Ok(None);
         };
-        let email = user["emails"].as_array().and_then(|emails| {
-            emails
-                .iter()
-                .find(|m| m["primary"] == true)
-                .or_else(|| emails.first())
-                .and_then(|m| m["value"].as_str().map(str::to_owned))
-        });
         Ok(Some(LmsUser {
             id: id_of(&user)?,
             active: user["active"].as_bool().unwrap_or(true),
-            email,
+            email: primary_email(&user),
         }))
     }
 
@@ -234,15 +251,9 @@ impl LmsConnector for Scim {
                 .transpose()
         };
         let id = find_or_create(found, || {
-            let mut user = attributes(&employee);
-            user["schemas"] = json!(schemas());
-            user["active"] = json!(matches!(
-                employee.status,
-                EmploymentStatus::Active | EmploymentStatus::OnLeave
-            ));
             let response = Request::post(format!("{}/Users", base()?))
                 .header("accept", SCIM_JSON)
-                .json_as(&user, SCIM_JSON)?
+                .json_as(&new_user(&employee), SCIM_JSON)?
                 .send()?;
             if response.status == 409 {
                 return Err(Created::Conflict(response.text()));
