@@ -27,6 +27,7 @@
 
 pub mod fields;
 pub mod ingest;
+pub mod matching;
 pub mod paging;
 pub mod plan;
 pub mod policy;

@@ -45,6 +45,9 @@ pub struct LinkConfig {
     /// Which employees the link manages (`[links.NAME.scope]`); `None`:
     /// everyone.
     pub scope: Option<Scope>,
+    /// How existing LMS accounts are matched (`[links.NAME.matching]`);
+    /// `None`: the plugin binds by HRIS id and the run does not match.
+    pub matching: Option<crate::matching::Matching>,
 }
 
 /// What leave does to the LMS account.

@@ -408,6 +408,7 @@ fn link(rules: Vec<Rule>) -> LinkConfig {
         rules,
         fields: FieldAllowlist::default(),
         full_listing_every: Duration::from_secs(7 * 24 * 60 * 60),
+        matching: None,
         scope: None,
     }
 }
