@@ -322,6 +322,24 @@ impl LmsSim {
         lock(&self.state).add_user(username, idnumber, email, suspended)
     }
 
+    /// As [`LmsSim::add_user`], with the person's names (an account made
+    /// by hand gets "Existing Account" otherwise).
+    pub fn add_named_user(
+        &self,
+        username: &str,
+        idnumber: &str,
+        email: &str,
+        name: (&str, &str),
+    ) -> u64 {
+        let mut s = lock(&self.state);
+        let id = s.add_user(username, idnumber, email, false);
+        if let Some(u) = s.users.get_mut(&id) {
+            u.firstname = name.0.into();
+            u.lastname = name.1.into();
+        }
+        id
+    }
+
     /// Every user with this idnumber (more than one if a client created duplicates).
     pub fn user_by_idnumber(&self, idnumber: &str) -> Vec<LmsUser> {
         lock(&self.state)

@@ -234,6 +234,8 @@ pub struct EmployeeMatch {
     pub account: Option<LmsUserId>,
     /// By which key or decision.
     pub by: Option<BoundBy>,
+    /// Whether that account is active in the LMS.
+    pub account_active: Option<bool>,
     /// What a person must decide on; empty unless `outcome` is `decide`.
     pub problems: Vec<Problem>,
 }
@@ -308,6 +310,7 @@ impl MatchReport {
                         (Outcome::Bind, Some(account), Some(by)) => Resolution::Bind {
                             account: account.clone(),
                             by,
+                            active: m.account_active.unwrap_or(true),
                         },
                         (Outcome::Decide, ..) => Resolution::Decide(
                             m.problems
@@ -334,6 +337,8 @@ pub enum Resolution {
         account: LmsUserId,
         /// Why.
         by: BoundBy,
+        /// Whether it is active in the LMS.
+        active: bool,
     },
     /// Make a new account (the plugin may still adopt one that holds the
     /// employee's HRIS id).
@@ -489,6 +494,7 @@ pub fn match_accounts(
             outcome: Outcome::New,
             account: None,
             by: None,
+            account_active: None,
             problems: Vec::new(),
         };
         let at = lines.len();
@@ -497,6 +503,7 @@ pub fn match_accounts(
             line.account = Some(id.clone());
             line.by = Some(by);
             if let Some(i) = i {
+                line.account_active = Some(index.held[i].account.active);
                 claims.entry(i).or_default().push(at);
             }
         };

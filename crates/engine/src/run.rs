@@ -36,6 +36,7 @@ use switchyard_runtime::{CallContext, Connector};
 use switchyard_store::{LinkStatus, Store};
 
 use crate::ingest::{Ingest, decide_completions};
+use crate::matching::Resolution;
 use crate::paging::{CompletionPages, ListingBounds};
 use crate::plan::PlannedOperation;
 use crate::policy::LinkConfig;
@@ -87,6 +88,10 @@ pub struct LinkRun<'a> {
     pub observer: &'a dyn RunObserver,
     /// When the run started, for the connectors' `max_run_minutes`.
     pub started: std::time::Instant,
+    /// The accounts employees without one are bound to, when the link
+    /// matches (`[links.NAME.matching]`): filled before the outbox is
+    /// applied, when something in it needs them.
+    pub bindings: std::sync::OnceLock<crate::matching::Bindings>,
 }
 
 /// A deterministic idempotency key for an effect.
@@ -435,6 +440,7 @@ impl LinkRun<'_> {
     /// employee's operations in order.
     async fn apply_outbox(&self, report: &mut RunReport) -> Result<(), RunError> {
         let mut groups = self.state.outbox(self.name)?;
+        self.match_accounts(&groups).await?;
         if self.batching() {
             groups = self.apply_in_waves(groups, report).await?;
         }
@@ -447,6 +453,58 @@ impl LinkRun<'_> {
             report.add(outcome);
         }
         Ok(())
+    }
+
+    /// For a link that matches: when the outbox writes an account for an
+    /// employee the host has none for, list the LMS's accounts once and
+    /// bind as `switchyard match` reports.
+    async fn match_accounts(&self, groups: &[Vec<Operation>]) -> Result<(), RunError> {
+        let Some(matching) = &self.link.matching else {
+            return Ok(());
+        };
+        if self.bindings.get().is_some() {
+            return Ok(());
+        }
+        let mut needed = false;
+        for op in groups.iter().flatten() {
+            if matches!(op.kind, OpKind::UpsertUser { .. })
+                && self.state.account(self.name, &op.employee_id)?.is_none()
+            {
+                needed = true;
+                break;
+            }
+        }
+        if !needed {
+            return Ok(());
+        }
+        let bindings =
+            crate::matching::bindings(self.name, self.link, matching, self.lms, self.state)
+                .await
+                .map_err(|e| match e {
+                    crate::matching::MatchError::Listing {
+                        operation,
+                        error: ConnectorError::Unsupported(why),
+                        ..
+                    } => RunError::from(self.stopped(
+                        operation,
+                        ConnectorError::InvalidConfig(format!(
+                            "the link matches accounts ([links.{}.matching]) but connector `{}` cannot list them: {why}",
+                            self.name, self.lms.name
+                        )),
+                    )),
+                    crate::matching::MatchError::Listing {
+                        operation, error, ..
+                    } => self.stopped(operation, error).into(),
+                    crate::matching::MatchError::Store(e) => e.into(),
+                })?;
+        let _ = self.bindings.set(bindings);
+        Ok(())
+    }
+
+    /// What the link's matching decided for an employee without an
+    /// account (`None`: the link does not match, or did not cover them).
+    fn resolution(&self, employee: &EmployeeId) -> Option<&crate::matching::Resolution> {
+        self.bindings.get().and_then(|b| b.of(employee))
     }
 
     async fn apply_group(&self, group: Vec<Operation>) -> Result<RunReport, RunError> {
@@ -621,7 +679,12 @@ impl LinkRun<'_> {
         };
         match &op.kind {
             OpKind::UpsertUser { employee } => event
-                .detail(detail(serde_json::json!({})))
+                .detail(detail(match self.resolution(&op.employee_id) {
+                    Some(Resolution::Bind { by, .. }) if kind == Kind::UserAdopted => {
+                        serde_json::json!({ "bound_by": by.name() })
+                    }
+                    _ => serde_json::json!({}),
+                }))
                 .personal(serde_json::json!({
                     "email": employee.email,
                     "given_name": employee.given_name,
@@ -736,7 +799,29 @@ impl LinkRun<'_> {
                         });
                         (effect, Kind::UserUpdated)
                     }),
-                None => self.create_or_adopt(employee, key, report).await,
+                None => match self.resolution(&op.employee_id) {
+                    Some(Resolution::Bind {
+                        account, active, ..
+                    }) => self
+                        .lms
+                        .upsert_user(employee, Some(account), key)
+                        .await
+                        .map(|lms_user_id| {
+                            report.users_adopted += 1;
+                            let effect = Effect::Account(Account {
+                                lms_user_id: lms_user_id.into(),
+                                active: *active,
+                            });
+                            (effect, Kind::UserAdopted)
+                        }),
+                    Some(Resolution::Decide(problems)) => Err(ConnectorError::Rejected(format!(
+                        "the account match needs a decision: {problems} (see `switchyard match {}`)",
+                        self.name
+                    ))),
+                    Some(Resolution::New) | None => {
+                        self.create_or_adopt(employee, key, report).await
+                    }
+                },
             },
             OpKind::SetActive { active } => match account {
                 None => Err(needs_account()),

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod common;
 pub mod dlq;
+pub mod matching;
 pub mod plugin;
 pub mod reconcile;
 pub mod run;
@@ -52,6 +53,11 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Report drift between the HRIS snapshot, the LMS and the completions written.
     Reconcile(reconcile::ReconcileArgs),
+    /// Which existing LMS account each employee of a link would be bound
+    /// to, and what a person must decide before the first sync. Reads
+    /// both systems, writes nothing. Exit 0: nothing to decide; 6: see
+    /// the report.
+    Match(matching::MatchArgs),
     /// Inspect plugins.
     Plugin {
         #[command(subcommand)]
@@ -83,6 +89,7 @@ pub async fn execute(command: Command) -> anyhow::Result<Exit> {
         Command::Trigger(args) => trigger::execute(args).await,
         Command::Status(args) => status::execute(args),
         Command::Reconcile(args) => reconcile::execute(args).await,
+        Command::Match(args) => matching::execute(args).await,
         Command::Plugin { command } => plugin::execute(command).await,
         Command::Secret { command } => secret::execute(command),
         Command::Dlq { command } => dlq::execute(command).await,

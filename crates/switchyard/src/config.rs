@@ -11,6 +11,7 @@
 //! - `config/file.rs`: the file format (the raw TOML tables) and the checks
 //!   that turn it into a [`Config`].
 
+pub mod decisions;
 mod file;
 
 use std::collections::BTreeMap;

@@ -330,27 +330,39 @@ impl Shared {
 }
 
 impl Shared {
-    /// Run a link's sync, driven on a thread of its own by the runtime's
-    /// handle. (rustc cannot yet prove the engine's future `Send` across its
-    /// async closures, so it cannot be spawned as a task.) Dropping the
-    /// returned future stops the sync at its next await point; shutdown
-    /// waits for such threads to let go of the state before flushing.
+    /// Run a link's sync on a thread of its own ([`Shared::on_own_thread`]).
     async fn sync_on_own_thread(
         &self,
         service: Arc<Service>,
         link: &str,
     ) -> Result<RunReport, SyncError> {
+        let link = link.to_owned();
+        let name = format!("switchyard-run-{link}");
+        self.on_own_thread(name, async move || service.sync_link(&link).await)
+            .await?
+    }
+
+    /// Drive `work` (a run, a matching report: anything that calls plugins)
+    /// on a thread of its own by the runtime's handle. (rustc cannot yet
+    /// prove the engine's futures `Send` across their async closures, so
+    /// they cannot be spawned as tasks.) Dropping the returned future stops
+    /// the work at its next await point; shutdown waits for such threads to
+    /// let go of the state before flushing.
+    pub async fn on_own_thread<T, F>(&self, name: String, work: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: AsyncFnOnce() -> T + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let handle = tokio::runtime::Handle::current();
-        let link = link.to_owned();
         let in_flight = self.in_flight.clone();
         std::thread::Builder::new()
-            .name(format!("switchyard-run-{link}"))
+            .name(name)
             .spawn(move || {
                 let mut tx = tx;
                 let result = handle.block_on(async {
                     tokio::select! {
-                        result = service.sync_link(&link) => Some(result),
+                        result = work() => Some(result),
                         () = tx.closed() => None,
                     }
                 });
@@ -359,9 +371,9 @@ impl Shared {
                 }
                 drop(in_flight);
             })
-            .context("failed to start a thread for the run")?;
+            .context("failed to start a thread for the work")?;
         rx.await
-            .map_err(|_| anyhow!("the run's thread ended without a result"))?
+            .map_err(|_| anyhow!("the work's thread ended without a result"))
     }
 
     /// Wait (up to `limit`) until no run thread holds the state.

@@ -575,6 +575,7 @@ impl Service {
             stop: &self.stop,
             observer: &Telemetry::METRICS,
             started: std::time::Instant::now(),
+            bindings: Default::default(),
         })
     }
 
@@ -584,6 +585,27 @@ impl Service {
         name: &str,
     ) -> anyhow::Result<crate::engine::reconcile::Reconciliation> {
         let (name, link) = self.link(name)?;
+        let (hris, lms) = self.connectors_of(name, link)?;
+        crate::engine::reconcile::reconcile(name, link, hris, lms, &*self.state).await
+    }
+
+    /// `switchyard match`: which LMS account each employee of a link would
+    /// be bound to, and what a person must decide. Writes nothing.
+    pub async fn match_link(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<crate::engine::matching::MatchReport> {
+        let (name, link) = self.link(name)?;
+        let (hris, lms) = self.connectors_of(name, link)?;
+        Ok(crate::engine::matching::report(name, link, hris, lms, &*self.state).await?)
+    }
+
+    /// A link's two connectors, or why one is paused.
+    fn connectors_of(
+        &self,
+        name: &LinkName,
+        link: &crate::config::LinkConfig,
+    ) -> Result<(&Connector, &Connector), Paused> {
         let connector = |which: &ConnectorName| {
             self.connectors.get(which).ok_or_else(|| Paused {
                 link: name.to_string(),
@@ -591,9 +613,7 @@ impl Service {
                 reason: self.paused.get(which).cloned().unwrap_or_default(),
             })
         };
-        let hris = connector(&link.hris)?;
-        let lms = connector(&link.lms)?;
-        crate::engine::reconcile::reconcile(name, link, hris, lms, &*self.state).await
+        Ok((connector(&link.hris)?, connector(&link.lms)?))
     }
 
     /// What state a link is in: halted for an operator, paused or

@@ -30,6 +30,7 @@ use switchyard_model::{
 use switchyard_runtime::{CallContext, ItemResults, MAX_BATCH};
 
 use super::{LinkRun, Settled};
+use crate::matching::Resolution;
 use crate::report::{RunError, RunReport};
 
 /// The outcome of one attempt of one operation: its effect and audit kind.
@@ -131,9 +132,20 @@ impl LinkRun<'_> {
             let account = self.state.account(self.name, &op.employee_id)?;
             match (&op.kind, account) {
                 (OpKind::UpsertUser { employee }, account) if self.lms.batches_accounts() => {
+                    // An account the link's matching bound them to; one
+                    // waiting for a decision is dead-lettered on its own.
+                    let lms_user_id = match (&account, self.resolution(&op.employee_id)) {
+                        (Some(a), _) => Some(a.lms_user_id.clone()),
+                        (None, Some(Resolution::Bind { account, .. })) => Some(account.clone()),
+                        (None, Some(Resolution::Decide(_))) => {
+                            jobs.push(Job::Single(i, Box::new(op.clone())));
+                            continue;
+                        }
+                        (None, _) => None,
+                    };
                     let write = AccountWrite {
                         employee: employee.clone(),
-                        lms_user_id: account.as_ref().map(|a| a.lms_user_id.clone()),
+                        lms_user_id,
                         key: op.key.clone(),
                     };
                     accounts.push((i, op.clone(), write, account));

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use switchyard::audit::{Event, cli_actor};
 use switchyard::config::{Config, ConfigError};
 use switchyard::engine::RunReport;
@@ -25,7 +25,9 @@ use switchyard::store::{SledStore, Store};
 ///   [`RunOutcome::exit_code`], never returned by a subcommand itself;
 /// - 4 [`Exit::DeadLettered`]: a run finished and dead-lettered operations;
 /// - 5 a vendor stayed unavailable through every retry (the next run
-///   resumes): from [`RunOutcome::exit_code`].
+///   resumes): from [`RunOutcome::exit_code`];
+/// - 6 [`Exit::NeedsDecision`]: `match` found something a person must
+///   decide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// Done.
@@ -38,6 +40,19 @@ pub enum Exit {
     /// The run finished but gave up on some operations: they wait in the
     /// dead letters (`switchyard dlq list`).
     DeadLettered = 4,
+    /// A report found something a person must decide (`match`).
+    NeedsDecision = 6,
+}
+
+/// How a report is printed.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON document.
+    Json,
 }
 
 impl From<Exit> for ExitCode {

@@ -1,9 +1,9 @@
 //! `switchyard reconcile`: report drift between a link's HRIS, its LMS and
 //! the training records the HRIS holds, as a table, CSV or JSON.
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use super::common::{ConfigArg, Exit, open};
+use super::common::{ConfigArg, Exit, Format, open};
 
 #[derive(Args)]
 pub struct ReconcileArgs {
@@ -14,13 +14,6 @@ pub struct ReconcileArgs {
     format: Format,
     /// The link.
     link: String,
-}
-
-#[derive(Clone, Copy, PartialEq, ValueEnum)]
-enum Format {
-    Table,
-    Csv,
-    Json,
 }
 
 pub async fn execute(args: ReconcileArgs) -> anyhow::Result<Exit> {

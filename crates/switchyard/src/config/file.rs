@@ -200,6 +200,7 @@ struct RawLink {
     full_listing_every: Option<Spanned<String>>,
     #[serde(default)]
     scope: Option<Scope>,
+    matching: Option<Spanned<super::decisions::RawMatching>>,
 }
 
 fn default_leave() -> LeavePolicy {
@@ -465,6 +466,15 @@ impl Config {
                 })
                 .transpose()?
                 .unwrap_or(Duration::from_secs(7 * 86_400));
+            let matching = raw
+                .matching
+                .map(|m| {
+                    let span = m.span().start;
+                    m.into_inner().check(base, |_, message| {
+                        at(span, format!("link `{name}`: {message}"))
+                    })
+                })
+                .transpose()?;
             schedules.insert(LinkName::from(&*name), LinkSchedule { schedule, jitter });
             links.insert(
                 LinkName::from(name),
@@ -482,6 +492,7 @@ impl Config {
                     fields,
                     full_listing_every,
                     scope: raw.scope,
+                    matching,
                 },
             );
         }
@@ -628,7 +639,7 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// 1-based line number of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
     let offset = offset.min(text.len());
     text.as_bytes()[..offset]
         .iter()

@@ -115,6 +115,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<SharedState>)> 
         ("get", "/v1/links", get(links)),
         ("get", "/v1/links/{link}", get(link)),
         ("post", "/v1/links/{link}/sync", post(trigger_sync)),
+        ("get", "/v1/links/{link}/match", get(match_link)),
         ("get", "/v1/links/{link}/dead-letters", get(dead_letters)),
         (
             "post",
@@ -407,6 +408,23 @@ async fn trigger_sync(
         .into_response())
 }
 
+/// The link's identity-matching report (as `switchyard match`): reads
+/// both systems, writes nothing. 200 whether or not something is to
+/// decide (`summary.to_decide`).
+async fn match_link(State(shared): State<SharedState>, Path(name): Path<LinkName>) -> ApiResult {
+    if !shared.config.links.contains_key(&name) {
+        return Err(not_found(&format!("no link named `{name}`")));
+    }
+    let service = shared.service();
+    let link = name.to_string();
+    let report = shared
+        .on_own_thread(format!("switchyard-match-{name}"), async move || {
+            service.match_link(&link).await
+        })
+        .await??;
+    Ok(Json(report).into_response())
+}
+
 async fn dead_letters(State(shared): State<SharedState>, Path(name): Path<LinkName>) -> ApiResult {
     if !shared.config.links.contains_key(&name) {
         return Err(not_found(&format!("no link named `{name}`")));
@@ -572,6 +590,8 @@ pub fn document() -> Value {
                 "400": error, "200": ok("The link", object.clone()), "401": unauthorized, "404": error, "500": error } } },
             "/v1/links/{link}/sync": { "post": { "operationId": "triggerSync", "summary": "Run the link now (after the run in progress, if any; triggers coalesce)", "parameters": [link_param.clone()], "responses": {
                 "400": error, "202": ok("Triggered", object.clone()), "401": unauthorized, "404": error } } },
+            "/v1/links/{link}/match": { "get": { "operationId": "matchLink", "summary": "Identity-matching report (as `switchyard match`): the LMS account each employee would be bound to and by which key, what a person must decide, accounts matching no employee. Reads both systems, writes nothing", "parameters": [link_param.clone()], "responses": {
+                "200": ok("The report; `summary.to_decide` counts what needs a decision", object.clone()), "401": unauthorized, "404": error, "500": error } } },
             "/v1/links/{link}/dead-letters": { "get": { "operationId": "listDeadLetters", "summary": "Dead letters of a link, oldest first", "parameters": [link_param.clone()], "responses": {
                 "400": error, "200": ok("Dead letters", array.clone()), "401": unauthorized, "404": error, "500": error } } },
             "/v1/links/{link}/dead-letters/{id}/replay": { "post": { "operationId": "replayDeadLetter", "summary": "Put a dead letter back in the outbox and trigger a run", "parameters": [link_param, id_param], "responses": {
