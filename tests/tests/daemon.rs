@@ -499,6 +499,28 @@ async fn admin_api_needs_the_token_and_serves_every_documented_route() {
             );
         }
     }
+    // The matching report, as `switchyard match` prints it, once the sync
+    // triggered above has bound everyone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let report = admin.get(&format!("/v1/links/{LINK}/match")).await;
+        if report["summary"]["bound"] == h.with_access().len() || Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        report["summary"]["employees"],
+        h.with_access().len(),
+        "{report}"
+    );
+    assert_eq!(
+        report["summary"]["bound"],
+        h.with_access().len(),
+        "{report}"
+    );
+    assert_eq!(report["employees"][0]["by"], "sync-state", "{report}");
+    assert_eq!(report["summary"]["to_decide"], 0, "{report}");
     // Unknown names are 404 with a reason.
     let (status, body) = admin.post("/v1/links/nope/sync").await;
     assert_eq!(status, 404);

@@ -239,15 +239,29 @@ fn in_one_call<R, T: Clone>(
         .collect()
 }
 
-/// `list-accounts`: every account in one `core_user_get_users` call (the
-/// email wildcard matches every account: Moodle requires an email).
+/// The first characters of the email addresses `list-accounts` pages by:
+/// letters and digits, then the other characters an address may start
+/// with (`%` and `_` are `LIKE` wildcards in Moodle and cannot be asked for
+/// alone).
+const EMAIL_STARTS: &str = "abcdefghijklmnopqrstuvwxyz0123456789!#$&'*+-/=?^`{|}~";
+
+/// `list-accounts`: Moodle has no paged listing of users, so each page is
+/// one `core_user_get_users` call for the accounts whose email starts with
+/// one character (`a%`: `LIKE`, without case; Moodle requires an email).
+/// The cursor is the index of the next character.
 pub(crate) fn list_accounts(cursor: Option<String>) -> Result<AccountPage, ConnectorError> {
     const F: &str = "core_user_get_users";
-    if let Some(c) = cursor {
-        return Err(ConnectorError::InvalidConfig(format!(
-            "unrecognised account cursor `{c}`: Moodle lists every account in one page"
-        )));
-    }
+    let at: usize = match &cursor {
+        None => 0,
+        Some(c) => c
+            .parse()
+            .ok()
+            .filter(|&i| i < EMAIL_STARTS.len())
+            .ok_or_else(|| {
+                ConnectorError::InvalidConfig(format!("unrecognised account cursor `{c}`"))
+            })?,
+    };
+    let start = &EMAIL_STARTS[at..=at];
     #[derive(serde::Deserialize)]
     struct Users {
         users: Vec<User>,
@@ -258,7 +272,7 @@ pub(crate) fn list_accounts(cursor: Option<String>) -> Result<AccountPage, Conne
             F,
             &[
                 param("criteria[0][key]", "email"),
-                param("criteria[0][value]", "%"),
+                param("criteria[0][value]", format!("{start}%")),
             ],
         )?,
     )?;
@@ -277,6 +291,6 @@ pub(crate) fn list_accounts(cursor: Option<String>) -> Result<AccountPage, Conne
                 active: !u.suspended,
             })
             .collect(),
-        next_cursor: None,
+        next_cursor: (at + 1 < EMAIL_STARTS.len()).then(|| (at + 1).to_string()),
     })
 }

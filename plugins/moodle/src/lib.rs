@@ -12,10 +12,11 @@
 //! `enrol_manual_enrol_users`, and `local_switchyard_get_course_completions`.
 //! The account and enrolment functions take many records per call, and the
 //! plugin sends up to the host's batch of 100 in one (`batch.rs`).
-//! `list-accounts` is one `core_user_get_users` call for every account with
-//! an email (Moodle requires one); Moodle has no paged listing of users, so
-//! the answer's size is bounded by the connector's `max_response_kib`,
-//! `max_records` and `max_output_kib` (about 300 bytes an account).
+//! `list-accounts` pages by the first character of the email (Moodle has no
+//! paged listing of users and requires an email): one `core_user_get_users`
+//! call per character, 53 in all; a page's size is bounded by the
+//! connector's `max_response_kib`, `max_records` and `max_output_kib`
+//! (about 300 bytes an account).
 //! Moodle has no core function that lists completions across courses; the
 //! last one comes from a small companion local plugin (a read-only query of
 //! `course_completions` joined to the user and course `idnumber`s).

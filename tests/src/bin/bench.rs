@@ -16,7 +16,13 @@
 //! 4. Audit append throughput (hash chain, salted personal payload, one
 //!    sled transaction per call as the runtime writes them) versus plain
 //!    sled inserts of the same JSON.
-//! 5. Webhook ingestion (`--webhooks`): signed Standard Webhooks deliveries
+//! 5. The identity-matching report (`--matching`): `switchyard match`
+//!    (the release binary beside this one) for N employees against N LMS
+//!    accounts made by hand (most holding the HRIS id, some only the email,
+//!    some nobody's): wall time and the process's peak RSS. Floor: the two
+//!    listings alone (every `fetch-employees` page, every `list-accounts`
+//!    page) through the same plugins, timed in this process.
+//! 6. Webhook ingestion (`--webhooks`): signed Standard Webhooks deliveries
 //!    of real completion bodies to a `switchyard run` process (the release
 //!    binary beside this one) at 1, 8 and 32 concurrent senders: accepted/s,
 //!    p50 and p99, the daemon's CPU and RSS; then every accepted delivery is
@@ -57,6 +63,10 @@ struct Args {
     /// Run only the webhook ingestion benchmark.
     #[arg(long)]
     webhooks: bool,
+    /// Run only the matching-report benchmark (`switchyard match` against
+    /// as many LMS accounts as employees).
+    #[arg(long)]
+    matching: bool,
     /// Deliveries per concurrency level of the webhook benchmark.
     #[arg(long, default_value_t = 4_000)]
     deliveries: usize,
@@ -357,6 +367,8 @@ fn audit_append(records: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[path = "bench/matching.rs"]
+mod matching;
 #[path = "bench/webhooks.rs"]
 mod webhooks;
 
@@ -373,6 +385,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if args.webhooks {
         return webhooks::run(args.deliveries, args.soak_secs).await;
+    }
+    if args.matching {
+        return matching::run(args.employees, args.page_size).await;
     }
     if args.sync_only {
         full_sync(args.employees, args.page_size, 100).await?;
