@@ -62,7 +62,8 @@ async fn the_match_report_names_every_problem_and_the_first_sync_follows_the_dec
     match_decide_sync("").await;
 }
 
-/// The same through single operations (`upsert-user`), not batches.
+/// The same through single operations (`upsert-user`), not batches, and
+/// with the LMS's accounts listed two to a page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_batches_the_first_sync_follows_the_decisions_too() {
     match_decide_sync("max_batch = 1").await;
@@ -77,6 +78,17 @@ async fn match_decide_sync(limits: &str) {
     })
     .await
     .unwrap();
+    if !limits.is_empty() {
+        let text = std::fs::read_to_string(&h.config_path).unwrap();
+        let moodle = text.find("plugin = \"moodle\"\nconfig = {").unwrap();
+        let close = moodle + text[moodle..].find(" }").unwrap();
+        let text = format!(
+            "{}, accounts_per_page = 2{}",
+            &text[..close],
+            &text[close..]
+        );
+        std::fs::write(&h.config_path, text).unwrap();
+    }
     std::fs::write(h.dir.join("decisions.toml"), "").unwrap();
     let with_access = h.with_access();
     let people: Vec<SimEmployee> = h

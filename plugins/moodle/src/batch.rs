@@ -245,28 +245,43 @@ fn in_one_call<R, T: Clone>(
 /// alone).
 const EMAIL_STARTS: &str = "abcdefghijklmnopqrstuvwxyz0123456789!#$&'*+-/=?^`{|}~";
 
-/// `list-accounts`: Moodle has no paged listing of users, so each page is
+/// Accounts in one `list-accounts` page unless the connector's
+/// `accounts_per_page` setting says otherwise (the host's `max_records`
+/// is 10,000 by default).
+const ACCOUNTS_PER_PAGE: usize = 5_000;
+
+/// `list-accounts`: Moodle has no paged listing of users, so a page is
 /// one `core_user_get_users` call for the accounts whose email starts with
-/// one character (`a%`: `LIKE`, without case; Moodle requires an email).
-/// The cursor is the index of the next character.
+/// one character (`a%`: `LIKE`, without case; Moodle requires an email),
+/// sorted by id, and a slice of it when more than `accounts_per_page`
+/// start with that character (the next page asks again and takes the
+/// next slice). The cursor is `character index:offset`.
 pub(crate) fn list_accounts(cursor: Option<String>) -> Result<AccountPage, ConnectorError> {
     const F: &str = "core_user_get_users";
-    let at: usize = match &cursor {
-        None => 0,
+    let (at, offset): (usize, usize) = match &cursor {
+        None => (0, 0),
         Some(c) => c
-            .parse()
-            .ok()
-            .filter(|&i| i < EMAIL_STARTS.len())
+            .split_once(':')
+            .and_then(|(a, o)| Some((a.parse().ok()?, o.parse().ok()?)))
+            .filter(|&(a, _)| a < EMAIL_STARTS.len())
             .ok_or_else(|| {
                 ConnectorError::InvalidConfig(format!("unrecognised account cursor `{c}`"))
             })?,
+    };
+    let per_page = match config::get("accounts_per_page") {
+        None => ACCOUNTS_PER_PAGE,
+        Some(v) => v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+            ConnectorError::InvalidConfig(format!(
+                "accounts_per_page `{v}` is not a positive number"
+            ))
+        })?,
     };
     let start = &EMAIL_STARTS[at..=at];
     #[derive(serde::Deserialize)]
     struct Users {
         users: Vec<User>,
     }
-    let found: Users = decode(
+    let mut found: Users = decode(
         F,
         call(
             F,
@@ -276,11 +291,22 @@ pub(crate) fn list_accounts(cursor: Option<String>) -> Result<AccountPage, Conne
             ],
         )?,
     )?;
+    found.users.sort_by_key(|u| u.id);
+    let total = found.users.len();
+    let next_cursor = if offset + per_page < total {
+        Some(format!("{at}:{}", offset + per_page))
+    } else if at + 1 < EMAIL_STARTS.len() {
+        Some(format!("{}:0", at + 1))
+    } else {
+        None
+    };
     let text = |v: Option<String>| v.filter(|s| !s.is_empty());
     Ok(AccountPage {
         accounts: found
             .users
             .into_iter()
+            .skip(offset)
+            .take(per_page)
             .map(|u| LmsAccount {
                 id: u.id.to_string(),
                 employee_id: text(u.idnumber),
@@ -291,6 +317,70 @@ pub(crate) fn list_accounts(cursor: Option<String>) -> Result<AccountPage, Conne
                 active: !u.suspended,
             })
             .collect(),
-        next_cursor: (at + 1 < EMAIL_STARTS.len()).then(|| (at + 1).to_string()),
+        next_cursor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_sdk::mock::{MockHost, MockResponse};
+
+    fn user(id: u64, email: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": id, "username": format!("u{id}"), "email": email,
+            "firstname": "A", "lastname": "B", "idnumber": "", "suspended": false,
+        })
+    }
+
+    #[test]
+    fn accounts_are_listed_by_first_letter_of_the_email_in_slices() {
+        let url = "https://lms.example/webservice/rest/server.php*";
+        let a_users = serde_json::json!({ "users": [
+            user(9, "ann@x.example"), user(3, "al@x.example"), user(5, "amy@x.example"),
+        ]});
+        let host = MockHost::new()
+            .config("base_url", "https://lms.example")
+            .config("accounts_per_page", "2")
+            .on("POST", url, MockResponse::json(200, a_users.clone()))
+            .on("POST", url, MockResponse::json(200, a_users))
+            .on(
+                "POST",
+                url,
+                MockResponse::json(200, serde_json::json!({ "users": [] })),
+            );
+        let _installed = host.install();
+        let first = list_accounts(None).unwrap();
+        let ids: Vec<&str> = first.accounts.iter().map(|a| &*a.id).collect();
+        assert_eq!(ids, ["3", "5"], "sorted by id, a slice of two");
+        assert_eq!(first.next_cursor.as_deref(), Some("0:2"));
+        let second = list_accounts(first.next_cursor).unwrap();
+        let ids: Vec<&str> = second.accounts.iter().map(|a| &*a.id).collect();
+        assert_eq!(ids, ["9"]);
+        assert_eq!(second.next_cursor.as_deref(), Some("1:0"), "then `b%`");
+        let body = |n: usize| String::from_utf8_lossy(&host.requests()[n].body).into_owned();
+        assert!(
+            body(0).contains("criteria%5B0%5D%5Bvalue%5D=a%25"),
+            "{}",
+            body(0)
+        );
+        let b = list_accounts(second.next_cursor).unwrap();
+        assert!(b.accounts.is_empty());
+        assert!(body(2).contains("=b%25"), "{}", body(2));
+        // The last character ends the listing; a cursor from elsewhere is refused.
+        let last = format!("{}:0", EMAIL_STARTS.len() - 1);
+        let host = MockHost::new()
+            .config("base_url", "https://lms.example")
+            .on(
+                "POST",
+                url,
+                MockResponse::json(200, serde_json::json!({ "users": [] })),
+            );
+        let _installed = host.install();
+        assert_eq!(list_accounts(Some(last)).unwrap().next_cursor, None);
+        assert!(matches!(
+            list_accounts(Some("99:0".into())),
+            Err(ConnectorError::InvalidConfig(_))
+        ));
+    }
 }

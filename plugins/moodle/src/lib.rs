@@ -27,7 +27,9 @@
 //! - `username_prefix`: new accounts are named `{prefix}{hris id}` (default `hris-`);
 //! - `due_as_timeend`: `true` (default) sends a due date as the enrolment's
 //!   end time; `false` ignores due dates;
-//! - `page_size`: completions per page (default 200).
+//! - `page_size`: completions per page (default 200);
+//! - `accounts_per_page`: accounts in one `list-accounts` page (default
+//!   5000; the host refuses a page of more than `max_records`).
 //!
 //! Identity: the Moodle `idnumber` holds the HRIS employee id, so a retry
 //! after a lost response finds the account it created instead of creating
