@@ -87,7 +87,7 @@
 //!   know comes back as `null`, and `filters` other than `lastChanged` are
 //!   refused with 400.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -414,6 +414,9 @@ struct HrisState {
     api_key: String,
     base_url: String,
     employees: HashMap<String, SimEmployee>,
+    /// The ids of `employees` in listing order (numeric), so that a page
+    /// costs its size, not a sort of everyone.
+    order: BTreeSet<(u64, String)>,
     /// Ids created through `upsert_employee` (reported as "Inserted").
     inserted: HashSet<String>,
     /// Removed employees: id -> lastChanged of the removal.
@@ -437,12 +440,13 @@ impl HrisState {
             .filter(char::is_ascii_alphanumeric)
             .collect::<String>()
             .to_ascii_lowercase();
-        let employees = (0..seed.employees)
+        let employees: HashMap<String, SimEmployee> = (0..seed.employees)
             .map(|i| {
                 let e = seed_employee(i, &domain);
                 (e.id.clone(), e)
             })
             .collect();
+        let order = employees.keys().map(|id| order_key(id)).collect();
         let training_types = seed
             .training_types
             .iter()
@@ -453,6 +457,7 @@ impl HrisState {
             api_key: seed.api_key.clone(),
             base_url,
             employees,
+            order,
             inserted: HashSet::new(),
             tombstones: HashMap::new(),
             // A minute after the seeded records were last changed: a listing
@@ -479,9 +484,17 @@ impl HrisState {
     }
 
     fn sorted_employees(&self) -> Vec<SimEmployee> {
-        let mut v: Vec<SimEmployee> = self.employees.values().cloned().collect();
-        v.sort_by(|a, b| id_order(&a.id).cmp(&id_order(&b.id)));
-        v
+        self.page(0, usize::MAX)
+    }
+
+    /// `take` employees in listing order after the first `skip`.
+    fn page(&self, skip: usize, take: usize) -> Vec<SimEmployee> {
+        self.order
+            .iter()
+            .skip(skip)
+            .take(take)
+            .filter_map(|(_, id)| self.employees.get(id).cloned())
+            .collect()
     }
 
     fn has_type(&self, type_id: u32) -> bool {
@@ -499,6 +512,7 @@ impl HrisState {
             self.inserted.insert(e.id.clone());
         }
         self.tombstones.remove(&e.id);
+        self.order.insert(order_key(&e.id));
         self.employees.insert(e.id.clone(), e);
     }
 
@@ -520,6 +534,7 @@ impl HrisState {
         if self.employees.remove(id).is_none() {
             return false;
         }
+        self.order.remove(&order_key(id));
         let ts = self.tick();
         self.tombstones.insert(id.to_owned(), ts);
         true
@@ -564,8 +579,9 @@ impl HrisState {
 }
 
 /// Sort key: numeric ids first, by value; anything else after, by string.
-fn id_order(id: &str) -> (u64, &str) {
-    (id.parse::<u64>().unwrap_or(u64::MAX), id)
+/// Listing order: numeric ids by value, anything else after them.
+fn order_key(id: &str) -> (u64, String) {
+    (id.parse::<u64>().unwrap_or(u64::MAX), id.to_owned())
 }
 
 /// Deterministic seed employee number `i` (0-based).
@@ -796,14 +812,9 @@ async fn dataset_employee(
         }
     }
     let s = lock(&state);
-    let all = s.sorted_employees();
-    let total = all.len();
+    let total = s.employees.len();
     let total_pages = total.div_ceil(page_size);
-    let data: Vec<SimEmployee> = all
-        .into_iter()
-        .skip((page - 1).saturating_mul(page_size))
-        .take(page_size)
-        .collect();
+    let data = s.page((page - 1).saturating_mul(page_size), page_size);
     let page_url = |p: usize| {
         Value::String(format!(
             "{}/api/v1/datasets/employee?page={p}&page_size={page_size}",

@@ -359,6 +359,31 @@ impl Bindings {
     }
 }
 
+/// What matching needs of an employee: the rest of the record is dropped
+/// as each page is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Person {
+    /// HRIS id.
+    pub id: EmployeeId,
+    /// Given name.
+    pub given_name: Option<String>,
+    /// Family name.
+    pub family_name: Option<String>,
+    /// Work email.
+    pub email: Option<String>,
+}
+
+impl From<Employee> for Person {
+    fn from(e: Employee) -> Person {
+        Person {
+            id: e.id,
+            given_name: e.given_name,
+            family_name: e.family_name,
+            email: e.email,
+        }
+    }
+}
+
 /// Lower case, accents folded, whitespace collapsed.
 pub fn normalize(s: &str) -> String {
     deunicode::deunicode(s)
@@ -435,7 +460,7 @@ impl Index {
     }
 
     /// The accounts `e` matches by `key`.
-    fn lookup(&self, key: MatchKey, e: &Employee) -> Vec<usize> {
+    fn lookup(&self, key: MatchKey, e: &Person) -> Vec<usize> {
         let email = e.email.as_deref().map(normalize).filter(|s| !s.is_empty());
         let found = |map: &HashMap<String, Vec<usize>>, k: &str| map.get(k).cloned();
         match key {
@@ -474,7 +499,7 @@ const MAX_SIMILAR: usize = 3;
 /// (`known`: employee → account) and the link's `matching`. Pure.
 pub fn match_accounts(
     link: &LinkName,
-    employees: &[Employee],
+    employees: &[Person],
     accounts: Vec<LmsAccount>,
     known: &HashMap<EmployeeId, LmsUserId>,
     matching: &Matching,
@@ -626,27 +651,31 @@ pub fn match_accounts(
             (index.by_family.get(&family), true),
             (index.by_given.get(&given), false),
         ];
-        for (block, same_family) in blocks {
+        'blocks: for (block, same_family) in blocks {
             for &i in block.into_iter().flatten() {
                 let held = &index.held[i];
+                let id = &held.account.id;
+                if claims.contains_key(&i)
+                    || decided.contains(id)
+                    || decisions.forbids(&e.id, id)
+                    || similar.contains(&i)
+                {
+                    continue;
+                }
                 let other = if same_family {
                     alike(&given, &held.given)
                 } else {
                     alike(&family, &held.family)
                 };
-                let id = &held.account.id;
-                if other
-                    && !claims.contains_key(&i)
-                    && !decided.contains(id)
-                    && !decisions.forbids(&e.id, id)
-                    && !similar.contains(&i)
-                {
+                if other {
                     similar.push(i);
+                    if similar.len() == MAX_SIMILAR {
+                        break 'blocks;
+                    }
                 }
             }
         }
-        similar.sort_unstable();
-        for i in similar.into_iter().take(MAX_SIMILAR) {
+        for i in similar {
             let held = &index.held[i].account;
             line.problems.push(Problem::SimilarAccount {
                 account: held.id.clone(),
@@ -744,6 +773,42 @@ pub async fn list_accounts(
     }
 }
 
+/// The people a link would provision, by a full `fetch-employees`
+/// listing (bounded like a run's), each page reduced as it is read.
+async fn list_people(
+    link: &crate::policy::LinkConfig,
+    hris: &switchyard_runtime::Connector,
+) -> Result<Vec<Person>, MatchError> {
+    let failed = |error| MatchError::Listing {
+        operation: "fetch-employees",
+        connector: hris.name.to_string(),
+        error,
+    };
+    let mut people = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut bounds =
+        crate::paging::ListingBounds::new("fetch-employees", &hris.name, hris.limits());
+    loop {
+        let page = hris
+            .fetch_employees(cursor.as_deref())
+            .await
+            .map_err(failed)?;
+        bounds
+            .take(page.employees.len(), page.next_cursor.as_deref())
+            .map_err(failed)?;
+        people.extend(
+            page.employees
+                .into_iter()
+                .filter(|e| provisioned(link, e))
+                .map(|e| Person::from(link.fields.apply(e))),
+        );
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(people),
+        }
+    }
+}
+
 /// Whom a link would provision: in scope and not terminated.
 pub fn provisioned(link: &crate::policy::LinkConfig, e: &Employee) -> bool {
     e.status != switchyard_model::EmploymentStatus::Terminated
@@ -771,17 +836,7 @@ pub async fn report(
     lms: &switchyard_runtime::Connector,
     state: &dyn switchyard_store::Store,
 ) -> Result<MatchReport, MatchError> {
-    let employees: Vec<Employee> = crate::reconcile::fetch_all(hris)
-        .await
-        .map_err(|error| MatchError::Listing {
-            operation: "fetch-employees",
-            connector: hris.name.to_string(),
-            error,
-        })?
-        .into_iter()
-        .filter(|e| provisioned(link, e))
-        .map(|e| link.fields.apply(e))
-        .collect();
+    let employees = list_people(link, hris).await?;
     let accounts = list_accounts(lms).await?;
     let default = Matching::default();
     Ok(match_accounts(
@@ -803,11 +858,12 @@ pub async fn bindings(
     lms: &switchyard_runtime::Connector,
     state: &dyn switchyard_store::Store,
 ) -> Result<Bindings, MatchError> {
-    let employees: Vec<Employee> = state
+    let employees: Vec<Person> = state
         .snapshots(link_name)?
         .into_iter()
         .map(|s| s.employee)
         .filter(|e| provisioned(link, e))
+        .map(Person::from)
         .collect();
     let accounts = list_accounts(lms).await?;
     let known = known(link_name, state)?;
@@ -818,23 +874,12 @@ pub async fn bindings(
 mod tests {
     use super::*;
 
-    fn employee(id: &str, given: &str, family: &str, email: &str) -> Employee {
-        Employee {
+    fn employee(id: &str, given: &str, family: &str, email: &str) -> Person {
+        Person {
             id: id.into(),
             given_name: Some(given.into()),
             family_name: Some(family.into()),
             email: Some(email.into()),
-            employee_number: None,
-            status: switchyard_model::EmploymentStatus::Active,
-            raw_status: None,
-            department: None,
-            job_title: None,
-            location: None,
-            manager_id: None,
-            hire_date: None,
-            termination_date: None,
-            updated_at: None,
-            custom: Vec::new(),
         }
     }
 
@@ -863,7 +908,7 @@ mod tests {
         }
     }
 
-    fn run(employees: &[Employee], accounts: Vec<LmsAccount>, matching: &Matching) -> MatchReport {
+    fn run(employees: &[Person], accounts: Vec<LmsAccount>, matching: &Matching) -> MatchReport {
         match_accounts(
             &"main".into(),
             employees,
@@ -980,7 +1025,8 @@ mod tests {
             b.of(&"1".into()),
             Some(&Resolution::Bind {
                 account: "20".into(),
-                by: BoundBy::Decision
+                by: BoundBy::Decision,
+                active: true
             })
         );
         assert_eq!(b.of(&"2".into()), Some(&Resolution::New));

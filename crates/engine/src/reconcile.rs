@@ -248,7 +248,7 @@ async fn list_employees(hris: &Connector) -> anyhow::Result<Vec<Employee>> {
 
 /// Every employee, by a full `fetch-employees` listing (bounded like a
 /// run's).
-pub(crate) async fn fetch_all(hris: &Connector) -> Result<Vec<Employee>, ConnectorError> {
+async fn fetch_all(hris: &Connector) -> Result<Vec<Employee>, ConnectorError> {
     let mut employees = Vec::new();
     let mut cursor: Option<String> = None;
     let mut bounds = ListingBounds::new("fetch-employees", &hris.name, hris.limits());

@@ -21,7 +21,14 @@ pub async fn execute(args: MatchArgs) -> anyhow::Result<Exit> {
     let service = open(&args.config)?;
     let report = service.match_link(&args.link).await?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => {
+            // Written as it is serialised: a report of 100,000 lines is
+            // tens of MiB of text.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            std::io::Write::write_all(&mut out, b"\n")?;
+            std::io::Write::flush(&mut out)?;
+        }
         Format::Csv => csv(&report)?,
         Format::Table => table(&report),
     }
