@@ -758,19 +758,18 @@ pub async fn list_accounts(
         error,
     };
     let mut accounts = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut bounds = crate::paging::ListingBounds::new("list-accounts", &lms.name, lms.limits());
-    loop {
-        let page = lms.list_accounts(cursor.as_deref()).await.map_err(failed)?;
-        bounds
-            .take(page.accounts.len(), page.next_cursor.as_deref())
-            .map_err(failed)?;
-        accounts.extend(page.accounts);
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(accounts),
-        }
-    }
+    crate::paging::walk(
+        "list-accounts",
+        lms,
+        async |cursor| {
+            let page = lms.list_accounts(cursor).await?;
+            Ok((page.accounts, page.next_cursor))
+        },
+        |page| accounts.extend(page),
+    )
+    .await
+    .map_err(failed)?;
+    Ok(accounts)
 }
 
 /// The people a link would provision, by a full `fetch-employees`
@@ -785,28 +784,24 @@ async fn list_people(
         error,
     };
     let mut people = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut bounds =
-        crate::paging::ListingBounds::new("fetch-employees", &hris.name, hris.limits());
-    loop {
-        let page = hris
-            .fetch_employees(cursor.as_deref())
-            .await
-            .map_err(failed)?;
-        bounds
-            .take(page.employees.len(), page.next_cursor.as_deref())
-            .map_err(failed)?;
-        people.extend(
-            page.employees
-                .into_iter()
-                .filter(|e| provisioned(link, e))
-                .map(|e| Person::from(link.fields.apply(e))),
-        );
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(people),
-        }
-    }
+    crate::paging::walk(
+        "fetch-employees",
+        hris,
+        async |cursor| {
+            let page = hris.fetch_employees(cursor).await?;
+            Ok((page.employees, page.next_cursor))
+        },
+        |page| {
+            people.extend(
+                page.into_iter()
+                    .filter(|e| provisioned(link, e))
+                    .map(|e| Person::from(link.fields.apply(e))),
+            )
+        },
+    )
+    .await
+    .map_err(failed)?;
+    Ok(people)
 }
 
 /// Whom a link would provision: in scope and not terminated.

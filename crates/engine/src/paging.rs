@@ -161,3 +161,29 @@ mod bounds_tests {
         assert!(fault(b.take(11, None)).contains("`max_records_per_run` of 10"));
     }
 }
+
+/// Walk a listing of `connector` from the start to its last page, bounded
+/// like a run's listings ([`ListingBounds`]): `fetch` returns a page's
+/// records and the next cursor, `each` takes the records of each page (so
+/// a caller can keep only what it needs).
+pub async fn walk<T>(
+    operation: &'static str,
+    connector: &switchyard_runtime::Connector,
+    mut fetch: impl AsyncFnMut(
+        Option<&str>,
+    )
+        -> Result<(Vec<T>, Option<String>), switchyard_model::ConnectorError>,
+    mut each: impl FnMut(Vec<T>),
+) -> Result<(), switchyard_model::ConnectorError> {
+    let mut bounds = ListingBounds::new(operation, &connector.name, connector.limits());
+    let mut cursor: Option<String> = None;
+    loop {
+        let (records, next) = fetch(cursor.as_deref()).await?;
+        bounds.take(records.len(), next.as_deref())?;
+        each(records);
+        match next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}

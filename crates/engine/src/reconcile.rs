@@ -241,26 +241,19 @@ pub async fn reconcile(
 
 /// Every employee, by a full listing (bounded like a run's).
 async fn list_employees(hris: &Connector) -> anyhow::Result<Vec<Employee>> {
-    fetch_all(hris)
-        .await
-        .map_err(|e| read_error("fetch-employees", e))
-}
-
-/// Every employee, by a full `fetch-employees` listing (bounded like a
-/// run's).
-async fn fetch_all(hris: &Connector) -> Result<Vec<Employee>, ConnectorError> {
     let mut employees = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut bounds = ListingBounds::new("fetch-employees", &hris.name, hris.limits());
-    loop {
-        let page = hris.fetch_employees(cursor.as_deref()).await?;
-        bounds.take(page.employees.len(), page.next_cursor.as_deref())?;
-        employees.extend(page.employees);
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(employees),
-        }
-    }
+    crate::paging::walk(
+        "fetch-employees",
+        hris,
+        async |cursor| {
+            let page = hris.fetch_employees(cursor).await?;
+            Ok((page.employees, page.next_cursor))
+        },
+        |page| employees.extend(page),
+    )
+    .await
+    .map_err(|e| read_error("fetch-employees", e))?;
+    Ok(employees)
 }
 
 fn read_error(operation: &str, error: ConnectorError) -> anyhow::Error {

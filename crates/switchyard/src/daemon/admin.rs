@@ -591,7 +591,7 @@ pub fn document() -> Value {
             "/v1/links/{link}/sync": { "post": { "operationId": "triggerSync", "summary": "Run the link now (after the run in progress, if any; triggers coalesce)", "parameters": [link_param.clone()], "responses": {
                 "400": error, "202": ok("Triggered", object.clone()), "401": unauthorized, "404": error } } },
             "/v1/links/{link}/match": { "get": { "operationId": "matchLink", "summary": "Identity-matching report (as `switchyard match`): the LMS account each employee would be bound to and by which key, what a person must decide, accounts matching no employee. Reads both systems, writes nothing", "parameters": [link_param.clone()], "responses": {
-                "200": ok("The report; `summary.to_decide` counts what needs a decision", object.clone()), "401": unauthorized, "404": error, "500": error } } },
+                "200": ok("The report; `summary.to_decide` counts what needs a decision", object.clone()), "400": error, "401": unauthorized, "404": error, "500": error } } },
             "/v1/links/{link}/dead-letters": { "get": { "operationId": "listDeadLetters", "summary": "Dead letters of a link, oldest first", "parameters": [link_param.clone()], "responses": {
                 "400": error, "200": ok("Dead letters", array.clone()), "401": unauthorized, "404": error, "500": error } } },
             "/v1/links/{link}/dead-letters/{id}/replay": { "post": { "operationId": "replayDeadLetter", "summary": "Put a dead letter back in the outbox and trigger a run", "parameters": [link_param, id_param], "responses": {
