@@ -466,13 +466,13 @@ impl Index {
         match key {
             MatchKey::HrisId => found(&self.by_hris, &e.id),
             MatchKey::Email => email.and_then(|m| found(&self.by_email, &m)),
-            MatchKey::Username => email.and_then(|m| {
+            MatchKey::Username => email.map(|m| {
                 let local = m.split('@').next().unwrap_or_default().to_owned();
                 let mut all = found(&self.by_username, &m).unwrap_or_default();
                 if local != m {
                     all.extend(found(&self.by_username, &local).unwrap_or_default());
                 }
-                Some(all)
+                all
             }),
         }
         .unwrap_or_default()
