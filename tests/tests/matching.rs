@@ -193,7 +193,12 @@ async fn match_decide_sync(limits: &str) {
     // Its scratch space beside the state is gone when it ends.
     let scratch = h.dir.join("state").join("scratch");
     let left = std::fs::read_dir(&scratch).map_or(0, Iterator::count);
-    assert_eq!(left, 0, "{} still holds scratch databases", scratch.display());
+    assert_eq!(
+        left,
+        0,
+        "{} still holds scratch databases",
+        scratch.display()
+    );
     assert!(scratch.exists(), "match worked in {}", scratch.display());
 
     // The same as CSV (one row per problem) and as a table.

@@ -57,30 +57,31 @@ fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> anyhow::Result<T> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
-/// An index key: kind, value, a zero byte, the account's index.
-fn index_key(kind: u8, value: &str, i: u32) -> Vec<u8> {
-    let mut key = Vec::with_capacity(value.len() + 6);
+/// An index key: its kind, then the value.
+fn index_key(kind: u8, value: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(value.len() + 1);
     key.push(kind);
     key.extend_from_slice(value.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&i.to_be_bytes());
     key
+}
+
+/// Index account `i` under `kind` and `value`: an entry's value is the
+/// indexes of its accounts (one read per lookup, not a scan).
+fn index(tree: &ScratchTree, kind: u8, value: &str, i: u32) -> anyhow::Result<()> {
+    let key = index_key(kind, value);
+    let mut all = tree.get(&key)?.unwrap_or_default();
+    all.extend_from_slice(&i.to_be_bytes());
+    tree.insert(&key, &all)
 }
 
 /// The accounts indexed under `kind` and `value`.
 fn lookup(tree: &ScratchTree, kind: u8, value: &str) -> anyhow::Result<Vec<u32>> {
-    let mut prefix = vec![kind];
-    prefix.extend_from_slice(value.as_bytes());
-    prefix.push(0);
-    let mut found = Vec::new();
-    for entry in tree.scan_prefix(&prefix) {
-        let (key, _) = entry?;
-        // A value holding a zero byte of its own is another value.
-        if let Ok(i) = <[u8; 4]>::try_from(&key[prefix.len()..]) {
-            found.push(u32::from_be_bytes(i));
-        }
-    }
-    Ok(found)
+    Ok(tree
+        .get(&index_key(kind, value))?
+        .unwrap_or_default()
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 /// Matches employees to accounts; see the module documentation.
@@ -93,7 +94,7 @@ pub struct Matcher<'a> {
     accounts: ScratchTree,
     /// Account id → index.
     ids: ScratchTree,
-    /// [`index_key`]s → nothing.
+    /// [`index_key`]s → the indexes of their accounts.
     keys: ScratchTree,
     /// Employee id → [`Stored`].
     lines: ScratchTree,
@@ -158,7 +159,7 @@ impl<'a> Matcher<'a> {
             let i = self.next;
             self.next += 1;
             let put = |kind: u8, value: Option<String>| match value.filter(|v| !v.is_empty()) {
-                Some(v) => self.keys.insert(&index_key(kind, &v, i), &[]),
+                Some(v) => index(&self.keys, kind, &v, i),
                 None => Ok(()),
             };
             put(HRIS, account.employee_id.clone())?;
@@ -327,8 +328,11 @@ impl<'a> Matcher<'a> {
                 continue;
             }
             let held: Held = parse(&bytes)?;
-            self.keys.insert(&index_key(FAMILY, &held.family, i), &[])?;
-            self.keys.insert(&index_key(GIVEN, &held.given, i), &[])?;
+            for (kind, value) in [(FAMILY, &held.family), (GIVEN, &held.given)] {
+                if !value.is_empty() {
+                    index(&self.keys, kind, value, i)?;
+                }
+            }
             let a = held.account;
             let row = UnmatchedAccount {
                 name: full_name(a.given_name.as_deref(), a.family_name.as_deref()),

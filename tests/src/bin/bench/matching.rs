@@ -1,6 +1,6 @@
 //! `switchyard match` for N employees against N LMS accounts.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use switchyard_testkit::harness::{Harness, LINK, Options, switchyard_bin};
 
@@ -77,20 +77,31 @@ pub async fn run(employees: usize, page_size: usize) -> anyhow::Result<()> {
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     let pid = child.id();
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut stdout, &mut out)?;
-    // The exact peak of the child, from the kernel's accounting at exit.
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid value; wait4 fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, with valid pointers.
-    let waited = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut { stdout }, &mut out).map(|_| out)
+    });
+    // The peak of the process since its exec (`VmHWM`; `wait4`'s
+    // `ru_maxrss` would count the benchmark's own memory, copied by the
+    // fork before the exec), sampled until it exits: only its last
+    // 10 ms can be missed.
+    let mut peak = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let Ok((_, _, hwm)) = super::webhooks::usage(pid) {
+            peak = peak.max(hwm);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let elapsed = t.elapsed();
-    anyhow::ensure!(waited == pid as i32, "wait4 failed");
-    let code = libc::WEXITSTATUS(status);
+    let out = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
+    let code = status.code().unwrap_or(-1);
     anyhow::ensure!(code == 0 || code == 6, "match failed with exit code {code}");
-    let peak = usage.ru_maxrss as u64; // KiB on Linux
     let report: serde_json::Value = serde_json::from_slice(&out)?;
     let s = &report["summary"];
     println!("matching report, {employees} employees against {accounts} LMS accounts");

@@ -28,7 +28,7 @@ fn unix_now() -> i64 {
 }
 
 /// CPU seconds (user + system) and RSS / peak RSS (KiB) of a process.
-fn usage(pid: u32) -> anyhow::Result<(f64, u64, u64)> {
+pub fn usage(pid: u32) -> anyhow::Result<(f64, u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat
         .rsplit_once(')')
