@@ -13,13 +13,10 @@
 //! as the same value.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-mod matcher;
-pub use matcher::{Matched, Matcher};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use switchyard_model::{Employee, EmployeeId, LinkName, LmsUserId};
+use switchyard_model::{Employee, EmployeeId, LinkName, LmsAccount, LmsUserId};
 
 /// A key an employee is matched to an account by, in the order a link's
 /// configuration gives.
@@ -90,7 +87,7 @@ impl Decisions {
 }
 
 /// Why an employee is bound to an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BoundBy {
     /// A `bind` line of the decisions file.
@@ -129,7 +126,7 @@ impl From<MatchKey> for BoundBy {
 }
 
 /// What the first sync does for an employee.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Bound to an existing account.
@@ -142,7 +139,7 @@ pub enum Outcome {
 }
 
 /// Something a person must decide on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "problem", rename_all = "kebab-case")]
 pub enum Problem {
     /// Other employees match the same account.
@@ -162,8 +159,8 @@ pub enum Problem {
     Differs {
         /// The account.
         account: LmsUserId,
-        /// Which.
-        field: Field,
+        /// `name` or `email`.
+        field: &'static str,
         /// The employee's value (HRIS).
         employee: String,
         /// The account's value (LMS).
@@ -182,25 +179,6 @@ pub enum Problem {
         /// The account.
         account: LmsUserId,
     },
-}
-
-/// A field compared between an employee and their account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Field {
-    /// Given and family name.
-    Name,
-    /// Email.
-    Email,
-}
-
-impl fmt::Display for Field {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Field::Name => "name",
-            Field::Email => "email",
-        })
-    }
 }
 
 impl fmt::Display for Problem {
@@ -242,7 +220,7 @@ impl fmt::Display for Problem {
 }
 
 /// One employee's line of the report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EmployeeMatch {
     /// HRIS id.
     pub employee_id: EmployeeId,
@@ -263,7 +241,7 @@ pub struct EmployeeMatch {
 }
 
 /// An LMS account no employee matches; left alone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UnmatchedAccount {
     /// LMS user id.
     pub account: LmsUserId,
@@ -321,6 +299,33 @@ impl MatchReport {
     pub fn needs_decisions(&self) -> bool {
         self.summary.to_decide > 0
     }
+
+    /// What a sync does for each employee.
+    pub fn bindings(&self) -> Bindings {
+        Bindings(
+            self.employees
+                .iter()
+                .map(|m| {
+                    let resolution = match (m.outcome, &m.account, m.by) {
+                        (Outcome::Bind, Some(account), Some(by)) => Resolution::Bind {
+                            account: account.clone(),
+                            by,
+                            active: m.account_active.unwrap_or(true),
+                        },
+                        (Outcome::Decide, ..) => Resolution::Decide(
+                            m.problems
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        ),
+                        _ => Resolution::New,
+                    };
+                    (m.employee_id.clone(), resolution)
+                })
+                .collect(),
+        )
+    }
 }
 
 /// What a sync does for an employee the host has no account for.
@@ -347,35 +352,6 @@ pub enum Resolution {
 pub struct Bindings(HashMap<EmployeeId, Resolution>);
 
 impl Bindings {
-    /// What a sync does for each employee of a report who has no account
-    /// yet (the others are not looked up).
-    pub fn of_lines(
-        lines: impl Iterator<Item = anyhow::Result<EmployeeMatch>>,
-    ) -> anyhow::Result<Bindings> {
-        let mut map = HashMap::new();
-        for m in lines {
-            let m = m?;
-            let resolution = match (m.outcome, m.account, m.by) {
-                (_, _, Some(BoundBy::SyncState)) => continue,
-                (Outcome::Bind, Some(account), Some(by)) => Resolution::Bind {
-                    account,
-                    by,
-                    active: m.account_active.unwrap_or(true),
-                },
-                (Outcome::Decide, ..) => Resolution::Decide(
-                    m.problems
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
-                _ => Resolution::New,
-            };
-            map.insert(m.employee_id, resolution);
-        }
-        Ok(Bindings(map))
-    }
-
     /// The resolution of `employee`; `None` when the report did not cover
     /// them (not in scope, or terminated, when it was made).
     pub fn of(&self, employee: &EmployeeId) -> Option<&Resolution> {
@@ -385,7 +361,7 @@ impl Bindings {
 
 /// What matching needs of an employee: the rest of the record is dropped
 /// as each page is read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Person {
     /// HRIS id.
     pub id: EmployeeId,
@@ -427,6 +403,82 @@ fn full_name(given: Option<&str>, family: Option<&str>) -> String {
         .join(" ")
 }
 
+/// An account as the matcher holds it: normalised keys once.
+struct Held {
+    account: LmsAccount,
+    given: String,
+    family: String,
+}
+
+/// The accounts, indexed by every key.
+struct Index {
+    held: Vec<Held>,
+    by_id: HashMap<LmsUserId, usize>,
+    by_hris: HashMap<String, Vec<usize>>,
+    by_email: HashMap<String, Vec<usize>>,
+    by_username: HashMap<String, Vec<usize>>,
+    by_family: HashMap<String, Vec<usize>>,
+    by_given: HashMap<String, Vec<usize>>,
+}
+
+impl Index {
+    fn new(accounts: Vec<LmsAccount>) -> Index {
+        let mut index = Index {
+            held: Vec::with_capacity(accounts.len()),
+            by_id: HashMap::new(),
+            by_hris: HashMap::new(),
+            by_email: HashMap::new(),
+            by_username: HashMap::new(),
+            by_family: HashMap::new(),
+            by_given: HashMap::new(),
+        };
+        for account in accounts {
+            let i = index.held.len();
+            let put = |map: &mut HashMap<String, Vec<usize>>, key: Option<String>| {
+                if let Some(key) = key.filter(|k| !k.is_empty()) {
+                    map.entry(key).or_default().push(i);
+                }
+            };
+            put(&mut index.by_hris, account.employee_id.clone());
+            put(&mut index.by_email, account.email.as_deref().map(normalize));
+            put(
+                &mut index.by_username,
+                account.username.as_deref().map(normalize),
+            );
+            let given = normalize(account.given_name.as_deref().unwrap_or(""));
+            let family = normalize(account.family_name.as_deref().unwrap_or(""));
+            put(&mut index.by_family, Some(family.clone()));
+            put(&mut index.by_given, Some(given.clone()));
+            index.by_id.insert(account.id.clone(), i);
+            index.held.push(Held {
+                account,
+                given,
+                family,
+            });
+        }
+        index
+    }
+
+    /// The accounts `e` matches by `key`.
+    fn lookup(&self, key: MatchKey, e: &Person) -> Vec<usize> {
+        let email = e.email.as_deref().map(normalize).filter(|s| !s.is_empty());
+        let found = |map: &HashMap<String, Vec<usize>>, k: &str| map.get(k).cloned();
+        match key {
+            MatchKey::HrisId => found(&self.by_hris, &e.id),
+            MatchKey::Email => email.and_then(|m| found(&self.by_email, &m)),
+            MatchKey::Username => email.map(|m| {
+                let local = m.split('@').next().unwrap_or_default().to_owned();
+                let mut all = found(&self.by_username, &m).unwrap_or_default();
+                if local != m {
+                    all.extend(found(&self.by_username, &local).unwrap_or_default());
+                }
+                all
+            }),
+        }
+        .unwrap_or_default()
+    }
+}
+
 /// Whether two normalised names are the same within `tolerance` edits.
 fn same(a: &str, b: &str, tolerance: usize) -> bool {
     a == b || strsim::levenshtein(a, b) <= tolerance
@@ -437,6 +489,244 @@ fn alike(a: &str, b: &str) -> bool {
     !a.is_empty()
         && !b.is_empty()
         && (a == b || strsim::levenshtein(a, b) <= 1 || strsim::jaro_winkler(a, b) >= 0.88)
+}
+
+/// The most similar accounts reported for one employee.
+const MAX_SIMILAR: usize = 3;
+
+/// Match `employees` (those in scope whom the link would provision)
+/// against the LMS's `accounts`, given the accounts the host already bound
+/// (`known`: employee → account) and the link's `matching`. Pure.
+pub fn match_accounts(
+    link: &LinkName,
+    employees: &[Person],
+    accounts: Vec<LmsAccount>,
+    known: &HashMap<EmployeeId, LmsUserId>,
+    matching: &Matching,
+    enforced: bool,
+) -> MatchReport {
+    let index = Index::new(accounts);
+    let decisions = &matching.decisions;
+    let decided: BTreeSet<&LmsUserId> = decisions.bind.values().collect();
+    let mut lines: Vec<EmployeeMatch> = Vec::with_capacity(employees.len());
+    // Who claims each account, by index.
+    let mut claims: HashMap<usize, Vec<usize>> = HashMap::new();
+    for e in employees {
+        let mut line = EmployeeMatch {
+            employee_id: e.id.clone(),
+            name: full_name(e.given_name.as_deref(), e.family_name.as_deref()),
+            email: e.email.clone(),
+            outcome: Outcome::New,
+            account: None,
+            by: None,
+            account_active: None,
+            problems: Vec::new(),
+        };
+        let at = lines.len();
+        let mut bind = |line: &mut EmployeeMatch, i: Option<usize>, id: &LmsUserId, by| {
+            line.outcome = Outcome::Bind;
+            line.account = Some(id.clone());
+            line.by = Some(by);
+            if let Some(i) = i {
+                line.account_active = Some(index.held[i].account.active);
+                claims.entry(i).or_default().push(at);
+            }
+        };
+        if let Some(id) = known.get(&e.id) {
+            bind(
+                &mut line,
+                index.by_id.get(id).copied(),
+                id,
+                BoundBy::SyncState,
+            );
+        } else if let Some(id) = decisions.bind.get(&e.id) {
+            match index.by_id.get(id) {
+                Some(&i) => bind(&mut line, Some(i), id, BoundBy::Decision),
+                None => line.problems.push(Problem::DecidedAccountMissing {
+                    account: id.clone(),
+                }),
+            }
+        } else if !decisions.never_employee.contains(&e.id) {
+            // Every candidate, by key in order; an account decided for
+            // someone else or ruled out is none.
+            let mut found: Vec<(usize, BoundBy)> = Vec::new();
+            let mut first: Option<MatchKey> = None;
+            for &key in &matching.keys {
+                for i in index.lookup(key, e) {
+                    let id = &index.held[i].account.id;
+                    if decided.contains(id) || decisions.forbids(&e.id, id) {
+                        continue;
+                    }
+                    if !found.iter().any(|(j, _)| *j == i) {
+                        first.get_or_insert(key);
+                        found.push((i, key.into()));
+                    }
+                }
+            }
+            match found.as_slice() {
+                [] => {}
+                [(i, by)] => {
+                    let id = index.held[*i].account.id.clone();
+                    bind(&mut line, Some(*i), &id, *by);
+                }
+                several => {
+                    line.problems.push(Problem::SeveralAccounts {
+                        accounts: several
+                            .iter()
+                            .map(|(i, by)| (index.held[*i].account.id.clone(), *by))
+                            .collect(),
+                    });
+                }
+            }
+        }
+        lines.push(line);
+    }
+    // An account two employees match: a person picks (a bind decision);
+    // a binding made by the host or by a decision stands.
+    for (i, claimants) in &claims {
+        if claimants.len() < 2 {
+            continue;
+        }
+        let account = &index.held[*i].account.id;
+        for &c in claimants {
+            if matches!(lines[c].by, Some(BoundBy::SyncState | BoundBy::Decision)) {
+                continue;
+            }
+            let others = claimants
+                .iter()
+                .filter(|&&o| o != c)
+                .map(|&o| lines[o].employee_id.clone())
+                .collect();
+            lines[c].problems.push(Problem::SharedAccount {
+                account: account.clone(),
+                others,
+            });
+        }
+    }
+    // A bound account that holds another name or email.
+    for (line, e) in lines.iter_mut().zip(employees) {
+        let (Some(account), Some(by)) = (&line.account, line.by) else {
+            continue;
+        };
+        if matches!(by, BoundBy::SyncState | BoundBy::Decision) || !line.problems.is_empty() {
+            continue;
+        }
+        let Some(held) = index.by_id.get(account).map(|&i| &index.held[i]) else {
+            continue;
+        };
+        let ours = normalize(&line.name);
+        let theirs = format!("{} {}", held.given, held.family);
+        let theirs = theirs.trim();
+        if !ours.is_empty() && !theirs.is_empty() && !same(&ours, theirs, matching.tolerance) {
+            line.problems.push(Problem::Differs {
+                account: account.clone(),
+                field: "name",
+                employee: line.name.clone(),
+                lms: full_name(
+                    held.account.given_name.as_deref(),
+                    held.account.family_name.as_deref(),
+                ),
+            });
+        }
+        if let (Some(ours), Some(theirs)) = (&e.email, &held.account.email)
+            && !same(&normalize(ours), &normalize(theirs), matching.tolerance)
+        {
+            line.problems.push(Problem::Differs {
+                account: account.clone(),
+                field: "email",
+                employee: ours.clone(),
+                lms: theirs.clone(),
+            });
+        }
+    }
+    // A new account beside one with a similar name that nobody matches.
+    for (line, e) in lines.iter_mut().zip(employees) {
+        if line.account.is_some() || !line.problems.is_empty() || decisions.names_employee(&e.id) {
+            continue;
+        }
+        let given = normalize(e.given_name.as_deref().unwrap_or(""));
+        let family = normalize(e.family_name.as_deref().unwrap_or(""));
+        let mut similar: Vec<usize> = Vec::new();
+        let blocks = [
+            (index.by_family.get(&family), true),
+            (index.by_given.get(&given), false),
+        ];
+        'blocks: for (block, same_family) in blocks {
+            for &i in block.into_iter().flatten() {
+                let held = &index.held[i];
+                let id = &held.account.id;
+                if claims.contains_key(&i)
+                    || decided.contains(id)
+                    || decisions.forbids(&e.id, id)
+                    || similar.contains(&i)
+                {
+                    continue;
+                }
+                let other = if same_family {
+                    alike(&given, &held.given)
+                } else {
+                    alike(&family, &held.family)
+                };
+                if other {
+                    similar.push(i);
+                    if similar.len() == MAX_SIMILAR {
+                        break 'blocks;
+                    }
+                }
+            }
+        }
+        for i in similar {
+            let held = &index.held[i].account;
+            line.problems.push(Problem::SimilarAccount {
+                account: held.id.clone(),
+                name: full_name(held.given_name.as_deref(), held.family_name.as_deref()),
+            });
+        }
+    }
+    let mut summary = MatchSummary {
+        employees: lines.len(),
+        accounts: index.held.len(),
+        ..MatchSummary::default()
+    };
+    for line in &mut lines {
+        if !line.problems.is_empty() {
+            line.outcome = Outcome::Decide;
+        }
+        match line.outcome {
+            Outcome::Bind => summary.bound += 1,
+            Outcome::New => summary.new_accounts += 1,
+            Outcome::Decide => summary.to_decide += 1,
+        }
+    }
+    lines.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    let mut unmatched: Vec<UnmatchedAccount> = index
+        .held
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !claims.contains_key(i))
+        .map(|(_, h)| UnmatchedAccount {
+            name: full_name(
+                h.account.given_name.as_deref(),
+                h.account.family_name.as_deref(),
+            ),
+            account: h.account.id,
+            username: h.account.username,
+            email: h.account.email,
+            hris_id: h.account.employee_id,
+            active: h.account.active,
+        })
+        .collect();
+    unmatched.sort_by(|a, b| a.account.cmp(&b.account));
+    summary.unmatched_accounts = unmatched.len();
+    MatchReport {
+        link: link.clone(),
+        keys: matching.keys.clone(),
+        tolerance: matching.tolerance,
+        enforced,
+        summary,
+        employees: lines,
+        unmatched_accounts: unmatched,
+    }
 }
 
 /// Why a report could not be made.
@@ -458,12 +748,16 @@ pub enum MatchError {
 }
 
 /// Every account the LMS holds, through `list-accounts` (bounded like a
-/// run's listings), into `matcher`. `unsupported` when the plugin cannot
-/// list.
-async fn read_accounts(
+/// run's listings). `unsupported` when the plugin cannot list.
+pub async fn list_accounts(
     lms: &switchyard_runtime::Connector,
-    matcher: &mut Matcher<'_>,
-) -> Result<(), MatchError> {
+) -> Result<Vec<LmsAccount>, MatchError> {
+    let failed = |error| MatchError::Listing {
+        operation: "list-accounts",
+        connector: lms.name.to_string(),
+        error,
+    };
+    let mut accounts = Vec::new();
     crate::paging::walk(
         "list-accounts",
         lms,
@@ -471,23 +765,25 @@ async fn read_accounts(
             let page = lms.list_accounts(cursor).await?;
             Ok((page.accounts, page.next_cursor))
         },
-        |page| matcher.add_accounts(page),
+        |page| accounts.extend(page),
     )
-    .await?
-    .map_err(|error| MatchError::Listing {
-        operation: "list-accounts",
-        connector: lms.name.to_string(),
-        error,
-    })
+    .await
+    .map_err(failed)?;
+    Ok(accounts)
 }
 
 /// The people a link would provision, by a full `fetch-employees`
-/// listing (bounded like a run's), matched page by page.
-async fn read_people(
+/// listing (bounded like a run's), each page reduced as it is read.
+async fn list_people(
     link: &crate::policy::LinkConfig,
     hris: &switchyard_runtime::Connector,
-    matcher: &mut Matcher<'_>,
-) -> Result<(), MatchError> {
+) -> Result<Vec<Person>, MatchError> {
+    let failed = |error| MatchError::Listing {
+        operation: "fetch-employees",
+        connector: hris.name.to_string(),
+        error,
+    };
+    let mut people = Vec::new();
     crate::paging::walk(
         "fetch-employees",
         hris,
@@ -496,20 +792,16 @@ async fn read_people(
             Ok((page.employees, page.next_cursor))
         },
         |page| {
-            matcher.add_people(
+            people.extend(
                 page.into_iter()
                     .filter(|e| provisioned(link, e))
-                    .map(|e| Person::from(link.fields.apply(e)))
-                    .collect(),
+                    .map(|e| Person::from(link.fields.apply(e))),
             )
         },
     )
-    .await?
-    .map_err(|error| MatchError::Listing {
-        operation: "fetch-employees",
-        connector: hris.name.to_string(),
-        error,
-    })
+    .await
+    .map_err(failed)?;
+    Ok(people)
 }
 
 /// Whom a link would provision: in scope and not terminated.
@@ -530,89 +822,26 @@ fn known(
         .collect())
 }
 
-/// A finished report: what it was made with, and its lines on disk.
-pub struct MatchRun {
-    /// The link.
-    pub link: LinkName,
-    /// The keys, in order.
-    pub keys: Vec<MatchKey>,
-    /// Edits tolerated in a name or email.
-    pub tolerance: usize,
-    /// Whether the link's sync follows the report.
-    pub enforced: bool,
-    /// The lines.
-    pub matched: Matched,
-}
-
-impl MatchRun {
-    /// Whether a person must decide anything.
-    pub fn needs_decisions(&self) -> bool {
-        self.matched.summary.to_decide > 0
-    }
-
-    /// The whole report in memory (the admin API's answer).
-    pub fn collect(&self) -> anyhow::Result<MatchReport> {
-        Ok(MatchReport {
-            link: self.link.clone(),
-            keys: self.keys.clone(),
-            tolerance: self.tolerance,
-            enforced: self.enforced,
-            summary: self.matched.summary.clone(),
-            employees: self.matched.lines().collect::<anyhow::Result<_>>()?,
-            unmatched_accounts: self.matched.unmatched().collect::<anyhow::Result<_>>()?,
-        })
-    }
-
-    /// The report as [`MatchReport`]'s JSON, written line by line as it
-    /// is read from disk.
-    pub fn write_json(&self, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-        let field = |out: &mut dyn std::io::Write, name: &str, value: serde_json::Value| {
-            write!(out, "\"{name}\": {value},\n")
-        };
-        writeln!(out, "{{")?;
-        field(out, "link", serde_json::to_value(&self.link)?)?;
-        field(out, "keys", serde_json::to_value(&self.keys)?)?;
-        field(out, "tolerance", self.tolerance.into())?;
-        field(out, "enforced", self.enforced.into())?;
-        field(out, "summary", serde_json::to_value(&self.matched.summary)?)?;
-        write!(out, "\"employees\": [")?;
-        for (n, line) in self.matched.lines().enumerate() {
-            let sep = if n == 0 { "\n  " } else { ",\n  " };
-            write!(out, "{sep}{}", serde_json::to_string(&line?)?)?;
-        }
-        write!(out, "\n],\n\"unmatched_accounts\": [")?;
-        for (n, account) in self.matched.unmatched().enumerate() {
-            let sep = if n == 0 { "\n  " } else { ",\n  " };
-            write!(out, "{sep}{}", serde_json::to_string(&account?)?)?;
-        }
-        writeln!(out, "\n]\n}}")?;
-        Ok(())
-    }
-}
-
-/// `switchyard match`: list the LMS's accounts and the HRIS (a full
-/// listing) and match, in scratch space beside the store. Writes nothing
-/// to either system or the store.
+/// `switchyard match`: list the HRIS (a full listing) and the LMS's
+/// accounts, and match. Writes nothing to either system or the store.
 pub async fn report(
     link_name: &LinkName,
     link: &crate::policy::LinkConfig,
     hris: &switchyard_runtime::Connector,
     lms: &switchyard_runtime::Connector,
     state: &dyn switchyard_store::Store,
-) -> Result<MatchRun, MatchError> {
+) -> Result<MatchReport, MatchError> {
+    let employees = list_people(link, hris).await?;
+    let accounts = list_accounts(lms).await?;
     let default = Matching::default();
-    let matching = link.matching.as_ref().unwrap_or(&default);
-    let known = known(link_name, state)?;
-    let mut matcher = Matcher::new(state.scratch()?, matching, &known)?;
-    read_accounts(lms, &mut matcher).await?;
-    read_people(link, hris, &mut matcher).await?;
-    Ok(MatchRun {
-        link: link_name.clone(),
-        keys: matching.keys.clone(),
-        tolerance: matching.tolerance,
-        enforced: link.matching.is_some(),
-        matched: matcher.finish()?,
-    })
+    Ok(match_accounts(
+        link_name,
+        &employees,
+        accounts,
+        &known(link_name, state)?,
+        link.matching.as_ref().unwrap_or(&default),
+        link.matching.is_some(),
+    ))
 }
 
 /// A run's bindings: the employees the host knows (their snapshots) that
@@ -624,24 +853,21 @@ pub async fn bindings(
     lms: &switchyard_runtime::Connector,
     state: &dyn switchyard_store::Store,
 ) -> Result<Bindings, MatchError> {
-    let known = known(link_name, state)?;
-    let mut matcher = Matcher::new(state.scratch()?, matching, &known)?;
-    read_accounts(lms, &mut matcher).await?;
-    let people: Vec<Person> = state
+    let employees: Vec<Person> = state
         .snapshots(link_name)?
         .into_iter()
         .map(|s| s.employee)
         .filter(|e| provisioned(link, e))
         .map(Person::from)
         .collect();
-    matcher.add_people(people)?;
-    Ok(Bindings::of_lines(matcher.finish()?.lines())?)
+    let accounts = list_accounts(lms).await?;
+    let known = known(link_name, state)?;
+    Ok(match_accounts(link_name, &employees, accounts, &known, matching, true).bindings())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_model::LmsAccount;
 
     fn employee(id: &str, given: &str, family: &str, email: &str) -> Person {
         Person {
@@ -675,30 +901,6 @@ mod tests {
             keys: vec![MatchKey::HrisId, MatchKey::Email, MatchKey::Username],
             ..Matching::default()
         }
-    }
-
-    fn match_accounts(
-        link: &LinkName,
-        employees: &[Person],
-        accounts: Vec<LmsAccount>,
-        known: &HashMap<EmployeeId, LmsUserId>,
-        matching: &Matching,
-        enforced: bool,
-    ) -> MatchReport {
-        let dir = tempfile::tempdir().unwrap();
-        let scratch = switchyard_store::Scratch::open_in(dir.path()).unwrap();
-        let mut matcher = Matcher::new(scratch, matching, known).unwrap();
-        matcher.add_accounts(accounts).unwrap();
-        matcher.add_people(employees.to_vec()).unwrap();
-        MatchRun {
-            link: link.clone(),
-            keys: matching.keys.clone(),
-            tolerance: matching.tolerance,
-            enforced,
-            matched: matcher.finish().unwrap(),
-        }
-        .collect()
-        .unwrap()
     }
 
     fn run(employees: &[Person], accounts: Vec<LmsAccount>, matching: &Matching) -> MatchReport {
@@ -752,10 +954,7 @@ mod tests {
         );
         assert!(matches!(
             bo.problems[..],
-            [Problem::Differs {
-                field: Field::Email,
-                ..
-            }]
+            [Problem::Differs { field: "email", .. }]
         ));
         assert_eq!(line(&r, "4").outcome, Outcome::New);
         let unmatched: Vec<&str> = r.unmatched_accounts.iter().map(|a| &*a.account).collect();
@@ -816,7 +1015,7 @@ mod tests {
         assert_eq!(line(&r, "2").outcome, Outcome::New);
         assert_eq!(line(&r, "3").account.as_deref(), Some("21"));
         assert_eq!(line(&r, "4").outcome, Outcome::New);
-        let b = Bindings::of_lines(r.employees.iter().cloned().map(Ok)).unwrap();
+        let b = r.bindings();
         assert_eq!(
             b.of(&"1".into()),
             Some(&Resolution::Bind {
@@ -841,10 +1040,7 @@ mod tests {
         let strict = run(&employees, accounts.clone(), &keys());
         assert!(matches!(
             &line(&strict, "1").problems[..],
-            [Problem::Differs {
-                field: Field::Name,
-                ..
-            }]
+            [Problem::Differs { field: "name", .. }]
         ));
         let tolerant = Matching {
             tolerance: 1,

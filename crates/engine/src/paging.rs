@@ -165,8 +165,7 @@ mod bounds_tests {
 /// Walk a listing of `connector` from the start to its last page, bounded
 /// like a run's listings ([`ListingBounds`]): `fetch` returns a page's
 /// records and the next cursor, `each` takes the records of each page (so
-/// a caller can keep only what it needs, or write them away). `Ok(Err)`
-/// is the plugin's error (or a broken bound); `Err`, `each`'s.
+/// a caller can keep only what it needs).
 pub async fn walk<T>(
     operation: &'static str,
     connector: &switchyard_runtime::Connector,
@@ -174,22 +173,17 @@ pub async fn walk<T>(
         Option<&str>,
     )
         -> Result<(Vec<T>, Option<String>), switchyard_model::ConnectorError>,
-    mut each: impl FnMut(Vec<T>) -> anyhow::Result<()>,
-) -> anyhow::Result<Result<(), switchyard_model::ConnectorError>> {
+    mut each: impl FnMut(Vec<T>),
+) -> Result<(), switchyard_model::ConnectorError> {
     let mut bounds = ListingBounds::new(operation, &connector.name, connector.limits());
     let mut cursor: Option<String> = None;
     loop {
-        let (records, next) = match fetch(cursor.as_deref()).await {
-            Ok(page) => page,
-            Err(e) => return Ok(Err(e)),
-        };
-        if let Err(e) = bounds.take(records.len(), next.as_deref()) {
-            return Ok(Err(e));
-        }
-        each(records)?;
+        let (records, next) = fetch(cursor.as_deref()).await?;
+        bounds.take(records.len(), next.as_deref())?;
+        each(records);
         match next {
             Some(next) => cursor = Some(next),
-            None => return Ok(Ok(())),
+            None => return Ok(()),
         }
     }
 }

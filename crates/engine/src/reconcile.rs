@@ -249,12 +249,9 @@ async fn list_employees(hris: &Connector) -> anyhow::Result<Vec<Employee>> {
             let page = hris.fetch_employees(cursor).await?;
             Ok((page.employees, page.next_cursor))
         },
-        |page| {
-            employees.extend(page);
-            Ok(())
-        },
+        |page| employees.extend(page),
     )
-    .await?
+    .await
     .map_err(|e| read_error("fetch-employees", e))?;
     Ok(employees)
 }

@@ -26,12 +26,10 @@ use switchyard_model::{
 };
 
 pub use audit_log::{AuditLog, Writer};
-pub use scratch::{Scratch, ScratchTree};
 pub use sled_store::{SledStore, storage_full};
 pub use switchyard_model::now_ms;
 
 mod audit_log;
-mod scratch;
 mod sled_store;
 
 /// Per-link status kept across runs.
@@ -381,11 +379,6 @@ pub trait Store: Send + Sync {
 
     /// Make everything written so far durable.
     fn flush(&self) -> anyhow::Result<()>;
-
-    /// A temporary database beside the store, for work too large to hold
-    /// in memory (the matching report); deleted when dropped, and at the
-    /// next open if the process was killed.
-    fn scratch(&self) -> anyhow::Result<Scratch>;
 }
 
 /// The audit log: sealed records, appended in order, read back, verified,

@@ -156,9 +156,6 @@ pub fn storage_full(e: &anyhow::Error) -> bool {
 /// complete; a disk that filled up (or a kill) mid-write leaves the
 /// unfinished file behind, which sled then reads as corruption. It holds
 /// nothing the log does not: remove it.
-/// Where [`Store::scratch`] databases go, under the data directory.
-const SCRATCH_DIR: &str = "scratch";
-
 fn remove_unfinished_snapshots(dir: &Path) -> anyhow::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -249,13 +246,6 @@ impl SledStore {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<SledStore> {
         remove_unfinished_snapshots(dir)?;
-        // Scratch space left by a process that was killed: this one owns
-        // the directory now, so none of it is in use.
-        let scratch = dir.join(SCRATCH_DIR);
-        if scratch.exists() {
-            std::fs::remove_dir_all(&scratch)
-                .with_context(|| format!("cannot remove {}", scratch.display()))?;
-        }
         Self::open_db(dir).map_err(|e| {
             if storage_full(&e) {
                 return e.context(format!(
@@ -1148,10 +1138,6 @@ impl Store for SledStore {
     }
 
     /// Make everything written so far durable.
-    fn scratch(&self) -> anyhow::Result<crate::Scratch> {
-        crate::Scratch::open_in(&self.dir.join(SCRATCH_DIR))
-    }
-
     fn flush(&self) -> anyhow::Result<()> {
         // Read before the flush: everything up to it is durable after.
         let head = self.audit.head().seq;

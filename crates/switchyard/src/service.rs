@@ -594,7 +594,7 @@ impl Service {
     pub async fn match_link(
         &self,
         name: &str,
-    ) -> anyhow::Result<crate::engine::matching::MatchRun> {
+    ) -> anyhow::Result<crate::engine::matching::MatchReport> {
         let (name, link) = self.link(name)?;
         let (hris, lms) = self.connectors_of(name, link)?;
         Ok(crate::engine::matching::report(name, link, hris, lms, &*self.state).await?)

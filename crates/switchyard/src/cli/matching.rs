@@ -2,7 +2,7 @@
 //! CSV or JSON. Exit 0 when there is nothing to decide, 6 when there is.
 
 use clap::Args;
-use switchyard::engine::matching::{EmployeeMatch, MatchRun, Outcome};
+use switchyard::engine::matching::{EmployeeMatch, MatchReport, Outcome};
 
 use super::common::{ConfigArg, Exit, Format, open};
 
@@ -22,14 +22,15 @@ pub async fn execute(args: MatchArgs) -> anyhow::Result<Exit> {
     let report = service.match_link(&args.link).await?;
     match args.format {
         Format::Json => {
-            // Written as it is read from the scratch space: a report of
-            // 100,000 lines is tens of MiB of text.
+            // Written as it is serialised: a report of 100,000 lines is
+            // tens of MiB of text.
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            report.write_json(&mut out)?;
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            std::io::Write::write_all(&mut out, b"\n")?;
             std::io::Write::flush(&mut out)?;
         }
         Format::Csv => csv(&report)?,
-        Format::Table => table(&report)?,
+        Format::Table => table(&report),
     }
     Ok(if report.needs_decisions() {
         Exit::NeedsDecision
@@ -48,7 +49,7 @@ fn outcome(m: &EmployeeMatch) -> &'static str {
 
 /// One row per employee and problem (an employee without a problem has
 /// one row), then one per unmatched account.
-fn csv(report: &MatchRun) -> anyhow::Result<()> {
+fn csv(report: &MatchReport) -> anyhow::Result<()> {
     let mut out = ::csv::Writer::from_writer(std::io::stdout());
     out.write_record([
         "kind",
@@ -61,9 +62,7 @@ fn csv(report: &MatchRun) -> anyhow::Result<()> {
         "problem",
         "detail",
     ])?;
-    for m in report.matched.lines() {
-        let m = m?;
-        let m = &m;
+    for m in &report.employees {
         let by = m.by.map(|b| b.name()).unwrap_or_default();
         let row = |problem: &str, detail: &str| {
             [
@@ -87,8 +86,7 @@ fn csv(report: &MatchRun) -> anyhow::Result<()> {
             out.write_record(row(&kind, &p.to_string()))?;
         }
     }
-    for a in report.matched.unmatched() {
-        let a = a?;
+    for a in &report.unmatched_accounts {
         out.write_record([
             "unmatched-account",
             a.hris_id.as_deref().unwrap_or_default(),
@@ -105,7 +103,7 @@ fn csv(report: &MatchRun) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn table(report: &MatchRun) -> anyhow::Result<()> {
+fn table(report: &MatchReport) {
     let keys: Vec<&str> = report
         .keys
         .iter()
@@ -127,8 +125,7 @@ fn table(report: &MatchRun) -> anyhow::Result<()> {
         "{:<12} {:<7} {:<10} {:<11} {:<24} PROBLEM",
         "EMPLOYEE", "OUTCOME", "ACCOUNT", "BY", "NAME"
     );
-    for m in report.matched.lines() {
-        let m = &m?;
+    for m in &report.employees {
         let first = m
             .problems
             .first()
@@ -146,16 +143,14 @@ fn table(report: &MatchRun) -> anyhow::Result<()> {
             println!("{:<68} {p}", "");
         }
     }
-    let s = &report.matched.summary;
-    if s.unmatched_accounts > 0 {
+    if !report.unmatched_accounts.is_empty() {
         println!();
         println!("LMS accounts no employee matches (left alone):");
         println!(
             "{:<10} {:<20} {:<28} {:<24} HRIS ID",
             "ACCOUNT", "USERNAME", "EMAIL", "NAME"
         );
-        for a in report.matched.unmatched() {
-            let a = a?;
+        for a in &report.unmatched_accounts {
             println!(
                 "{:<10} {:<20} {:<28} {:<24} {}",
                 a.account,
@@ -166,6 +161,7 @@ fn table(report: &MatchRun) -> anyhow::Result<()> {
             );
         }
     }
+    let s = &report.summary;
     println!();
     println!(
         "{} employees: {} bound to an existing account, {} new, {} to decide; {} LMS accounts, {} matching no employee",
@@ -177,5 +173,4 @@ fn table(report: &MatchRun) -> anyhow::Result<()> {
             report.link
         );
     }
-    Ok(())
 }

@@ -419,7 +419,7 @@ async fn match_link(State(shared): State<SharedState>, Path(name): Path<LinkName
     let link = name.to_string();
     let report = shared
         .on_own_thread(format!("switchyard-match-{name}"), async move || {
-            service.match_link(&link).await?.collect()
+            service.match_link(&link).await
         })
         .await??;
     Ok(Json(report).into_response())
