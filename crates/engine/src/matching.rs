@@ -784,21 +784,13 @@ async fn list_people(
         error,
     };
     let mut people = Vec::new();
-    crate::paging::walk(
-        "fetch-employees",
-        hris,
-        async |cursor| {
-            let page = hris.fetch_employees(cursor).await?;
-            Ok((page.employees, page.next_cursor))
-        },
-        |page| {
-            people.extend(
-                page.into_iter()
-                    .filter(|e| provisioned(link, e))
-                    .map(|e| Person::from(link.fields.apply(e))),
-            )
-        },
-    )
+    crate::paging::employee_pages(hris, |page| {
+        people.extend(
+            page.into_iter()
+                .filter(|e| provisioned(link, e))
+                .map(|e| Person::from(link.fields.apply(e))),
+        )
+    })
     .await
     .map_err(failed)?;
     Ok(people)

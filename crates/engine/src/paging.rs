@@ -187,3 +187,21 @@ pub async fn walk<T>(
         }
     }
 }
+
+/// Every page of a full `fetch-employees` listing of `hris`, through
+/// [`walk`].
+pub async fn employee_pages(
+    hris: &switchyard_runtime::Connector,
+    each: impl FnMut(Vec<switchyard_model::Employee>),
+) -> Result<(), switchyard_model::ConnectorError> {
+    walk(
+        "fetch-employees",
+        hris,
+        async |cursor| {
+            let page = hris.fetch_employees(cursor).await?;
+            Ok((page.employees, page.next_cursor))
+        },
+        each,
+    )
+    .await
+}

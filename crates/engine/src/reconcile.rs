@@ -242,17 +242,9 @@ pub async fn reconcile(
 /// Every employee, by a full listing (bounded like a run's).
 async fn list_employees(hris: &Connector) -> anyhow::Result<Vec<Employee>> {
     let mut employees = Vec::new();
-    crate::paging::walk(
-        "fetch-employees",
-        hris,
-        async |cursor| {
-            let page = hris.fetch_employees(cursor).await?;
-            Ok((page.employees, page.next_cursor))
-        },
-        |page| employees.extend(page),
-    )
-    .await
-    .map_err(|e| read_error("fetch-employees", e))?;
+    crate::paging::employee_pages(hris, |page| employees.extend(page))
+        .await
+        .map_err(|e| read_error("fetch-employees", e))?;
     Ok(employees)
 }
 
