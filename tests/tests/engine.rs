@@ -435,7 +435,12 @@ async fn reconcile_reports_drift_between_the_systems() {
     let service = h.service().unwrap();
     service.sync_link(LINK).await.unwrap();
     assert!(
-        service.reconcile(LINK).await.unwrap().drifts.is_empty(),
+        service
+            .reconcile(LINK, &switchyard::engine::paging::unobserved)
+            .await
+            .unwrap()
+            .drifts
+            .is_empty(),
         "in sync after a run"
     );
 
@@ -464,7 +469,10 @@ async fn reconcile_reports_drift_between_the_systems() {
         .mark_completed(&learner, "CODE-OF-CONDUCT", Some(75.0), Some(true))
         .unwrap();
 
-    let found = service.reconcile(LINK).await.unwrap();
+    let found = service
+        .reconcile(LINK, &switchyard::engine::paging::unobserved)
+        .await
+        .unwrap();
     assert!(found.hris_records_read, "BambooHR lists training records");
     let drifts = found.drifts;
     let kinds: Vec<(DriftKind, String)> = drifts
@@ -482,7 +490,11 @@ async fn reconcile_reports_drift_between_the_systems() {
     // After a sync, the completion is no longer drift; the manual suspension
     // still is (the host does not fight it unless the HRIS changes).
     service.sync_link(LINK).await.unwrap();
-    let drifts = service.reconcile(LINK).await.unwrap().drifts;
+    let drifts = service
+        .reconcile(LINK, &switchyard::engine::paging::unobserved)
+        .await
+        .unwrap()
+        .drifts;
     assert_eq!(drifts.len(), 1);
     assert_eq!(drifts[0].kind, DriftKind::SuspendedInLms);
 }

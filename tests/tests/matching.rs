@@ -32,6 +32,12 @@ fn report(h: &Harness) -> (Option<i32>, Value) {
             String::from_utf8_lossy(&out.stderr)
         )
     });
+    // In a pipe, no progress bar is drawn.
+    assert!(
+        !out.stderr.iter().any(|b| *b == b'\r' || *b == 0x1b),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code(), json)
 }
 

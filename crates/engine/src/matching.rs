@@ -751,6 +751,7 @@ pub enum MatchError {
 /// run's listings). `unsupported` when the plugin cannot list.
 pub async fn list_accounts(
     lms: &switchyard_runtime::Connector,
+    listed: crate::paging::Listed<'_>,
 ) -> Result<Vec<LmsAccount>, MatchError> {
     let failed = |error| MatchError::Listing {
         operation: "list-accounts",
@@ -766,6 +767,7 @@ pub async fn list_accounts(
             Ok((page.accounts, page.next_cursor))
         },
         |page| accounts.extend(page),
+        listed,
     )
     .await
     .map_err(failed)?;
@@ -777,6 +779,7 @@ pub async fn list_accounts(
 async fn list_people(
     link: &crate::policy::LinkConfig,
     hris: &switchyard_runtime::Connector,
+    listed: crate::paging::Listed<'_>,
 ) -> Result<Vec<Person>, MatchError> {
     let failed = |error| MatchError::Listing {
         operation: "fetch-employees",
@@ -784,13 +787,17 @@ async fn list_people(
         error,
     };
     let mut people = Vec::new();
-    crate::paging::employee_pages(hris, |page| {
-        people.extend(
-            page.into_iter()
-                .filter(|e| provisioned(link, e))
-                .map(|e| Person::from(link.fields.apply(e))),
-        )
-    })
+    crate::paging::employee_pages(
+        hris,
+        |page| {
+            people.extend(
+                page.into_iter()
+                    .filter(|e| provisioned(link, e))
+                    .map(|e| Person::from(link.fields.apply(e))),
+            )
+        },
+        listed,
+    )
     .await
     .map_err(failed)?;
     Ok(people)
@@ -822,9 +829,10 @@ pub async fn report(
     hris: &switchyard_runtime::Connector,
     lms: &switchyard_runtime::Connector,
     state: &dyn switchyard_store::Store,
+    listed: crate::paging::Listed<'_>,
 ) -> Result<MatchReport, MatchError> {
-    let employees = list_people(link, hris).await?;
-    let accounts = list_accounts(lms).await?;
+    let employees = list_people(link, hris, listed).await?;
+    let accounts = list_accounts(lms, listed).await?;
     let default = Matching::default();
     Ok(match_accounts(
         link_name,
@@ -852,7 +860,7 @@ pub async fn bindings(
         .filter(|e| provisioned(link, e))
         .map(Person::from)
         .collect();
-    let accounts = list_accounts(lms).await?;
+    let accounts = list_accounts(lms, &crate::paging::unobserved).await?;
     let known = known(link_name, state)?;
     Ok(match_accounts(link_name, &employees, accounts, &known, matching, true).bindings())
 }

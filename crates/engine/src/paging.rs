@@ -162,10 +162,17 @@ mod bounds_tests {
     }
 }
 
+/// Told how many records a listing (named by its operation) has read so
+/// far, after each page: what a command's progress bar shows.
+pub type Listed<'a> = &'a (dyn Fn(&'static str, u64) + Sync);
+
+/// A [`Listed`] that shows nothing.
+pub fn unobserved(_: &'static str, _: u64) {}
+
 /// Walk a listing of `connector` from the start to its last page, bounded
 /// like a run's listings ([`ListingBounds`]): `fetch` returns a page's
 /// records and the next cursor, `each` takes the records of each page (so
-/// a caller can keep only what it needs).
+/// a caller can keep only what it needs), `listed` is told the count.
 pub async fn walk<T>(
     operation: &'static str,
     connector: &switchyard_runtime::Connector,
@@ -174,13 +181,17 @@ pub async fn walk<T>(
     )
         -> Result<(Vec<T>, Option<String>), switchyard_model::ConnectorError>,
     mut each: impl FnMut(Vec<T>),
+    listed: Listed<'_>,
 ) -> Result<(), switchyard_model::ConnectorError> {
     let mut bounds = ListingBounds::new(operation, &connector.name, connector.limits());
     let mut cursor: Option<String> = None;
+    let mut count = 0;
     loop {
         let (records, next) = fetch(cursor.as_deref()).await?;
         bounds.take(records.len(), next.as_deref())?;
+        count += records.len() as u64;
         each(records);
+        listed(operation, count);
         match next {
             Some(next) => cursor = Some(next),
             None => return Ok(()),
@@ -193,6 +204,7 @@ pub async fn walk<T>(
 pub async fn employee_pages(
     hris: &switchyard_runtime::Connector,
     each: impl FnMut(Vec<switchyard_model::Employee>),
+    listed: Listed<'_>,
 ) -> Result<(), switchyard_model::ConnectorError> {
     walk(
         "fetch-employees",
@@ -202,6 +214,7 @@ pub async fn employee_pages(
             Ok((page.employees, page.next_cursor))
         },
         each,
+        listed,
     )
     .await
 }

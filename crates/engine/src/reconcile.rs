@@ -71,9 +71,10 @@ pub async fn reconcile(
     hris: &Connector,
     lms: &Connector,
     state: &dyn Store,
+    listed: crate::paging::Listed<'_>,
 ) -> anyhow::Result<Reconciliation> {
     let mut drifts = Vec::new();
-    let employees = list_employees(hris).await?;
+    let employees = list_employees(hris, listed).await?;
     let snapshots: BTreeMap<EmployeeId, EmploymentStatus> = state
         .snapshots(link_name)?
         .into_iter()
@@ -240,9 +241,12 @@ pub async fn reconcile(
 }
 
 /// Every employee, by a full listing (bounded like a run's).
-async fn list_employees(hris: &Connector) -> anyhow::Result<Vec<Employee>> {
+async fn list_employees(
+    hris: &Connector,
+    listed: crate::paging::Listed<'_>,
+) -> anyhow::Result<Vec<Employee>> {
     let mut employees = Vec::new();
-    crate::paging::employee_pages(hris, |page| employees.extend(page))
+    crate::paging::employee_pages(hris, |page| employees.extend(page), listed)
         .await
         .map_err(|e| read_error("fetch-employees", e))?;
     Ok(employees)

@@ -292,9 +292,12 @@ impl AuditStore for AuditLog {
     }
 
     /// Check the whole chain from the anchor; stop at the first break.
-    fn verify(&self) -> anyhow::Result<Verification> {
+    fn verify_with(&self, checked: &mut dyn FnMut(u64)) -> anyhow::Result<Verification> {
         let mut verifier = Verifier::new(self.anchor()?);
-        for item in self.tree.scan_prefix([LOG]) {
+        for (n, item) in (1u64..).zip(self.tree.scan_prefix([LOG])) {
+            if n % 1_000 == 0 {
+                checked(n);
+            }
             let (k, value) = item.context("failed to read the audit log")?;
             let seq = seq_of(&k);
             let payload = self

@@ -420,7 +420,13 @@ pub trait AuditStore: Send + Sync {
         Ok(out.into())
     }
     /// Check the whole chain from the anchor; stop at the first break.
-    fn verify(&self) -> anyhow::Result<Verification>;
+    fn verify(&self) -> anyhow::Result<Verification> {
+        self.verify_with(&mut |_| {})
+    }
+
+    /// [`AuditStore::verify`], telling `checked` the count of records
+    /// checked so far every 1,000 records (a progress bar).
+    fn verify_with(&self, checked: &mut dyn FnMut(u64)) -> anyhow::Result<Verification>;
     /// The hash of record `seq`, if it is still kept.
     fn hash_of(&self, seq: u64) -> anyhow::Result<Option<String>>;
     /// Delete records before `cutoff_ms`, move the anchor to the last one

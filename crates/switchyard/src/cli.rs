@@ -8,6 +8,7 @@ pub mod common;
 pub mod dlq;
 pub mod matching;
 pub mod plugin;
+pub mod progress;
 pub mod reconcile;
 pub mod run;
 pub mod secret;

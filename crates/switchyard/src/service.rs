@@ -580,24 +580,28 @@ impl Service {
     }
 
     /// Compare the HRIS, the LMS and the HRIS's training records of a link.
+    /// `listed` is told each listing's progress.
     pub async fn reconcile(
         &self,
         name: &str,
+        listed: crate::engine::paging::Listed<'_>,
     ) -> anyhow::Result<crate::engine::reconcile::Reconciliation> {
         let (name, link) = self.link(name)?;
         let (hris, lms) = self.connectors_of(name, link)?;
-        crate::engine::reconcile::reconcile(name, link, hris, lms, &*self.state).await
+        crate::engine::reconcile::reconcile(name, link, hris, lms, &*self.state, listed).await
     }
 
     /// `switchyard match`: which LMS account each employee of a link would
     /// be bound to, and what a person must decide. Writes nothing.
+    /// `listed` is told each listing's progress.
     pub async fn match_link(
         &self,
         name: &str,
+        listed: crate::engine::paging::Listed<'_>,
     ) -> anyhow::Result<crate::engine::matching::MatchReport> {
         let (name, link) = self.link(name)?;
         let (hris, lms) = self.connectors_of(name, link)?;
-        Ok(crate::engine::matching::report(name, link, hris, lms, &*self.state).await?)
+        Ok(crate::engine::matching::report(name, link, hris, lms, &*self.state, listed).await?)
     }
 
     /// A link's two connectors, or why one is paused.

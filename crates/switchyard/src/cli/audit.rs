@@ -11,6 +11,7 @@ use switchyard::model::EmployeeId;
 use switchyard::store::Store;
 
 use super::common::{ConfigArg, Exit, open_state, record_action};
+use super::progress::Progress;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -193,7 +194,11 @@ pub fn execute(command: AuditCommand) -> anyhow::Result<Exit> {
 /// does not match.
 fn verify(config: &ConfigArg, expect: Option<&str>, json: bool) -> anyhow::Result<Exit> {
     let (_, state) = open_state(config)?;
-    let v = state.audit().verify()?;
+    let audit = state.audit();
+    let records = audit.head().seq.saturating_sub(audit.anchor()?.seq);
+    let progress = Progress::new(Some(records), "records");
+    let v = audit.verify_with(&mut |n| progress.set(n))?;
+    progress.done();
     let mut failure = v
         .broken
         .as_ref()
@@ -252,10 +257,12 @@ fn verify(config: &ConfigArg, expect: Option<&str>, json: bool) -> anyhow::Resul
 fn export(config: &ConfigArg, filter: Filter, output: Option<PathBuf>) -> anyhow::Result<Exit> {
     use std::io::Write;
     let (_, state) = open_state(config)?;
+    let progress = Progress::new(None, "records written");
     let write = |out: &mut dyn Write| -> anyhow::Result<usize> {
         let records = state.audit().scan(&filter, &mut |e| {
             serde_json::to_writer(&mut *out, &e)?;
             out.write_all(b"\n")?;
+            progress.inc();
             Ok(())
         })?;
         out.flush()?;
@@ -281,6 +288,7 @@ fn export(config: &ConfigArg, filter: Filter, output: Option<PathBuf>) -> anyhow
         }
         None => write(&mut std::io::BufWriter::new(std::io::stdout().lock()))?,
     };
+    progress.done();
     // An export carries personal data: who took it is on record.
     record_action(
         &state,

@@ -5,6 +5,7 @@ use clap::Args;
 use switchyard::engine::matching::{EmployeeMatch, MatchReport, Outcome};
 
 use super::common::{ConfigArg, Exit, Format, open};
+use super::progress::Progress;
 
 #[derive(Args)]
 pub struct MatchArgs {
@@ -19,7 +20,9 @@ pub struct MatchArgs {
 
 pub async fn execute(args: MatchArgs) -> anyhow::Result<Exit> {
     let service = open(&args.config)?;
-    let report = service.match_link(&args.link).await?;
+    let progress = Progress::new(None, "records");
+    let report = service.match_link(&args.link, &progress.listed()).await?;
+    progress.done();
     match args.format {
         Format::Json => {
             // Written as it is serialised: a report of 100,000 lines is

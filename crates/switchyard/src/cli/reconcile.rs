@@ -4,6 +4,7 @@
 use clap::Args;
 
 use super::common::{ConfigArg, Exit, Format, open};
+use super::progress::Progress;
 
 #[derive(Args)]
 pub struct ReconcileArgs {
@@ -18,7 +19,9 @@ pub struct ReconcileArgs {
 
 pub async fn execute(args: ReconcileArgs) -> anyhow::Result<Exit> {
     let service = open(&args.config)?;
-    let found = service.reconcile(&args.link).await?;
+    let progress = Progress::new(None, "records");
+    let found = service.reconcile(&args.link, &progress.listed()).await?;
+    progress.done();
     let drifts = &found.drifts;
     if !found.hris_records_read {
         eprintln!(

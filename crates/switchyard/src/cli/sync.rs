@@ -2,9 +2,10 @@
 //! and print the reports (text or JSON); a progress bar on a terminal.
 
 use clap::Args;
-use switchyard::engine::{RunOptions, RunReport};
+use switchyard::engine::RunOptions;
 
 use super::common::{ConfigArg, Exit, exit_of, open, print_report};
+use super::progress::Progress;
 
 #[derive(Args)]
 pub struct SyncArgs {
@@ -60,12 +61,21 @@ pub async fn execute(args: SyncArgs) -> anyhow::Result<Exit> {
         None => service.config.links.keys().map(|l| l.to_string()).collect(),
     };
     let today = switchyard::model::Date::today();
-    let progress = Progress::new(links.len() as u64);
+    let progress = Progress::new(Some(links.len() as u64), "links");
     let mut reports = Vec::new();
     for link in &links {
-        progress.start(link);
+        progress.status(format!("syncing {link}"));
         let report = service.sync_link_with(link, options, today).await;
-        progress.finish(link, report.as_ref().ok());
+        progress.inc();
+        progress.note(&match &report {
+            Ok(r) => format!(
+                "link {link}: {} writes, {} dead letters, {} pending",
+                r.writes(),
+                r.dead_lettered,
+                r.pending
+            ),
+            Err(_) => format!("link {link}: failed"),
+        });
         reports.push(report?);
     }
     progress.done();
@@ -80,60 +90,4 @@ pub async fn execute(args: SyncArgs) -> anyhow::Result<Exit> {
         }
     }
     Ok(exit_of(&reports))
-}
-
-/// Progress of a long command: a bar on a terminal (stderr), plain lines
-/// otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress {
-    fn new(steps: u64) -> Progress {
-        use std::io::IsTerminal;
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(steps);
-            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed}] {bar:30} {pos}/{len} links  {msg}",
-            ) {
-                bar.set_style(style);
-            }
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            bar
-        });
-        Progress { bar }
-    }
-
-    fn start(&self, link: &str) {
-        match &self.bar {
-            Some(bar) => bar.set_message(format!("syncing {link}")),
-            None => eprintln!("syncing link {link}"),
-        }
-    }
-
-    fn finish(&self, link: &str, report: Option<&RunReport>) {
-        let line = match report {
-            Some(r) => format!(
-                "link {link}: {} writes, {} dead letters, {} pending",
-                r.writes(),
-                r.dead_lettered,
-                r.pending
-            ),
-            None => format!("link {link}: failed"),
-        };
-        match &self.bar {
-            Some(bar) => {
-                bar.inc(1);
-                bar.println(line);
-            }
-            None => eprintln!("{line}"),
-        }
-    }
-
-    fn done(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }

@@ -419,7 +419,9 @@ async fn match_link(State(shared): State<SharedState>, Path(name): Path<LinkName
     let link = name.to_string();
     let report = shared
         .on_own_thread(format!("switchyard-match-{name}"), async move || {
-            service.match_link(&link).await
+            service
+                .match_link(&link, &crate::engine::paging::unobserved)
+                .await
         })
         .await??;
     Ok(Json(report).into_response())
