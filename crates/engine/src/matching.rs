@@ -749,7 +749,7 @@ pub enum MatchError {
 
 /// Every account the LMS holds, through `list-accounts` (bounded like a
 /// run's listings). `unsupported` when the plugin cannot list.
-pub async fn list_accounts(
+async fn list_accounts(
     lms: &switchyard_runtime::Connector,
     listed: crate::paging::Listed<'_>,
 ) -> Result<Vec<LmsAccount>, MatchError> {

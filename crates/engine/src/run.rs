@@ -440,7 +440,7 @@ impl LinkRun<'_> {
     /// employee's operations in order.
     async fn apply_outbox(&self, report: &mut RunReport) -> Result<(), RunError> {
         let mut groups = self.state.outbox(self.name)?;
-        self.match_accounts(&groups).await?;
+        self.bind_existing_accounts(&groups).await?;
         if self.batching() {
             groups = self.apply_in_waves(groups, report).await?;
         }
@@ -458,7 +458,7 @@ impl LinkRun<'_> {
     /// For a link that matches: when the outbox writes an account for an
     /// employee the host has none for, list the LMS's accounts once and
     /// bind as `switchyard match` reports.
-    async fn match_accounts(&self, groups: &[Vec<Operation>]) -> Result<(), RunError> {
+    async fn bind_existing_accounts(&self, groups: &[Vec<Operation>]) -> Result<(), RunError> {
         let Some(matching) = &self.link.matching else {
             return Ok(());
         };
