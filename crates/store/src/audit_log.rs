@@ -2,11 +2,20 @@
 //! tree of the state database, so a record that belongs to a state change
 //! commits in that change's transaction.
 //!
-//! Four key spaces: `L seq` -> hash ++ record JSON; `P seq` -> salt ++
-//! personal payload JSON; `S employee \0 seq` (the payloads of an employee,
-//! for erasure); `M name` (the anchor, last seen configuration and plugin
-//! hashes). One tree means every write is one atomic sled batch (or one
-//! tree in a state transaction).
+//! Records are stored in blocks (`block.rs`): the records written together
+//! (a wave's completions, a call's requests, one state change's record)
+//! are one sled value, so a record costs its share of one write (group
+//! commit) with the same chain and the same durability point as the state
+//! change it belongs to.
+//!
+//! Three key spaces: `B first_seq` -> a block of consecutive records, each
+//! hash ++ record JSON and its personal payload (salt ++ JSON) if it has
+//! one; `X first_seq` -> the block's subject index (whose payloads it
+//! holds, for erasure; absent when it holds none); `M name` (the anchor,
+//! last seen configuration and plugin hashes). One tree means every write
+//! is one atomic sled batch (or one tree in a state transaction). Logs
+//! written before blocks (`L seq`, `P seq`, `S employee \0 seq`) are moved
+//! into blocks when the log is opened (`legacy.rs`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -19,6 +28,10 @@ use switchyard_audit::{
 use switchyard_model::now_ms;
 
 use crate::AuditStore;
+use block::Item;
+
+mod block;
+mod legacy;
 
 /// The audit log. Cheap to clone; clones share the chain head.
 #[derive(Clone)]
@@ -27,20 +40,19 @@ pub struct AuditLog {
     head: Arc<Mutex<Head>>,
 }
 
-const LOG: u8 = b'L';
-const PAYLOAD: u8 = b'P';
-const SUBJECT: u8 = b'S';
+const BLOCK: u8 = b'B';
+const SUBJECTS: u8 = b'X';
 const META: u8 = b'M';
 
-fn log_key(seq: u64) -> [u8; 9] {
-    let mut k = [LOG; 9];
-    k[1..].copy_from_slice(&seq.to_be_bytes());
+fn block_key(first: u64) -> [u8; 9] {
+    let mut k = [BLOCK; 9];
+    k[1..].copy_from_slice(&first.to_be_bytes());
     k
 }
 
-fn payload_key(seq: u64) -> [u8; 9] {
-    let mut k = [PAYLOAD; 9];
-    k[1..].copy_from_slice(&seq.to_be_bytes());
+fn subjects_key(first: u64) -> [u8; 9] {
+    let mut k = [SUBJECTS; 9];
+    k[1..].copy_from_slice(&first.to_be_bytes());
     k
 }
 
@@ -50,20 +62,7 @@ fn meta_key(name: &str) -> Vec<u8> {
     k
 }
 
-fn subject_prefix(employee: &str) -> Vec<u8> {
-    let mut k = vec![SUBJECT];
-    k.extend_from_slice(employee.as_bytes());
-    k.push(0);
-    k
-}
-
-fn subject_key(employee: &str, seq: u64) -> Vec<u8> {
-    let mut k = subject_prefix(employee);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-/// The sequence number at the end of a key (`L seq`, `P seq`, `S .. seq`).
+/// The sequence number at the end of a key (`B seq`, `X seq`).
 fn seq_of(key: &[u8]) -> u64 {
     key.len()
         .checked_sub(8)
@@ -72,17 +71,38 @@ fn seq_of(key: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-fn add_to(sealed: &Sealed, batch: &mut sled::Batch) {
-    batch.insert(&log_key(sealed.seq)[..], sealed.value.as_slice());
-    if let Some(personal) = &sealed.personal {
-        batch.insert(&payload_key(sealed.seq)[..], personal.payload.as_slice());
-        if let Some(subject) = &personal.subject {
-            batch.insert(subject_key(subject, sealed.seq), &[][..]);
-        }
+/// The block of `sealed` (consecutive records) and its subject index.
+fn add_to(sealed: &[Sealed], batch: &mut sled::Batch) {
+    let Some(first) = sealed.first() else {
+        return;
+    };
+    batch.insert(&block_key(first.seq)[..], block::encode_sealed(sealed));
+    let subjects = (0u32..).zip(sealed).filter_map(|(at, s)| {
+        let subject = s.personal.as_ref()?.subject.as_deref()?;
+        Some((at, subject))
+    });
+    put_subjects(batch, first.seq, subjects);
+}
+
+/// Write (or, when empty, remove) the subject index of a block.
+fn put_subjects<'a>(
+    batch: &mut sled::Batch,
+    first: u64,
+    subjects: impl IntoIterator<Item = (u32, &'a str)>,
+) {
+    let mut subjects = subjects.into_iter().peekable();
+    if subjects.peek().is_some() {
+        batch.insert(&subjects_key(first)[..], block::encode_subjects(subjects));
+    } else {
+        batch.remove(&subjects_key(first)[..]);
     }
 }
 
-/// Holds the chain head while a record is written with a state change; see
+fn damaged(first: u64) -> impl FnOnce(block::Damaged) -> anyhow::Error {
+    move |e| anyhow!("{e} (the block starting at record {first})")
+}
+
+/// Holds the chain head while records are written with a state change; see
 /// [`AuditLog::writer`].
 pub struct Writer<'a> {
     head: MutexGuard<'a, Head>,
@@ -94,11 +114,17 @@ impl Writer<'_> {
         seal(&self.head, event, now_ms())
     }
 
-    /// Write a sealed record inside a transaction that includes
-    /// [`AuditLog::tree`] (and the caller's own trees).
+    /// Seal `events` as the next records, chained in memory. Nothing is
+    /// written yet.
+    pub fn prepare_all(&self, events: Vec<Event>) -> anyhow::Result<Vec<Sealed>> {
+        chain(&self.head, events)
+    }
+
+    /// Write sealed records, as one block, inside a transaction that
+    /// includes [`AuditLog::tree`] (and the caller's own trees).
     pub fn write(
         tree: &TransactionalTree,
-        sealed: &Sealed,
+        sealed: &[Sealed],
     ) -> Result<(), ConflictableTransactionError<anyhow::Error>> {
         let mut batch = sled::Batch::default();
         add_to(sealed, &mut batch);
@@ -106,33 +132,54 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// The transaction committed: move the head.
-    pub fn committed(mut self, sealed: Sealed) {
-        *self.head = sealed.head;
+    /// The transaction committed: move the head past `sealed`.
+    pub fn committed(mut self, sealed: &[Sealed]) {
+        if let Some(last) = sealed.last() {
+            *self.head = last.head.clone();
+        }
     }
 }
 
+/// Seal `events` after `head`, in order.
+fn chain(head: &Head, events: Vec<Event>) -> anyhow::Result<Vec<Sealed>> {
+    let mut sealed: Vec<Sealed> = Vec::with_capacity(events.len());
+    for event in events {
+        let after = sealed.last().map_or(head, |s| &s.head);
+        let next = seal(after, event, now_ms())?;
+        sealed.push(next);
+    }
+    Ok(sealed)
+}
+
 impl AuditLog {
-    /// Open the audit trees of `db` and read the chain head.
+    /// Open the audit trees of `db` and read the chain head (moving a log
+    /// written before blocks into blocks first).
     pub fn open(db: &sled::Db) -> anyhow::Result<AuditLog> {
-        let tree = |name: &str| {
-            db.open_tree(name)
-                .with_context(|| format!("failed to open state tree `{name}`"))
-        };
+        let tree = db
+            .open_tree("audit")
+            .context("failed to open state tree `audit`")?;
+        legacy::migrate(&tree)?;
         let audit = AuditLog {
-            tree: tree("audit")?,
+            tree,
             head: Arc::new(Mutex::new(Head {
                 seq: 0,
                 hash: GENESIS.into(),
                 at_ms: 0,
             })),
         };
-        let last = audit.tree.scan_prefix([LOG]).next_back().transpose();
+        let last = audit.tree.scan_prefix([BLOCK]).next_back().transpose();
         let head = match last.context("failed to read the audit log")? {
             Some((k, v)) => {
-                let (hash, record) = open_record(&v)?;
+                let first = seq_of(&k);
+                let items = block::decode(&v).map_err(damaged(first))?;
+                let Some(item) = items.last() else {
+                    return Err(anyhow!(
+                        "damaged audit block: no records (the block starting at record {first})"
+                    ));
+                };
+                let (hash, record) = open_record(item.value)?;
                 Head {
-                    seq: seq_of(&k),
+                    seq: first + items.len() as u64 - 1,
                     ..switchyard_audit::head_of(hash, &record)
                 }
             }
@@ -146,83 +193,128 @@ impl AuditLog {
         self.head.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The tree to include in a transaction that writes a record.
+    /// The tree to include in a transaction that writes records.
     pub fn tree(&self) -> &sled::Tree {
         &self.tree
     }
 
-    /// Take the chain head to write a record together with a state change:
-    /// `prepare` the event, include [`AuditLog::tree`] in the transaction and
-    /// call [`Writer::write`] inside it, then [`Writer::committed`]. The
-    /// head stays locked until the writer is dropped, so records are
+    /// Take the chain head to write records together with a state change:
+    /// `prepare` the events, include [`AuditLog::tree`] in the transaction
+    /// and call [`Writer::write`] inside it, then [`Writer::committed`].
+    /// The head stays locked until the writer is dropped, so records are
     /// chained in the order they are committed.
     pub fn writer(&self) -> Writer<'_> {
         Writer { head: self.lock() }
     }
 
-    fn entry(&self, key: &[u8], value: &[u8]) -> anyhow::Result<Entry> {
-        let (hash, record) =
-            open_record(value).with_context(|| format!("audit record {}", seq_of(key)))?;
-        let mut personal_data = None;
-        let mut erased = false;
-        if record.personal.is_some() {
-            match self
-                .tree
-                .get(payload_key(seq_of(key)))
-                .context("failed to read the audit log")?
-            {
-                Some(p) if p.len() >= 16 => personal_data = open_payload(&p),
-                _ => erased = true,
+    /// Call `f` with every stored record in order: its sequence number and
+    /// its item.
+    fn each(&self, f: &mut dyn FnMut(u64, Item<'_>) -> anyhow::Result<bool>) -> anyhow::Result<()> {
+        for item in self.tree.scan_prefix([BLOCK]) {
+            let (k, v) = item.context("failed to read the audit log")?;
+            let first = seq_of(&k);
+            for (seq, item) in (first..).zip(block::decode(&v).map_err(damaged(first))?) {
+                if !f(seq, item)? {
+                    return Ok(());
+                }
             }
         }
-        Ok(Entry {
-            record,
-            hash,
-            personal_data,
-            erased,
-        })
-    }
-}
-
-impl AuditStore for AuditLog {
-    /// Test support: overwrite the stored bytes of record `seq` (to show
-    /// that verification catches it). Not used by the product.
-    fn tamper(&self, seq: u64, edit: &mut dyn FnMut(&mut Vec<u8>)) -> anyhow::Result<()> {
-        let key = log_key(seq);
-        let mut value = self
-            .tree
-            .get(key)?
-            .ok_or_else(|| anyhow!("no audit record {seq}"))?
-            .to_vec();
-        let mut json = value.split_off(32);
-        edit(&mut json);
-        value.extend(json);
-        self.tree.insert(key, value)?;
         Ok(())
     }
 
-    /// Append records on their own (not tied to a state change), in one
-    /// transaction.
+    /// The block holding record `seq`: its first sequence number and bytes.
+    fn block_of(&self, seq: u64) -> anyhow::Result<Option<(u64, sled::IVec)>> {
+        let found = self
+            .tree
+            .range(block_key(0)..=block_key(seq))
+            .next_back()
+            .transpose()
+            .context("failed to read the audit log")?;
+        Ok(found.map(|(k, v)| (seq_of(&k), v)))
+    }
+
+    /// Rewrite record `seq`'s stored value in its block with `edit`.
+    /// Returns whether the record exists.
+    fn edit_block(
+        &self,
+        seq: u64,
+        batch: &mut sled::Batch,
+        edit: &mut dyn FnMut(&mut Vec<u8>),
+    ) -> anyhow::Result<bool> {
+        let Some((first, bytes)) = self.block_of(seq)? else {
+            return Ok(false);
+        };
+        let items = block::decode(&bytes).map_err(damaged(first))?;
+        let Some(at) = usize::try_from(seq - first)
+            .ok()
+            .filter(|&i| i < items.len())
+        else {
+            return Ok(false);
+        };
+        let mut owned: Vec<(Vec<u8>, Option<Vec<u8>>)> = items
+            .iter()
+            .map(|i| (i.value.to_vec(), i.payload.map(<[u8]>::to_vec)))
+            .collect();
+        edit(&mut owned[at].0);
+        let encoded = block::encode(owned.iter().map(|(value, payload)| Item {
+            value,
+            payload: payload.as_deref(),
+        }));
+        batch.insert(&block_key(first)[..], encoded);
+        Ok(true)
+    }
+}
+
+/// An entry as read back: the record, its hash and its payload.
+fn entry(seq: u64, item: Item<'_>) -> anyhow::Result<Entry> {
+    let (hash, record) = open_record(item.value).with_context(|| format!("audit record {seq}"))?;
+    let mut personal_data = None;
+    let mut erased = false;
+    if record.personal.is_some() {
+        match item.payload {
+            Some(p) if p.len() >= 16 => personal_data = open_payload(p),
+            _ => erased = true,
+        }
+    }
+    Ok(Entry {
+        record,
+        hash,
+        personal_data,
+        erased,
+    })
+}
+
+impl AuditStore for AuditLog {
+    /// Test support: overwrite the stored JSON of record `seq` (to show
+    /// that verification catches it). Not used by the product.
+    fn tamper(&self, seq: u64, edit: &mut dyn FnMut(&mut Vec<u8>)) -> anyhow::Result<()> {
+        let mut batch = sled::Batch::default();
+        let found = self.edit_block(seq, &mut batch, &mut |value| {
+            let mut json = value.split_off(32.min(value.len()));
+            edit(&mut json);
+            value.extend(json);
+        })?;
+        if !found {
+            return Err(anyhow!("no audit record {seq}"));
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Append records on their own (not tied to a state change), as one
+    /// block.
     fn append_all(&self, events: Vec<Event>) -> anyhow::Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut head = self.lock();
-        let mut prepared = Vec::with_capacity(events.len());
-        let mut next = head.clone();
-        for event in events {
-            let p = seal(&next, event, now_ms())?;
-            next = p.head.clone();
-            prepared.push(p);
-        }
+        let writer = self.writer();
+        let sealed = writer.prepare_all(events)?;
         let mut batch = sled::Batch::default();
-        for record in &prepared {
-            add_to(record, &mut batch);
-        }
+        add_to(&sealed, &mut batch);
         self.tree
             .apply_batch(batch)
             .context("failed to write the audit log")?;
-        *head = next;
+        writer.committed(&sealed);
         Ok(())
     }
 
@@ -264,7 +356,7 @@ impl AuditStore for AuditLog {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// Remember a value (see [`Audit::remembered`]).
+    /// Remember a value (see [`AuditStore::remembered`]).
     fn remember(&self, name: &str, value: &str) -> anyhow::Result<()> {
         self.tree
             .insert(meta_key(&format!("seen/{name}")), value.as_bytes())
@@ -280,99 +372,118 @@ impl AuditStore for AuditLog {
         f: &mut dyn FnMut(Entry) -> anyhow::Result<()>,
     ) -> anyhow::Result<usize> {
         let mut matched = 0;
-        for item in self.tree.scan_prefix([LOG]) {
-            let (k, v) = item.context("failed to read the audit log")?;
-            let entry = self.entry(&k, &v)?;
+        self.each(&mut |seq, item| {
+            let entry = entry(seq, item)?;
             if filter.matches(&entry.record) {
                 matched += 1;
                 f(entry)?;
             }
-        }
+            Ok(true)
+        })?;
         Ok(matched)
     }
 
     /// Check the whole chain from the anchor; stop at the first break.
     fn verify_with(&self, checked: &mut dyn FnMut(u64)) -> anyhow::Result<Verification> {
         let mut verifier = Verifier::new(self.anchor()?);
-        for (n, item) in (1u64..).zip(self.tree.scan_prefix([LOG])) {
-            if n % 1_000 == 0 {
+        let mut n = 0u64;
+        self.each(&mut |seq, item| {
+            n += 1;
+            if n.is_multiple_of(1_000) {
                 checked(n);
             }
-            let (k, value) = item.context("failed to read the audit log")?;
-            let seq = seq_of(&k);
-            let payload = self
-                .tree
-                .get(payload_key(seq))
-                .context("failed to read the audit log")?;
-            if !verifier.check(seq, &value, payload.as_deref()) {
-                break;
-            }
-        }
+            Ok(verifier.check(seq, item.value, item.payload))
+        })?;
         Ok(verifier.finish())
     }
 
     /// The hash of record `seq`, if it is still kept.
     fn hash_of(&self, seq: u64) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .tree
-            .get(log_key(seq))
-            .context("failed to read the audit log")?
-            .and_then(|v| {
-                switchyard_audit::split_record(&v)
-                    .ok()
-                    .map(|(h, _)| hex::encode(h))
-            }))
+        let Some((first, bytes)) = self.block_of(seq)? else {
+            return Ok(None);
+        };
+        let items = block::decode(&bytes).map_err(damaged(first))?;
+        Ok(usize::try_from(seq - first)
+            .ok()
+            .and_then(|at| items.get(at))
+            .and_then(|item| switchyard_audit::split_record(item.value).ok())
+            .map(|(hash, _)| hex::encode(hash)))
     }
 
     /// Delete records before `cutoff_ms`, move the anchor to the last one
     /// deleted, and record the pruning in the chain (`cause` says why).
     fn prune(&self, cutoff_ms: u64, cause: &str) -> anyhow::Result<Pruned> {
-        /// Records deleted per transaction (each moves the anchor).
+        /// Records deleted per transaction (each moves the anchor); a
+        /// block is never split across two.
         const CHUNK: usize = 10_000;
-        let cutoff = rfc3339_ms(cutoff_ms);
+        let cutoff = time_key(&rfc3339_ms(cutoff_ms));
         let mut removed = 0u64;
         let mut anchor: Option<Head> = None;
         loop {
             // Holding the head keeps appends out while the front is cut.
             let head = self.lock();
-            let mut doomed: Vec<(sled::IVec, Option<String>)> = Vec::new();
+            let mut batch = sled::Batch::default();
+            let mut doomed = 0usize;
             let mut last: Option<Head> = None;
-            for item in self.tree.scan_prefix([LOG]) {
-                let (k, v) = item.context("failed to read the audit log")?;
-                let (hash, record) = open_record(&v)?;
-                // Never remove the newest record: the chain head must stay.
-                if doomed.len() == CHUNK
-                    || time_key(&record.at) >= time_key(&cutoff)
-                    || seq_of(&k) == head.seq
-                {
+            for found in self.tree.scan_prefix([BLOCK]) {
+                let (k, v) = found.context("failed to read the audit log")?;
+                let first = seq_of(&k);
+                let items = block::decode(&v).map_err(damaged(first))?;
+                // Records of this block that go: older than the cutoff, and
+                // never the newest record (the chain head must stay).
+                let mut gone = 0;
+                for (seq, item) in (first..).zip(&items) {
+                    let (hash, record) = open_record(item.value)?;
+                    if time_key(&record.at) >= cutoff || seq == head.seq {
+                        break;
+                    }
+                    last = Some(Head {
+                        seq,
+                        hash,
+                        at_ms: 0,
+                    });
+                    gone += 1;
+                }
+                if gone == 0 {
                     break;
                 }
-                last = Some(Head {
-                    seq: seq_of(&k),
-                    hash,
-                    at_ms: 0,
-                });
-                doomed.push((k, record.employee));
+                batch.remove(&k[..]);
+                batch.remove(&subjects_key(first)[..]);
+                if gone < items.len() {
+                    // Split: the block's newer records stay, under the
+                    // first of them, with their subjects.
+                    let rest = first + gone as u64;
+                    let kept = block::encode(items[gone..].iter().copied());
+                    batch.insert(&block_key(rest)[..], kept);
+                    let index = self.tree.get(subjects_key(first))?;
+                    let subjects = match &index {
+                        Some(bytes) => block::decode_subjects(bytes).map_err(damaged(first))?,
+                        None => Vec::new(),
+                    };
+                    let shift = gone as u32;
+                    put_subjects(
+                        &mut batch,
+                        rest,
+                        subjects
+                            .into_iter()
+                            .filter_map(|(at, e)| Some((at.checked_sub(shift)?, e))),
+                    );
+                }
+                doomed += gone;
+                if gone < items.len() || doomed >= CHUNK {
+                    break;
+                }
             }
             let Some(last) = last else {
                 break;
             };
-            let mut batch = sled::Batch::default();
-            for (k, employee) in &doomed {
-                let seq = seq_of(k);
-                batch.remove(&log_key(seq)[..]);
-                batch.remove(&payload_key(seq)[..]);
-                if let Some(employee) = employee {
-                    batch.remove(subject_key(employee, seq));
-                }
-            }
             let encoded = serde_json::to_vec(&last).context("failed to encode the audit anchor")?;
             batch.insert(meta_key("anchor"), encoded);
             self.tree
                 .apply_batch(batch)
                 .context("failed to write the audit log")?;
             drop(head);
-            removed += doomed.len() as u64;
+            removed += doomed as u64;
             anchor = Some(last);
         }
         let Some(anchor) = anchor else {
@@ -385,7 +496,7 @@ impl AuditStore for AuditLog {
                     "records": removed,
                     "through_seq": anchor.seq,
                     "anchor_hash": anchor.hash,
-                    "older_than": cutoff,
+                    "older_than": rfc3339_ms(cutoff_ms),
                 })),
         )?;
         Ok(Pruned {
@@ -396,13 +507,32 @@ impl AuditStore for AuditLog {
 
     /// Erase the personal payloads of an employee. Returns how many.
     fn forget(&self, employee: &str) -> anyhow::Result<u64> {
+        // The head is held so that no block is rewritten under an append.
+        let _head = self.lock();
         let mut batch = sled::Batch::default();
-        let mut erased = 0;
-        for item in self.tree.scan_prefix(subject_prefix(employee)) {
-            let (k, _) = item.context("failed to read the audit log")?;
-            batch.remove(&payload_key(seq_of(&k))[..]);
-            batch.remove(k);
-            erased += 1;
+        let mut erased = 0u64;
+        for found in self.tree.scan_prefix([SUBJECTS]) {
+            let (k, index) = found.context("failed to read the audit log")?;
+            let first = seq_of(&k);
+            let subjects = block::decode_subjects(&index).map_err(damaged(first))?;
+            let (theirs, others): (Vec<_>, Vec<_>) =
+                subjects.into_iter().partition(|(_, e)| *e == employee);
+            if theirs.is_empty() {
+                continue;
+            }
+            let Some(bytes) = self.tree.get(block_key(first))? else {
+                continue;
+            };
+            let items = block::decode(&bytes).map_err(damaged(first))?;
+            let kept = (0u32..).zip(&items).map(|(at, item)| Item {
+                payload: item
+                    .payload
+                    .filter(|_| !theirs.iter().any(|(t, _)| *t == at)),
+                ..*item
+            });
+            batch.insert(&block_key(first)[..], block::encode(kept));
+            put_subjects(&mut batch, first, others);
+            erased += theirs.len() as u64;
         }
         self.tree
             .apply_batch(batch)
@@ -505,6 +635,171 @@ mod tests {
                 .seq,
             3
         );
+    }
+
+    fn user(i: u64) -> Event {
+        Event::new(Kind::UserCreated)
+            .link("acme")
+            .employee(format!("{i}"))
+            .personal(json!({"email": format!("{i}@x")}))
+    }
+
+    fn blocks(audit: &AuditLog) -> Vec<(u64, usize)> {
+        audit
+            .tree
+            .scan_prefix([BLOCK])
+            .map(|found| {
+                let (k, v) = found.unwrap();
+                (seq_of(&k), block::decode(&v).unwrap().len())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_is_one_block_and_each_record_stays_addressable() {
+        let (_dir, audit) = audit();
+        audit.append(user(0)).unwrap();
+        audit.append_all((1..=5).map(user).collect()).unwrap();
+        audit.append(user(6)).unwrap();
+        assert_eq!(blocks(&audit), [(1, 1), (2, 5), (7, 1)]);
+        let v = audit.verify().unwrap();
+        assert_eq!(
+            (v.records, v.head.seq, v.personal_checked, v.broken),
+            (7, 7, 7, None)
+        );
+        let entries = audit.read(&Filter::default(), None).unwrap();
+        let seqs: Vec<u64> = entries.iter().map(|e| e.record.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(entries[3].personal_data, Some(json!({"email": "3@x"})));
+        for e in &entries {
+            assert_eq!(audit.hash_of(e.record.seq).unwrap(), Some(e.hash.clone()));
+        }
+        assert_eq!(audit.hash_of(8).unwrap(), None);
+
+        // Erasure rewrites the block without that payload; the rest of it
+        // still reads and the chain verifies.
+        assert_eq!(audit.forget("3").unwrap(), 1);
+        let entries = audit.read(&Filter::default(), None).unwrap();
+        assert!(entries[3].erased && entries[3].personal_data.is_none());
+        assert_eq!(entries[4].personal_data, Some(json!({"email": "4@x"})));
+        let v = audit.verify().unwrap();
+        assert_eq!((v.erased, v.personal_checked, v.broken), (1, 6, None));
+
+        // An edit inside a block is found at its record.
+        audit
+            .tamper(5, &mut |json: &mut Vec<u8>| {
+                let text = String::from_utf8(json.clone())
+                    .unwrap()
+                    .replace("acme", "acne");
+                *json = text.into_bytes();
+            })
+            .unwrap();
+        assert_eq!(audit.verify().unwrap().broken.unwrap().seq, 5);
+    }
+
+    #[test]
+    fn pruning_removes_the_blocks_before_the_cutoff_and_the_chain_verifies_from_the_anchor() {
+        let (_dir, audit) = audit();
+        audit.append_all((1..=4).map(user).collect()).unwrap();
+        let old = audit.read(&Filter::default(), None).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let cutoff = now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        audit.append_all((5..=7).map(user).collect()).unwrap();
+        assert_eq!(blocks(&audit), [(1, 4), (5, 3)]);
+        let pruned = audit.prune(cutoff, "retention").unwrap();
+        assert_eq!((pruned.records, pruned.through), (4, 4));
+        assert_eq!(audit.anchor().unwrap().hash, old[3].hash);
+        assert_eq!(blocks(&audit), [(5, 3), (8, 1)]);
+        let v = audit.verify().unwrap();
+        assert_eq!((v.records, v.broken), (4, None));
+        // The pruned blocks' subject indexes went with them.
+        let indexes: Vec<u64> = audit
+            .tree
+            .scan_prefix([SUBJECTS])
+            .map(|found| seq_of(&found.unwrap().0))
+            .collect();
+        assert_eq!(indexes, [5]);
+    }
+
+    #[test]
+    fn pruning_inside_one_block_keeps_its_newer_records() {
+        let (_dir, audit) = audit();
+        // One block whose records straddle the cutoff: sealed at times
+        // before and after it.
+        let writer = audit.writer();
+        let mut sealed = Vec::new();
+        let mut head = writer.head.clone();
+        for (i, at) in [(1, 1_000), (2, 2_000), (3, 9_000), (4, 9_500)] {
+            let s = seal(&head, user(i), at).unwrap();
+            head = s.head.clone();
+            sealed.push(s);
+        }
+        let mut batch = sled::Batch::default();
+        add_to(&sealed, &mut batch);
+        audit.tree.apply_batch(batch).unwrap();
+        writer.committed(&sealed);
+        assert_eq!(blocks(&audit), [(1, 4)]);
+        let pruned = audit.prune(5_000, "retention").unwrap();
+        assert_eq!((pruned.records, pruned.through), (2, 2));
+        assert_eq!(blocks(&audit), [(3, 2), (5, 1)]);
+        // The kept records' subjects moved with them: erasure finds them.
+        assert_eq!(audit.forget("4").unwrap(), 1);
+        assert_eq!(audit.forget("1").unwrap(), 0);
+        let v = audit.verify().unwrap();
+        assert_eq!((v.records, v.anchor.seq, v.broken), (3, 2, None));
+        let kept: Vec<u64> = audit
+            .read(&Filter::default(), None)
+            .unwrap()
+            .iter()
+            .map(|e| e.record.seq)
+            .collect();
+        assert_eq!(kept, [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_log_written_before_blocks_is_moved_into_blocks_and_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("audit").unwrap();
+        let mut sealed = Vec::new();
+        let mut head = Head {
+            seq: 0,
+            hash: GENESIS.into(),
+            at_ms: 0,
+        };
+        for i in 1..=2_500 {
+            let s = seal(&head, user(i), 1_000 + i).unwrap();
+            head = s.head.clone();
+            sealed.push(s);
+        }
+        legacy::tests::write_legacy(&tree, &sealed);
+        let audit = AuditLog::open(&db).unwrap();
+        assert_eq!(blocks(&audit), [(1, 1_000), (1_001, 1_000), (2_001, 500)]);
+        assert_eq!(audit.head(), head);
+        let v = audit.verify().unwrap();
+        assert_eq!(
+            (v.records, v.personal_checked, v.broken),
+            (2_500, 2_500, None)
+        );
+        assert!(audit.tree.scan_prefix([b'L']).next().is_none());
+        assert!(audit.tree.scan_prefix([b'P']).next().is_none());
+        assert!(audit.tree.scan_prefix([b'S']).next().is_none());
+        // Erasure still finds their payloads through the subject index.
+        assert_eq!(audit.forget("1234").unwrap(), 1);
+        audit.append(user(9)).unwrap();
+        let v = audit.verify().unwrap();
+        assert_eq!((v.records, v.erased, v.broken), (2_501, 1, None));
+    }
+
+    #[test]
+    fn a_damaged_block_is_an_error_not_a_panic() {
+        let (_dir, audit) = audit();
+        audit.append_all((1..=3).map(user).collect()).unwrap();
+        audit.tree.insert(block_key(1), &[1, 200, 0][..]).unwrap();
+        let err = audit.verify().unwrap_err().to_string();
+        assert!(err.contains("damaged audit block"), "{err}");
+        assert!(audit.hash_of(2).is_err());
     }
 
     #[test]

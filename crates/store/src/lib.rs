@@ -126,6 +126,18 @@ pub struct WebhookBatch {
     pub planned: Vec<PlannedEmployee>,
 }
 
+/// An operation that succeeded, its effect and its audit record: one item
+/// of [`Store::complete_all`].
+#[derive(Debug, Clone)]
+pub struct Completed {
+    /// The operation, as it waits in the outbox.
+    pub op: Operation,
+    /// What it changed.
+    pub effect: Effect,
+    /// Its audit record.
+    pub audit: Event,
+}
+
 /// The outcome of committing a webhook delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryCommit {
@@ -298,7 +310,21 @@ pub trait Store: Send + Sync {
         op: &Operation,
         effect: &Effect,
         audit: Event,
-    ) -> anyhow::Result<()>;
+    ) -> anyhow::Result<()> {
+        self.complete_all(
+            link,
+            vec![Completed {
+                op: op.clone(),
+                effect: effect.clone(),
+                audit,
+            }],
+        )
+    }
+
+    /// Operations succeeded (a wave's, each of a different employee):
+    /// [`Store::complete`] for each, all in one transaction, their audit
+    /// records chained in order and written together (group commit).
+    fn complete_all(&self, link: &LinkName, done: Vec<Completed>) -> anyhow::Result<()>;
 
     /// An attempt failed and will be retried: record the attempt.
     fn reschedule(&self, link: &LinkName, op: &Operation) -> anyhow::Result<()>;

@@ -57,8 +57,8 @@ use switchyard_model::{
 
 use crate::audit_log::{AuditLog, Writer};
 use crate::{
-    AuditStore, ConnectorHealth, DeliveryCommit, Forgotten, LinkCounts, LinkStatus, PluginApproval,
-    Quarantine, Store, WebhookBatch,
+    AuditStore, Completed, ConnectorHealth, DeliveryCommit, Forgotten, LinkCounts, LinkStatus,
+    PluginApproval, Quarantine, Store, WebhookBatch,
 };
 
 /// The sled database: every tree above, and the audit log.
@@ -713,18 +713,21 @@ impl Store for SledStore {
         )
     }
 
-    /// An operation succeeded: remove it from the outbox, record it done,
-    /// record its effect and append its audit record, in one transaction.
-    fn complete(
-        &self,
-        link: &LinkName,
-        op: &Operation,
-        effect: &Effect,
-        audit: Event,
-    ) -> anyhow::Result<()> {
-        let outbox_key = self.outbox_key_of(link, op)?;
+    /// Operations succeeded: remove them from the outbox, record them done,
+    /// record their effects and append their audit records (one block), in
+    /// one transaction.
+    fn complete_all(&self, link: &LinkName, done: Vec<Completed>) -> anyhow::Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut items = Vec::with_capacity(done.len());
+        let mut events = Vec::with_capacity(done.len());
+        for Completed { op, effect, audit } in done {
+            items.push((self.outbox_key_of(link, &op)?, op, effect));
+            events.push(audit);
+        }
         let writer = self.audit.writer();
-        let record = writer.prepare(audit)?;
+        let records = writer.prepare_all(events)?;
         let trees = (
             &self.outbox,
             &self.outbox_keys,
@@ -736,37 +739,38 @@ impl Store for SledStore {
         );
         tx_result(trees.transaction(
             |(outbox, keys, done, accounts, enrollments, withdrawals, audit)| {
-                outbox.remove(outbox_key.clone())?;
-                keys.remove(key(&[link.as_str(), &op.key]))?;
-                tx_put(
-                    done,
-                    key(&[link.as_str(), &op.key]),
-                    &(op.kind.name(), now_ms()),
-                )?;
-                match effect {
-                    Effect::Account(a) => {
-                        tx_put(accounts, key(&[link.as_str(), &op.employee_id]), a)?
+                let at = now_ms();
+                for (outbox_key, op, effect) in &items {
+                    outbox.remove(outbox_key.clone())?;
+                    keys.remove(key(&[link.as_str(), &op.key]))?;
+                    tx_put(done, key(&[link.as_str(), &op.key]), &(op.kind.name(), at))?;
+                    match effect {
+                        Effect::Account(a) => {
+                            tx_put(accounts, key(&[link.as_str(), &op.employee_id]), a)?
+                        }
+                        Effect::Enrolled { course, enrollment } => tx_put(
+                            enrollments,
+                            key(&[link.as_str(), &op.employee_id, course.as_str()]),
+                            enrollment,
+                        )?,
+                        Effect::Unenrolled { course } => {
+                            let at = key(&[link.as_str(), &op.employee_id, course.as_str()]);
+                            enrollments.remove(at.clone())?;
+                            let before: u32 = match withdrawals.get(&at)? {
+                                Some(v) => {
+                                    decode(&v).map_err(ConflictableTransactionError::Abort)?
+                                }
+                                None => 0,
+                            };
+                            tx_put(withdrawals, at, &(before + 1))?;
+                        }
+                        Effect::None => {}
                     }
-                    Effect::Enrolled { course, enrollment } => tx_put(
-                        enrollments,
-                        key(&[link.as_str(), &op.employee_id, course.as_str()]),
-                        enrollment,
-                    )?,
-                    Effect::Unenrolled { course } => {
-                        let at = key(&[link.as_str(), &op.employee_id, course.as_str()]);
-                        enrollments.remove(at.clone())?;
-                        let before: u32 = match withdrawals.get(&at)? {
-                            Some(v) => decode(&v).map_err(ConflictableTransactionError::Abort)?,
-                            None => 0,
-                        };
-                        tx_put(withdrawals, at, &(before + 1))?;
-                    }
-                    Effect::None => {}
                 }
-                Writer::write(audit, &record)
+                Writer::write(audit, &records)
             },
         ))?;
-        writer.committed(record);
+        writer.committed(&records);
         Ok(())
     }
 
@@ -810,9 +814,9 @@ impl Store for SledStore {
             keys.remove(key(&[link.as_str(), &op.key]))?;
             dead_keys.insert(key(&[link.as_str(), &op.key]), &id.to_be_bytes()[..])?;
             tx_put(dlq, dlq_key.clone(), &letter)?;
-            Writer::write(audit, &record)
+            Writer::write(audit, std::slice::from_ref(&record))
         }))?;
-        writer.committed(record);
+        writer.committed(std::slice::from_ref(&record));
         Ok(id)
     }
 
@@ -1014,12 +1018,12 @@ impl Store for SledStore {
                 let record = writer
                     .prepare(accepted(queued))
                     .map_err(ConflictableTransactionError::Abort)?;
-                Writer::write(audit, &record)?;
+                Writer::write(audit, std::slice::from_ref(&record))?;
                 Ok((DeliveryCommit::Recorded { queued }, Some(record)))
             },
         ))?;
         if let Some(record) = record {
-            writer.committed(record);
+            writer.committed(std::slice::from_ref(&record));
         }
         Ok(commit)
     }
@@ -1267,7 +1271,24 @@ mod tests {
         }
         let leftover = dir.path().join("snap.0000000000000000.generating");
         std::fs::write(&leftover, b"").unwrap();
-        let state = SledStore::open(dir.path()).unwrap();
+        // sled's flusher thread may hold the dropped handle's file lock for
+        // a moment (the same process reopens the directory).
+        let mut tries = 0;
+        let state = loop {
+            match SledStore::open(dir.path()) {
+                Ok(state) => break state,
+                Err(e)
+                    if tries < 100
+                        && e.chain().any(|c| {
+                            matches!(c.downcast_ref::<sled::Error>(), Some(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock)
+                        }) =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e:#}"),
+            }
+        };
         assert_eq!(
             state.cursor(&l, "employees").unwrap().as_deref(),
             Some("c1")

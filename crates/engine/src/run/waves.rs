@@ -4,10 +4,12 @@
 //! A wave takes the first pending operation of every employee: account
 //! writes go out together in `upsert-users` calls and enrolments in
 //! `enroll-all` calls (at most [`MAX_BATCH`] items each), everything else
-//! one by one as before. Each item is then settled exactly as a single
-//! operation is (its effect recorded, retried, or dead-lettered with the
-//! employee's later operations blocked), and the wave's records are flushed
-//! before the next wave sends what depends on them. So an employee's
+//! one by one as before. Each item is then settled as a single operation
+//! is (its effect recorded, retried, or dead-lettered with the employee's
+//! later operations blocked); the effects and audit records of the wave's
+//! successes are committed in one transaction (group commit), and the
+//! wave's records are flushed before the next wave sends what depends on
+//! them. So an employee's
 //! operations still go out in order, one at a time, and a bad item costs
 //! only itself.
 //!
@@ -28,10 +30,11 @@ use switchyard_model::{
     Operation,
 };
 use switchyard_runtime::{CallContext, ItemResults, MAX_BATCH};
+use switchyard_store::Completed;
 
 use super::{LinkRun, Settled};
 use crate::matching::Resolution;
-use crate::report::{RunError, RunReport};
+use crate::report::{OperationResult, RunError, RunReport};
 
 /// The outcome of one attempt of one operation: its effect and audit kind.
 type Attempt = Result<(Effect, Kind), ConnectorError>;
@@ -85,6 +88,8 @@ impl LinkRun<'_> {
                 .await;
             let mut stopped = None;
             let mut wait = Duration::ZERO;
+            // The wave's successes, committed together (group commit).
+            let mut done: Vec<(usize, Completed)> = Vec::new();
             for outcome in outcomes {
                 let (attempts, job_report) = outcome?;
                 report.add(&job_report);
@@ -93,6 +98,12 @@ impl LinkRun<'_> {
                     let Some(op) = queue.front_mut() else {
                         continue;
                     };
+                    if let Ok((effect, kind)) = attempt {
+                        let audit = self.op_event(op, kind);
+                        let op = op.clone();
+                        done.push((i, Completed { op, effect, audit }));
+                        continue;
+                    }
                     // Every item is settled, so that a stop keeps the
                     // others' recorded effects.
                     match self.settle(op, attempt, report) {
@@ -110,6 +121,14 @@ impl LinkRun<'_> {
                             stopped.get_or_insert(e);
                         }
                     }
+                }
+            }
+            let (queued, completed): (Vec<usize>, Vec<Completed>) = done.into_iter().unzip();
+            self.state.complete_all(self.name, completed)?;
+            for i in queued {
+                if let Some(op) = queues[i].pop_front() {
+                    self.observer
+                        .operation(self.name, op.kind.name(), OperationResult::Ok);
                 }
             }
             if let Some(e) = stopped {
