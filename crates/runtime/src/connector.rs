@@ -281,6 +281,10 @@ impl Connector {
         let deadline = Duration::from_millis(self.limits.call_timeout_ms);
         let (stdout, stderr) = (Captured::default(), Captured::default());
         let exchanges = ExchangeLog::default();
+        // A slot of the instance pool, held until the store is dropped.
+        // The semaphore is never closed; were it, the call goes ahead and
+        // the pool's own limit answers.
+        let _slot = self.runtime.slots.acquire().await.ok();
         let run = async {
             let mut store = self.store(&stdout, &stderr, &exchanges);
             let result = f(&mut store).await;

@@ -61,6 +61,58 @@ const MAX_WASM_STACK: usize = 512 * 1024;
 /// Epoch tick: the granularity of wasm deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Plugin calls that run at once, across every connector: each holds one
+/// slot of the instance pool for its store's life. A call beyond them
+/// waits for a slot (before its deadline starts).
+pub const CALL_SLOTS: u32 = 128;
+
+/// How instances are allocated: a pool of [`CALL_SLOTS`] slots reserved
+/// once (virtual memory for each slot's linear memories, tables and async
+/// stack), so that a call's fresh instance reuses a slot and its
+/// copy-on-write memory image instead of mapping and unmapping memory.
+/// Memory a call touched is reset when its store is dropped, so calls do
+/// not see each other's data. Public so that the benchmark's raw floor
+/// uses the same allocator.
+pub fn instance_pool() -> wasmtime::InstanceAllocationStrategy {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(CALL_SLOTS)
+        .total_stacks(CALL_SLOTS)
+        // A component of the contract has a handful of core instances (the
+        // program and wit-component's shims), one memory and a few tables.
+        .total_core_instances(CALL_SLOTS * 8)
+        .total_memories(CALL_SLOTS * 2)
+        .total_tables(CALL_SLOTS * 8)
+        .max_memories_per_module(2)
+        .max_memories_per_component(4)
+        // What the store's limiter allows; the pool caps what a slot holds.
+        .max_tables_per_module(4)
+        .table_elements(TABLE_ELEMENTS)
+        // A slot's memory is reset when its call ends: the pages the call
+        // dirtied (found with PAGEMAP_SCAN on Linux 6.7 and later) are
+        // restored from the image or zeroed in place, up to this much,
+        // instead of being unmapped and faulted in again by the next call.
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(TABLE_KEEP_RESIDENT)
+        // Slots kept warm beyond those in use: each may hold up to
+        // `KEEP_RESIDENT` of reset pages, so this bounds the pool's RSS to
+        // (calls at once + this) x `KEEP_RESIDENT`.
+        .max_unused_warm_slots(WARM_SLOTS);
+    wasmtime::InstanceAllocationStrategy::Pooling(pool)
+}
+
+/// Elements of any one table of a plugin (the pool reserves them).
+const TABLE_ELEMENTS: usize = 20_000;
+
+/// Bytes of a slot's linear memory reset in place rather than unmapped.
+const KEEP_RESIDENT: usize = 4 << 20;
+
+/// Bytes of a slot's table reset in place rather than unmapped.
+const TABLE_KEEP_RESIDENT: usize = 256 << 10;
+
+/// Unused slots kept warm (see [`instance_pool`]).
+const WARM_SLOTS: u32 = 8;
+
 /// Which contract version's bindings a plugin is called through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Contract {
@@ -386,7 +438,7 @@ impl ResourceLimiter for MemoryBudget {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= TABLE_ELEMENTS)
     }
 
     fn instances(&self) -> usize {
@@ -431,6 +483,8 @@ pub struct Runtime {
     max_plugin_bytes: u64,
     /// Which files are accepted (`require_signed`, `trusted_keys`).
     signing: Arc<signature::SigningPolicy>,
+    /// One permit per slot of the instance pool (see [`CALL_SLOTS`]).
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The default of [`Runtime::with_max_plugin_mib`].
@@ -444,7 +498,19 @@ impl Runtime {
         // Engine-wide; a store without a configured budget gets `u64::MAX`.
         config.consume_fuel(true);
         config.max_wasm_stack(MAX_WASM_STACK);
-        let engine = Engine::new(&config)?;
+        config.allocation_strategy(instance_pool());
+        let engine = match Engine::new(&config) {
+            Ok(engine) => engine,
+            // The pool reserves its address space up front; where that is
+            // refused (a tight `ulimit -v`), instances are mapped per call.
+            Err(e) => {
+                tracing::warn!(
+                    "the plugin instance pool could not be reserved, plugin calls map their memory each time (slower): {e:#}"
+                );
+                config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config)?
+            }
+        };
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -497,6 +563,7 @@ impl Runtime {
             budgets: Arc::default(),
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_MIB << 20,
             signing: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(CALL_SLOTS as usize)),
         })
     }
 
