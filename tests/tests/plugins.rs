@@ -1689,6 +1689,49 @@ async fn an_origin_budget_is_shared_by_every_connector_reaching_it() {
     );
 }
 
+/// A server that holds each request for `hold`, counting the requests in
+/// progress and the most at once.
+async fn holding_server(hold: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (in_flight, most) = (now.clone(), peak.clone());
+    let app = axum::Router::new().fallback(move || {
+        let (in_flight, most) = (in_flight.clone(), most.clone());
+        async move {
+            let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(hold).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            "held"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, peak)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_calls_at_once_than_pool_slots_wait_for_a_slot_and_all_succeed() {
+    use std::sync::atomic::Ordering;
+    let runtime = Runtime::new().unwrap();
+    let (server, peak) = holding_server(Duration::from_millis(300)).await;
+    let target = format!("{server}/hold");
+    let connector = hostile(&runtime, "fetch", &target, Limits::default(), None);
+    let slots = switchyard::runtime::CALL_SLOTS as usize;
+    let calls = (0..slots + 40).map(|_| {
+        let c = connector.clone();
+        async move { c.fetch_employees(None).await }
+    });
+    for result in futures::future::join_all(calls).await {
+        assert!(given_name(result).starts_with("held"));
+    }
+    // Every call held a slot while its request waited: never more at once
+    // than the pool has, and the pool was full (the extra calls waited).
+    assert_eq!(peak.load(Ordering::SeqCst), slots);
+}
+
 // ---- run bounds ----
 
 /// A link whose HRIS plugin is the hostile one in `mode`, with `limits`.
