@@ -87,18 +87,40 @@ pub fn instance_pool() -> wasmtime::InstanceAllocationStrategy {
         // What the store's limiter allows; the pool caps what a slot holds.
         .max_tables_per_module(4)
         .table_elements(TABLE_ELEMENTS)
-        // A slot's memory is reset when its call ends: the pages the call
-        // dirtied (found with PAGEMAP_SCAN on Linux 6.7 and later) are
-        // restored from the image or zeroed in place, up to this much,
-        // instead of being unmapped and faulted in again by the next call.
-        .pagemap_scan(wasmtime::Enabled::Auto)
-        .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(TABLE_KEEP_RESIDENT)
         // Slots kept warm beyond those in use: each may hold up to
         // `KEEP_RESIDENT` of reset pages, so this bounds the pool's RSS to
         // (calls at once + this) x `KEEP_RESIDENT`.
         .max_unused_warm_slots(WARM_SLOTS);
+    if pagemap_scan_works() {
+        // A slot's memory is reset when its call ends: the pages the call
+        // dirtied (found with PAGEMAP_SCAN) are restored from the image or
+        // zeroed in place, up to this much, instead of being unmapped and
+        // faulted in again by the next call. Without PAGEMAP_SCAN keeping
+        // memory resident would mean clearing all of it every call, which
+        // costs more than unmapping it.
+        pool.pagemap_scan(wasmtime::Enabled::Yes)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT);
+    }
     wasmtime::InstanceAllocationStrategy::Pooling(pool)
+}
+
+/// Whether the kernel has the `PAGEMAP_SCAN` ioctl (Linux 6.7 and later),
+/// found by asking wasmtime for it on a one-slot pool.
+fn pagemap_scan_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(1)
+            .total_core_instances(1)
+            .total_memories(1)
+            .total_tables(1)
+            .total_stacks(1)
+            .pagemap_scan(wasmtime::Enabled::Yes);
+        let mut config = wasmtime::Config::new();
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        Engine::new(&config).is_ok()
+    })
 }
 
 /// Elements of any one table of a plugin (the pool reserves them).
