@@ -91,7 +91,15 @@ impl LinkRun<'_> {
             // The wave's successes, committed together (group commit).
             let mut done: Vec<(usize, Completed)> = Vec::new();
             for outcome in outcomes {
-                let (attempts, job_report) = outcome?;
+                // A job that failed (the store, say) does not cost the
+                // others' recorded effects: they are committed first.
+                let (attempts, job_report) = match outcome {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        stopped.get_or_insert(e);
+                        continue;
+                    }
+                };
                 report.add(&job_report);
                 for (i, attempt) in attempts {
                     let queue = &mut queues[i];
@@ -114,7 +122,9 @@ impl LinkRun<'_> {
                         Ok(Settled::DeadLettered(reason)) => {
                             queue.pop_front();
                             for op in queue.drain(..) {
-                                self.dead_letter_blocked(&op, &reason, report)?;
+                                if let Err(e) = self.dead_letter_blocked(&op, &reason, report) {
+                                    stopped.get_or_insert(e);
+                                }
                             }
                         }
                         Err(e) => {
