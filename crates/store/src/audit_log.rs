@@ -552,6 +552,27 @@ mod tests {
         (dir, AuditLog::open(&db).unwrap())
     }
 
+    /// Replace `from` with `to` in the stored JSON of record `seq`.
+    fn edit(audit: &AuditLog, seq: u64, from: &str, to: &str) {
+        audit
+            .tamper(seq, &mut |json: &mut Vec<u8>| {
+                let text = String::from_utf8(json.clone()).unwrap().replace(from, to);
+                *json = text.into_bytes();
+            })
+            .unwrap();
+    }
+
+    /// Records about employees `i`, sealed after `head` at the times `at`.
+    fn sealed_at(head: &Head, records: &[(u64, u64)]) -> Vec<Sealed> {
+        let mut sealed: Vec<Sealed> = Vec::new();
+        for &(i, at) in records {
+            let after = sealed.last().map_or(head, |s| &s.head);
+            let next = seal(after, user(i), at).unwrap();
+            sealed.push(next);
+        }
+        sealed
+    }
+
     #[test]
     fn chain_verifies_and_an_edit_breaks_it_at_that_record() {
         let (_dir, audit) = audit();
@@ -570,14 +591,7 @@ mod tests {
             (v.records, v.head.seq, v.personal_checked, v.broken.clone()),
             (5, 5, 5, None)
         );
-        audit
-            .tamper(3, &mut |json: &mut Vec<u8>| {
-                let text = String::from_utf8(json.clone())
-                    .unwrap()
-                    .replace("user.created", "user.updated");
-                *json = text.into_bytes();
-            })
-            .unwrap();
+        edit(&audit, 3, "user.created", "user.updated");
         let v = audit.verify().unwrap();
         assert_eq!(v.broken.unwrap().seq, 3);
     }
@@ -686,14 +700,7 @@ mod tests {
         assert_eq!((v.erased, v.personal_checked, v.broken), (1, 6, None));
 
         // An edit inside a block is found at its record.
-        audit
-            .tamper(5, &mut |json: &mut Vec<u8>| {
-                let text = String::from_utf8(json.clone())
-                    .unwrap()
-                    .replace("acme", "acne");
-                *json = text.into_bytes();
-            })
-            .unwrap();
+        edit(&audit, 5, "acme", "acne");
         assert_eq!(audit.verify().unwrap().broken.unwrap().seq, 5);
     }
 
@@ -728,13 +735,10 @@ mod tests {
         // One block whose records straddle the cutoff: sealed at times
         // before and after it.
         let writer = audit.writer();
-        let mut sealed = Vec::new();
-        let mut head = writer.head.clone();
-        for (i, at) in [(1, 1_000), (2, 2_000), (3, 9_000), (4, 9_500)] {
-            let s = seal(&head, user(i), at).unwrap();
-            head = s.head.clone();
-            sealed.push(s);
-        }
+        let sealed = sealed_at(
+            &writer.head,
+            &[(1, 1_000), (2, 2_000), (3, 9_000), (4, 9_500)],
+        );
         let mut batch = sled::Batch::default();
         add_to(&sealed, &mut batch);
         audit.tree.apply_batch(batch).unwrap();
@@ -762,17 +766,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("audit").unwrap();
-        let mut sealed = Vec::new();
-        let mut head = Head {
+        let genesis = Head {
             seq: 0,
             hash: GENESIS.into(),
             at_ms: 0,
         };
-        for i in 1..=2_500 {
-            let s = seal(&head, user(i), 1_000 + i).unwrap();
-            head = s.head.clone();
-            sealed.push(s);
-        }
+        let records: Vec<(u64, u64)> = (1..=2_500).map(|i| (i, 1_000 + i)).collect();
+        let sealed = sealed_at(&genesis, &records);
+        let head = sealed[sealed.len() - 1].head.clone();
         legacy::tests::write_legacy(&tree, &sealed);
         let audit = AuditLog::open(&db).unwrap();
         assert_eq!(blocks(&audit), [(1, 1_000), (1_001, 1_000), (2_001, 500)]);

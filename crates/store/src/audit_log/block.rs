@@ -66,12 +66,7 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Decode a block.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Item<'_>>, Damaged> {
-    let Some((&version, mut rest)) = bytes.split_first() else {
-        return Err(Damaged("empty"));
-    };
-    if version != VERSION {
-        return Err(Damaged("unknown version"));
-    }
+    let mut rest = after_version(bytes, "empty", "unknown version")?;
     let mut items = Vec::new();
     while !rest.is_empty() {
         let value = take(&mut rest)?;
@@ -89,6 +84,19 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Item<'_>>, Damaged> {
         items.push(Item { value, payload });
     }
     Ok(items)
+}
+
+/// The bytes after the version byte, which must be [`VERSION`].
+fn after_version<'a>(
+    bytes: &'a [u8],
+    empty: &'static str,
+    unknown: &'static str,
+) -> Result<&'a [u8], Damaged> {
+    match bytes.split_first() {
+        None => Err(Damaged(empty)),
+        Some((&VERSION, rest)) => Ok(rest),
+        Some(_) => Err(Damaged(unknown)),
+    }
 }
 
 fn take<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], Damaged> {
@@ -116,12 +124,11 @@ pub(crate) fn encode_subjects<'a>(subjects: impl IntoIterator<Item = (u32, &'a s
 
 /// Decode a block's subject index.
 pub(crate) fn decode_subjects(bytes: &[u8]) -> Result<Vec<(u32, &str)>, Damaged> {
-    let Some((&version, mut rest)) = bytes.split_first() else {
-        return Err(Damaged("empty subject index"));
-    };
-    if version != VERSION {
-        return Err(Damaged("unknown subject index version"));
-    }
+    let mut rest = after_version(
+        bytes,
+        "empty subject index",
+        "unknown subject index version",
+    )?;
     let mut subjects = Vec::new();
     while !rest.is_empty() {
         let (at, tail) = rest
