@@ -8,6 +8,7 @@
 //! - [`plugins`]: builds the real plugins from `plugins/` for wasm32-wasip2;
 //! - [`harness`]: both simulators, the plugins and a configuration in a
 //!   temporary directory, ready for a sync;
+//! - [`measure`]: a child process's wall time and peak RSS;
 //! - [`proxy`]: a fault-injecting proxy to put in front of a simulator;
 //! - [`chaos`]: the kill -9 campaign (churn, faults, kills, then a check of
 //!   both systems against what should be there);
@@ -21,6 +22,7 @@ pub mod control;
 pub mod harness;
 pub mod hris;
 pub mod lms;
+pub mod measure;
 pub mod plugins;
 pub mod proxy;
 pub mod python;

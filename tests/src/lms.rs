@@ -76,7 +76,7 @@
 //! | `GET /_sim/calls` | the call log |
 //! | `POST`, `GET`, `DELETE /_sim/faults` | scripted faults ([`crate::control::FaultRule`]) |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -501,13 +501,27 @@ impl Drop for LmsSim {
 // State
 // ---------------------------------------------------------------------------------------
 
+/// A user index key: usernames and emails compare trimmed and without case.
+fn index_key(field: &str, value: &str) -> String {
+    match field {
+        "username" | "email" => format!("{field}\0{}", value.trim().to_lowercase()),
+        _ => format!("{field}\0{value}"),
+    }
+}
+
 struct LmsState {
     token: String,
     users: BTreeMap<u64, LmsUser>,
+    /// Users by `field \0 value` (username, idnumber, email, as Moodle
+    /// compares them), as a database index would find them: entries may be
+    /// stale after an update, so every hit is checked against the user.
+    user_index: HashMap<String, BTreeSet<u64>>,
     next_user_id: u64,
     /// Ordered by id.
     courses: Vec<LmsCourse>,
     enrolments: Vec<Enrolment>,
+    /// Where (user, course) is in `enrolments`.
+    enrolment_at: HashMap<(u64, u64), usize>,
     completions: Vec<CompletionRow>,
     next_completion_id: u64,
     /// Seconds elapsed on the logical clock since `CLOCK_EPOCH`.
@@ -536,9 +550,11 @@ impl LmsState {
         Self {
             token: seed.token.clone(),
             users: BTreeMap::new(),
+            user_index: HashMap::new(),
             next_user_id: FIRST_ID,
             courses,
             enrolments: Vec::new(),
+            enrolment_at: HashMap::new(),
             completions: Vec::new(),
             next_completion_id: 1,
             clock: 0,
@@ -553,6 +569,54 @@ impl LmsState {
 
     fn course(&self, id: u64) -> Option<&LmsCourse> {
         self.courses.iter().find(|c| c.id == id)
+    }
+
+    /// Index user `id` under its current username, idnumber and email.
+    fn index_user(&mut self, id: u64) {
+        let Some(u) = self.users.get(&id) else { return };
+        let keys = [
+            index_key("username", &u.username),
+            index_key("idnumber", &u.idnumber),
+            index_key("email", &u.email),
+        ];
+        for k in keys {
+            self.user_index.entry(k).or_default().insert(id);
+        }
+    }
+
+    /// Users whose `field` (username, idnumber or email) is `value`, by id.
+    fn users_where(&self, field: &str, value: &str) -> Vec<&LmsUser> {
+        let Some(ids) = self.user_index.get(&index_key(field, value)) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| self.users.get(id))
+            .filter(|u| match field {
+                "username" => u.username == value.trim().to_lowercase(),
+                "email" => u.email.trim().eq_ignore_ascii_case(value.trim()),
+                _ => u.idnumber == value,
+            })
+            .collect()
+    }
+
+    /// The enrolment of a user in a course.
+    fn enrolment_mut(&mut self, userid: u64, courseid: u64) -> Option<&mut Enrolment> {
+        let at = *self.enrolment_at.get(&(userid, courseid))?;
+        self.enrolments.get_mut(at)
+    }
+
+    fn push_enrolment(&mut self, e: Enrolment) {
+        self.enrolment_at
+            .insert((e.userid, e.courseid), self.enrolments.len());
+        self.enrolments.push(e);
+    }
+
+    fn remove_enrolments(&mut self, gone: &[(u64, u64)]) {
+        self.enrolments
+            .retain(|e| !gone.contains(&(e.userid, e.courseid)));
+        self.enrolment_at = (self.enrolments.iter().enumerate())
+            .map(|(at, e)| ((e.userid, e.courseid), at))
+            .collect();
     }
 
     fn add_user(&mut self, username: &str, idnumber: &str, email: &str, suspended: bool) -> u64 {
@@ -573,6 +637,7 @@ impl LmsState {
                 city: String::new(),
             },
         );
+        self.index_user(id);
         id
     }
 
@@ -1184,7 +1249,7 @@ async fn control_add_user(State(state): State<Shared>, body: Bytes) -> Response 
     }
     let mut s = lock(&state);
     let username = user.username.to_lowercase();
-    if s.users.values().any(|u| u.username == username) {
+    if !s.users_where("username", &username).is_empty() {
         return control_error(
             StatusCode::CONFLICT,
             format!("username {username} is taken"),
@@ -1389,7 +1454,7 @@ fn create_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
                 )));
             }
         }
-        let taken = s.users.values().any(|x| x.username == username)
+        let taken = !s.users_where("username", username).is_empty()
             || new_users.iter().any(|x: &LmsUser| x.username == username);
         if taken {
             return Err(MoodleError::invalid_parameter(format!(
@@ -1429,7 +1494,9 @@ fn create_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
         user.id = s.next_user_id;
         s.next_user_id += 1;
         created.push(json!({ "id": user.id, "username": user.username }));
-        s.users.insert(user.id, user);
+        let id = user.id;
+        s.users.insert(id, user);
+        s.index_user(id);
     }
     Ok(Value::Array(created))
 }
@@ -1453,9 +1520,19 @@ fn get_users_by_field(s: &mut LmsState, params: &Map<String, Value>) -> WsResult
             "Field {field} is not valid"
         )));
     }
-    Ok(Value::Array(
-        s.users.values().filter(|u| hit(u)).map(user_json).collect(),
-    ))
+    // Through the index, as a database would; in id order, each once.
+    let mut found: BTreeMap<u64, &LmsUser> = BTreeMap::new();
+    for v in &values {
+        let users = match field {
+            "id" => (v.trim().parse::<u64>().ok())
+                .and_then(|id| s.users.get(&id))
+                .into_iter()
+                .collect(),
+            _ => s.users_where(field, v),
+        };
+        found.extend(users.into_iter().filter(|u| hit(u)).map(|u| (u.id, u)));
+    }
+    Ok(Value::Array(found.into_values().map(user_json).collect()))
 }
 
 /// `core_user_get_users`: users matching every criterion; `%` in a value
@@ -1603,7 +1680,8 @@ fn update_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
         updates.push(update);
     }
     for update in updates {
-        let Some(user) = s.users.get_mut(&update.id) else {
+        let id = update.id;
+        let Some(user) = s.users.get_mut(&id) else {
             continue;
         };
         if let Some(v) = update.username {
@@ -1633,6 +1711,7 @@ fn update_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
         if let Some(v) = update.city {
             user.city = v;
         }
+        s.index_user(id);
     }
     Ok(json!({ "warnings": [] }))
 }
@@ -1704,8 +1783,7 @@ fn unenrol_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
         }
         batch.push((userid, courseid));
     }
-    s.enrolments
-        .retain(|e| !batch.contains(&(e.userid, e.courseid)));
+    s.remove_enrolments(&batch);
     Ok(Value::Null)
 }
 
@@ -1754,11 +1832,7 @@ fn enrol_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
         });
     }
     for new in batch {
-        match s
-            .enrolments
-            .iter_mut()
-            .find(|e| e.userid == new.userid && e.courseid == new.courseid)
-        {
+        match s.enrolment_mut(new.userid, new.courseid) {
             Some(existing) => {
                 existing.roleid = new.roleid;
                 if new.timestart.is_some() {
@@ -1768,7 +1842,7 @@ fn enrol_users(s: &mut LmsState, params: &Map<String, Value>) -> WsResult {
                     existing.timeend = new.timeend;
                 }
             }
-            None => s.enrolments.push(new),
+            None => s.push_enrolment(new),
         }
     }
     Ok(Value::Null)

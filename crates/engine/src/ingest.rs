@@ -113,26 +113,31 @@ impl Ingest<'_> {
         Ok(planned)
     }
 
-    /// The mass-deactivation guard: how many accounts `planned` suspends
-    /// against what the link allows for the accounts now active.
-    pub fn deactivations(&self, planned: &[PlannedEmployee]) -> anyhow::Result<Deactivations> {
-        let suspends = planned
-            .iter()
-            .flat_map(|p| &p.operations)
-            .filter(|op| matches!(op.kind, OpKind::SetActive { active: false }))
-            .count();
-        let active = self
-            .state
-            .accounts(self.link_name)?
-            .iter()
-            .filter(|(_, a)| a.active)
-            .count();
-        Ok(Deactivations {
+    /// The mass-deactivation guard over a plan that suspends `suspends`
+    /// accounts ([`suspends`]): `Some` with the figures when that is more
+    /// than the link allows for the accounts now active. The active
+    /// accounts are counted only when the plan suspends any.
+    pub fn deactivations_exceeded(&self, suspends: usize) -> anyhow::Result<Option<Deactivations>> {
+        if suspends == 0 {
+            return Ok(None);
+        }
+        let active = self.state.active_accounts(self.link_name)?;
+        let deactivations = Deactivations {
             planned: suspends,
             allowed: self.link.max_deactivations.allowed(active),
             limit: self.link.max_deactivations,
-        })
+        };
+        Ok(deactivations.exceeded().then_some(deactivations))
     }
+}
+
+/// How many accounts a plan suspends.
+pub fn suspends<'a>(planned: impl IntoIterator<Item = &'a PlannedEmployee>) -> usize {
+    planned
+        .into_iter()
+        .flat_map(|p| &p.operations)
+        .filter(|op| matches!(op.kind, OpKind::SetActive { active: false }))
+        .count()
 }
 
 /// What a link's retake policy makes of a batch of completions.

@@ -20,7 +20,7 @@
 //! **Invariant:** a cursor advances only in the transaction that puts the
 //! operations its pages produced into the outbox.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -30,12 +30,12 @@ use sha2::{Digest, Sha256};
 use switchyard_audit::{Event, Kind};
 use switchyard_model::{
     Account, ConnectorError, CourseId, Date, Effect, EmployeeId, LinkName, OpKind, Operation,
-    PlannedEmployee, Remedy, Timestamp, Winner, now_ms,
+    Remedy, Timestamp, Winner, now_ms,
 };
 use switchyard_runtime::{CallContext, Connector};
 use switchyard_store::{LinkStatus, Store};
 
-use crate::ingest::{Ingest, decide_completions};
+use crate::ingest::{self, Ingest, decide_completions};
 use crate::matching::Resolution;
 use crate::paging::{CompletionPages, ListingBounds};
 use crate::plan::PlannedOperation;
@@ -51,10 +51,26 @@ pub const MAX_ATTEMPTS: u32 = 5;
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Longest wait between two attempts, whatever Retry-After says.
 const MAX_WAIT: Duration = Duration::from_secs(60);
-/// Employees committed per transaction.
+/// Employees committed per transaction, and read from the store per page.
 const COMMIT_CHUNK: usize = 500;
+/// Employees whose outbox is applied together (read from the store per
+/// page, so that a run's memory does not grow with its outbox).
+const OUTBOX_PAGE: usize = 2_000;
 
+mod listed;
 mod waves;
+
+use listed::Listed;
+
+/// A run's plan, staged in the store ([`LinkRun::stage_plan`]).
+struct StagedPlan {
+    /// The employee cursor to store with the plan's last chunk.
+    final_cursor: Option<String>,
+    /// Who the listing returned.
+    listed: Listed,
+    /// Accounts the plan suspends.
+    suspends: usize,
+}
 
 /// What became of one attempt of an operation (see `LinkRun::settle`).
 enum Settled {
@@ -256,8 +272,41 @@ impl LinkRun<'_> {
             false => self.state.cursor(self.name, "employees")?,
         };
         report.full_listing = resume.is_none();
+        // The plan is staged in the store, not held, until the guard has
+        // seen all of it; whatever becomes of the run, nothing of it stays
+        // staged.
+        let run = fastrand::u64(..);
+        let planned = match self.stage_plan(run, resume, options, report).await {
+            Ok(staged) => self.commit_staged_plan(run, staged, options, report),
+            Err(e) => Err(e),
+        };
+        let dropped = self.state.drop_staged(self.name, run);
+        planned?;
+        dropped?;
+        if options.dry_run {
+            return Ok(());
+        }
+        self.apply_outbox(report).await
+    }
+
+    /// List employees page by page, plan each page against the store and
+    /// stage what would change, then plan the stored employees a
+    /// changes-only listing did not return (for recertification and rule
+    /// changes). Memory holds a page and 17 bytes per listed employee.
+    async fn stage_plan(
+        &self,
+        run: u64,
+        resume: Option<String>,
+        options: RunOptions,
+        report: &mut RunReport,
+    ) -> Result<StagedPlan, RunError> {
+        let ingest = self.ingest(options.retire_out_of_scope);
+        // The allowlist always keeps the fields a scope matches on, so the
+        // records as listed give the same answer.
+        let scope = self.link.scope.as_ref();
+        let mut listed = Listed::default();
+        let mut suspends = 0;
         let mut cursor = resume;
-        let mut employees = Vec::new();
         let mut bounds = ListingBounds::new("fetch-employees", &self.hris.name, self.hris.limits());
         let final_cursor = loop {
             self.checkpoint()?;
@@ -269,52 +318,90 @@ impl LinkRun<'_> {
             bounds
                 .take(page.employees.len(), page.next_cursor.as_deref())
                 .map_err(|e| self.stopped("fetch-employees", e))?;
-            employees.extend(page.employees);
+            report.employees_fetched += page.employees.len();
+            // The last record of an id wins, within a page and across
+            // pages (a listing that moved while it was paged).
+            let mut latest = BTreeMap::new();
+            for e in page.employees {
+                latest.insert(e.id.clone(), self.link.fields.apply(e));
+            }
+            let mut staged = Vec::with_capacity(latest.len());
+            for (id, employee) in latest {
+                let again = listed.note(&id, scope.is_some_and(|s| s.covers(&employee)));
+                let planned = ingest.plan_one(&employee)?;
+                if again {
+                    if let Some(earlier) = self.state.staged_of(self.name, run, &id)? {
+                        suspends -= ingest::suspends([&earlier]);
+                    }
+                } else if planned.snapshot.is_none() && planned.operations.is_empty() {
+                    continue;
+                }
+                suspends += ingest::suspends([&planned]);
+                staged.push((id, planned));
+            }
+            self.state.stage(self.name, run, &staged)?;
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => break page.changes_cursor,
             }
         };
-        report.employees_fetched = employees.len();
-        let listed: BTreeSet<EmployeeId> = employees.iter().map(|e| e.id.clone()).collect();
-        // The allowlist always keeps the fields a scope matches on, so the
-        // records as listed give the same answer.
-        let scope = self.link.scope.as_ref();
-        let mut in_scope = scope.map(|s| {
-            let mut latest: BTreeSet<&EmployeeId> = BTreeSet::new();
-            employees
-                .iter()
-                .rev()
-                .filter(|e| latest.insert(&e.id))
-                .filter(|e| s.covers(e))
-                .count()
-        });
 
-        let ingest = self.ingest(options.retire_out_of_scope);
-        let mut planned = ingest.plan_employees(employees)?;
+        let mut unlisted_in_scope = 0;
         if !report.full_listing {
             // A changes-only listing leaves out whoever did not change; their
             // stored record still counts for what time or a new rule brings
             // (recertification, assignments added to the configuration).
             // The allowlist applies to stored records too: a field dropped
             // from `fields` since they were stored leaves the snapshot now.
-            for snapshot in self.state.snapshots(self.name)? {
-                if !listed.contains(&snapshot.employee.id) {
-                    let employee = self.link.fields.apply(snapshot.employee);
-                    if let (Some(n), Some(s)) = (in_scope.as_mut(), scope)
-                        && s.covers(&employee)
-                    {
-                        *n += 1;
+            let mut after: Option<EmployeeId> = None;
+            loop {
+                self.checkpoint()?;
+                let page = self
+                    .state
+                    .snapshots_after(self.name, after.as_ref(), COMMIT_CHUNK)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.employee.id.clone());
+                let mut staged = Vec::new();
+                for snapshot in page {
+                    if listed.contains(&snapshot.employee.id) {
+                        continue;
                     }
-                    planned.push(ingest.plan_one(&employee)?);
+                    let employee = self.link.fields.apply(snapshot.employee);
+                    if scope.is_some_and(|s| s.covers(&employee)) {
+                        unlisted_in_scope += 1;
+                    }
+                    let planned = ingest.plan_one(&employee)?;
+                    if planned.snapshot.is_some() || !planned.operations.is_empty() {
+                        suspends += ingest::suspends([&planned]);
+                        staged.push((employee.id, planned));
+                    }
                 }
+                self.state.stage(self.name, run, &staged)?;
             }
         }
+        report.in_scope = scope.map(|_| listed.in_scope() + unlisted_in_scope);
+        Ok(StagedPlan {
+            final_cursor,
+            listed,
+            suspends,
+        })
+    }
 
-        report.in_scope = in_scope;
-        let deactivations = ingest.deactivations(&planned)?;
+    /// Check a staged plan against the mass-deactivation guard, then commit
+    /// it with the employee cursor (or, in a dry run, report it), and note
+    /// departures after a full listing.
+    fn commit_staged_plan(
+        &self,
+        run: u64,
+        staged: StagedPlan,
+        options: RunOptions,
+        report: &mut RunReport,
+    ) -> Result<(), RunError> {
+        let ingest = self.ingest(options.retire_out_of_scope);
         let mut status = self.state.link_status(self.name)?;
-        if deactivations.exceeded() && !options.approve_deactivations {
+        if let Some(deactivations) = ingest.deactivations_exceeded(staged.suspends)?
+            && !options.approve_deactivations
+        {
             let halted = LinkHalted {
                 link: self.name.to_owned(),
                 planned: deactivations.planned,
@@ -330,35 +417,46 @@ impl LinkRun<'_> {
         }
 
         if options.dry_run {
-            report.plan.extend(
-                planned
-                    .iter()
-                    .flat_map(|p| &p.operations)
-                    .map(PlannedOperation::from),
-            );
+            let mut after: Option<EmployeeId> = None;
+            loop {
+                let page = self
+                    .state
+                    .staged(self.name, run, after.as_ref(), COMMIT_CHUNK)?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.clone());
+                report.plan.extend(
+                    page.iter()
+                        .flat_map(|(_, p)| &p.operations)
+                        .map(PlannedOperation::from),
+                );
+            }
             return Ok(());
         }
         if status != LinkStatus::default() {
             self.state
                 .put_link_status(self.name, &LinkStatus::default())?;
         }
-        let chunks: Vec<&[PlannedEmployee]> = planned.chunks(COMMIT_CHUNK).collect();
-        let last = chunks.len().saturating_sub(1);
-        let cursor_update = ("employees", final_cursor.as_deref());
-        if chunks.is_empty() {
+        // The cursor goes with the last chunk: a crash before it relists
+        // from the old cursor, and what was committed plans as pending.
+        let cursor_update = ("employees", staged.final_cursor.as_deref());
+        loop {
+            let mut chunk = self.state.staged(self.name, run, None, COMMIT_CHUNK + 1)?;
+            let last = chunk.len() <= COMMIT_CHUNK;
+            chunk.truncate(COMMIT_CHUNK);
             self.state
-                .commit_plan(self.name, &[], Some(cursor_update))?;
-        }
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            self.state
-                .commit_plan(self.name, chunk, (i == last).then_some(cursor_update))?;
+                .commit_staged(self.name, run, &chunk, last.then_some(cursor_update))?;
+            if last {
+                break;
+            }
         }
         if report.full_listing {
-            self.state.note_departures(self.name, &listed)?;
+            let listed = &staged.listed;
+            self.state
+                .note_departures(self.name, &|id| listed.contains(id))?;
             self.state
                 .put_cursor(self.name, "full-listing-at", &now_ms().to_string())?;
         }
-        self.apply_outbox(report).await
+        Ok(())
     }
 
     async fn completions(
@@ -427,6 +525,8 @@ impl LinkRun<'_> {
                     &winners,
                     page.next_cursor.as_deref(),
                 )?;
+                // Committed: later pages read these winners from the store.
+                decided.clear();
             }
             pages.advance(page.next_cursor, page.more);
         }
@@ -437,22 +537,34 @@ impl LinkRun<'_> {
     }
 
     /// Apply everything in the outbox: employees in parallel, each
-    /// employee's operations in order.
+    /// employee's operations in order, [`OUTBOX_PAGE`] employees at a time.
     async fn apply_outbox(&self, report: &mut RunReport) -> Result<(), RunError> {
-        let mut groups = self.state.outbox(self.name)?;
-        self.bind_existing_accounts(&groups).await?;
-        if self.batching() {
-            groups = self.apply_in_waves(groups, report).await?;
+        let mut after: Option<EmployeeId> = None;
+        loop {
+            let mut groups = self
+                .state
+                .outbox_after(self.name, after.as_ref(), OUTBOX_PAGE)?;
+            let Some(last) = groups.last().and_then(|g| g.first()) else {
+                return Ok(());
+            };
+            after = Some(last.employee_id.clone());
+            self.bind_existing_accounts(&groups).await?;
+            if self.batching() {
+                groups = self.apply_in_waves(groups, report).await?;
+            }
+            let outcomes: Vec<RunReport> = futures::stream::iter(groups)
+                .map(|group| self.apply_group(group))
+                .buffer_unordered(self.link.concurrency)
+                .try_collect()
+                .await?;
+            for outcome in &outcomes {
+                report.add(outcome);
+            }
+            if self.stopping() {
+                // What was not sent stays in the outbox for the next run.
+                return Ok(());
+            }
         }
-        let outcomes: Vec<RunReport> = futures::stream::iter(groups)
-            .map(|group| self.apply_group(group))
-            .buffer_unordered(self.link.concurrency)
-            .try_collect()
-            .await?;
-        for outcome in &outcomes {
-            report.add(outcome);
-        }
-        Ok(())
     }
 
     /// For a link that matches: when the outbox writes an account for an

@@ -189,7 +189,7 @@ pub enum Effect {
 }
 
 /// One employee's part of a plan.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedEmployee {
     /// The new snapshot (None: unchanged, keep the stored one).
     pub snapshot: Option<Snapshot>,

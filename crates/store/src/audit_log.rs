@@ -72,7 +72,18 @@ fn seq_of(key: &[u8]) -> u64 {
 }
 
 /// The block of `sealed` (consecutive records) and its subject index.
+/// Records per block at most. A block is one sled value, and sled
+/// rewrites a whole node to change one key in it: a wave of 100,000
+/// records as one value took a sync's memory past 24 GiB.
+const BLOCK_RECORDS: usize = 128;
+
 fn add_to(sealed: &[Sealed], batch: &mut sled::Batch) {
+    for block in sealed.chunks(BLOCK_RECORDS) {
+        add_block(block, batch);
+    }
+}
+
+fn add_block(sealed: &[Sealed], batch: &mut sled::Batch) {
     let Some(first) = sealed.first() else {
         return;
     };

@@ -166,11 +166,25 @@ pub trait Store: Send + Sync {
     /// Every snapshot of a link.
     fn snapshots(&self, link: &LinkName) -> anyhow::Result<Vec<Snapshot>>;
 
+    /// At most `limit` snapshots of a link in employee order, starting
+    /// after employee `after` (from the first when `None`): a run pages
+    /// through the workforce without holding it.
+    fn snapshots_after(
+        &self,
+        link: &LinkName,
+        after: Option<&EmployeeId>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Snapshot>>;
+
     /// The LMS account of an employee.
     fn account(&self, link: &LinkName, employee: &EmployeeId) -> anyhow::Result<Option<Account>>;
 
     /// The accounts of a link, by HRIS id.
     fn accounts(&self, link: &LinkName) -> anyhow::Result<Vec<(EmployeeId, Account)>>;
+
+    /// How many of a link's accounts are active (the mass-deactivation
+    /// guard's base).
+    fn active_accounts(&self, link: &LinkName) -> anyhow::Result<usize>;
 
     /// The host's enrollment of an employee in a course.
     fn enrollment(
@@ -212,7 +226,36 @@ pub trait Store: Send + Sync {
 
     /// Every operation waiting in a link's outbox, grouped by employee, each
     /// group in order.
-    fn outbox(&self, link: &LinkName) -> anyhow::Result<Vec<Vec<Operation>>>;
+    fn outbox(&self, link: &LinkName) -> anyhow::Result<Vec<Vec<Operation>>> {
+        self.outbox_after(link, None, usize::MAX)
+    }
+
+    /// The operations waiting for at most `employees` employees of a link,
+    /// in employee order after `after`, grouped by employee, each group
+    /// whole and in order.
+    fn outbox_after(
+        &self,
+        link: &LinkName,
+        after: Option<&EmployeeId>,
+        employees: usize,
+    ) -> anyhow::Result<Vec<Vec<Operation>>>;
+
+    /// The plan a run `run` staged for an employee ([`Store::stage`]).
+    fn staged_of(
+        &self,
+        link: &LinkName,
+        run: u64,
+        employee: &EmployeeId,
+    ) -> anyhow::Result<Option<PlannedEmployee>>;
+
+    /// At most `limit` plans a run staged, in employee order after `after`.
+    fn staged(
+        &self,
+        link: &LinkName,
+        run: u64,
+        after: Option<&EmployeeId>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(EmployeeId, PlannedEmployee)>>;
 
     /// Whether this attempt was considered before.
     fn is_seen(&self, link: &LinkName, c: &Completion) -> anyhow::Result<bool>;
@@ -292,6 +335,32 @@ pub trait Store: Send + Sync {
         cursor: Option<(&str, Option<&str>)>,
     ) -> anyhow::Result<()>;
 
+    /// Stage plans of run `run` (an id the run chose): scratch space for a
+    /// plan too large to hold in memory until the mass-deactivation guard
+    /// has seen all of it. A plan staged again for an employee replaces
+    /// the earlier one. Nothing staged is work: [`Store::commit_staged`]
+    /// makes it so. Staged plans do not outlive the process (they are
+    /// dropped when the store is opened).
+    fn stage(
+        &self,
+        link: &LinkName,
+        run: u64,
+        planned: &[(EmployeeId, PlannedEmployee)],
+    ) -> anyhow::Result<()>;
+
+    /// Commit staged plans as [`Store::commit_plan`] does, and unstage
+    /// them, in one transaction.
+    fn commit_staged(
+        &self,
+        link: &LinkName,
+        run: u64,
+        planned: &[(EmployeeId, PlannedEmployee)],
+        cursor: Option<(&str, Option<&str>)>,
+    ) -> anyhow::Result<()>;
+
+    /// Drop whatever run `run` staged (a halted run, a dry run, a failure).
+    fn drop_staged(&self, link: &LinkName, run: u64) -> anyhow::Result<()>;
+
     /// Commit a page of completions: attempts seen, new winners, their
     /// push operations, and the cursor, in one transaction.
     fn commit_completions(
@@ -352,7 +421,7 @@ pub trait Store: Send + Sync {
     fn note_departures(
         &self,
         link: &LinkName,
-        listed: &std::collections::BTreeSet<EmployeeId>,
+        listed: &dyn Fn(&EmployeeId) -> bool,
     ) -> anyhow::Result<()>;
 
     /// Delete the snapshots of employees absent from full listings since

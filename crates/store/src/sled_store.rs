@@ -89,6 +89,8 @@ pub struct SledStore {
     retired: sled::Tree,
     audit: AuditLog,
     webhook_deliveries: sled::Tree,
+    /// Plans of runs in progress (`link \0 run id, employee`), dropped at open.
+    staged: sled::Tree,
 }
 
 /// `link \0 part \0 part ...`
@@ -107,6 +109,35 @@ fn dead_letter_key(link: &str, id: u64) -> Vec<u8> {
     let mut k = prefix(&[link]);
     k.extend_from_slice(&id.to_be_bytes());
     k
+}
+
+/// `link \0 run id employee`: a run's staged plan of an employee.
+fn staged_key(link: &str, run: u64, employee: &str) -> Vec<u8> {
+    let mut k = prefix(&[link]);
+    k.extend_from_slice(&run.to_be_bytes());
+    k.extend_from_slice(employee.as_bytes());
+    k
+}
+
+/// The entries under `prefix` whose key goes on past `prefix + after`,
+/// in key order, at most `limit`. An id ends where `\0` or the key ends,
+/// so the first key past every `prefix + after + \0 ...` is
+/// `prefix + after + \x01`.
+fn page_after<'a>(
+    tree: &sled::Tree,
+    prefix: &'a [u8],
+    after: Option<&EmployeeId>,
+    limit: usize,
+) -> impl Iterator<Item = anyhow::Result<(sled::IVec, sled::IVec)>> + 'a {
+    let mut start = prefix.to_vec();
+    if let Some(after) = after {
+        start.extend_from_slice(after.as_bytes());
+        start.push(1);
+    }
+    tree.range(start..)
+        .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+        .take(limit)
+        .map(|item| item.context("failed to read state"))
 }
 
 fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
@@ -177,16 +208,16 @@ fn remove_unfinished_snapshots(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// sled's page cache. Its default (1 GiB) let a daemon's memory grow with
-/// every record written until it reached it (about 1 KiB per webhook
-/// delivery, measured in BENCHMARKS.md); the working set of a sync is far
-/// smaller than this.
-const CACHE_BYTES: u64 = 64 << 20;
+/// sled's page cache unless configured (`[store] cache_mib`). sled's own
+/// default (1 GiB) let a daemon's memory grow with every record written
+/// until it reached it (about 1 KiB per webhook delivery, measured in
+/// BENCHMARKS.md); the working set of a sync is far smaller than this.
+pub const CACHE_BYTES: u64 = 64 << 20;
 
 /// `sled::open` (with a bounded page cache), with sled's panics on damaged files turned into an error
 /// (sled 0.34 panics while recovering some corrupt logs). The panic is kept
 /// off stderr for this thread only; other threads' panics print as usual.
-fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
+fn open_sled(dir: &Path, cache_bytes: u64) -> anyhow::Result<sled::Db> {
     type Hook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
     // One swap at a time: two opens interleaving would restore each
     // other's filter and silence a thread's later panics.
@@ -203,7 +234,7 @@ fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         sled::Config::new()
             .path(dir)
-            .cache_capacity(CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .open()
     }));
     std::panic::set_hook(Box::new(move |info| previous(info)));
@@ -243,10 +274,16 @@ fn write_durable_head(dir: &Path, seq: u64) -> anyhow::Result<()> {
 }
 
 impl SledStore {
-    /// Open (or create) the database in `dir`.
+    /// Open (or create) the database in `dir`, with the default cache.
     pub fn open(dir: &Path) -> anyhow::Result<SledStore> {
+        Self::open_with_cache(dir, CACHE_BYTES)
+    }
+
+    /// Open (or create) the database in `dir`, with a page cache of
+    /// `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> anyhow::Result<SledStore> {
         remove_unfinished_snapshots(dir)?;
-        Self::open_db(dir).map_err(|e| {
+        Self::open_db(dir, cache_bytes).map_err(|e| {
             if storage_full(&e) {
                 return e.context(format!(
                     "the state database in {} cannot be opened: the disk is full; it is not damaged: free space on that device and run again",
@@ -260,8 +297,8 @@ impl SledStore {
         })
     }
 
-    fn open_db(dir: &Path) -> anyhow::Result<SledStore> {
-        let db = open_sled(dir)?;
+    fn open_db(dir: &Path, cache_bytes: u64) -> anyhow::Result<SledStore> {
+        let db = open_sled(dir, cache_bytes)?;
         let audit = AuditLog::open(&db)?;
         // sled reads a damaged or truncated log as a shorter one; the
         // marker written after each flush says how far it reached.
@@ -277,7 +314,11 @@ impl SledStore {
             db.open_tree(name)
                 .with_context(|| format!("failed to open state tree `{name}`"))
         };
+        let staged = tree("staged")?;
+        // No run is in progress while the database is being opened.
+        staged.clear().context("failed to clear staged plans")?;
         Ok(SledStore {
+            staged,
             snapshots: tree("snapshots")?,
             accounts: tree("accounts")?,
             enrollments: tree("enrollments")?,
@@ -350,6 +391,50 @@ impl SledStore {
             .collect()
     }
 
+    /// Commit plans (`Store::commit_plan`) and remove the `unstage` keys
+    /// from the staged plans, in one transaction.
+    fn commit_plans(
+        &self,
+        link: &LinkName,
+        planned: &[&PlannedEmployee],
+        cursor: Option<(&str, Option<&str>)>,
+        unstage: &[Vec<u8>],
+    ) -> anyhow::Result<()> {
+        let seqs = self.sequence(planned.iter().map(|p| p.operations.len()).sum())?;
+        let trees = (
+            &self.snapshots,
+            &self.outbox,
+            &self.outbox_keys,
+            &self.cursors,
+            &self.staged,
+        );
+        tx_result(
+            trees.transaction(|(snapshots, outbox, keys, cursors, staged)| {
+                let mut seq = seqs.iter();
+                for p in planned {
+                    if let Some(s) = &p.snapshot {
+                        tx_put(snapshots, key(&[link.as_str(), &s.employee.id]), s)?;
+                    }
+                    for (op, &n) in p.operations.iter().zip(&mut seq) {
+                        Self::enqueue(outbox, keys, link, op, n)?;
+                    }
+                }
+                for k in unstage {
+                    staged.remove(k.as_slice())?;
+                }
+                if let Some((name, value)) = cursor {
+                    match value {
+                        Some(v) => tx_put(cursors, key(&[link.as_str(), name]), &v)?,
+                        None => {
+                            cursors.remove(key(&[link.as_str(), name]))?;
+                        }
+                    }
+                }
+                Ok(())
+            }),
+        )
+    }
+
     fn enqueue(
         tx_outbox: &TransactionalTree,
         tx_keys: &TransactionalTree,
@@ -402,6 +487,18 @@ impl Store for SledStore {
         Self::scan(&self.snapshots, prefix(&[link.as_str()]))
     }
 
+    fn snapshots_after(
+        &self,
+        link: &LinkName,
+        after: Option<&EmployeeId>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Snapshot>> {
+        let p = prefix(&[link.as_str()]);
+        page_after(&self.snapshots, &p, after, limit)
+            .map(|r| r.and_then(|(_, v)| decode(&v)))
+            .collect()
+    }
+
     /// The LMS account of an employee.
     fn account(&self, link: &LinkName, employee: &EmployeeId) -> anyhow::Result<Option<Account>> {
         Self::get(&self.accounts, &key(&[link.as_str(), employee.as_str()]))
@@ -410,6 +507,15 @@ impl Store for SledStore {
     /// The accounts of a link, by HRIS id.
     fn accounts(&self, link: &LinkName) -> anyhow::Result<Vec<(EmployeeId, Account)>> {
         Self::scan_named(&self.accounts, prefix(&[link.as_str()]))
+    }
+
+    fn active_accounts(&self, link: &LinkName) -> anyhow::Result<usize> {
+        let mut active = 0;
+        for item in self.accounts.scan_prefix(prefix(&[link.as_str()])) {
+            let account: Account = decode(&item.context("failed to read state")?.1)?;
+            active += usize::from(account.active);
+        }
+        Ok(active)
     }
 
     /// The host's enrollment of an employee in a course.
@@ -479,17 +585,50 @@ impl Store for SledStore {
         Self::scan(&self.outbox, prefix(&[link.as_str(), employee.as_str()]))
     }
 
-    /// Every operation waiting in a link's outbox, grouped by employee, each
-    /// group in order.
-    fn outbox(&self, link: &LinkName) -> anyhow::Result<Vec<Vec<Operation>>> {
+    fn outbox_after(
+        &self,
+        link: &LinkName,
+        after: Option<&EmployeeId>,
+        employees: usize,
+    ) -> anyhow::Result<Vec<Vec<Operation>>> {
         let mut groups: Vec<Vec<Operation>> = Vec::new();
-        for op in Self::scan::<Operation>(&self.outbox, prefix(&[link.as_str()]))? {
+        let p = prefix(&[link.as_str()]);
+        for item in page_after(&self.outbox, &p, after, usize::MAX) {
+            let op: Operation = decode(&item?.1)?;
+            let full = groups.len() == employees;
             match groups.last_mut() {
                 Some(group) if group[0].employee_id == op.employee_id => group.push(op),
+                _ if full => break,
                 _ => groups.push(vec![op]),
             }
         }
         Ok(groups)
+    }
+
+    fn staged_of(
+        &self,
+        link: &LinkName,
+        run: u64,
+        employee: &EmployeeId,
+    ) -> anyhow::Result<Option<PlannedEmployee>> {
+        Self::get(&self.staged, &staged_key(link, run, employee))
+    }
+
+    fn staged(
+        &self,
+        link: &LinkName,
+        run: u64,
+        after: Option<&EmployeeId>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(EmployeeId, PlannedEmployee)>> {
+        let p = staged_key(link, run, "");
+        page_after(&self.staged, &p, after, limit)
+            .map(|r| {
+                let (k, v) = r?;
+                let id = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+                Ok((id.into(), decode(&v)?))
+            })
+            .collect()
     }
 
     /// Whether this attempt was considered before.
@@ -642,33 +781,48 @@ impl Store for SledStore {
         planned: &[PlannedEmployee],
         cursor: Option<(&str, Option<&str>)>,
     ) -> anyhow::Result<()> {
-        let seqs = self.sequence(planned.iter().map(|p| p.operations.len()).sum())?;
-        let trees = (
-            &self.snapshots,
-            &self.outbox,
-            &self.outbox_keys,
-            &self.cursors,
-        );
-        tx_result(trees.transaction(|(snapshots, outbox, keys, cursors)| {
-            let mut seq = seqs.iter();
-            for p in planned {
-                if let Some(s) = &p.snapshot {
-                    tx_put(snapshots, key(&[link.as_str(), &s.employee.id]), s)?;
-                }
-                for (op, &n) in p.operations.iter().zip(&mut seq) {
-                    Self::enqueue(outbox, keys, link, op, n)?;
-                }
-            }
-            if let Some((name, value)) = cursor {
-                match value {
-                    Some(v) => tx_put(cursors, key(&[link.as_str(), name]), &v)?,
-                    None => {
-                        cursors.remove(key(&[link.as_str(), name]))?;
-                    }
-                }
-            }
-            Ok(())
-        }))
+        let plans: Vec<&PlannedEmployee> = planned.iter().collect();
+        self.commit_plans(link, &plans, cursor, &[])
+    }
+
+    fn stage(
+        &self,
+        link: &LinkName,
+        run: u64,
+        planned: &[(EmployeeId, PlannedEmployee)],
+    ) -> anyhow::Result<()> {
+        let mut batch = sled::Batch::default();
+        for (employee, p) in planned {
+            batch.insert(staged_key(link, run, employee), encode(p)?);
+        }
+        self.staged
+            .apply_batch(batch)
+            .context("failed to write state")
+    }
+
+    fn commit_staged(
+        &self,
+        link: &LinkName,
+        run: u64,
+        planned: &[(EmployeeId, PlannedEmployee)],
+        cursor: Option<(&str, Option<&str>)>,
+    ) -> anyhow::Result<()> {
+        let unstage: Vec<Vec<u8>> = planned
+            .iter()
+            .map(|(employee, _)| staged_key(link, run, employee))
+            .collect();
+        let plans: Vec<&PlannedEmployee> = planned.iter().map(|(_, p)| p).collect();
+        self.commit_plans(link, &plans, cursor, &unstage)
+    }
+
+    fn drop_staged(&self, link: &LinkName, run: u64) -> anyhow::Result<()> {
+        let mut batch = sled::Batch::default();
+        for item in self.staged.scan_prefix(staged_key(link, run, "")) {
+            batch.remove(item.context("failed to read state")?.0);
+        }
+        self.staged
+            .apply_batch(batch)
+            .context("failed to write state")
     }
 
     /// Commit a page of completions: attempts seen, new winners, their
@@ -863,15 +1017,21 @@ impl Store for SledStore {
     fn note_departures(
         &self,
         link: &LinkName,
-        listed: &std::collections::BTreeSet<EmployeeId>,
+        listed: &dyn Fn(&EmployeeId) -> bool,
     ) -> anyhow::Result<()> {
         let p = prefix(&[link.as_str()]);
         let now = now_ms().to_be_bytes();
         for item in self.snapshots.scan_prefix(&p) {
             let (k, _) = item.context("failed to read state")?;
-            let id = String::from_utf8_lossy(&k[p.len()..]);
-            if listed.contains(id.as_ref()) {
-                self.departed.remove(&k).context("failed to write state")?;
+            let id = EmployeeId::from(String::from_utf8_lossy(&k[p.len()..]).into_owned());
+            if listed(&id) {
+                if self
+                    .departed
+                    .contains_key(&k)
+                    .context("failed to read state")?
+                {
+                    self.departed.remove(&k).context("failed to write state")?;
+                }
             } else {
                 self.departed
                     .compare_and_swap(&k, None as Option<&[u8]>, Some(&now[..]))
@@ -1102,19 +1262,40 @@ impl Store for SledStore {
             switchyard_model::scrub(&mut letter.reason, &values);
         }
 
-        let trees = (&self.snapshots, &self.outbox, &self.dead_letters);
-        tx_result(trees.transaction(|(snapshot_tree, outbox, dlq)| {
-            for (k, s) in &snapshots {
-                tx_put(snapshot_tree, k.to_vec(), s)?;
+        // A run in progress may hold a staged plan of theirs: it goes, and
+        // the run commits nothing for them (the next one plans them again).
+        let mut staged = Vec::new();
+        for item in self.staged.iter() {
+            let (k, _) = item.context("failed to read state")?;
+            let employee_at = k.iter().position(|&b| b == 0).map(|at| at + 1 + 8);
+            if employee_at.and_then(|at| k.get(at..)) == Some(employee.as_bytes()) {
+                staged.push(k);
             }
-            for (k, op) in &ops {
-                tx_put(outbox, k.to_vec(), op)?;
-            }
-            for (k, letter) in &letters {
-                tx_put(dlq, k.to_vec(), letter)?;
-            }
-            Ok(())
-        }))?;
+        }
+
+        let trees = (
+            &self.snapshots,
+            &self.outbox,
+            &self.dead_letters,
+            &self.staged,
+        );
+        tx_result(
+            trees.transaction(|(snapshot_tree, outbox, dlq, staged_tree)| {
+                for k in &staged {
+                    staged_tree.remove(k)?;
+                }
+                for (k, s) in &snapshots {
+                    tx_put(snapshot_tree, k.to_vec(), s)?;
+                }
+                for (k, op) in &ops {
+                    tx_put(outbox, k.to_vec(), op)?;
+                }
+                for (k, letter) in &letters {
+                    tx_put(dlq, k.to_vec(), letter)?;
+                }
+                Ok(())
+            }),
+        )?;
         let forgotten = Forgotten {
             snapshots: snapshots.len(),
             dead_letters: letters.len(),
@@ -1173,6 +1354,169 @@ mod tests {
             next_attempt_at: 0,
             last_error: None,
         }
+    }
+
+    /// Open `dir` again in this process. sled's flusher thread may hold the
+    /// dropped handle's file lock for a moment: retry for up to two
+    /// seconds; a lasting failure is the test's failure.
+    fn reopen(dir: &Path) -> SledStore {
+        let mut tries = 0;
+        loop {
+            match SledStore::open(dir) {
+                Ok(state) => return state,
+                Err(e) if tries == 100 => panic!("{e:#}"),
+                Err(_) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    fn planned(id: &str, ops: &[&str]) -> (EmployeeId, PlannedEmployee) {
+        let employee = Employee {
+            id: id.into(),
+            employee_number: None,
+            email: Some(format!("{id}@example.com")),
+            given_name: None,
+            family_name: None,
+            status: EmploymentStatus::Active,
+            raw_status: None,
+            department: None,
+            job_title: None,
+            location: None,
+            manager_id: None,
+            hire_date: None,
+            termination_date: None,
+            updated_at: None,
+            custom: vec![],
+        };
+        let plan = PlannedEmployee {
+            snapshot: Some(Snapshot { employee, rev: 1 }),
+            operations: ops.iter().map(|k| op(id, k)).collect(),
+        };
+        (id.into(), plan)
+    }
+
+    #[test]
+    fn pages_of_snapshots_and_outbox_cover_everyone_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = SledStore::open(dir.path()).unwrap();
+        let (l, other) = (LinkName::from("l"), LinkName::from("l2"));
+        // Ids that are prefixes of each other: a page must not stop at or
+        // skip "1" because "10" and "1\0..." sort around it.
+        let ids = ["1", "10", "2", "20", "200", "3"];
+        let plans: Vec<PlannedEmployee> = ids
+            .iter()
+            .map(|id| planned(id, &[&format!("{id}a"), &format!("{id}b")]).1)
+            .collect();
+        state.commit_plan(&l, &plans, None).unwrap();
+        state.commit_plan(&other, &plans[..1], None).unwrap();
+
+        let mut seen = Vec::new();
+        let mut after: Option<EmployeeId> = None;
+        loop {
+            let page = state.snapshots_after(&l, after.as_ref(), 4).unwrap();
+            let Some(last) = page.last() else { break };
+            assert!(page.len() <= 4);
+            after = Some(last.employee.id.clone());
+            seen.extend(page.into_iter().map(|s| s.employee.id.to_string()));
+        }
+        assert_eq!(seen, ids);
+
+        let mut groups = Vec::new();
+        let mut after: Option<EmployeeId> = None;
+        loop {
+            let page = state.outbox_after(&l, after.as_ref(), 4).unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last[0].employee_id.clone());
+            groups.extend(page);
+        }
+        let keys: Vec<String> = groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|o| o.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            ["1a,1b", "10a,10b", "2a,2b", "20a,20b", "200a,200b", "3a,3b"]
+        );
+        assert_eq!(state.outbox(&l).unwrap(), groups);
+    }
+
+    #[test]
+    fn staged_plans_are_work_only_once_committed_and_do_not_outlive_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = LinkName::from("l");
+        {
+            let state = SledStore::open(dir.path()).unwrap();
+            state
+                .stage(&l, 7, &[planned("1", &["x"]), planned("2", &["y"])])
+                .unwrap();
+            // Staged again: the later plan replaces the earlier.
+            state.stage(&l, 7, &[planned("1", &["z"])]).unwrap();
+            state.stage(&l, 8, &[planned("3", &["w"])]).unwrap();
+            assert!(state.outbox(&l).unwrap().is_empty());
+            assert!(state.snapshot(&l, &"1".into()).unwrap().is_none());
+            let staged = state.staged(&l, 7, None, 10).unwrap();
+            let keys: Vec<(&str, &str)> = staged
+                .iter()
+                .map(|(id, p)| (id.as_str(), p.operations[0].key.as_str()))
+                .collect();
+            assert_eq!(keys, [("1", "z"), ("2", "y")]);
+            assert_eq!(state.staged(&l, 7, Some(&"1".into()), 10).unwrap().len(), 1);
+
+            state
+                .commit_staged(&l, 7, &staged[..1], Some(("employees", Some("c"))))
+                .unwrap();
+            assert_eq!(state.outbox(&l).unwrap().len(), 1);
+            assert!(state.snapshot(&l, &"1".into()).unwrap().is_some());
+            assert_eq!(state.cursor(&l, "employees").unwrap().as_deref(), Some("c"));
+            assert_eq!(state.staged(&l, 7, None, 10).unwrap().len(), 1);
+            state.drop_staged(&l, 7).unwrap();
+            assert!(state.staged(&l, 7, None, 10).unwrap().is_empty());
+            // Another run's plan is its own.
+            assert_eq!(state.staged(&l, 8, None, 10).unwrap().len(), 1);
+            state.flush().unwrap();
+        }
+        let state = reopen(dir.path());
+        assert!(state.staged(&l, 8, None, 10).unwrap().is_empty());
+        assert_eq!(state.outbox(&l).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn forgetting_an_employee_drops_their_staged_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = SledStore::open(dir.path()).unwrap();
+        let l = LinkName::from("l");
+        state
+            .stage(&l, 7, &[planned("1", &["x"]), planned("12", &["y"])])
+            .unwrap();
+        state.forget(&"1".into(), "test").unwrap();
+        let left: Vec<String> = (state.staged(&l, 7, None, 10).unwrap().into_iter())
+            .map(|(id, _)| id.to_string())
+            .collect();
+        assert_eq!(left, ["12"]);
+    }
+
+    #[test]
+    fn active_accounts_counts_only_the_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = SledStore::open(dir.path()).unwrap();
+        let l = LinkName::from("l");
+        for (id, active) in [("1", true), ("2", false), ("3", true)] {
+            let account = Account {
+                lms_user_id: format!("u{id}").into(),
+                active,
+            };
+            SledStore::put(&state.accounts, &key(&["l", id]), &account).unwrap();
+        }
+        assert_eq!(state.active_accounts(&l).unwrap(), 2);
+        assert_eq!(state.active_accounts(&"other".into()).unwrap(), 0);
     }
 
     #[test]
@@ -1271,20 +1615,7 @@ mod tests {
         }
         let leftover = dir.path().join("snap.0000000000000000.generating");
         std::fs::write(&leftover, b"").unwrap();
-        // sled's flusher thread may hold the dropped handle's file lock for
-        // a moment (the same process reopens the directory): retry for up
-        // to two seconds; a lasting failure is the test's failure.
-        let mut tries = 0;
-        let state = loop {
-            match SledStore::open(dir.path()) {
-                Ok(state) => break state,
-                Err(e) if tries == 100 => panic!("{e:#}"),
-                Err(_) => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-            }
-        };
+        let state = reopen(dir.path());
         assert_eq!(
             state.cursor(&l, "employees").unwrap().as_deref(),
             Some("c1")

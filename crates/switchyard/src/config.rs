@@ -68,6 +68,8 @@ pub struct Config {
     pub origins: Vec<(Origin, OriginBudget)>,
     /// How long audit records, dead letters and departed employees' snapshots are kept.
     pub retention: Retention,
+    /// The embedded store's settings.
+    pub store: StoreSettings,
     /// The long-running service (`[daemon]`).
     pub daemon: DaemonConfig,
     /// Webhook verification per connector (`[connectors.NAME.webhook]`), by
@@ -360,6 +362,31 @@ impl SecretSource {
         {
             *secret = format!("file:{}", base.join(path).display());
         }
+    }
+}
+
+/// The embedded store (`[store]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// sled's page cache, in MiB: the store's share of the host's memory,
+    /// whatever the size of the workforce.
+    pub cache_mib: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings { cache_mib: 64 }
+    }
+}
+
+impl Config {
+    /// Open the state database in `data_dir` with the configured cache.
+    pub fn open_store(&self) -> anyhow::Result<crate::store::SledStore> {
+        crate::store::SledStore::open_with_cache(
+            &self.data_dir,
+            u64::from(self.store.cache_mib) << 20,
+        )
     }
 }
 

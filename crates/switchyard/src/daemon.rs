@@ -531,7 +531,7 @@ impl Daemon {
         crate::service::check_credentials(&config)?;
         let runtime = crate::service::plugin_runtime(&config)?;
         Service::limit_origins(&config, &runtime);
-        let state: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+        let state: Arc<dyn Store> = Arc::new(config.open_store()?);
         note(
             state.audit(),
             DaemonEvent::ConfigLoaded {

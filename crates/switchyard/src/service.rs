@@ -293,7 +293,7 @@ impl Service {
         )?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
-        let state: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+        let state: Arc<dyn Store> = Arc::new(config.open_store()?);
         let mut set = set;
         let held = hold_unapproved(&*state, &mut set.plugins)?;
         audit_startup(&*state, &config, &set, &held)?;

@@ -622,8 +622,8 @@ impl Ingress {
                     WebhookEvent::Completion(_) => None,
                 });
                 batch.planned = ingest.plan_employees(employees)?;
-                let deactivations = ingest.deactivations(&batch.planned)?;
-                if deactivations.exceeded() {
+                let suspends = crate::engine::ingest::suspends(&batch.planned);
+                if let Some(deactivations) = ingest.deactivations_exceeded(suspends)? {
                     return Ok(Err(Outcome::Halted(format!(
                         "link `{link_name}`: a webhook of `{name}` would suspend {} accounts, more than max_deactivations = {} allows ({}); nothing was queued",
                         deactivations.planned, deactivations.limit, deactivations.allowed

@@ -22,7 +22,10 @@
 //!    some nobody's): wall time and the process's peak RSS. Floor: the two
 //!    listings alone (every `fetch-employees` page, every `list-accounts`
 //!    page) through the same plugins, timed in this process.
-//! 6. Webhook ingestion (`--webhooks`): signed Standard Webhooks deliveries
+//! 6. Workforce size (`--scale`): `switchyard sync` (the release binary
+//!    beside this one) from nothing and then with no changes, for 10k, 100k
+//!    and 1M employees: wall time and the process's peak RSS.
+//! 7. Webhook ingestion (`--webhooks`): signed Standard Webhooks deliveries
 //!    of real completion bodies to a `switchyard run` process (the release
 //!    binary beside this one) at 1, 8 and 32 concurrent senders: accepted/s,
 //!    p50 and p99, the daemon's CPU and RSS; then every accepted delivery is
@@ -73,6 +76,14 @@ struct Args {
     /// as many LMS accounts as employees).
     #[arg(long)]
     matching: bool,
+    /// Run only the workforce-size benchmark: `switchyard sync` from
+    /// nothing, then with no changes, for each of `--sizes`, with its
+    /// peak RSS.
+    #[arg(long)]
+    scale: bool,
+    /// Workforce sizes of `--scale`, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    sizes: Vec<usize>,
     /// Deliveries per concurrency level of the webhook benchmark.
     #[arg(long, default_value_t = 4_000)]
     deliveries: usize,
@@ -441,6 +452,8 @@ const GROUP: usize = 100;
 
 #[path = "bench/matching.rs"]
 mod matching;
+#[path = "bench/scale.rs"]
+mod scale;
 #[path = "bench/webhooks.rs"]
 mod webhooks;
 
@@ -460,6 +473,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.matching {
         return matching::run(args.employees, args.page_size).await;
+    }
+    if args.scale {
+        return scale::run(&args.sizes, args.page_size).await;
     }
     if args.sync_only {
         full_sync(args.employees, args.page_size, 100).await?;

@@ -104,7 +104,7 @@ pub fn open_state(config: &ConfigArg) -> anyhow::Result<(Config, SledStore)> {
     let config = Config::load(&config.config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
-    let state = SledStore::open(&config.data_dir)?;
+    let state = config.open_store()?;
     Ok((config, state))
 }
 

@@ -399,7 +399,7 @@ fn approve(config: &ConfigArg, plugin: &str, sha256: Option<&str>) -> anyhow::Re
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
-    let state = SledStore::open(&config.data_dir).map_err(|e| {
+    let state = config.open_store().map_err(|e| {
         anyhow::anyhow!("{e:#}\n(if `switchyard run` holds the database, approve through the admin API: POST /v1/plugins/{plugin}/approve)")
     })?;
     let previous = state.plugin_approval(plugin)?;
@@ -468,7 +468,7 @@ fn resume(config: &Path, connector: &ConnectorName) -> anyhow::Result<Exit> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
-    let state = SledStore::open(&config.data_dir)?;
+    let state = config.open_store()?;
     let lifted = state.resume_connector(connector)?;
     record_action(
         &state,
@@ -621,7 +621,7 @@ fn show_approval(config: &Config, plugin: &switchyard::runtime::Plugin) -> anyho
         println!("approval          none yet (the first version used is approved on first use)");
         return Ok(());
     }
-    let state = match SledStore::open(&config.data_dir) {
+    let state = match config.open_store() {
         Ok(s) => s,
         Err(e) => {
             println!(

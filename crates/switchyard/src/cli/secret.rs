@@ -98,7 +98,7 @@ pub fn execute(command: SecretCommand) -> anyhow::Result<Exit> {
 fn audit_secret_change(config: &Config, kind: Kind, name: &str) {
     let recorded = std::fs::create_dir_all(&config.data_dir)
         .map_err(anyhow::Error::from)
-        .and_then(|()| SledStore::open(&config.data_dir))
+        .and_then(|()| config.open_store())
         .and_then(|state| {
             record_action(
                 &state,

@@ -30,6 +30,7 @@ struct RawConfig {
     origins: BTreeMap<Spanned<String>, OriginBudget>,
     #[serde(default)]
     retention: Retention,
+    store: Option<Spanned<StoreSettings>>,
     daemon: Option<Spanned<RawDaemon>>,
 }
 
@@ -512,6 +513,16 @@ impl Config {
             origins.push((parsed, budget));
         }
         let mut daemon = DaemonConfig::default();
+        let store = match raw.store {
+            Some(store) if store.get_ref().cache_mib == 0 => {
+                return Err(at(
+                    store.span().start,
+                    "store: cache_mib must be at least 1".into(),
+                ));
+            }
+            Some(store) => store.into_inner(),
+            None => StoreSettings::default(),
+        };
         if let Some(raw_daemon) = raw.daemon {
             let d = raw_daemon.into_inner();
             let address = |v: Spanned<String>, key: &str| {
@@ -606,6 +617,7 @@ impl Config {
             links,
             schedules,
             retention: raw.retention,
+            store,
         })
     }
 }

@@ -1,8 +1,9 @@
 //! `switchyard match` for N employees against N LMS accounts.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use switchyard_testkit::harness::{Harness, LINK, Options, switchyard_bin};
+use switchyard_testkit::measure::run_sampled;
 
 /// Accounts made by hand: 80% hold the HRIS id, 15% only the email (in
 /// capitals), 5% are nobody's.
@@ -69,37 +70,17 @@ pub async fn run(employees: usize, page_size: usize) -> anyhow::Result<()> {
     let floor = t.elapsed();
     drop(service);
 
-    let t = Instant::now();
-    let mut child = std::process::Command::new(switchyard_bin())
-        .args(["match", LINK, "--format", "json", "--config"])
-        .arg(&h.config_path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let pid = child.id();
-    let stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut { stdout }, &mut out).map(|_| out)
-    });
-    // The peak of the process since its exec (`VmHWM`; `wait4`'s
-    // `ru_maxrss` would count the benchmark's own memory, copied by the
-    // fork before the exec), sampled until it exits: only its last
-    // 10 ms can be missed.
-    let mut peak = 0;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if let Ok((_, _, hwm)) = super::webhooks::usage(pid) {
-            peak = peak.max(hwm);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = t.elapsed();
-    let out = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
+    let sampled = run_sampled(
+        std::process::Command::new(switchyard_bin())
+            .args(["match", LINK, "--format", "json", "--config"])
+            .arg(&h.config_path),
+    )?;
+    let (status, elapsed, peak, out) = (
+        sampled.status,
+        sampled.elapsed,
+        sampled.peak_kib,
+        sampled.stdout,
+    );
     let code = status.code().unwrap_or(-1);
     anyhow::ensure!(code == 0 || code == 6, "match failed with exit code {code}");
     let report: serde_json::Value = serde_json::from_slice(&out)?;

@@ -1,0 +1,54 @@
+//! Memory and time against the size of the workforce: for each size, a
+//! `switchyard sync` process (the release binary beside this one) from
+//! nothing (the full listing, the plan, every account and enrolment
+//! through the batching Moodle plugin), then a second one with no changes.
+//! The simulators run in this process, so the peak RSS is the host's alone.
+
+use switchyard_testkit::harness::{Harness, LINK, Options, switchyard_bin};
+use switchyard_testkit::measure::{Sampled, run_sampled};
+
+fn sync(h: &Harness) -> anyhow::Result<Sampled> {
+    let sampled = run_sampled(
+        std::process::Command::new(switchyard_bin())
+            .args(["sync", LINK, "--config"])
+            .arg(&h.config_path)
+            .env("RUST_LOG", "warn"),
+    )?;
+    anyhow::ensure!(
+        sampled.status.success(),
+        "switchyard sync failed ({}): {}",
+        sampled.status,
+        String::from_utf8_lossy(&sampled.stderr)
+    );
+    Ok(sampled)
+}
+
+pub async fn run(sizes: &[usize], page_size: usize) -> anyhow::Result<()> {
+    println!("sync by workforce size (switchyard sync in its own process, max_batch = 100)");
+    println!(
+        "  {:>9}  {:>10}  {:>12}  {:>10}  {:>10}  {:>12}",
+        "employees", "first sync", "employees/s", "peak RSS", "no change", "peak RSS"
+    );
+    for &employees in sizes {
+        let h = Harness::start_with(Options {
+            employees,
+            page_size,
+            limits: "max_batch = 100".into(),
+            ..Options::default()
+        })
+        .await?;
+        let first = sync(&h)?;
+        let second = sync(&h)?;
+        println!(
+            "  {employees:>9}  {:>10.1?}  {:>12.0}  {:>6} MiB  {:>10.1?}  {:>8} MiB",
+            first.elapsed,
+            employees as f64 / first.elapsed.as_secs_f64(),
+            first.peak_kib / 1024,
+            second.elapsed,
+            second.peak_kib / 1024,
+        );
+        let accounts = h.lms.users().len();
+        println!("             ({accounts} LMS accounts after the first sync)");
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! A child process's wall time and peak memory, for the benchmarks and the
+//! bounded-memory test.
+
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a process did: its exit, wall time, peak RSS and output.
+#[derive(Debug)]
+pub struct Sampled {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// From spawn to exit.
+    pub elapsed: Duration,
+    /// The highest `VmHWM` seen, in KiB.
+    pub peak_kib: u64,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+/// A process's resident memory now and its peak, in KiB (`VmRSS`, `VmHWM`).
+pub fn rss_kib(pid: u32) -> std::io::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((kib("VmRSS:"), kib("VmHWM:")))
+}
+
+/// Run `command` to its end, sampling its peak RSS every 10 ms.
+///
+/// The peak is the process's own since its exec (`VmHWM`): `wait4`'s
+/// `ru_maxrss` would count the parent's memory, copied by the fork before
+/// the exec. Only the last 10 ms before the exit can be missed.
+pub fn run_sampled(command: &mut Command) -> std::io::Result<Sampled> {
+    let t = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let Ok((_, hwm)) = rss_kib(pid) {
+            peak_kib = peak_kib.max(hwm);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = t.elapsed();
+    let joined = |h: std::thread::JoinHandle<Vec<u8>>| h.join().unwrap_or_default();
+    Ok(Sampled {
+        status,
+        elapsed,
+        peak_kib,
+        stdout: joined(stdout),
+        stderr: joined(stderr),
+    })
+}
