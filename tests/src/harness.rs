@@ -41,6 +41,8 @@ pub struct Options {
     pub link_extra: String,
     /// Lines added to both connectors' `limits` tables.
     pub limits: String,
+    /// Lines of a `[store]` table (none when empty).
+    pub store: String,
     /// Put a [`FaultProxy`] in front of each simulator, drawing faults from
     /// this seed (off until [`FaultProxy::set_rate`]).
     pub fault_seed: Option<u64>,
@@ -182,13 +184,17 @@ recertify_every_days = 365
 name = "forklift"
 courses = ["FORKLIFT-CERT"]
 when = {{ job_title = ["Forklift Operator"] }}
-"#,
+{store}"#,
             hris = hris_url,
             lms = lms_url,
             key = key_file.display(),
             token = token_file.display(),
             limits = options.limits,
             link_extra = options.link_extra,
+            store = match options.store.as_str() {
+                "" => String::new(),
+                lines => format!("\n[store]\n{lines}\n"),
+            },
         );
         let config_path = dir.join("switchyard.toml");
         std::fs::write(&config_path, config)?;

@@ -13,6 +13,8 @@ pub struct Sampled {
     pub elapsed: Duration,
     /// The highest `VmHWM` seen, in KiB.
     pub peak_kib: u64,
+    /// CPU time it used (user and system), as last seen.
+    pub cpu: Duration,
     /// Everything it wrote to stdout.
     pub stdout: Vec<u8>,
     /// Everything it wrote to stderr.
@@ -33,7 +35,24 @@ pub fn rss_kib(pid: u32) -> std::io::Result<(u64, u64)> {
     Ok((kib("VmRSS:"), kib("VmHWM:")))
 }
 
-/// Run `command` to its end, sampling its peak RSS every 10 ms.
+/// CPU time a process has used (user and system), from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> std::io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |at: usize| fields.get(at).and_then(|f| f.parse::<u64>().ok());
+    match (ticks(11), ticks(12)) {
+        // USER_HZ is 100 on Linux.
+        (Some(user), Some(system)) => Ok(Duration::from_millis((user + system) * 10)),
+        _ => Err(std::io::Error::other("an unreadable /proc stat")),
+    }
+}
+
+/// Run `command` to its end, sampling its peak RSS and CPU time every
+/// 10 ms.
 ///
 /// The peak is the process's own since its exec (`VmHWM`): `wait4`'s
 /// `ru_maxrss` would count the parent's memory, copied by the fork before
@@ -57,12 +76,16 @@ pub fn run_sampled(command: &mut Command) -> std::io::Result<Sampled> {
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let mut peak_kib = 0;
+    let mut cpu = Duration::ZERO;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
         if let Ok((_, hwm)) = rss_kib(pid) {
             peak_kib = peak_kib.max(hwm);
+        }
+        if let Ok(used) = cpu_time(pid) {
+            cpu = used;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -72,6 +95,7 @@ pub fn run_sampled(command: &mut Command) -> std::io::Result<Sampled> {
         status,
         elapsed,
         peak_kib,
+        cpu,
         stdout: joined(stdout),
         stderr: joined(stderr),
     })

@@ -179,6 +179,83 @@ async fn mass_deactivation_halts_before_acting_until_approved() {
     );
 }
 
+/// The guard sees a plan that spans many pages before any of it is work:
+/// the plan is staged page by page, and a halt leaves nothing of it
+/// behind, not the changes on the pages before the suspensions either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_run_over_many_pages_commits_nothing_of_its_plan() {
+    let h = Harness::start_with(Options {
+        employees: 60,
+        page_size: 7,
+        link_extra: "max_deactivations = 2".into(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let service = h.service().unwrap();
+    service.sync_link(LINK).await.unwrap();
+    let link = LINK.into();
+    let accounts = h.lms.users();
+    // Suspensions spread over the listing's pages, and a change on an
+    // earlier page than most of them.
+    let ids: Vec<String> = accounts.iter().map(|u| u.idnumber.clone()).collect();
+    let moved = ids[0].clone();
+    let leaving: Vec<String> = ids.iter().skip(5).step_by(9).take(4).cloned().collect();
+    h.hris
+        .update_employee(&moved, |e| e.department = Some("Warehouse".into()));
+    for id in &leaving {
+        h.hris.update_employee(id, |e| {
+            e.status = "Inactive".into();
+            e.employment_history_status = Some("Terminated".into());
+        });
+    }
+    let before = service
+        .state
+        .snapshot(&link, &moved.clone().into())
+        .unwrap();
+    let cursor = service.state.cursor(&link, "employees").unwrap();
+    h.lms.reset_request_log();
+    let full = RunOptions {
+        full_listing: true,
+        ..RunOptions::default()
+    };
+    let today = switchyard::model::Date::today();
+    let err = service.sync_link_with(LINK, full, today).await.unwrap_err();
+    let SyncError::Run(RunError::Halted(halted)) = &err else {
+        panic!("halted, not {err:#}");
+    };
+    assert_eq!(halted.planned, leaving.len());
+    assert_eq!(h.lms.write_count(), 0, "nothing changed in the LMS");
+    assert_eq!(
+        service.state.counts(&link).unwrap().outbox,
+        0,
+        "no work queued"
+    );
+    assert_eq!(
+        service
+            .state
+            .snapshot(&link, &moved.clone().into())
+            .unwrap(),
+        before,
+        "the moved employee's snapshot is as it was"
+    );
+    assert_eq!(service.state.cursor(&link, "employees").unwrap(), cursor);
+
+    let approved = RunOptions {
+        full_listing: true,
+        approve_deactivations: true,
+        ..RunOptions::default()
+    };
+    let report = service.sync_link_with(LINK, approved, today).await.unwrap();
+    assert_eq!(report.users_suspended, leaving.len());
+    assert!(
+        leaving
+            .iter()
+            .all(|id| h.lms.user_by_idnumber(id)[0].suspended)
+    );
+    assert_eq!(h.lms.user_by_idnumber(&moved)[0].department, "Warehouse");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leave_suspends_by_policy_and_return_reactivates() {
     let h = harness(10, "on_leave = \"suspend\"").await;

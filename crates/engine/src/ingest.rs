@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use switchyard_model::{
     Completion, CourseId, Date, Employee, EmployeeId, LinkName, OpKind, Operation, PlannedEmployee,
-    Winner,
+    Snapshot, Winner,
 };
 use switchyard_store::Store;
 
@@ -27,6 +27,16 @@ pub fn load_known(
     employee: &EmployeeId,
 ) -> anyhow::Result<Known> {
     let snapshot = state.snapshot(link, employee)?;
+    load_known_with(state, link, employee, snapshot)
+}
+
+/// [`load_known`] for a caller that has just read the employee's snapshot.
+fn load_known_with(
+    state: &dyn Store,
+    link: &LinkName,
+    employee: &EmployeeId,
+    snapshot: Option<Snapshot>,
+) -> anyhow::Result<Known> {
     // Only a record without a snapshot continues a retired numbering.
     let retired_rev = match snapshot {
         Some(_) => None,
@@ -93,13 +103,75 @@ impl Ingest<'_> {
 
     /// Plan one record (already through the allowlist).
     pub fn plan_one(&self, e: &Employee) -> anyhow::Result<PlannedEmployee> {
+        let known = load_known(self.state, self.link_name, &e.id)?;
+        self.plan_against(e, known)
+    }
+
+    /// Plan a stored employee again: `snapshot` as read from the store,
+    /// its record through the allowlist (a field dropped from `fields`
+    /// since it was stored leaves the snapshot now).
+    pub fn plan_stored(&self, snapshot: Snapshot) -> anyhow::Result<PlannedEmployee> {
+        let employee = self.link.fields.apply(snapshot.employee.clone());
+        let known = load_known_with(self.state, self.link_name, &employee.id, Some(snapshot))?;
+        self.plan_against(&employee, known)
+    }
+
+    /// Plan `f` of every item, on every core when there are enough of them
+    /// (planning is reads of the store and CPU), in the order given.
+    pub fn plan_many<T: Send, R: Send>(
+        &self,
+        items: Vec<T>,
+        f: impl Fn(&Self, T) -> anyhow::Result<R> + Sync,
+    ) -> anyhow::Result<Vec<R>> {
+        /// Fewer items than this per thread are not worth a thread.
+        const PER_THREAD: usize = 64;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(items.len() / PER_THREAD)
+            .max(1);
+        if threads == 1 {
+            return items.into_iter().map(|item| f(self, item)).collect();
+        }
+        let per = items.len().div_ceil(threads);
+        let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
+        let mut items = items.into_iter();
+        loop {
+            let chunk: Vec<T> = items.by_ref().take(per).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            chunks.push(chunk);
+        }
+        let f = &f;
+        let planned: Vec<anyhow::Result<Vec<R>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| {
+                    scope.spawn(move || chunk.into_iter().map(|item| f(self, item)).collect())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a planning thread panicked")))
+                })
+                .collect()
+        });
+        let mut out = Vec::new();
+        for chunk in planned {
+            out.extend(chunk?);
+        }
+        Ok(out)
+    }
+
+    fn plan_against(&self, e: &Employee, known: Known) -> anyhow::Result<PlannedEmployee> {
         let planner = Planner {
             link_name: self.link_name,
             link: self.link,
             today: self.today,
             retire_out_of_scope: self.retire_out_of_scope,
         };
-        let known = load_known(self.state, self.link_name, &e.id)?;
         let mut planned = planner.plan(e, &known);
         let mut operations = Vec::with_capacity(planned.operations.len());
         for op in planned.operations {

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use switchyard_audit::{Event, Kind};
 use switchyard_model::{
     Account, ConnectorError, CourseId, Date, Effect, EmployeeId, LinkName, OpKind, Operation,
-    Remedy, Timestamp, Winner, now_ms,
+    Remedy, Snapshot, Timestamp, Winner, now_ms,
 };
 use switchyard_runtime::{CallContext, Connector};
 use switchyard_store::{LinkStatus, Store};
@@ -325,10 +325,15 @@ impl LinkRun<'_> {
             for e in page.employees {
                 latest.insert(e.id.clone(), self.link.fields.apply(e));
             }
-            let mut staged = Vec::with_capacity(latest.len());
-            for (id, employee) in latest {
-                let again = listed.note(&id, scope.is_some_and(|s| s.covers(&employee)));
-                let planned = ingest.plan_one(&employee)?;
+            let mut again = Vec::with_capacity(latest.len());
+            for (id, employee) in &latest {
+                again.push(listed.note(id, scope.is_some_and(|s| s.covers(employee))));
+            }
+            let planned = ingest.plan_many(latest.into_iter().collect(), |ingest, (id, e)| {
+                Ok((id, ingest.plan_one(&e)?))
+            })?;
+            let mut staged = Vec::with_capacity(planned.len());
+            for ((id, planned), again) in planned.into_iter().zip(again) {
                 if again {
                     if let Some(earlier) = self.state.staged_of(self.name, run, &id)? {
                         suspends -= ingest::suspends([&earlier]);
@@ -361,19 +366,25 @@ impl LinkRun<'_> {
                     .snapshots_after(self.name, after.as_ref(), COMMIT_CHUNK)?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.employee.id.clone());
+                let unlisted: Vec<Snapshot> = page
+                    .into_iter()
+                    .filter(|s| !listed.contains(&s.employee.id))
+                    .collect();
+                // The scope sees the record through the allowlist, as the
+                // planner does; the allowlist keeps the fields it matches on.
+                unlisted_in_scope += unlisted
+                    .iter()
+                    .filter(|s| scope.is_some_and(|scope| scope.covers(&s.employee)))
+                    .count();
+                let planned = ingest.plan_many(unlisted, |ingest, snapshot| {
+                    let id = snapshot.employee.id.clone();
+                    Ok((id, ingest.plan_stored(snapshot)?))
+                })?;
                 let mut staged = Vec::new();
-                for snapshot in page {
-                    if listed.contains(&snapshot.employee.id) {
-                        continue;
-                    }
-                    let employee = self.link.fields.apply(snapshot.employee);
-                    if scope.is_some_and(|s| s.covers(&employee)) {
-                        unlisted_in_scope += 1;
-                    }
-                    let planned = ingest.plan_one(&employee)?;
+                for (id, planned) in planned {
                     if planned.snapshot.is_some() || !planned.operations.is_empty() {
                         suspends += ingest::suspends([&planned]);
-                        staged.push((employee.id, planned));
+                        staged.push((id, planned));
                     }
                 }
                 self.state.stage(self.name, run, &staged)?;

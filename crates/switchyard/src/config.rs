@@ -453,6 +453,19 @@ due_in_days = 30
 "#;
 
     #[test]
+    fn the_store_cache_is_configurable_and_must_be_positive() {
+        assert_eq!(parse(GOOD).unwrap().store.cache_mib, 64);
+        let sized = format!("{GOOD}\n[store]\ncache_mib = 16\n");
+        assert_eq!(parse(&sized).unwrap().store.cache_mib, 16);
+        let zero = format!("{GOOD}\n[store]\ncache_mib = 0\n");
+        let e = parse(&zero).unwrap_err();
+        assert!(e.message.contains("cache_mib must be at least 1"), "{e}");
+        assert_eq!(e.line, GOOD.lines().count() + 1);
+        let unknown = format!("{GOOD}\n[store]\ncache = 16\n");
+        assert!(parse(&unknown).is_err());
+    }
+
+    #[test]
     fn parses_a_full_configuration() {
         let config = parse(GOOD).unwrap();
         assert_eq!(config.plugin_dir, Path::new("/etc/plugins.d"));

@@ -63,7 +63,7 @@ use crate::model::LinkName;
 use crate::runtime::Runtime;
 use crate::secrets::{SecretStore, resolve_secret};
 use crate::service::{RunOutcome, Service, SyncError};
-use crate::store::{SledStore, Store};
+use crate::store::Store;
 use plugins::{Change, PluginDir, PluginInfo};
 use scheduler::{LinkRunner, LinkSlot, RunCause, RunEnd, WallClock};
 

@@ -19,7 +19,7 @@ use crate::engine::{LinkRun, RunError, RunOptions, RunReport};
 use crate::model::{ConnectorName, Date, EmployeeId, LinkName, Remedy, Timestamp};
 use crate::runtime::{Connector, Plugin, PluginError, Runtime, World};
 use crate::secrets::{SecretStore, resolve_credential};
-use crate::store::{ConnectorHealth, Forgotten, Quarantine, SledStore, Store};
+use crate::store::{ConnectorHealth, Forgotten, Quarantine, Store};
 use crate::telemetry::Telemetry;
 
 /// A link was not run because a connector it uses is quarantined.

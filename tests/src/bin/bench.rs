@@ -84,6 +84,9 @@ struct Args {
     /// Workforce sizes of `--scale`, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     sizes: Vec<usize>,
+    /// `[store] cache_mib` for `--scale` (default: the host's default).
+    #[arg(long)]
+    cache_mib: Option<u32>,
     /// Deliveries per concurrency level of the webhook benchmark.
     #[arg(long, default_value_t = 4_000)]
     deliveries: usize,
@@ -475,7 +478,7 @@ async fn main() -> anyhow::Result<()> {
         return matching::run(args.employees, args.page_size).await;
     }
     if args.scale {
-        return scale::run(&args.sizes, args.page_size).await;
+        return scale::run(&args.sizes, args.page_size, args.cache_mib).await;
     }
     if args.sync_only {
         full_sync(args.employees, args.page_size, 100).await?;

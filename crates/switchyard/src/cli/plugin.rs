@@ -10,7 +10,7 @@ use switchyard::config::{AuthConfig, Config};
 use switchyard::model::ConnectorName;
 use switchyard::runtime::Runtime;
 use switchyard::runtime::signature::SecretKey;
-use switchyard::store::{SledStore, Store};
+use switchyard::store::Store;
 
 use super::common::{ConfigArg, Exit, record_action};
 

@@ -9,7 +9,6 @@ use clap::Subcommand;
 use switchyard::audit::{Event, Kind};
 use switchyard::config::Config;
 use switchyard::secrets::{SecretStore, StoreKey};
-use switchyard::store::SledStore;
 
 use super::common::{Exit, record_action};
 

@@ -23,28 +23,41 @@ fn sync(h: &Harness) -> anyhow::Result<Sampled> {
     Ok(sampled)
 }
 
-pub async fn run(sizes: &[usize], page_size: usize) -> anyhow::Result<()> {
-    println!("sync by workforce size (switchyard sync in its own process, max_batch = 100)");
+pub async fn run(sizes: &[usize], page_size: usize, cache_mib: Option<u32>) -> anyhow::Result<()> {
     println!(
-        "  {:>9}  {:>10}  {:>12}  {:>10}  {:>10}  {:>12}",
-        "employees", "first sync", "employees/s", "peak RSS", "no change", "peak RSS"
+        "sync by workforce size (switchyard sync in its own process, max_batch = 100, store cache {})",
+        cache_mib.map_or("64 MiB (default)".to_owned(), |m| format!("{m} MiB"))
+    );
+    println!(
+        "  {:>9}  {:>10}  {:>12}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
+        "employees",
+        "first sync",
+        "employees/s",
+        "host CPU",
+        "peak RSS",
+        "no change",
+        "host CPU",
+        "peak RSS"
     );
     for &employees in sizes {
         let h = Harness::start_with(Options {
             employees,
             page_size,
             limits: "max_batch = 100".into(),
+            store: cache_mib.map_or(String::new(), |m| format!("cache_mib = {m}")),
             ..Options::default()
         })
         .await?;
         let first = sync(&h)?;
         let second = sync(&h)?;
         println!(
-            "  {employees:>9}  {:>10.1?}  {:>12.0}  {:>6} MiB  {:>10.1?}  {:>8} MiB",
+            "  {employees:>9}  {:>10.1?}  {:>12.0}  {:>10.1?}  {:>6} MiB  {:>10.1?}  {:>10.1?}  {:>6} MiB",
             first.elapsed,
             employees as f64 / first.elapsed.as_secs_f64(),
+            first.cpu,
             first.peak_kib / 1024,
             second.elapsed,
+            second.cpu,
             second.peak_kib / 1024,
         );
         let accounts = h.lms.users().len();

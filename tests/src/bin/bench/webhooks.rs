@@ -29,25 +29,9 @@ fn unix_now() -> i64 {
 
 /// CPU seconds (user + system) and RSS / peak RSS (KiB) of a process.
 pub fn usage(pid: u32) -> anyhow::Result<(f64, u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow!("odd /proc stat"))?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // Clock ticks: USER_HZ, 100 on Linux.
-    let hz = 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok((ticks / hz, kib("VmRSS:"), kib("VmHWM:")))
+    let cpu = switchyard_testkit::measure::cpu_time(pid)?;
+    let (rss, hwm) = switchyard_testkit::measure::rss_kib(pid)?;
+    Ok((cpu.as_secs_f64(), rss, hwm))
 }
 
 /// One delivery: a completion body, signed, with a unique id.
