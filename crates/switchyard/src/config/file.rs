@@ -30,8 +30,14 @@ struct RawConfig {
     origins: BTreeMap<Spanned<String>, OriginBudget>,
     #[serde(default)]
     retention: Retention,
-    store: Option<Spanned<StoreSettings>>,
+    store: Option<RawStore>,
     daemon: Option<Spanned<RawDaemon>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    cache_mib: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -513,16 +519,16 @@ impl Config {
             origins.push((parsed, budget));
         }
         let mut daemon = DaemonConfig::default();
-        let store = match raw.store {
-            Some(store) if store.get_ref().cache_mib == 0 => {
-                return Err(at(
-                    store.span().start,
-                    "store: cache_mib must be at least 1".into(),
-                ));
-            }
-            Some(store) => store.into_inner(),
-            None => StoreSettings::default(),
-        };
+        let mut store = StoreSettings::default();
+        if let Some(cache_mib) = raw.store.and_then(|s| s.cache_mib) {
+            let n = *cache_mib.get_ref();
+            store.cache_mib = u32::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| {
+                at(
+                    cache_mib.span().start,
+                    format!("store: cache_mib must be at least 1 (MiB), not {n}"),
+                )
+            })?;
+        }
         if let Some(raw_daemon) = raw.daemon {
             let d = raw_daemon.into_inner();
             let address = |v: Spanned<String>, key: &str| {
