@@ -14,7 +14,7 @@ use switchyard_model::{
     Completion, CourseId, Date, Employee, EmployeeId, LinkName, OpKind, Operation, PlannedEmployee,
     Snapshot, Winner,
 };
-use switchyard_store::Store;
+use switchyard_store::{Ledger, Store};
 
 use crate::plan::{Known, Planner};
 use crate::policy::{DeactivationLimit, LinkConfig};
@@ -27,16 +27,6 @@ pub fn load_known(
     employee: &EmployeeId,
 ) -> anyhow::Result<Known> {
     let snapshot = state.snapshot(link, employee)?;
-    load_known_with(state, link, employee, snapshot)
-}
-
-/// [`load_known`] for a caller that has just read the employee's snapshot.
-fn load_known_with(
-    state: &dyn Store,
-    link: &LinkName,
-    employee: &EmployeeId,
-    snapshot: Option<Snapshot>,
-) -> anyhow::Result<Known> {
     // Only a record without a snapshot continues a retired numbering.
     let retired_rev = match snapshot {
         Some(_) => None,
@@ -107,13 +97,42 @@ impl Ingest<'_> {
         self.plan_against(e, known)
     }
 
-    /// Plan a stored employee again: `snapshot` as read from the store,
-    /// its record through the allowlist (a field dropped from `fields`
-    /// since it was stored leaves the snapshot now).
-    pub fn plan_stored(&self, snapshot: Snapshot) -> anyhow::Result<PlannedEmployee> {
-        let employee = self.link.fields.apply(snapshot.employee.clone());
-        let known = load_known_with(self.state, self.link_name, &employee.id, Some(snapshot))?;
-        self.plan_against(&employee, known)
+    /// Plan stored employees again, `snapshots` as read from the store (a
+    /// run of consecutive ones, in key order), their records through the
+    /// allowlist (a field dropped from `fields` since they were stored
+    /// leaves the snapshot now). What else the store knows of them is read
+    /// in one pass ([`Store::ledgers`]).
+    pub fn plan_stored(
+        &self,
+        snapshots: Vec<Snapshot>,
+    ) -> anyhow::Result<Vec<(EmployeeId, PlannedEmployee)>> {
+        let (Some(first), Some(last)) = (snapshots.first(), snapshots.last()) else {
+            return Ok(Vec::new());
+        };
+        let mut ledgers =
+            self.state
+                .ledgers(self.link_name, &first.employee.id, &last.employee.id)?;
+        let items: Vec<(Snapshot, Ledger)> = snapshots
+            .into_iter()
+            .map(|s| {
+                let ledger = ledgers.remove(&s.employee.id).unwrap_or_default();
+                (s, ledger)
+            })
+            .collect();
+        self.plan_many(items, |ingest, (snapshot, ledger)| {
+            let employee = ingest.link.fields.apply(snapshot.employee.clone());
+            let known = Known {
+                snapshot: Some(snapshot),
+                retired_rev: None,
+                account: ledger.account,
+                enrollments: ledger.enrollments.into_iter().collect(),
+                withdrawals: ledger.withdrawals.into_iter().collect(),
+                pending: ledger.pending,
+                winners: ledger.winners.into_iter().collect(),
+            };
+            let planned = ingest.plan_against(&employee, known)?;
+            Ok((employee.id, planned))
+        })
     }
 
     /// Plan `f` of every item, on every core when there are enough of them

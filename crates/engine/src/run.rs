@@ -376,10 +376,7 @@ impl LinkRun<'_> {
                     .iter()
                     .filter(|s| scope.is_some_and(|scope| scope.covers(&s.employee)))
                     .count();
-                let planned = ingest.plan_many(unlisted, |ingest, snapshot| {
-                    let id = snapshot.employee.id.clone();
-                    Ok((id, ingest.plan_stored(snapshot)?))
-                })?;
+                let planned = ingest.plan_stored(unlisted)?;
                 let mut staged = Vec::new();
                 for (id, planned) in planned {
                     if planned.snapshot.is_some() || !planned.operations.is_empty() {

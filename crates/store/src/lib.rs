@@ -18,6 +18,8 @@
 //! - `sled_store.rs`: [`SledStore`], the sled implementation;
 //! - `audit_log.rs`: [`AuditLog`], the audit log in sled.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use switchyard_audit::{Entry, Event, Filter, Head, Pruned, Verification};
 use switchyard_model::{
@@ -81,6 +83,22 @@ pub struct Quarantine {
     pub faults: u32,
     /// RFC 3339 time.
     pub at: Timestamp,
+}
+
+/// What the store holds of one employee of a link beside their snapshot
+/// (see [`Store::ledgers`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ledger {
+    /// Their LMS account.
+    pub account: Option<Account>,
+    /// The host's enrollments, by course.
+    pub enrollments: Vec<(CourseId, Enrollment)>,
+    /// Withdrawals, by course.
+    pub withdrawals: Vec<(CourseId, u32)>,
+    /// Operations waiting in the outbox, in order.
+    pub pending: Vec<Operation>,
+    /// Winning completions, by course.
+    pub winners: Vec<(CourseId, Winner)>,
 }
 
 /// Counts of what a link's state holds.
@@ -175,6 +193,17 @@ pub trait Store: Send + Sync {
         after: Option<&EmployeeId>,
         limit: usize,
     ) -> anyhow::Result<Vec<Snapshot>>;
+
+    /// The ledgers of every employee of a link from `first` to `last`
+    /// (inclusive, in key order) that has any: what planning a page of
+    /// stored employees reads, in one pass over each tree instead of one
+    /// lookup per employee and tree.
+    fn ledgers(
+        &self,
+        link: &LinkName,
+        first: &EmployeeId,
+        last: &EmployeeId,
+    ) -> anyhow::Result<BTreeMap<EmployeeId, Ledger>>;
 
     /// The LMS account of an employee.
     fn account(&self, link: &LinkName, employee: &EmployeeId) -> anyhow::Result<Option<Account>>;

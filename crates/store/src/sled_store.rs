@@ -57,8 +57,8 @@ use switchyard_model::{
 
 use crate::audit_log::{AuditLog, Writer};
 use crate::{
-    AuditStore, Completed, ConnectorHealth, DeliveryCommit, Forgotten, LinkCounts, LinkStatus,
-    PluginApproval, Quarantine, Store, WebhookBatch,
+    AuditStore, Completed, ConnectorHealth, DeliveryCommit, Forgotten, Ledger, LinkCounts,
+    LinkStatus, PluginApproval, Quarantine, Store, WebhookBatch,
 };
 
 /// The sled database: every tree above, and the audit log.
@@ -138,6 +138,46 @@ fn page_after<'a>(
         .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
         .take(limit)
         .map(|item| item.context("failed to read state"))
+}
+
+/// The entries under `prefix` of the ids from `first` to `last`
+/// (inclusive), sub-keys included: `prefix + first` up to, not including,
+/// `prefix + last + \x01` (see [`page_after`]).
+fn range_of<'a>(
+    tree: &sled::Tree,
+    prefix: &'a [u8],
+    first: &EmployeeId,
+    last: &EmployeeId,
+) -> impl Iterator<Item = anyhow::Result<(sled::IVec, sled::IVec)>> + 'a {
+    let mut start = prefix.to_vec();
+    start.extend_from_slice(first.as_bytes());
+    let mut end = prefix.to_vec();
+    end.extend_from_slice(last.as_bytes());
+    end.push(1);
+    tree.range(start..end)
+        .map(|item| item.context("failed to read state"))
+}
+
+/// Add what `tree` holds of the ids in `range` (a prefix, the first and
+/// the last id) to `ledgers` with `f`, given each key's part after the id
+/// (`link \0 employee [\0 rest]`) and its value.
+fn fill(
+    tree: &sled::Tree,
+    (prefix, first, last): (&[u8], &EmployeeId, &EmployeeId),
+    ledgers: &mut std::collections::BTreeMap<EmployeeId, Ledger>,
+    mut f: impl FnMut(&mut Ledger, &[u8], &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for item in range_of(tree, prefix, first, last) {
+        let (k, v) = item?;
+        let rest = &k[prefix.len()..];
+        let (id, sub) = match rest.iter().position(|&b| b == 0) {
+            Some(at) => (&rest[..at], &rest[at + 1..]),
+            None => (rest, &[][..]),
+        };
+        let id = EmployeeId::from(String::from_utf8_lossy(id).into_owned());
+        f(ledgers.entry(id).or_default(), sub, &v)?;
+    }
+    Ok(())
 }
 
 fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
@@ -497,6 +537,39 @@ impl Store for SledStore {
         page_after(&self.snapshots, &p, after, limit)
             .map(|r| r.and_then(|(_, v)| decode(&v)))
             .collect()
+    }
+
+    fn ledgers(
+        &self,
+        link: &LinkName,
+        first: &EmployeeId,
+        last: &EmployeeId,
+    ) -> anyhow::Result<std::collections::BTreeMap<EmployeeId, Ledger>> {
+        let mut ledgers = std::collections::BTreeMap::new();
+        let p = prefix(&[link.as_str()]);
+        let range = (p.as_slice(), first, last);
+        let course = |sub: &[u8]| CourseId::from(String::from_utf8_lossy(sub).into_owned());
+        fill(&self.accounts, range, &mut ledgers, |l, _, v| {
+            l.account = Some(decode(v)?);
+            Ok(())
+        })?;
+        fill(&self.enrollments, range, &mut ledgers, |l, sub, v| {
+            l.enrollments.push((course(sub), decode(v)?));
+            Ok(())
+        })?;
+        fill(&self.withdrawals, range, &mut ledgers, |l, sub, v| {
+            l.withdrawals.push((course(sub), decode(v)?));
+            Ok(())
+        })?;
+        fill(&self.outbox, range, &mut ledgers, |l, _, v| {
+            l.pending.push(decode(v)?);
+            Ok(())
+        })?;
+        fill(&self.winners, range, &mut ledgers, |l, sub, v| {
+            l.winners.push((course(sub), decode(v)?));
+            Ok(())
+        })?;
+        Ok(ledgers)
     }
 
     /// The LMS account of an employee.
@@ -1446,6 +1519,35 @@ mod tests {
             ["1a,1b", "10a,10b", "2a,2b", "20a,20b", "200a,200b", "3a,3b"]
         );
         assert_eq!(state.outbox(&l).unwrap(), groups);
+
+        // The ledgers of a run of ids: "10" to "20" holds "2" and not
+        // "1" (before), "200" or "3" (after), nor the other link's.
+        let account = Account {
+            lms_user_id: "u2".into(),
+            active: true,
+        };
+        SledStore::put(&state.accounts, &key(&["l", "2"]), &account).unwrap();
+        SledStore::put(&state.accounts, &key(&["l2", "10"]), &account).unwrap();
+        let ledgers = state.ledgers(&l, &"10".into(), &"20".into()).unwrap();
+        let pending: Vec<(&str, Vec<&str>)> = ledgers
+            .iter()
+            .map(|(id, l)| {
+                (
+                    id.as_str(),
+                    l.pending.iter().map(|o| o.key.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pending,
+            [
+                ("10", vec!["10a", "10b"]),
+                ("2", vec!["2a", "2b"]),
+                ("20", vec!["20a", "20b"])
+            ]
+        );
+        assert_eq!(ledgers[&EmployeeId::from("2")].account, Some(account));
+        assert_eq!(ledgers[&EmployeeId::from("10")].account, None);
     }
 
     #[test]

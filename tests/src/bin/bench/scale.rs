@@ -62,6 +62,11 @@ pub async fn run(sizes: &[usize], page_size: usize, cache_mib: Option<u32>) -> a
         );
         let accounts = h.lms.users().len();
         println!("             ({accounts} LMS accounts after the first sync)");
+        if let Ok(secs) = std::env::var("BENCH_PAUSE_SECS") {
+            // Time to profile a run by hand against the same state.
+            println!("paused: {}", h.config_path.display());
+            tokio::time::sleep(std::time::Duration::from_secs(secs.parse()?)).await;
+        }
     }
     Ok(())
 }
