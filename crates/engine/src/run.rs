@@ -207,7 +207,7 @@ impl LinkRun<'_> {
         self.checkpoint()?;
         if !options.dry_run {
             self.state.flush()?;
-            report.pending = self.state.counts(self.name)?.outbox;
+            report.pending = self.state.depths(self.name)?.0;
         }
         Ok(report)
     }
@@ -221,7 +221,7 @@ impl LinkRun<'_> {
         self.apply_outbox(&mut report).await?;
         self.state.flush()?;
         self.checkpoint()?;
-        report.pending = self.state.counts(self.name)?.outbox;
+        report.pending = self.state.depths(self.name)?.0;
         Ok(report)
     }
 

@@ -28,7 +28,7 @@ use switchyard_model::{
 };
 
 pub use audit_log::{AuditLog, Writer};
-pub use sled_store::{SledStore, storage_full};
+pub use sled_store::{CACHE_BYTES, SledStore, storage_full};
 pub use switchyard_model::now_ms;
 
 mod audit_log;
@@ -346,8 +346,13 @@ pub trait Store: Send + Sync {
     /// Record the approved version of a plugin (flushed before it returns).
     fn put_plugin_approval(&self, plugin: &str, approval: &PluginApproval) -> anyhow::Result<()>;
 
-    /// What the state holds for a link.
+    /// What the state holds for a link (a scan of everything it holds:
+    /// for `status`, not for every run).
     fn counts(&self, link: &LinkName) -> anyhow::Result<LinkCounts>;
+
+    /// The work waiting for a link: (operations in the outbox, dead
+    /// letters). Reads those two queues only.
+    fn depths(&self, link: &LinkName) -> anyhow::Result<(usize, usize)>;
 
     // ---- writes ----
 

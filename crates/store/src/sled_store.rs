@@ -180,6 +180,17 @@ fn fill(
     Ok(())
 }
 
+/// How many entries `tree` holds for `link`. Stops at the first error: a
+/// damaged tree yields errors forever.
+fn count_of(tree: &sled::Tree, link: &LinkName) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for item in tree.scan_prefix(prefix(&[link.as_str()])) {
+        item.context("failed to read state")?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
     serde_json::to_vec(value).context("failed to encode state record")
 }
@@ -251,8 +262,10 @@ fn remove_unfinished_snapshots(dir: &Path) -> anyhow::Result<()> {
 /// sled's page cache unless configured (`[store] cache_mib`). sled's own
 /// default (1 GiB) let a daemon's memory grow with every record written
 /// until it reached it (about 1 KiB per webhook delivery, measured in
-/// BENCHMARKS.md); the working set of a sync is far smaller than this.
-pub const CACHE_BYTES: u64 = 64 << 20;
+/// BENCHMARKS.md). sled's nodes take about 1.6 times the capacity in
+/// memory, and a sync of 100,000 or 1,000,000 employees ran as fast with
+/// 16 MiB as with 64 (BENCHMARKS.md, "Memory by workforce size").
+pub const CACHE_BYTES: u64 = 16 << 20;
 
 /// `sled::open` (with a bounded page cache), with sled's panics on damaged files turned into an error
 /// (sled 0.34 panics while recovering some corrupt logs). The panic is kept
@@ -819,15 +832,7 @@ impl Store for SledStore {
 
     /// What the state holds for a link.
     fn counts(&self, link: &LinkName) -> anyhow::Result<LinkCounts> {
-        // Stops at the first error: a damaged tree yields errors forever.
-        let count = |tree: &sled::Tree| -> anyhow::Result<usize> {
-            let mut n = 0;
-            for item in tree.scan_prefix(prefix(&[link.as_str()])) {
-                item.context("failed to read state")?;
-                n += 1;
-            }
-            Ok(n)
-        };
+        let count = |tree: &sled::Tree| count_of(tree, link);
         Ok(LinkCounts {
             employees: count(&self.snapshots)?,
             accounts: count(&self.accounts)?,
@@ -836,6 +841,13 @@ impl Store for SledStore {
             outbox: count(&self.outbox)?,
             dead_letters: count(&self.dead_letters)?,
         })
+    }
+
+    fn depths(&self, link: &LinkName) -> anyhow::Result<(usize, usize)> {
+        Ok((
+            count_of(&self.outbox, link)?,
+            count_of(&self.dead_letters, link)?,
+        ))
     }
 
     // ---- writes ----

@@ -375,7 +375,9 @@ pub struct StoreSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { cache_mib: 64 }
+        StoreSettings {
+            cache_mib: (crate::store::CACHE_BYTES >> 20) as u32,
+        }
     }
 }
 
@@ -453,7 +455,7 @@ due_in_days = 30
 
     #[test]
     fn the_store_cache_is_configurable_and_must_be_positive() {
-        assert_eq!(parse(GOOD).unwrap().store.cache_mib, 64);
+        assert_eq!(parse(GOOD).unwrap().store.cache_mib, 16);
         let sized = format!("{GOOD}\n[store]\ncache_mib = 16\n");
         assert_eq!(parse(&sized).unwrap().store.cache_mib, 16);
         let zero = format!("{GOOD}\n[store]\ncache_mib = 0\n");

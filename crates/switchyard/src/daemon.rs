@@ -402,8 +402,8 @@ impl LinkRunner for Shared {
     }
 
     fn has_pending(&self, link: &str) -> bool {
-        match self.state.counts(&LinkName::from(link)) {
-            Ok(counts) => counts.outbox > 0,
+        match self.state.depths(&LinkName::from(link)) {
+            Ok((outbox, _)) => outbox > 0,
             Err(e) => {
                 tracing::error!(link, "cannot read the state database: {e:#}");
                 false
@@ -433,8 +433,8 @@ impl LinkRunner for Shared {
             result.as_ref().ok(),
             now_s,
         );
-        match self.state.counts(&LinkName::from(link)) {
-            Ok(counts) => crate::telemetry::depths(link, counts.outbox, counts.dead_letters),
+        match self.state.depths(&LinkName::from(link)) {
+            Ok((outbox, dead)) => crate::telemetry::depths(link, outbox, dead),
             Err(e) => tracing::error!(link, "cannot read the state database: {e:#}"),
         }
         match &result {
@@ -590,8 +590,8 @@ impl Daemon {
         // The outbox and dead-letter gauges tell the truth from the start,
         // not only after each link's first run.
         for link in shared.config.links.keys() {
-            let counts = shared.state.counts(link)?;
-            crate::telemetry::depths(link, counts.outbox, counts.dead_letters);
+            let (outbox, dead) = shared.state.depths(link)?;
+            crate::telemetry::depths(link, outbox, dead);
         }
         let mut tasks = tokio::task::JoinSet::new();
         let admin = tokio::net::TcpListener::bind(shared.config.daemon.admin_listen)
