@@ -5,11 +5,14 @@
 //!
 //! 1. finish what an earlier run left in the outbox (a crash, a stop);
 //! 2. list employees through the HRIS plugin and plan, per employee, the
-//!    operations that bring the LMS in line (`plan`); check the plan against
-//!    the mass-deactivation guard; commit snapshots, operations and the
-//!    employee cursor in sled transactions (the cursor with the last chunk);
-//! 3. apply the outbox: each employee's operations in order, employees in
-//!    parallel, each success recorded with its effect in one transaction;
+//!    operations that bring the LMS in line (`plan`), page by page, staging
+//!    what would change in the store; check the whole plan against the
+//!    mass-deactivation guard; commit the staged snapshots, operations and
+//!    the employee cursor in sled transactions (the cursor with the last
+//!    chunk);
+//! 3. apply the outbox, a page of employees at a time: each employee's
+//!    operations in order, employees in parallel, each success recorded
+//!    with its effect in one transaction;
 //! 4. list completions through the LMS plugin, let the retake policy pick
 //!    winners, commit them with their `push-completion` operations and the
 //!    completion cursor per page, and apply again.
@@ -305,7 +308,7 @@ impl LinkRun<'_> {
         // records as listed give the same answer.
         let scope = self.link.scope.as_ref();
         let mut listed = Listed::default();
-        let mut suspends = 0;
+        let mut suspends: usize = 0;
         let mut cursor = resume;
         let mut bounds = ListingBounds::new("fetch-employees", &self.hris.name, self.hris.limits());
         let final_cursor = loop {
@@ -336,7 +339,7 @@ impl LinkRun<'_> {
             for ((id, planned), again) in planned.into_iter().zip(again) {
                 if again {
                     if let Some(earlier) = self.state.staged_of(self.name, run, &id)? {
-                        suspends -= ingest::suspends([&earlier]);
+                        suspends = suspends.saturating_sub(ingest::suspends([&earlier]));
                     }
                 } else if planned.snapshot.is_none() && planned.operations.is_empty() {
                     continue;

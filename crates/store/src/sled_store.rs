@@ -1458,8 +1458,8 @@ mod tests {
         }
     }
 
-    fn planned(id: &str, ops: &[&str]) -> (EmployeeId, PlannedEmployee) {
-        let employee = Employee {
+    fn employee(id: &str) -> Employee {
+        Employee {
             id: id.into(),
             employee_number: None,
             email: Some(format!("{id}@example.com")),
@@ -1475,7 +1475,11 @@ mod tests {
             termination_date: None,
             updated_at: None,
             custom: vec![],
-        };
+        }
+    }
+
+    fn planned(id: &str, ops: &[&str]) -> (EmployeeId, PlannedEmployee) {
+        let employee = employee(id);
         let plan = PlannedEmployee {
             snapshot: Some(Snapshot { employee, rev: 1 }),
             operations: ops.iter().map(|k| op(id, k)).collect(),
@@ -1638,23 +1642,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = SledStore::open(dir.path()).unwrap();
         let l = LinkName::from("l");
-        let e = Employee {
-            id: "7".into(),
-            employee_number: None,
-            email: None,
-            given_name: None,
-            family_name: None,
-            status: EmploymentStatus::Active,
-            raw_status: None,
-            department: None,
-            job_title: None,
-            location: None,
-            manager_id: None,
-            hire_date: None,
-            termination_date: None,
-            updated_at: None,
-            custom: vec![],
-        };
+        let e = employee("7");
         let plan = vec![
             PlannedEmployee {
                 snapshot: Some(Snapshot {

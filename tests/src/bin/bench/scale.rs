@@ -26,7 +26,10 @@ fn sync(h: &Harness) -> anyhow::Result<Sampled> {
 pub async fn run(sizes: &[usize], page_size: usize, cache_mib: Option<u32>) -> anyhow::Result<()> {
     println!(
         "sync by workforce size (switchyard sync in its own process, max_batch = 100, store cache {})",
-        cache_mib.map_or("64 MiB (default)".to_owned(), |m| format!("{m} MiB"))
+        cache_mib.map_or(
+            format!("{} MiB (default)", switchyard::store::CACHE_BYTES >> 20),
+            |m| format!("{m} MiB")
+        )
     );
     println!(
         "  {:>9}  {:>10}  {:>12}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
