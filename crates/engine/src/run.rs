@@ -295,7 +295,8 @@ impl LinkRun<'_> {
     /// List employees page by page, plan each page against the store and
     /// stage what would change, then plan the stored employees a
     /// changes-only listing did not return (for recertification and rule
-    /// changes). Memory holds a page and 17 bytes per listed employee.
+    /// changes). Memory holds a page and a 17-byte entry per listed
+    /// employee.
     async fn stage_plan(
         &self,
         run: u64,

@@ -876,6 +876,9 @@ impl Store for SledStore {
         run: u64,
         planned: &[(EmployeeId, PlannedEmployee)],
     ) -> anyhow::Result<()> {
+        if planned.is_empty() {
+            return Ok(());
+        }
         let mut batch = sled::Batch::default();
         for (employee, p) in planned {
             batch.insert(staged_key(link, run, employee), encode(p)?);
