@@ -3,6 +3,9 @@
 //! nothing (the full listing, the plan, every account and enrolment
 //! through the batching Moodle plugin), then a second one with no changes.
 //! The simulators run in this process, so the peak RSS is the host's alone.
+//! With `BENCH_PAUSE_SECS=N` it waits N seconds after each size, with the
+//! simulators up, and prints the configuration's path: time to profile a
+//! run by hand (`perf record switchyard sync acme --config PATH`).
 
 use switchyard_testkit::harness::{Harness, LINK, Options, switchyard_bin};
 use switchyard_testkit::measure::{Sampled, run_sampled};
