@@ -27,12 +27,15 @@ pub fn execute(args: StatusArgs) -> anyhow::Result<Exit> {
     }
     for (link, config) in &service.config.links {
         if let Some(scope) = &config.scope {
-            let covered = service
-                .state
-                .snapshots(link)?
-                .into_iter()
-                .filter(|s| scope.covers(&s.employee))
-                .count();
+            // Page by page: the workforce is not held in memory.
+            let mut covered = 0;
+            let mut after = None;
+            loop {
+                let page = service.state.snapshots_after(link, after.as_ref(), 1_000)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.employee.id.clone());
+                covered += page.iter().filter(|s| scope.covers(&s.employee)).count();
+            }
             println!(
                 "scope: link `{link}` manages {} ({covered} of the employees it knows)",
                 scope.describe()
